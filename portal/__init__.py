@@ -1,0 +1,50 @@
+"""Crater portal: the application factory.
+
+create_app(): configuration -> extensions -> blueprints -> error handlers. No I/O here: no
+migrations, no network; the database and the cluster are first touched by a request or a command.
+"""
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import ConfigError, check_config, load_config
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    cfg = load_config(overrides=config, instance_path=app.instance_path)
+    problems = check_config(cfg)
+    if problems:
+        raise ConfigError("Crater refuses to start:\n  - " + "\n  - ".join(problems))
+    app.config.update(cfg)
+    if app.config["PROXY_COUNT"]:
+        n = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
+
+    from . import i18n, security
+    from .auth import session as auth_session
+    from .auth import oidc
+    from .extensions import babel, csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    oidc.init_app(app)
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    auth_session.init_app(app)
+    security.init_app(app)
+    i18n.init_app(app)
+
+    from .auth.views import bp as auth_bp
+    from .views import admin_accounts, admin_audit, admin_users, errors, health, home
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(home.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(admin_users.bp)
+    app.register_blueprint(admin_accounts.bp)
+    app.register_blueprint(admin_audit.bp)
+    errors.init_app(app)
+    return app

@@ -1,0 +1,1 @@
+"""Sign-in: university SSO through OpenID Connect (Authlib), local passwords, the session."""

@@ -1,0 +1,71 @@
+"""The `crater` command: Flask's CLI plus Crater's own commands.
+
+  crater db upgrade           apply migrations (Flask-Migrate)
+  crater create-admin NAME    create a local admin or reset its password (prompt or stdin)
+  crater demo                 run the portal on SQLite with demo users and a local SSO provider
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup
+
+from . import create_app
+
+
+def _ensure_instance_folder(app_or_path) -> None:
+    path = getattr(app_or_path, "instance_path", app_or_path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _make_app():
+    app = create_app()
+    _ensure_instance_folder(app)  # SQLite's default file lives there
+    return app
+
+
+@click.group(cls=FlaskGroup, create_app=_make_app, add_version_option=False, load_dotenv=False)
+def cli():
+    """Crater, the portal of the lab's GPU cluster."""
+
+
+@cli.command("create-admin")
+@click.argument("username")
+def create_admin(username):
+    """Create a local administrator USERNAME (or reset its password). The password is read from
+    the prompt, or from the first line of standard input when it is not a terminal."""
+    from .services import users
+    from .services.errors import DomainError
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        user, created = users.create_local_admin(username, password)
+    except DomainError as exc:
+        errors = getattr(exc, "errors", None) or {"": str(exc)}
+        for field, message in errors.items():
+            click.echo(f"error: {field + ': ' if field else ''}{message}", err=True)
+        sys.exit(2)
+    click.echo(f"{'Created' if created else 'Updated'} local administrator {user.username}.")
+
+
+@cli.command("demo", with_appcontext=False)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def demo(host, port):
+    """Run the portal for a try-out: SQLite under instance/, demo users and accounts, and a local
+    OpenID Connect provider standing in for the university SSO. Development only."""
+    from .demo import run_demo
+
+    run_demo(host, port)
+
+
+def main():  # pragma: no cover - console entry point
+    os.environ.setdefault("FLASK_APP", "app")
+    cli()

@@ -1,0 +1,123 @@
+"""Configuration from CRATER_* environment variables.
+
+`load_config(environ, overrides)` turns the environment (plus explicit overrides, e.g. from tests)
+into the dict Flask reads, with defaults per environment. `check_config` lists everything a
+production deployment must not run with; `create_app` refuses to start when the list is not empty.
+Reads the environment only; no files, no network.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+ENVIRONMENTS = ("development", "production")
+LANGUAGES = {"en": "English", "zh": "简体中文"}
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unusable; the message names every wrong setting."""
+
+
+def _flag(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(environ, name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def default_database_url(instance_path: str) -> str:
+    return "sqlite:///" + str(Path(instance_path) / "crater.sqlite3")
+
+
+def load_config(environ=None, overrides: dict | None = None, instance_path: str = "instance") -> dict:
+    """Build the Flask config from the environment; `overrides` win over everything."""
+    env = os.environ if environ is None else environ
+    name = env.get("CRATER_ENV", "development")
+    production = name == "production"
+    issuer = env.get("CRATER_OIDC_ISSUER", "").rstrip("/")
+    cfg = {
+        "CRATER_ENV": name,
+        "SECRET_KEY": env.get("CRATER_SECRET_KEY") or None,
+        "SQLALCHEMY_DATABASE_URI": env.get("CRATER_DATABASE_URL") or default_database_url(instance_path),
+        "OIDC_ISSUER": issuer,
+        "OIDC_CLIENT_ID": env.get("CRATER_OIDC_CLIENT_ID", "crater-portal"),
+        "OIDC_CLIENT_SECRET": env.get("CRATER_OIDC_CLIENT_SECRET", ""),
+        "OIDC_ADMIN_GROUP": env.get("CRATER_OIDC_ADMIN_GROUP", ""),
+        "OIDC_SCOPE": env.get("CRATER_OIDC_SCOPE", "openid profile email groups"),
+        "OIDC_PROVIDER_NAME": env.get("CRATER_OIDC_PROVIDER_NAME", ""),
+        "LOCAL_LOGIN": _flag(env.get("CRATER_LOCAL_LOGIN"), default=True),
+        "DEBUG_HEADER_LOGIN": _flag(env.get("CRATER_DEBUG_HEADER_LOGIN")),
+        "PROXY_COUNT": _int(env, "CRATER_PROXY_COUNT", 0),
+        "PAGE_SIZE": _int(env, "CRATER_PAGE_SIZE", 50),
+        "JOB_NAMESPACE": env.get("CRATER_JOB_NAMESPACE", "crater-jobs"),
+        "KUBECONFIG": env.get("CRATER_KUBECONFIG", ""),
+        "PROMETHEUS_URL": env.get("CRATER_PROMETHEUS_URL", ""),
+        "SMTP_URL": env.get("CRATER_SMTP_URL", ""),
+        # Flask and extensions
+        "SESSION_COOKIE_NAME": "crater_session",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _flag(env.get("CRATER_SECURE_COOKIES"), default=production),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=_int(env, "CRATER_SESSION_HOURS", 12)),
+        "WTF_CSRF_TIME_LIMIT": None,  # a token lives as long as the session it belongs to
+        "WTF_CSRF_HEADERS": ["X-CSRFToken"],
+        "WTF_CSRF_SSL_STRICT": True,
+        "BABEL_DEFAULT_LOCALE": "en",
+        "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).resolve().parent.parent / "translations"),
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+    }
+    if overrides:
+        cfg.update(overrides)
+    uri = cfg["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("mysql"):
+        engine = dict(cfg["SQLALCHEMY_ENGINE_OPTIONS"])
+        engine.setdefault("pool_pre_ping", True)
+        engine.setdefault("pool_recycle", 280)  # below MySQL's and most proxies' idle cut-off
+        cfg["SQLALCHEMY_ENGINE_OPTIONS"] = engine
+    if not cfg["SECRET_KEY"] and cfg["CRATER_ENV"] != "production":
+        # Development only: a random key means sessions end when the process restarts.
+        cfg["SECRET_KEY"] = secrets.token_hex(32)
+    return cfg
+
+
+def check_config(cfg: dict) -> list[str]:
+    """Return the problems that stop the portal from starting (empty list = fine)."""
+    problems = []
+    if cfg["CRATER_ENV"] not in ENVIRONMENTS:
+        problems.append(f"CRATER_ENV must be one of {', '.join(ENVIRONMENTS)}, got {cfg['CRATER_ENV']!r}")
+    if cfg["PROXY_COUNT"] < 0:
+        problems.append("CRATER_PROXY_COUNT must not be negative")
+    if cfg["CRATER_ENV"] != "production":
+        return problems
+    key = cfg.get("SECRET_KEY") or ""
+    if not key:
+        problems.append("CRATER_SECRET_KEY is not set (use a random string of 32+ characters)")
+    elif len(key) < 32:
+        problems.append("CRATER_SECRET_KEY is shorter than 32 characters")
+    if cfg["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        problems.append("CRATER_DATABASE_URL points at SQLite; production needs MySQL/MariaDB")
+    if cfg["DEBUG_HEADER_LOGIN"]:
+        problems.append("CRATER_DEBUG_HEADER_LOGIN is a development-only switch; unset it")
+    if cfg.get("TESTING"):
+        problems.append("TESTING is a development-only switch")
+    if not cfg["SESSION_COOKIE_SECURE"]:
+        problems.append("CRATER_SECURE_COOKIES=0 is a development-only switch; production cookies are Secure")
+    if not cfg["OIDC_ISSUER"] and not cfg["LOCAL_LOGIN"]:
+        problems.append("neither CRATER_OIDC_ISSUER nor CRATER_LOCAL_LOGIN is set: nobody could sign in")
+    if cfg["OIDC_ISSUER"] and not cfg["OIDC_CLIENT_SECRET"]:
+        problems.append("CRATER_OIDC_CLIENT_SECRET is not set while CRATER_OIDC_ISSUER is")
+    return problems

@@ -1,0 +1,111 @@
+"""`crater demo`: the portal on its embedded default, ready to click through.
+
+Starts a local OpenID Connect provider (oidc-provider-mock) as the "university SSO", migrates the
+SQLite database under instance/, seeds demo users and accounts (idempotent) and serves the portal
+with Flask's threaded server. Development only: never run this in production.
+"""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import click
+
+DEMO_USERS = [
+    # username, display name, email, groups
+    ("alice", "Alice Wang 王爱丽", "alice@example.edu", []),
+    ("bob", "Bob Li 李博", "bob@example.edu", []),
+    ("carol", "Carol Zhang 张卡罗", "carol@example.edu", []),
+    ("dora", "Dora Admin", "dora@example.edu", ["crater-admins"]),
+]
+DEMO_ACCOUNTS = [
+    # name, display name, GPUs, per model, CPU, memory GiB, jobs, members {username: role}
+    ("vision-lab", "视觉实验室 Vision Lab", 16, {"NVIDIA-A100-SXM4-80GB": 8}, 256, 2048, 20,
+     {"alice": "manager", "bob": "member"}),
+    ("nlp-lab", "自然语言处理 NLP Lab", 8, {}, 128, 1024, 10, {"carol": "manager", "bob": "member"}),
+]
+
+
+def run_demo(host: str, port: int) -> None:
+    from oidc_provider_mock import run_server_in_thread
+    from oidc_provider_mock._storage import User as MockUser
+
+    from . import create_app
+    from .cli import _ensure_instance_folder
+
+    mock_users = [MockUser(sub=u, claims={"preferred_username": u, "name": n, "email": e, "groups": g})
+                  for u, n, e, g in DEMO_USERS]
+    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso:
+        issuer = f"http://localhost:{sso.server_port}"
+        instance = Path(__file__).resolve().parent.parent / "instance"
+        _ensure_instance_folder(instance)
+        app = create_app({
+            "SECRET_KEY": _demo_secret(instance),
+            "OIDC_ISSUER": issuer, "OIDC_CLIENT_SECRET": "demo", "OIDC_ADMIN_GROUP": "crater-admins",
+            "OIDC_PROVIDER_NAME": "Demo SSO",
+        })
+        with app.app_context():
+            from flask_migrate import upgrade
+            upgrade()
+            admin_password = _seed(issuer, instance)
+        url = f"http://localhost:{port}/"
+        click.echo(f"""
+  Crater demo is running:  {url}
+
+  Sign in with "Demo SSO" and pick a user:
+    alice  manager of vision-lab      bob    member of vision-lab and nlp-lab
+    carol  manager of nlp-lab         dora   administrator (SSO group crater-admins)
+  or with the local form:  admin / {admin_password}
+
+  Press Ctrl+C to stop. Data lives in instance/crater.sqlite3.
+""")
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _demo_secret(instance: Path) -> str:
+    path = instance / "demo-secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _seed(issuer: str, instance: Path) -> str:
+    """Demo users (as SSO users of the local provider), accounts and members; returns the local
+    admin's password (kept in instance/ so it stays the same across runs)."""
+    from sqlalchemy import select
+
+    from .extensions import db
+    from .models import AuthSource, User
+    from .services import accounts, users
+    from .services.context import SYSTEM
+
+    pw_file = instance / "demo-admin-password"
+    if not pw_file.exists():
+        pw_file.write_text(secrets.token_urlsafe(12))
+        pw_file.chmod(0o600)
+    password = pw_file.read_text().strip()
+    if users.find_by_username("admin") is None:
+        users.create_local_admin("admin", password)
+    for username, name, email, groups in DEMO_USERS:
+        if users.find_by_username(username) is None:
+            user = User(username=username, display_name=name, email=email, auth_source=AuthSource.OIDC.value,
+                        oidc_issuer=issuer, oidc_subject=username, role="admin" if groups else "user")
+            db.session.add(user)
+            db.session.flush()
+            accounts.join_default_account(user)
+            db.session.commit()
+    for name, display, gpus, per_model, cpu, mem, jobs, members in DEMO_ACCOUNTS:
+        existing = db.session.execute(select(accounts.Account).where(accounts.Account.name == name)).scalar()
+        if existing is not None:
+            continue
+        account = accounts.create_account(SYSTEM, accounts.AccountInput(
+            name=name, display_name=display, gpu_quota=gpus, gpu_model_quotas=per_model, cpu_quota=cpu,
+            memory_quota_gib=mem, max_jobs=jobs, description="Demo account"))
+        for username, role in members.items():
+            accounts.add_member(SYSTEM, account.id, username, role, None)
+    # An admin who signs in through SSO later keeps the same row (issuer may differ per port).
+    for user in db.session.execute(select(User).where(User.auth_source == AuthSource.OIDC.value)).scalars():
+        user.oidc_issuer = issuer
+    db.session.commit()
+    return password

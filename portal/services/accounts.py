@@ -1,0 +1,275 @@
+"""Accounts (labs/projects), their quotas and members. Admins manage every account; an account's
+managers manage its members. Touches the DB only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from ..extensions import db
+from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User
+from ..models.account import DEFAULT_ACCOUNT
+from . import audit
+from .context import Actor
+from .errors import Conflict, Forbidden, NotFound, ValidationFailed
+from .pagination import Page, paginate
+
+QUOTA_FIELDS = ("gpu_quota", "cpu_quota", "memory_quota_gib", "max_jobs")
+
+
+@dataclass
+class AccountInput:
+    name: str
+    display_name: str = ""
+    description: str = ""
+    gpu_quota: int | None = None
+    cpu_quota: int | None = None
+    memory_quota_gib: int | None = None
+    max_jobs: int | None = None
+    expires_on: date | None = None
+    gpu_model_quotas: dict[str, int] = field(default_factory=dict)
+
+
+# ---- the default account -------------------------------------------------------------------
+
+def default_account() -> Account:
+    """The account every user joins, created on first use (safe when two requests race)."""
+    account = _by_name(DEFAULT_ACCOUNT)
+    if account is not None:
+        return account
+    try:
+        with db.session.begin_nested():
+            account = Account(name=DEFAULT_ACCOUNT, display_name="Default",
+                              description="Every user belongs to this account.")
+            db.session.add(account)
+    except IntegrityError:
+        account = _by_name(DEFAULT_ACCOUNT)
+    return account
+
+
+def join_default_account(user: User) -> None:
+    db.session.add(Membership(account=default_account(), user_id=user.id, role=MemberRole.MEMBER.value))
+
+
+def _by_name(name: str) -> Account | None:
+    return db.session.execute(select(Account).where(Account.name == name)).scalar_one_or_none()
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+def list_accounts(actor: Actor, q: str, page: int, per_page: int) -> Page:
+    """Admin list: each row is (account, member count); per-model quotas come in one more query."""
+    actor.require_admin()
+    members = (select(func.count(Membership.id)).where(Membership.account_id == Account.id)
+               .correlate(Account).scalar_subquery())
+    stmt = select(Account, members.label("members")).options(selectinload(Account.gpu_model_quotas))
+    if q:
+        like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+        stmt = stmt.where(or_(Account.name.like(like, escape="\\"), Account.display_name.like(like, escape="\\")))
+    return paginate(stmt.order_by(Account.name), page, per_page, scalars=False)
+
+
+def get_account(actor: Actor, account_id: int) -> Account:
+    """The account, if the actor may manage it (admin, or a manager of this account)."""
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise NotFound(_l("No such account."))
+    if not actor.is_admin and not _is_manager(actor.user, account.id):
+        raise Forbidden(_l("Only administrators and this account's managers can manage it."))
+    return account
+
+
+def _is_manager(user: User | None, account_id: int) -> bool:
+    if user is None:
+        return False
+    return db.session.execute(
+        select(Membership.id).where(Membership.account_id == account_id, Membership.user_id == user.id,
+                                    Membership.role == MemberRole.MANAGER.value)
+    ).first() is not None
+
+
+def my_memberships(user: User) -> list[Membership]:
+    """The user's memberships with their accounts and per-model quotas (two queries)."""
+    return list(db.session.execute(
+        select(Membership).where(Membership.user_id == user.id)
+        .join(Membership.account).order_by(Account.name)
+        .options(selectinload(Membership.account).selectinload(Account.gpu_model_quotas))
+    ).scalars())
+
+
+def list_members(actor: Actor, account_id: int, page: int, per_page: int) -> tuple[Account, Page]:
+    account = get_account(actor, account_id)
+    stmt = (select(Membership, User).join(User, Membership.user_id == User.id)
+            .where(Membership.account_id == account.id)
+            .order_by(Membership.role.desc(), User.username))
+    return account, paginate(stmt, page, per_page, scalars=False)
+
+
+# ---- changing accounts (admins) ------------------------------------------------------------
+
+def create_account(actor: Actor, data: AccountInput) -> Account:
+    actor.require_admin()
+    if _by_name(data.name) is not None:
+        raise ValidationFailed({"name": _l("An account named %(name)s already exists.", name=data.name)})
+    _check_model_quotas(data)
+    account = Account(name=data.name)
+    _apply(account, data)
+    db.session.add(account)
+    try:
+        db.session.flush()
+    except IntegrityError:  # a concurrent create of the same name
+        db.session.rollback()
+        raise ValidationFailed({"name": _l("An account named %(name)s already exists.", name=data.name)}) from None
+    audit.record(actor, "account.create", "account", account.id, _describe(account, data))
+    db.session.commit()
+    return account
+
+
+def update_account(actor: Actor, account_id: int, data: AccountInput) -> Account:
+    """Change everything but the name, which is written into cluster labels and so never changes."""
+    actor.require_admin()
+    account = get_account(actor, account_id)
+    _check_model_quotas(data)
+    before = _snapshot(account)
+    _apply(account, data)
+    after = _snapshot(account)
+    changed = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+    if changed:
+        audit.record(actor, "account.update", "account", account.id, {"name": account.name, "changed": changed})
+    db.session.commit()
+    return account
+
+
+def delete_account(actor: Actor, account_id: int) -> None:
+    actor.require_admin()
+    account = get_account(actor, account_id)
+    if account.is_default:
+        raise Conflict(_l("The default account cannot be deleted: every user belongs to it."))
+    jobs = db.session.execute(select(func.count(Job.id)).where(Job.account_id == account.id)).scalar_one()
+    if jobs:
+        raise Conflict(_l("Account %(name)s has %(n)s job(s) and cannot be deleted.", name=account.name, n=jobs))
+    audit.record(actor, "account.delete", "account", account.id, {"name": account.name})
+    db.session.delete(account)
+    db.session.commit()
+
+
+def _check_model_quotas(data: AccountInput) -> None:
+    if data.gpu_quota is None:
+        return
+    over = {m: n for m, n in data.gpu_model_quotas.items() if n > data.gpu_quota}
+    if over:
+        model, n = next(iter(over.items()))
+        raise ValidationFailed({"gpu_model_quotas": _l(
+            "%(model)s: %(n)s GPUs is more than the account's total GPU quota (%(total)s).",
+            model=model, n=n, total=data.gpu_quota)})
+
+
+def _apply(account: Account, data: AccountInput) -> None:
+    account.display_name = data.display_name
+    account.description = data.description
+    for name in QUOTA_FIELDS:
+        setattr(account, name, getattr(data, name))
+    account.expires_on = data.expires_on
+    current = {q.gpu_model: q for q in account.gpu_model_quotas}
+    for model, gpus in data.gpu_model_quotas.items():
+        if model in current:
+            current.pop(model).gpus = gpus
+        else:
+            account.gpu_model_quotas.append(AccountGpuQuota(gpu_model=model, gpus=gpus))
+    for stale in current.values():
+        account.gpu_model_quotas.remove(stale)
+
+
+def _snapshot(account: Account) -> dict:
+    snap = {name: getattr(account, name) for name in ("display_name", "description", *QUOTA_FIELDS)}
+    snap["expires_on"] = account.expires_on.isoformat() if account.expires_on else None
+    snap["gpu_model_quotas"] = {q.gpu_model: q.gpus for q in account.gpu_model_quotas}
+    return snap
+
+
+def _describe(account: Account, data: AccountInput) -> dict:
+    return {"name": account.name, **{k: v for k, v in _snapshot(account).items() if v not in (None, "", {})}}
+
+
+# ---- members (admins and the account's managers) -------------------------------------------
+
+def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap: int | None) -> Membership:
+    account = get_account(actor, account_id)
+    user = db.session.execute(select(User).where(User.username == username.strip().lower())).scalar_one_or_none()
+    if user is None:
+        raise ValidationFailed({"username": _l("No user named %(name)s.", name=username)})
+    _check_member_input(account, role, gpu_cap)
+    exists = db.session.execute(
+        select(Membership.id).where(Membership.account_id == account.id, Membership.user_id == user.id)
+    ).first()
+    if exists:
+        raise ValidationFailed({"username": _l("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)})
+    member = Membership(account=account, user=user, role=role, gpu_cap=gpu_cap)
+    db.session.add(member)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise ValidationFailed({"username": _l("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)}) from None
+    audit.record(actor, "member.add", "account", account.id,
+                 {"account": account.name, "username": user.username, "role": role, "gpu_cap": gpu_cap})
+    db.session.commit()
+    return member
+
+
+def get_member(actor: Actor, account_id: int, user_id: int) -> Membership:
+    account = get_account(actor, account_id)
+    member = db.session.execute(
+        select(Membership).where(Membership.account_id == account.id, Membership.user_id == user_id)
+    ).scalar_one_or_none()
+    if member is None:
+        raise NotFound(_l("No such member."))
+    return member
+
+
+def update_member(actor: Actor, account_id: int, user_id: int, role: str, gpu_cap: int | None) -> Membership:
+    member = get_member(actor, account_id, user_id)
+    _check_member_input(member.account, role, gpu_cap)
+    if _is_self_demotion(actor, member, role):
+        raise Conflict(_l("You cannot take away your own manager role; ask an administrator."))
+    before = {"role": member.role, "gpu_cap": member.gpu_cap}
+    member.role, member.gpu_cap = role, gpu_cap
+    after = {"role": role, "gpu_cap": gpu_cap}
+    if before != after:
+        audit.record(actor, "member.update", "account", member.account_id,
+                     {"account": member.account.name, "username": member.user.username,
+                      "from": before, "to": after})
+    db.session.commit()
+    return member
+
+
+def remove_member(actor: Actor, account_id: int, user_id: int) -> None:
+    member = get_member(actor, account_id, user_id)
+    if member.account.is_default:
+        raise Conflict(_l("Every user belongs to the default account; deactivate the user instead."))
+    if _is_self_demotion(actor, member, None):
+        raise Conflict(_l("You cannot remove yourself from an account you manage; ask an administrator."))
+    audit.record(actor, "member.remove", "account", member.account_id,
+                 {"account": member.account.name, "username": member.user.username})
+    db.session.delete(member)
+    db.session.commit()
+
+
+def _is_self_demotion(actor: Actor, member: Membership, new_role: str | None) -> bool:
+    """A manager (not an admin) who would lose the right to manage this account."""
+    return (actor.user is not None and not actor.is_admin and member.user_id == actor.user.id
+            and new_role != MemberRole.MANAGER.value)
+
+
+def _check_member_input(account: Account, role: str, gpu_cap: int | None) -> None:
+    errors = {}
+    if role not in (MemberRole.MEMBER.value, MemberRole.MANAGER.value):
+        errors["role"] = _l("Choose member or manager.")
+    if gpu_cap is not None and account.gpu_quota is not None and gpu_cap > account.gpu_quota:
+        errors["gpu_cap"] = _l("The cap is above the account's GPU quota (%(n)s).", n=account.gpu_quota)
+    if errors:
+        raise ValidationFailed(errors)

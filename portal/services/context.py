@@ -1,0 +1,30 @@
+"""Who is acting: the signed-in user and the client address, handed to services by the views."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models import User
+from flask_babel import lazy_gettext as _l
+
+from .errors import Forbidden
+
+
+@dataclass(frozen=True)
+class Actor:
+    user: User | None  # None = the command line / the system
+    client_ip: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.user.username if self.user else "system"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is None or self.user.is_admin
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden(_l("This needs an administrator."))
+
+
+SYSTEM = Actor(None, "")

@@ -1,0 +1,27 @@
+"""What every view needs from the request: the acting user, page numbers, htmx detection."""
+from __future__ import annotations
+
+from flask import current_app, request
+from flask_login import current_user
+
+from ..services.context import Actor
+
+
+def actor() -> Actor:
+    return Actor(current_user._get_current_object(), request.remote_addr or "")
+
+
+def page_arg() -> int:
+    return request.args.get("page", 1, type=int) or 1
+
+
+def per_page() -> int:
+    return current_app.config["PAGE_SIZE"]
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def htmx_target() -> str:
+    return request.headers.get("HX-Target", "") if is_htmx() else ""

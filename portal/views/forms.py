@@ -1,0 +1,114 @@
+"""Flask-WTF forms: parsing and field-level checks with translatable messages. Rules that need the
+database (unique names, known users) live in the services, which report them per field."""
+from __future__ import annotations
+
+import re
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import DateField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+
+from ..services.accounts import AccountInput
+from ..services.errors import ValidationFailed
+
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_GPUS = 4096
+MAX_CPU = 65536
+MAX_MEMORY_GIB = 1048576
+MAX_JOBS = 10000
+GPU_MODEL_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]{0,127})\s*[:=]\s*(\d{1,6})\s*$")
+
+
+def quota_field(label, maximum):
+    return IntegerField(label, validators=[Optional(), NumberRange(min=0, max=maximum)],
+                        description=_l("Empty means no limit."))
+
+
+class CsrfOnlyForm(FlaskForm):
+    """For buttons that change state (stop, deactivate, remove): just the CSRF token."""
+
+
+class LoginForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)])
+    next = HiddenField()
+
+
+class AccountForm(FlaskForm):
+    name = StringField(_l("Name"), validators=[
+        DataRequired(), Length(max=63),
+        Regexp(DNS_LABEL, message=_l("Use lowercase letters, digits and '-', starting and ending with a letter or digit.")),
+    ], description=_l("Used in cluster labels; cannot be changed later."))
+    display_name = StringField(_l("Display name"), validators=[Optional(), Length(max=128)])
+    description = TextAreaField(_l("Description"), validators=[Optional(), Length(max=2000)])
+    gpu_quota = quota_field(_l("GPUs (all models)"), MAX_GPUS)
+    gpu_model_quotas = TextAreaField(
+        _l("GPUs per model"), validators=[Optional(), Length(max=4000)],
+        description=_l("One line per model, e.g. NVIDIA-A100-SXM4-80GB: 8"))
+    cpu_quota = quota_field(_l("CPU cores"), MAX_CPU)
+    memory_quota_gib = quota_field(_l("Memory (GiB)"), MAX_MEMORY_GIB)
+    max_jobs = quota_field(_l("Concurrent jobs"), MAX_JOBS)
+    expires_on = DateField(_l("Expires on"), validators=[Optional()])
+
+    def validate_gpu_model_quotas(self, field):
+        self.parsed_model_quotas = parse_model_quotas(field.data or "")
+
+    def to_input(self) -> AccountInput:
+        return AccountInput(
+            name=self.name.data.strip(), display_name=(self.display_name.data or "").strip(),
+            description=(self.description.data or "").strip(), gpu_quota=self.gpu_quota.data,
+            cpu_quota=self.cpu_quota.data, memory_quota_gib=self.memory_quota_gib.data,
+            max_jobs=self.max_jobs.data, expires_on=self.expires_on.data,
+            gpu_model_quotas=getattr(self, "parsed_model_quotas", {}),
+        )
+
+
+def parse_model_quotas(text: str) -> dict[str, int]:
+    quotas: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = GPU_MODEL_LINE.match(line)
+        if not m:
+            raise ValidationError(_l("Line %(n)s: write MODEL: COUNT.", n=n))
+        model, count = m.group(1), int(m.group(2))
+        if count > MAX_GPUS:
+            raise ValidationError(_l("Line %(n)s: at most %(max)s GPUs.", n=n, max=MAX_GPUS))
+        if model in quotas:
+            raise ValidationError(_l("Line %(n)s: %(model)s appears twice.", n=n, model=model))
+        quotas[model] = count
+    return quotas
+
+
+def format_model_quotas(quotas) -> str:
+    return "\n".join(f"{q.gpu_model}: {q.gpus}" for q in quotas)
+
+
+MEMBER_ROLES = [("member", _l("Member")), ("manager", _l("Manager"))]
+
+
+class MemberForm(FlaskForm):
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
+    role = SelectField(_l("Role"), choices=MEMBER_ROLES, default="member")
+    gpu_cap = IntegerField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
+                           description=_l("Empty: only the account's quota applies."))
+
+
+class MemberUpdateForm(FlaskForm):
+    role = SelectField(_l("Role"), choices=MEMBER_ROLES)
+    gpu_cap = IntegerField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)])
+
+
+class RoleForm(FlaskForm):
+    role = SelectField(_l("Role"), choices=[("user", _l("User")), ("admin", _l("Administrator"))])
+
+
+def apply_errors(form: FlaskForm, exc: ValidationFailed) -> None:
+    """Show a service's per-field errors on the form (unknown fields go to the form-level list)."""
+    for name, message in exc.errors.items():
+        field = form._fields.get(name)
+        if field is not None:
+            field.errors = [*field.errors, message] if isinstance(field.errors, list) else [message]
+        else:
+            form.form_errors.append(message)

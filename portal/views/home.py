@@ -1,0 +1,36 @@
+"""The home page and the language switch."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, session
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+
+from ..auth.views import safe_next
+from ..config import LANGUAGES
+from ..models import utcnow
+from ..services import accounts, users
+from .forms import CsrfOnlyForm
+
+bp = Blueprint("home", __name__)
+
+
+@bp.get("/")
+@login_required
+def index():
+    """My accounts, their quotas and my role in each."""
+    memberships = accounts.my_memberships(current_user)
+    return render_template("home/index.html", memberships=memberships, today=utcnow().date())
+
+
+@bp.post("/settings/language")
+def set_language():
+    """Switch the interface language; saved on the user when signed in, else in the session."""
+    form = CsrfOnlyForm()
+    lang = request.form.get("lang", "")
+    if not form.validate_on_submit() or lang not in LANGUAGES:
+        flash(_("Unknown language."), "error")
+        return redirect(safe_next(request.form.get("next"))), 303
+    session["lang"] = lang
+    if current_user.is_authenticated:
+        users.set_language(current_user, lang)
+    return redirect(safe_next(request.form.get("next"))), 303
