@@ -47,4 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(admin_accounts.bp)
     app.register_blueprint(admin_audit.bp)
     errors.init_app(app)
+
+    from . import cli
+    cli.register(app)
     return app

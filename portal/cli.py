@@ -6,13 +6,12 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
-from flask import current_app
-from flask.cli import FlaskGroup
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
 
 from . import create_app
 
@@ -33,8 +32,9 @@ def cli():
     """Crater, the portal of the lab's GPU cluster."""
 
 
-@cli.command("create-admin")
+@click.command("create-admin")
 @click.argument("username")
+@with_appcontext
 def create_admin(username):
     """Create a local administrator USERNAME (or reset its password). The password is read from
     the prompt, or from the first line of standard input when it is not a terminal."""
@@ -55,7 +55,7 @@ def create_admin(username):
     click.echo(f"{'Created' if created else 'Updated'} local administrator {user.username}.")
 
 
-@cli.command("demo", with_appcontext=False)
+@click.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def demo(host, port):
@@ -66,6 +66,6 @@ def demo(host, port):
     run_demo(host, port)
 
 
-def main():  # pragma: no cover - console entry point
-    os.environ.setdefault("FLASK_APP", "app")
-    cli()
+def register(app: Flask) -> None:
+    app.cli.add_command(create_admin)
+    app.cli.add_command(demo)

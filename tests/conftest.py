@@ -1,0 +1,197 @@
+"""Fixtures that start real components: the portal on SQLite and on a real MariaDB (when
+CRATER_TEST_DATABASE_URL is set; CRATER_REQUIRE_MYSQL=1 turns the skip into a failure), a real OIDC
+provider on loopback, and helpers that sign in and post forms with real CSRF tokens."""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import pytest
+from sqlalchemy import text
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="authlib")
+
+from portal import create_app  # noqa: E402
+from portal.extensions import db  # noqa: E402
+from portal.models import Account, AccountGpuQuota, Membership, User  # noqa: E402
+
+BACKENDS = ["sqlite", "mysql"]
+
+
+def require(flag: str) -> bool:
+    return os.environ.get(flag, "") not in ("", "0")
+
+
+def skip_or_fail(flag: str, reason: str):
+    if require(flag):
+        pytest.fail(f"{reason} ({flag}=1 forbids skipping)")
+    pytest.skip(reason)
+
+
+# ---- databases -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request, tmp_path_factory):
+    if request.param == "sqlite":
+        return "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    url = os.environ.get("CRATER_TEST_DATABASE_URL", "")
+    if not url:
+        skip_or_fail("CRATER_REQUIRE_MYSQL", "CRATER_TEST_DATABASE_URL is not set: MySQL suite skipped")
+    return url
+
+
+def base_config(url: str, **extra) -> dict:
+    cfg = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret-key-" + "x" * 32,
+           "OIDC_ISSUER": "", "LOCAL_LOGIN": True, "DEBUG_HEADER_LOGIN": False, "PAGE_SIZE": 50,
+           "SESSION_COOKIE_SECURE": False}
+    cfg.update(extra)
+    return cfg
+
+
+def migrate_fresh(url: str) -> None:
+    """Drop everything, then build the schema with the real Alembic migrations."""
+    from flask_migrate import upgrade
+
+    app = create_app(base_config(url))
+    with app.app_context():
+        db.drop_all()
+        db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        db.session.commit()
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def schema(database_url):
+    migrate_fresh(database_url)
+    return database_url
+
+
+def wipe(app) -> None:
+    with app.app_context():
+        for table in reversed(db.metadata.sorted_tables):
+            db.session.execute(table.delete())
+        db.session.commit()
+
+
+@pytest.fixture
+def app_config():
+    """Per-test config overrides (a test may replace or update this dict before using `app`)."""
+    return {}
+
+
+@pytest.fixture
+def app(schema, app_config):
+    app = create_app(base_config(schema, **app_config))
+    wipe(app)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+# ---- objects ---------------------------------------------------------------------------------
+
+class Factory:
+    """Creates rows in their own app context and returns ids, so tests never hold stale objects."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def user(self, username, role="user", active=True, password=None, **kw) -> int:
+        from werkzeug.security import generate_password_hash
+
+        from portal.services import accounts
+
+        with self.app.app_context():
+            user = User(username=username, role=role, active=active, display_name=kw.pop("display_name", username.title()),
+                        email=kw.pop("email", f"{username}@example.edu"),
+                        auth_source="local" if password else "oidc",
+                        password_hash=generate_password_hash(password, "pbkdf2:sha256:1000") if password else None, **kw)
+            db.session.add(user)
+            db.session.flush()
+            accounts.join_default_account(user)
+            db.session.commit()
+            return user.id
+
+    def account(self, name, members: dict | None = None, model_quotas: dict | None = None, **kw) -> int:
+        with self.app.app_context():
+            account = Account(name=name, display_name=kw.pop("display_name", name.title()), **kw)
+            for model, gpus in (model_quotas or {}).items():
+                account.gpu_model_quotas.append(AccountGpuQuota(gpu_model=model, gpus=gpus))
+            db.session.add(account)
+            db.session.flush()
+            for user_id, role in (members or {}).items():
+                db.session.add(Membership(account_id=account.id, user_id=user_id, role=role))
+            db.session.commit()
+            return account.id
+
+    def query(self, fn):
+        with self.app.app_context():
+            return fn(db.session)
+
+
+@pytest.fixture
+def make(app):
+    return Factory(app)
+
+
+# ---- clients ---------------------------------------------------------------------------------
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+class Client:
+    """A test client that signs in and sends the CSRF token like the browser does."""
+
+    def __init__(self, app):
+        self.app = app
+        self.http = app.test_client()
+
+    def login(self, user_id: int) -> "Client":
+        with self.http.session_transaction() as s:
+            s["_user_id"] = str(user_id)
+            s["_fresh"] = True
+        return self
+
+    def csrf(self) -> str:
+        """The token from a page's meta tag (the sign-out page renders for everyone)."""
+        page = self.http.get("/logout")
+        match = CSRF_META.search(page.get_data(as_text=True))
+        assert match, "no CSRF token on the page"
+        return match.group(1)
+
+    def get(self, url, **kw):
+        return self.http.get(url, **kw)
+
+    def post(self, url, data=None, htmx=False, csrf=True, **kw):
+        data = dict(data or {})
+        if csrf:
+            data.setdefault("csrf_token", self.csrf())
+        headers = kw.pop("headers", {})
+        if htmx:
+            headers.update({"HX-Request": "true", "HX-Current-URL": "http://localhost/admin/users"})
+        return self.http.post(url, data=data, headers=headers, **kw)
+
+
+@pytest.fixture
+def client(app):
+    return Client(app)
+
+
+@pytest.fixture
+def new_client(app):
+    return lambda: Client(app)
+
+
+# ---- the OIDC provider -----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def oidc_issuer():
+    try:
+        from oidc_provider_mock import run_server_in_thread
+    except ImportError:
+        skip_or_fail("CRATER_REQUIRE_OIDC", "oidc-provider-mock is not installed")
+    with run_server_in_thread(port=0) as server:
+        yield f"http://localhost:{server.server_port}"
