@@ -2,7 +2,7 @@
 anonymous request gets (a redirect to /login, or 401 + HX-Redirect for htmx requests)."""
 from __future__ import annotations
 
-from flask import Flask, redirect, request, url_for
+from flask import Flask, current_app, redirect, request, url_for
 from flask_babel import lazy_gettext as _l
 
 from ..extensions import login_manager
@@ -18,13 +18,15 @@ def init_app(app: Flask) -> None:
     login_manager.session_protection = "basic"
     login_manager.user_loader(users.get_active_user)
 
-    if app.config["DEBUG_HEADER_LOGIN"]:
-        # The original system's debugging shortcut; config refuses it outside development.
-        @login_manager.request_loader
-        def header_login(req):
-            name = req.headers.get(DEBUG_HEADER)
-            user = users.find_by_username(name) if name else None
-            return user if user is not None and user.active else None
+    @login_manager.request_loader
+    def header_login(req):
+        """The original system's debugging shortcut, only with CRATER_DEBUG_HEADER_LOGIN=1
+        (the configuration check refuses that switch outside development)."""
+        if not current_app.config["DEBUG_HEADER_LOGIN"]:
+            return None
+        name = req.headers.get(DEBUG_HEADER)
+        user = users.find_by_username(name) if name else None
+        return user if user is not None and user.active else None
 
     @login_manager.unauthorized_handler
     def unauthorized():
