@@ -7,6 +7,7 @@ import re
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
 from ..services.accounts import AccountInput
@@ -85,7 +86,7 @@ def format_model_quotas(quotas) -> str:
     return "\n".join(f"{q.gpu_model}: {q.gpus}" for q in quotas)
 
 
-MEMBER_ROLES = [("member", _l("Member")), ("manager", _l("Manager"))]
+MEMBER_ROLES = [SelectChoice("member", _l("Member")), SelectChoice("manager", _l("Manager"))]
 
 
 class MemberForm(FlaskForm):
@@ -101,7 +102,7 @@ class MemberUpdateForm(FlaskForm):
 
 
 class RoleForm(FlaskForm):
-    role = SelectField(_l("Role"), choices=[("user", _l("User")), ("admin", _l("Administrator"))])
+    role = SelectField(_l("Role"), choices=[SelectChoice("user", _l("User")), SelectChoice("admin", _l("Administrator"))])
 
 
 def apply_errors(form: FlaskForm, exc: ValidationFailed) -> None:

@@ -1,0 +1,18 @@
+"""Helpers shared by the route-walking tests: a URL for every rule, with real ids filled in."""
+from werkzeug.routing import Rule
+
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def fill(rule: Rule, ids: dict) -> str:
+    values = {arg: ids[arg] for arg in rule.arguments}
+    return rule.build(values, append_unknown=False)[1]
+
+
+def rules(app, methods=None):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if methods is None or method in methods:
+                yield method, rule

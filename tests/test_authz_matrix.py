@@ -1,0 +1,96 @@
+"""Authorization over every route: anonymous, plain user, account manager (own and other account),
+admin and deactivated user each get the expected status. A new route fails
+`test_every_route_is_in_the_matrix` until it is classified here."""
+import pytest
+
+from routes import fill, rules
+
+ROLES = ("anon", "user", "mgr_own", "mgr_other", "admin", "inactive")
+
+
+def statuses(anon, user, mgr_own, mgr_other, admin, inactive=None):
+    return dict(anon=anon, user=user, mgr_own=mgr_own, mgr_other=mgr_other, admin=admin,
+                inactive=anon if inactive is None else inactive)
+
+
+PUBLIC_200 = statuses(200, 200, 200, 200, 200)
+ADMIN_PAGE = statuses(302, 403, 403, 403, 200)
+ADMIN_ACTION = statuses(302, 403, 403, 403, 303)
+MANAGER_PAGE = statuses(302, 403, 200, 403, 200)
+MANAGER_ACTION = statuses(302, 403, 303, 403, 303)
+
+# (method, endpoint) -> (form data, expected statuses)
+MATRIX = {
+    ("GET", "home.index"): (None, statuses(302, 200, 200, 200, 200)),
+    ("POST", "home.set_language"): ({"lang": "zh"}, statuses(303, 303, 303, 303, 303)),
+    ("GET", "auth.login"): (None, statuses(200, 302, 302, 302, 302, inactive=200)),
+    ("POST", "auth.login_post"): ({"username": "nobody", "password": "wrong"}, statuses(401, 401, 401, 401, 401)),
+    ("GET", "auth.login_sso"): (None, statuses(302, 302, 302, 302, 302)),
+    ("GET", "auth.callback"): (None, statuses(400, 400, 400, 400, 400)),
+    ("GET", "auth.logout"): (None, PUBLIC_200),
+    ("POST", "auth.logout_post"): (None, statuses(302, 302, 302, 302, 302)),
+    ("GET", "health.healthz"): (None, PUBLIC_200),
+    ("GET", "health.readyz"): (None, PUBLIC_200),
+    ("GET", "admin_users.index"): (None, ADMIN_PAGE),
+    ("POST", "admin_users.set_role"): ({"role": "admin"}, ADMIN_ACTION),
+    ("POST", "admin_users.deactivate"): (None, ADMIN_ACTION),
+    ("POST", "admin_users.reactivate"): (None, ADMIN_ACTION),
+    ("GET", "admin_audit.index"): (None, ADMIN_PAGE),
+    ("GET", "admin_accounts.index"): (None, ADMIN_PAGE),
+    ("GET", "admin_accounts.new"): (None, ADMIN_PAGE),
+    ("POST", "admin_accounts.create"): ({"name": "new-lab", "gpu_quota": "4"}, ADMIN_ACTION),
+    ("GET", "admin_accounts.show"): (None, MANAGER_PAGE),
+    ("GET", "admin_accounts.edit"): (None, ADMIN_PAGE),
+    ("POST", "admin_accounts.update"): ({"display_name": "Own", "gpu_quota": "8"}, ADMIN_ACTION),
+    ("GET", "admin_accounts.confirm_delete"): (None, ADMIN_PAGE),
+    ("POST", "admin_accounts.delete"): (None, ADMIN_ACTION),
+    ("POST", "admin_accounts.add_member"): ({"username": "outsider", "role": "member"}, MANAGER_ACTION),
+    ("POST", "admin_accounts.update_member"): ({"role": "member", "gpu_cap": "2"}, MANAGER_ACTION),
+    ("GET", "admin_accounts.confirm_remove_member"): (None, MANAGER_PAGE),
+    ("POST", "admin_accounts.remove_member"): (None, MANAGER_ACTION),
+}
+
+
+@pytest.fixture
+def app_config(oidc_issuer):
+    return {"OIDC_ISSUER": oidc_issuer, "OIDC_CLIENT_SECRET": "s"}
+
+
+@pytest.fixture
+def people(make):
+    ids = {
+        "admin": make.user("root", role="admin"),
+        "user": make.user("bob"),
+        "mgr_own": make.user("alice"),
+        "mgr_other": make.user("carol"),
+        "inactive": make.user("gone", active=False),
+    }
+    make.user("outsider")
+    ids["own"] = make.account("own-lab", members={ids["mgr_own"]: "manager", ids["user"]: "member",
+                                                  ids["inactive"]: "member"})
+    make.account("other-lab", members={ids["mgr_other"]: "manager", ids["user"]: "member"})
+    return ids
+
+
+def test_every_route_is_in_the_matrix(app):
+    routes = {(method, rule.endpoint) for method, rule in rules(app)}
+    assert routes == set(MATRIX), f"unclassified: {routes - set(MATRIX)}; stale: {set(MATRIX) - routes}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("method, endpoint", sorted(MATRIX))
+def test_route_answers_role_as_expected(app, new_client, people, method, endpoint, role):
+    data, expected = MATRIX[(method, endpoint)]
+    rule = next(r for m, r in rules(app) if m == method and r.endpoint == endpoint)
+    url = fill(rule, {"account_id": people["own"], "user_id": people["user"]})
+    client = new_client()
+    if role != "anon":
+        client.login(people[role])
+    if method == "GET":
+        response = client.get(url)
+    else:
+        response = client.post(url, data)
+    assert response.status_code == expected[role], response.get_data(as_text=True)[:500]
+    if response.status_code == 302 and expected[role] == 302 and endpoint not in (
+            "auth.login", "auth.login_sso", "auth.logout_post"):
+        assert response.location.startswith("/login")

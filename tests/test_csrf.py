@@ -1,0 +1,56 @@
+"""Every state-changing route refuses a request without a valid CSRF token, and writes nothing."""
+import pytest
+
+from portal.models import AuditEntry, Membership, User
+from routes import STATE_CHANGING, fill, rules
+
+
+@pytest.fixture
+def world(make):
+    admin = make.user("root", role="admin")
+    member = make.user("bob")
+    account = make.account("vision", members={admin: "manager", member: "member"})
+    return {"admin": admin, "user_id": member, "account_id": account}
+
+
+def snapshot(make):
+    return make.query(lambda s: (s.query(AuditEntry).count(), s.query(Membership).count(),
+                                 [(u.role, u.active) for u in s.query(User).order_by(User.id)]))
+
+
+def test_there_are_state_changing_routes_to_check(app):
+    assert len(list(rules(app, STATE_CHANGING))) >= 10
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+def test_every_state_changing_route_rejects_a_missing_token(app, client, make, world, htmx):
+    client.login(world["admin"])
+    before = snapshot(make)
+    checked = []
+    for method, rule in rules(app, STATE_CHANGING):
+        url = fill(rule, world)
+        headers = {"HX-Request": "true"} if htmx else {}
+        response = client.http.open(url, method=method, data={"role": "admin", "username": "bob"}, headers=headers)
+        assert response.status_code == 400, f"{method} {url} answered {response.status_code} without a CSRF token"
+        assert "expired" in response.get_data(as_text=True)
+        checked.append(url)
+    assert snapshot(make) == before
+    assert checked
+
+
+def test_a_token_from_another_session_is_refused(app, new_client, make, world):
+    stranger = new_client()
+    foreign_token = stranger.csrf()
+    victim = new_client().login(world["admin"])
+    response = victim.post(f"/admin/users/{world['user_id']}/deactivate", {"csrf_token": foreign_token})
+    assert response.status_code == 400
+    assert make.query(lambda s: s.get(User, world["user_id"]).active) is True
+
+
+def test_the_header_token_is_accepted_for_htmx(app, client, make, world):
+    client.login(world["admin"])
+    token = client.csrf()
+    response = client.http.post(f"/admin/users/{world['user_id']}/deactivate",
+                                headers={"HX-Request": "true", "X-CSRFToken": token})
+    assert response.status_code == 200
+    assert make.query(lambda s: s.get(User, world["user_id"]).active) is False
