@@ -190,7 +190,9 @@ def new_client(app):
 @pytest.fixture(scope="session")
 def oidc_issuer():
     try:
-        from oidc_provider_mock import run_server_in_thread
+        with warnings.catch_warnings():  # it imports Authlib modules that Authlib deprecates
+            warnings.simplefilter("ignore")
+            from oidc_provider_mock import run_server_in_thread
     except ImportError:
         skip_or_fail("CRATER_REQUIRE_OIDC", "oidc-provider-mock is not installed")
     with run_server_in_thread(port=0) as server:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -77,9 +77,9 @@ def get_account(actor: Actor, account_id: int) -> Account:
     """The account, if the actor may manage it (admin, or a manager of this account)."""
     account = db.session.get(Account, account_id)
     if account is None:
-        raise NotFound(_l("No such account."))
+        raise NotFound(_("No such account."))
     if not actor.is_admin and not _is_manager(actor.user, account.id):
-        raise Forbidden(_l("Only administrators and this account's managers can manage it."))
+        raise Forbidden(_("Only administrators and this account's managers can manage it."))
     return account
 
 
@@ -114,7 +114,7 @@ def list_members(actor: Actor, account_id: int, page: int, per_page: int) -> tup
 def create_account(actor: Actor, data: AccountInput) -> Account:
     actor.require_admin()
     if _by_name(data.name) is not None:
-        raise ValidationFailed({"name": _l("An account named %(name)s already exists.", name=data.name)})
+        raise ValidationFailed({"name": _("An account named %(name)s already exists.", name=data.name)})
     _check_model_quotas(data)
     account = Account(name=data.name)
     _apply(account, data)
@@ -123,7 +123,7 @@ def create_account(actor: Actor, data: AccountInput) -> Account:
         db.session.flush()
     except IntegrityError:  # a concurrent create of the same name
         db.session.rollback()
-        raise ValidationFailed({"name": _l("An account named %(name)s already exists.", name=data.name)}) from None
+        raise ValidationFailed({"name": _("An account named %(name)s already exists.", name=data.name)}) from None
     audit.record(actor, "account.create", "account", account.id, _describe(account, data))
     db.session.commit()
     return account
@@ -148,10 +148,10 @@ def delete_account(actor: Actor, account_id: int) -> None:
     actor.require_admin()
     account = get_account(actor, account_id)
     if account.is_default:
-        raise Conflict(_l("The default account cannot be deleted: every user belongs to it."))
+        raise Conflict(_("The default account cannot be deleted: every user belongs to it."))
     jobs = db.session.execute(select(func.count(Job.id)).where(Job.account_id == account.id)).scalar_one()
     if jobs:
-        raise Conflict(_l("Account %(name)s has %(n)s job(s) and cannot be deleted.", name=account.name, n=jobs))
+        raise Conflict(_("Account %(name)s has %(n)s job(s) and cannot be deleted.", name=account.name, n=jobs))
     audit.record(actor, "account.delete", "account", account.id, {"name": account.name})
     db.session.delete(account)
     db.session.commit()
@@ -163,7 +163,7 @@ def _check_model_quotas(data: AccountInput) -> None:
     over = {m: n for m, n in data.gpu_model_quotas.items() if n > data.gpu_quota}
     if over:
         model, n = next(iter(over.items()))
-        raise ValidationFailed({"gpu_model_quotas": _l(
+        raise ValidationFailed({"gpu_model_quotas": _(
             "%(model)s: %(n)s GPUs is more than the account's total GPU quota (%(total)s).",
             model=model, n=n, total=data.gpu_quota)})
 
@@ -201,20 +201,20 @@ def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap:
     account = get_account(actor, account_id)
     user = db.session.execute(select(User).where(User.username == username.strip().lower())).scalar_one_or_none()
     if user is None:
-        raise ValidationFailed({"username": _l("No user named %(name)s.", name=username)})
+        raise ValidationFailed({"username": _("No user named %(name)s.", name=username)})
     _check_member_input(account, role, gpu_cap)
     exists = db.session.execute(
         select(Membership.id).where(Membership.account_id == account.id, Membership.user_id == user.id)
     ).first()
     if exists:
-        raise ValidationFailed({"username": _l("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)})
+        raise ValidationFailed({"username": _("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)})
     member = Membership(account=account, user=user, role=role, gpu_cap=gpu_cap)
     db.session.add(member)
     try:
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise ValidationFailed({"username": _l("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)}) from None
+        raise ValidationFailed({"username": _("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)}) from None
     audit.record(actor, "member.add", "account", account.id,
                  {"account": account.name, "username": user.username, "role": role, "gpu_cap": gpu_cap})
     db.session.commit()
@@ -227,7 +227,7 @@ def get_member(actor: Actor, account_id: int, user_id: int) -> Membership:
         select(Membership).where(Membership.account_id == account.id, Membership.user_id == user_id)
     ).scalar_one_or_none()
     if member is None:
-        raise NotFound(_l("No such member."))
+        raise NotFound(_("No such member."))
     return member
 
 
@@ -235,7 +235,7 @@ def update_member(actor: Actor, account_id: int, user_id: int, role: str, gpu_ca
     member = get_member(actor, account_id, user_id)
     _check_member_input(member.account, role, gpu_cap)
     if _is_self_demotion(actor, member, role):
-        raise Conflict(_l("You cannot take away your own manager role; ask an administrator."))
+        raise Conflict(_("You cannot take away your own manager role; ask an administrator."))
     before = {"role": member.role, "gpu_cap": member.gpu_cap}
     member.role, member.gpu_cap = role, gpu_cap
     after = {"role": role, "gpu_cap": gpu_cap}
@@ -250,9 +250,9 @@ def update_member(actor: Actor, account_id: int, user_id: int, role: str, gpu_ca
 def remove_member(actor: Actor, account_id: int, user_id: int) -> None:
     member = get_member(actor, account_id, user_id)
     if member.account.is_default:
-        raise Conflict(_l("Every user belongs to the default account; deactivate the user instead."))
+        raise Conflict(_("Every user belongs to the default account; deactivate the user instead."))
     if _is_self_demotion(actor, member, None):
-        raise Conflict(_l("You cannot remove yourself from an account you manage; ask an administrator."))
+        raise Conflict(_("You cannot remove yourself from an account you manage; ask an administrator."))
     audit.record(actor, "member.remove", "account", member.account_id,
                  {"account": member.account.name, "username": member.user.username})
     db.session.delete(member)
@@ -268,8 +268,8 @@ def _is_self_demotion(actor: Actor, member: Membership, new_role: str | None) ->
 def _check_member_input(account: Account, role: str, gpu_cap: int | None) -> None:
     errors = {}
     if role not in (MemberRole.MEMBER.value, MemberRole.MANAGER.value):
-        errors["role"] = _l("Choose member or manager.")
+        errors["role"] = _("Choose member or manager.")
     if gpu_cap is not None and account.gpu_quota is not None and gpu_cap > account.gpu_quota:
-        errors["gpu_cap"] = _l("The cap is above the account's GPU quota (%(n)s).", n=account.gpu_quota)
+        errors["gpu_cap"] = _("The cap is above the account's GPU quota (%(n)s).", n=account.gpu_quota)
     if errors:
         raise ValidationFailed(errors)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..models import User
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _
 
 from .errors import Forbidden
 
@@ -24,7 +24,7 @@ class Actor:
 
     def require_admin(self) -> None:
         if not self.is_admin:
-            raise Forbidden(_l("This needs an administrator."))
+            raise Forbidden(_("This needs an administrator."))
 
 
 SYSTEM = Actor(None, "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -43,7 +43,7 @@ def authenticate_local(username: str, password: str, client_ip: str = "") -> Use
     hashed = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
     ok = check_password_hash(hashed, password or "")
     if user is None or not user.password_hash or not ok:
-        raise AuthenticationFailed(_l("Wrong username or password."))
+        raise AuthenticationFailed(_("Wrong username or password."))
     if not user.active:
         _refuse_login(user, client_ip, "deactivated")
     _record_login(user, client_ip, "local")
@@ -63,7 +63,7 @@ class OidcIdentity:
 def identity_from_claims(issuer: str, claims: dict) -> OidcIdentity:
     sub = str(claims.get("sub") or "")
     if not sub:
-        raise AuthenticationFailed(_l("The sign-in provider sent no subject (sub) claim."))
+        raise AuthenticationFailed(_("The sign-in provider sent no subject (sub) claim."))
     email = str(claims.get("email") or "")
     preferred = str(claims.get("preferred_username") or "") or email.split("@")[0] or sub
     groups = claims.get("groups") or ()
@@ -110,7 +110,7 @@ def _record_login(user: User, client_ip: str, source: str) -> None:
 def _refuse_login(user: User, client_ip: str, why: str):
     audit.record(Actor(user, client_ip), "user.login_refused", "user", user.id, {"reason": why})
     db.session.commit()
-    raise Forbidden(_l("This user is deactivated. Ask an administrator to reactivate it."))
+    raise Forbidden(_("This user is deactivated. Ask an administrator to reactivate it."))
 
 
 def _clean_username(raw: str) -> str:
@@ -139,9 +139,9 @@ def create_local_admin(username: str, password: str) -> tuple[User, bool]:
     username = (username or "").strip().lower()
     errors = {}
     if not USERNAME_RE.match(username):
-        errors["username"] = _l("Use 1-64 lowercase letters, digits, '.', '_' or '-'.")
+        errors["username"] = _("Use 1-64 lowercase letters, digits, '.', '_' or '-'.")
     if len(password or "") < MIN_PASSWORD:
-        errors["password"] = _l("Use at least %(n)s characters.", n=MIN_PASSWORD)
+        errors["password"] = _("Use at least %(n)s characters.", n=MIN_PASSWORD)
     if errors:
         raise ValidationFailed(errors)
     user = find_by_username(username)
@@ -152,7 +152,7 @@ def create_local_admin(username: str, password: str) -> tuple[User, bool]:
         db.session.flush()
         accounts.join_default_account(user)
     elif user.auth_source != AuthSource.LOCAL.value:
-        raise Conflict(_l("User %(name)s signs in through SSO; it cannot get a local password.", name=username))
+        raise Conflict(_("User %(name)s signs in through SSO; it cannot get a local password.", name=username))
     user.password_hash = generate_password_hash(password)
     user.role = Role.ADMIN.value
     user.active = True
@@ -195,16 +195,16 @@ def get_user(actor: Actor, user_id: int) -> User:
     actor.require_admin()
     user = db.session.get(User, user_id)
     if user is None:
-        raise NotFound(_l("No such user."))
+        raise NotFound(_("No such user."))
     return user
 
 
 def set_role(actor: Actor, user_id: int, role: str) -> User:
     user = get_user(actor, user_id)
     if role not in (Role.USER.value, Role.ADMIN.value):
-        raise ValidationFailed({"role": _l("Choose user or admin.")})
+        raise ValidationFailed({"role": _("Choose user or admin.")})
     if actor.user is not None and user.id == actor.user.id and role != Role.ADMIN.value:
-        raise Conflict(_l("You cannot take away your own admin role; ask another administrator."))
+        raise Conflict(_("You cannot take away your own admin role; ask another administrator."))
     if user.role != role:
         audit.record(actor, "user.role", "user", user.id, {"from": user.role, "to": role, "username": user.username})
         user.role = role
@@ -215,7 +215,7 @@ def set_role(actor: Actor, user_id: int, role: str) -> User:
 def set_active(actor: Actor, user_id: int, active: bool) -> User:
     user = get_user(actor, user_id)
     if actor.user is not None and user.id == actor.user.id and not active:
-        raise Conflict(_l("You cannot deactivate yourself."))
+        raise Conflict(_("You cannot deactivate yourself."))
     if user.active != active:
         audit.record(actor, "user.reactivate" if active else "user.deactivate", "user", user.id,
                      {"username": user.username})

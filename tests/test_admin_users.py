@@ -1,0 +1,111 @@
+"""/admin/users: search, filters, pagination, role changes, deactivation, and their audit entries."""
+from portal.models import AuditEntry, User
+
+
+def listed(page: str, username: str) -> bool:
+    return f"<td><code>{username}</code></td>" in page
+
+
+def audit(make, action):
+    return make.query(lambda s: [(e.actor_name, e.target_id, e.detail) for e in
+                                 s.query(AuditEntry).filter_by(action=action)])
+
+
+def test_search_matches_username_display_name_and_email(client, make):
+    client.login(make.user("root", role="admin"))
+    make.user("wang", display_name="王小明", email="xm@lab.edu")
+    make.user("li", email="li@other.edu")
+    page = client.get("/admin/users?q=王").get_data(as_text=True)
+    assert listed(page, "wang") and not listed(page, "li")
+    page = client.get("/admin/users?q=lab.edu").get_data(as_text=True)
+    assert listed(page, "wang") and not listed(page, "li")
+
+
+def test_search_treats_percent_and_underscore_literally(client, make):
+    client.login(make.user("root", role="admin"))
+    make.user("a_b")
+    make.user("axb")
+    page = client.get("/admin/users?q=a_b").get_data(as_text=True)
+    assert listed(page, "a_b") and not listed(page, "axb")
+
+
+def test_filters_by_role_and_status(client, make):
+    client.login(make.user("root", role="admin"))
+    make.user("sleepy", active=False)
+    make.user("busy")
+    page = client.get("/admin/users?status=inactive").get_data(as_text=True)
+    assert listed(page, "sleepy") and not listed(page, "busy") and not listed(page, "root")
+    page = client.get("/admin/users?role=admin").get_data(as_text=True)
+    assert listed(page, "root") and not listed(page, "busy")
+
+
+def test_pagination_splits_the_list(app, client, make):
+    app.config["PAGE_SIZE"] = 5
+    client.login(make.user("aaa-admin", role="admin"))
+    for n in range(12):
+        make.user(f"user{n:02d}")
+    first = client.get("/admin/users").get_data(as_text=True)
+    third = client.get("/admin/users?page=3").get_data(as_text=True)
+    assert listed(first, "aaa-admin") and listed(first, "user03") and not listed(first, "user04")
+    assert "Page 1 of 3" in first and "1–5 of 13" in first
+    assert listed(third, "user11") and "Page 3 of 3" in third
+    beyond = client.get("/admin/users?page=99")
+    assert beyond.status_code == 200 and "No users match." in beyond.get_data(as_text=True)
+
+
+def test_active_search_returns_only_the_table(client, make):
+    client.login(make.user("root", role="admin"))
+    response = client.get("/admin/users?q=ro", headers={"HX-Request": "true", "HX-Target": "users-table"})
+    body = response.get_data(as_text=True)
+    assert body.lstrip().startswith('<div id="users-table">') and "<html" not in body
+
+
+def test_make_admin_swaps_the_row_and_is_audited(client, make):
+    client.login(make.user("root", role="admin"))
+    bob = make.user("bob")
+    response = client.post(f"/admin/users/{bob}/role", {"role": "admin"}, htmx=True)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert body.lstrip().startswith(f'<tr id="user-{bob}"') and "bob is now admin" in body
+    assert make.query(lambda s: s.get(User, bob).role) == "admin"
+    assert audit(make, "user.role") == [("root", str(bob), {"from": "user", "to": "admin", "username": "bob"})]
+
+
+def test_role_change_without_js_redirects_back(client, make):
+    client.login(make.user("root", role="admin"))
+    bob = make.user("bob")
+    response = client.post(f"/admin/users/{bob}/role", {"role": "admin"})
+    assert response.status_code == 303 and response.location.endswith("/admin/users")
+
+
+def test_unknown_role_is_refused(client, make):
+    client.login(make.user("root", role="admin"))
+    bob = make.user("bob")
+    assert client.post(f"/admin/users/{bob}/role", {"role": "god"}).status_code == 400
+    assert make.query(lambda s: s.get(User, bob).role) == "user"
+
+
+def test_deactivate_and_reactivate(client, make):
+    client.login(make.user("root", role="admin"))
+    bob = make.user("bob")
+    client.post(f"/admin/users/{bob}/deactivate", htmx=True)
+    assert make.query(lambda s: s.get(User, bob).active) is False
+    client.post(f"/admin/users/{bob}/reactivate", htmx=True)
+    assert make.query(lambda s: s.get(User, bob).active) is True
+    assert len(audit(make, "user.deactivate")) == 1 and len(audit(make, "user.reactivate")) == 1
+
+
+def test_admin_cannot_lock_themselves_out(client, make):
+    root = make.user("root", role="admin")
+    client.login(root)
+    response = client.post(f"/admin/users/{root}/deactivate", htmx=True)
+    assert response.status_code == 409
+    assert response.headers["HX-Retarget"] == "#flash"
+    assert "cannot deactivate yourself" in response.get_data(as_text=True)
+    assert client.post(f"/admin/users/{root}/role", {"role": "user"}).status_code == 409
+    assert make.query(lambda s: (s.get(User, root).active, s.get(User, root).role)) == (True, "admin")
+
+
+def test_unknown_user_is_404(client, make):
+    client.login(make.user("root", role="admin"))
+    assert client.post("/admin/users/999999/deactivate").status_code == 404
