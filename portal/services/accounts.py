@@ -8,7 +8,7 @@ from datetime import date
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import contains_eager, selectinload
 
 from ..extensions import db
 from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User
@@ -93,11 +93,11 @@ def _is_manager(user: User | None, account_id: int) -> bool:
 
 
 def my_memberships(user: User) -> list[Membership]:
-    """The user's memberships with their accounts and per-model quotas (two queries)."""
+    """The user's memberships with their accounts (joined) and per-model quotas: two queries."""
     return list(db.session.execute(
         select(Membership).where(Membership.user_id == user.id)
         .join(Membership.account).order_by(Account.name)
-        .options(selectinload(Membership.account).selectinload(Account.gpu_model_quotas))
+        .options(contains_eager(Membership.account).selectinload(Account.gpu_model_quotas))
     ).scalars())
 
 
