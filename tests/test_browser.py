@@ -1,0 +1,88 @@
+"""A real Chromium (Debian's /usr/bin/chromium, driven by Playwright) signs in through the OIDC
+provider, switches the interface to Chinese and adds a member to an account with htmx."""
+import os
+import shutil
+import threading
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from conftest import Factory, base_config, migrate_fresh, skip_or_fail
+from portal import create_app
+
+pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("CRATER_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        skip_or_fail("CRATER_REQUIRE_BROWSER", f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("CRATER_REQUIRE_BROWSER", "playwright is not installed")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage",
+            "--disable-component-update", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live_portal(tmp_path, oidc_issuer):
+    """The portal on a real HTTP server on loopback, on its own SQLite database."""
+    url = "sqlite:///" + str(tmp_path / "browser.sqlite3")
+    migrate_fresh(url)
+    app = create_app(base_config(url, OIDC_ISSUER=oidc_issuer, OIDC_CLIENT_SECRET="s", OIDC_ADMIN_GROUP="gpu-admins",
+                                 TESTING=False))
+    server = make_server("localhost", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://localhost:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_issuer, tmp_path):
+    app, base = live_portal
+    make = Factory(app)
+    bob = make.user("bob", display_name="Bob Li")
+    lab = make.account("vision-lab", display_name="视觉实验室")
+    requests.put(f"{oidc_issuer}/users/dora", json={"preferred_username": "dora", "name": "Dora",
+                                                     "groups": ["gpu-admins"]}, timeout=5).raise_for_status()
+    page = browser.new_page(locale="en-US")
+    errors = []
+    page.on("console", lambda msg: errors.append((page.url, msg.location.get("url"), msg.text[:150])) if msg.type == "error" else None)
+
+    page.goto(base + "/login")
+    page.click("#sso-login")
+    page.fill("input[name=sub]", "dora")  # the provider's own page
+    page.click("button:has-text('Authorize')")
+    page.wait_for_url(base + "/")
+    assert "Welcome, Dora" in page.inner_text("h1")
+
+    page.click("button[lang=zh]")
+    page.wait_for_selector("text=我的账户")
+    assert page.get_attribute("html", "lang") == "zh-CN"
+
+    page.goto(f"{base}/admin/accounts/{lab}")
+    page.evaluate("window.__notReloaded = true")
+    page.fill("#username", "bob")
+    page.select_option("#role", "manager")
+    page.click("#add-member button[type=submit]")
+    page.wait_for_selector(f"#member-{bob}")
+    assert page.evaluate("window.__notReloaded") is True  # swapped by htmx, not a page load
+    assert "已添加 bob。" in page.inner_text("#flash")
+    assert page.input_value(f"#member-{bob} select[name=role]") == "manager"
+    page.screenshot(path=str(tmp_path / "members.png"), full_page=True)
+
+    # A bad username comes back as a field error in the same fragment, still without a reload.
+    page.fill("#username", "nobody")
+    page.click("#add-member button[type=submit]")
+    page.wait_for_selector("text=没有名为 nobody 的用户。")
+    assert page.evaluate("window.__notReloaded") is True
+    # No CSP violation or failed resource on our pages (the deliberate 422 aside).
+    assert [e for e in errors if e[0].startswith(base) and "status of 422" not in e[2]] == []
