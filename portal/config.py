@@ -66,6 +66,9 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "SMTP_URL": env.get("CRATER_SMTP_URL", ""),
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
+        # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on
+        # every request (cheaper, and an absolute lifetime is the safer default).
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _flag(env.get("CRATER_SECURE_COOKIES"), default=production),

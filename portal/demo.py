@@ -27,8 +27,14 @@ DEMO_ACCOUNTS = [
 
 
 def run_demo(host: str, port: int) -> None:
-    from oidc_provider_mock import run_server_in_thread
-    from oidc_provider_mock._storage import User as MockUser
+    import warnings
+
+    from werkzeug.serving import run_simple
+
+    with warnings.catch_warnings():  # it imports Authlib modules that Authlib deprecates
+        warnings.simplefilter("ignore")
+        from oidc_provider_mock import run_server_in_thread
+        from oidc_provider_mock._storage import User as MockUser
 
     from . import create_app
     from .cli import _ensure_instance_folder
@@ -59,7 +65,7 @@ def run_demo(host: str, port: int) -> None:
 
   Press Ctrl+C to stop. Data lives in instance/crater.sqlite3.
 """)
-        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
 def _demo_secret(instance: Path) -> str:

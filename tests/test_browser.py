@@ -79,6 +79,16 @@ def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_i
     assert page.input_value(f"#member-{bob} select[name=role]") == "manager"
     page.screenshot(path=str(tmp_path / "members.png"), full_page=True)
 
+    # Making bob an admin swaps his row in the users table, again without a reload.
+    page.goto(f"{base}/admin/users")
+    page.evaluate("window.__notReloaded = true")
+    page.click(f"#user-{bob} button:has-text('设为管理员')")
+    page.wait_for_selector(f"#user-{bob} button:has-text('取消管理员')")
+    assert page.evaluate("window.__notReloaded") is True
+    assert "bob" in page.inner_text("#flash")
+    page.goto(f"{base}/admin/accounts/{lab}")
+    page.evaluate("window.__notReloaded = true")
+
     # A bad username comes back as a field error in the same fragment, still without a reload.
     page.fill("#username", "nobody")
     page.click("#add-member button[type=submit]")

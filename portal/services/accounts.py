@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from flask_babel import gettext as _
-from sqlalchemy import func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import contains_eager, selectinload
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from ..extensions import db
 from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User
@@ -62,20 +62,30 @@ def _by_name(name: str) -> Account | None:
 # ---- reading -------------------------------------------------------------------------------
 
 def list_accounts(actor: Actor, q: str, page: int, per_page: int) -> Page:
-    """Admin list: each row is (account, member count); per-model quotas come in one more query."""
+    """Admin list: rows of (account, member count, {model: gpus}), all from one page query."""
     actor.require_admin()
     members = (select(func.count(Membership.id)).where(Membership.account_id == Account.id)
                .correlate(Account).scalar_subquery())
-    stmt = select(Account, members.label("members")).options(selectinload(Account.gpu_model_quotas))
+    models = (select(func.group_concat(AccountGpuQuota.gpu_model + "=" + cast(AccountGpuQuota.gpus, String)))
+              .where(AccountGpuQuota.account_id == Account.id).correlate(Account).scalar_subquery())
+    stmt = select(Account, members.label("members"), models.label("models"))
     if q:
         like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
         stmt = stmt.where(or_(Account.name.like(like, escape="\\"), Account.display_name.like(like, escape="\\")))
-    return paginate(stmt.order_by(Account.name), page, per_page, scalars=False)
+    result = paginate(stmt.order_by(Account.name), page, per_page, scalars=False)
+    result.items = [(account, n, _parse_models(text)) for account, n, text in result.items]
+    return result
+
+
+def _parse_models(text: str | None) -> dict[str, int]:
+    pairs = (item.rsplit("=", 1) for item in (text or "").split(",") if item)
+    return dict(sorted((model, int(gpus)) for model, gpus in pairs))
 
 
 def get_account(actor: Actor, account_id: int) -> Account:
-    """The account, if the actor may manage it (admin, or a manager of this account)."""
-    account = db.session.get(Account, account_id)
+    """The account (with its per-model quotas), if the actor may manage it: an admin, or a
+    manager of this account."""
+    account = db.session.get(Account, account_id, options=[joinedload(Account.gpu_model_quotas)])
     if account is None:
         raise NotFound(_("No such account."))
     if not actor.is_admin and not _is_manager(actor.user, account.id):

@@ -1,9 +1,12 @@
-"""One-query pagination: the page's rows and the total come from the same SELECT (COUNT(*) OVER ())."""
+"""Pagination in two queries: COUNT(*) of the filtered rows, then one LIMIT/OFFSET page.
+
+(A COUNT(*) OVER () window in the page query would save a round trip but makes the database
+number every matching row: ~30x slower on 10,000 users.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func
 
 from ..extensions import db
 
@@ -40,14 +43,12 @@ class Page:
 
 
 def paginate(stmt: Select, page: int, per_page: int, scalars: bool = True) -> Page:
-    """Run `stmt` for one page. Rows carry the total in a window column, so this is one query
-    (two only when the page is past the end and the total must be counted separately)."""
+    """Run `stmt` for one page; `scalars` picks the first column of each row, else whole rows."""
     page = min(max(1, page), MAX_PAGE)
-    counted = stmt.add_columns(func.count().over().label("_total"))
-    rows = db.session.execute(counted.limit(per_page).offset((page - 1) * per_page)).all()
-    if rows:
-        total = rows[0][-1]
-    else:
-        total = db.session.execute(select(func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
-    items = [row[0] if scalars else tuple(row[:-1]) for row in rows]
+    count = stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    total = db.session.execute(count).scalar_one()
+    items = []
+    if total > (page - 1) * per_page:
+        result = db.session.execute(stmt.limit(per_page).offset((page - 1) * per_page))
+        items = list(result.scalars()) if scalars else list(result)
     return Page(items=items, page=page, per_page=per_page, total=total)

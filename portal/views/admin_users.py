@@ -8,7 +8,7 @@ from flask_login import login_required
 from ..services import users
 from ..services.errors import DomainError
 from .context import actor, htmx_target, is_htmx, page_arg, per_page
-from .forms import CsrfOnlyForm, RoleForm
+from .forms import RoleForm
 
 bp = Blueprint("admin_users", __name__, url_prefix="/admin/users")
 
@@ -25,13 +25,13 @@ def index():
     filters = _filters()
     page = users.list_users(actor(), filters, page_arg(), per_page())
     template = "admin/_users_table.html" if htmx_target() == "users-table" else "admin/users.html"
-    return render_template(template, page=page, filters=filters, form=CsrfOnlyForm())
+    return render_template(template, page=page, filters=filters)
 
 
 def _row_or_back(user, message):
     """htmx swaps the changed row; without JS, back to the list with a message."""
     if is_htmx():
-        return render_template("admin/_user_row.html", user=user, form=CsrfOnlyForm(), flash_now=message)
+        return render_template("admin/_user_rows.html", users=[user], flash_now=message)
     flash(message, "success")
     return redirect(request.referrer if _same_list(request.referrer) else url_for(".index"), 303)
 
