@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from flask_babel import gettext as _
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
@@ -16,7 +16,7 @@ from ..models.account import DEFAULT_ACCOUNT
 from . import audit
 from .context import Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, contains_text, paginate
 
 QUOTA_FIELDS = ("gpu_quota", "cpu_quota", "memory_quota_gib", "max_jobs")
 
@@ -62,18 +62,19 @@ def _by_name(name: str) -> Account | None:
 # ---- reading -------------------------------------------------------------------------------
 
 def list_accounts(actor: Actor, q: str, page: int, per_page: int) -> Page:
-    """Admin list: rows of (account, member count, {model: gpus}), all from one page query."""
+    """Admin list: one page query gives each account's quotas, member count and per-model
+    quotas (as `models`, {model: gpus}); rows are mappings, cheap to load and render."""
     actor.require_admin()
     members = (select(func.count(Membership.id)).where(Membership.account_id == Account.id)
                .correlate(Account).scalar_subquery())
     models = (select(func.group_concat(AccountGpuQuota.gpu_model + "=" + cast(AccountGpuQuota.gpus, String)))
               .where(AccountGpuQuota.account_id == Account.id).correlate(Account).scalar_subquery())
-    stmt = select(Account, members.label("members"), models.label("models"))
+    stmt = select(Account.id, Account.name, Account.display_name, *(getattr(Account, f) for f in QUOTA_FIELDS),
+                  Account.expires_on, members.label("members"), models.label("models"))
     if q:
-        like = "%" + q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-        stmt = stmt.where(or_(Account.name.like(like, escape="\\"), Account.display_name.like(like, escape="\\")))
-    result = paginate(stmt.order_by(Account.name), page, per_page, scalars=False)
-    result.items = [(account, n, _parse_models(text)) for account, n, text in result.items]
+        stmt = stmt.where(contains_text(q, Account.name, Account.display_name))
+    result = paginate(stmt.order_by(Account.name), page, per_page, rows="mappings")
+    result.items = [{**row, "models": _parse_models(row["models"])} for row in result.items]
     return result
 
 
@@ -116,7 +117,7 @@ def list_members(actor: Actor, account_id: int, page: int, per_page: int) -> tup
     stmt = (select(Membership, User).join(User, Membership.user_id == User.id)
             .where(Membership.account_id == account.id)
             .order_by(Membership.role.desc(), User.username))
-    return account, paginate(stmt, page, per_page, scalars=False)
+    return account, paginate(stmt, page, per_page, rows="tuples")
 
 
 # ---- changing accounts (admins) ------------------------------------------------------------

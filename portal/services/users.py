@@ -14,7 +14,7 @@ from ..models import AuthSource, Membership, Role, User, utcnow
 from . import accounts, audit
 from .context import SYSTEM, Actor
 from .errors import AuthenticationFailed, Conflict, Forbidden, NotFound, ValidationFailed
-from .pagination import Page, paginate
+from .pagination import Page, contains_text, paginate
 
 USERNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 MIN_PASSWORD = 12
@@ -175,26 +175,30 @@ class UserFilter:
     status: str = ""  # "", "active", "inactive"
 
 
-# What the users table shows: rows of plain columns are cheaper to load than whole User objects.
+# What the users table shows. Its rows are plain mappings of these columns: cheaper to load and
+# to read in the template than whole User objects.
 LIST_COLUMNS = (User.id, User.username, User.display_name, User.email, User.role, User.active,
                 User.auth_source, User.last_login_at)
 
 
+def list_row(user: User) -> dict:
+    """One user as a row of the users table (after a change, for the swapped row)."""
+    return {column.key: getattr(user, column.key) for column in LIST_COLUMNS}
+
+
 def list_users(actor: Actor, filters: UserFilter, page: int, per_page: int) -> Page:
-    """A page of users (rows with the LIST_COLUMNS attributes), filtered and sorted by username."""
+    """A page of users (mappings of LIST_COLUMNS), filtered and sorted by username."""
     actor.require_admin()
     stmt = select(*LIST_COLUMNS)
     if filters.q:
-        like = "%" + filters.q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
-        stmt = stmt.where(or_(User.username.like(like, escape="\\"), User.display_name.like(like, escape="\\"),
-                              User.email.like(like, escape="\\")))
+        stmt = stmt.where(contains_text(filters.q, User.username, User.display_name, User.email))
     if filters.role in (Role.USER.value, Role.ADMIN.value):
         stmt = stmt.where(User.role == filters.role)
     if filters.status == "active":
         stmt = stmt.where(User.active.is_(True))
     elif filters.status == "inactive":
         stmt = stmt.where(User.active.is_(False))
-    return paginate(stmt.order_by(User.username), page, per_page, scalars=False)
+    return paginate(stmt.order_by(User.username), page, per_page, rows="mappings")
 
 
 def get_user(actor: Actor, user_id: int) -> User:

@@ -31,7 +31,7 @@ def index():
 def _row_or_back(user, message):
     """htmx swaps the changed row; without JS, back to the list with a message."""
     if is_htmx():
-        return render_template("admin/_user_rows.html", users=[user], flash_now=message)
+        return render_template("admin/_user_rows.html", users=[users.list_row(user)], flash_now=message)
     flash(message, "success")
     return redirect(request.referrer if _same_list(request.referrer) else url_for(".index"), 303)
 
