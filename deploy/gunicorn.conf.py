@@ -1,0 +1,21 @@
+"""gunicorn settings for the portal's web process (gunicorn -c deploy/gunicorn.conf.py app:app).
+
+Sync workers (one request at a time each) with SO_REUSEPORT so the kernel spreads connections
+evenly; scale with CRATER_WEB_WORKERS per pod and with replicas across pods.
+"""
+import multiprocessing
+import os
+
+bind = os.environ.get("CRATER_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = "sync"
+reuse_port = True
+timeout = 30
+graceful_timeout = 20
+max_requests = 2000  # recycle workers now and then (bounded memory growth)
+max_requests_jitter = 200
+accesslog = "-"
+errorlog = "-"
+# Never log query strings or cookies beyond the request line; no secrets in logs.
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+forwarded_allow_ips = os.environ.get("CRATER_FORWARDED_ALLOW_IPS", "127.0.0.1")
