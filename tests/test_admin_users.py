@@ -109,3 +109,16 @@ def test_admin_cannot_lock_themselves_out(client, make):
 def test_unknown_user_is_404(client, make):
     client.login(make.user("root", role="admin"))
     assert client.post("/admin/users/999999/deactivate").status_code == 404
+
+
+def test_counting_stops_ten_pages_ahead(app, client, make):
+    app.config["PAGE_SIZE"] = 2
+    client.login(make.user("aaa-admin", role="admin"))
+    for n in range(30):
+        make.user(f"user{n:02d}")
+    first = client.get("/admin/users").get_data(as_text=True)
+    assert "1–2 of more than 20" in first and "Page 1<" in first and 'rel="next"' in first
+    near_end = client.get("/admin/users?page=14").get_data(as_text=True)
+    assert "27–28 of 31" in near_end and "Page 14 of 16" in near_end
+    last = client.get("/admin/users?page=16").get_data(as_text=True)
+    assert "31–31 of 31" in last and 'rel="next"' not in last
