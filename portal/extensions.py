@@ -1,10 +1,13 @@
 """Flask extensions, created unbound here and attached to the app in `create_app`."""
+import sqlite3
+
 from flask_babel import Babel
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
 
 # Stable constraint names so Alembic migrations are identical on SQLite and MySQL.
 NAMING = {
@@ -20,3 +23,15 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_like_mysql(dbapi_connection, _record):
+    """SQLite (the embedded default): enforce foreign keys as MySQL does, and use WAL so readers
+    never block the writer under a threaded server. Runs per new connection, nothing else."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()

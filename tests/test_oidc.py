@@ -126,3 +126,36 @@ def test_unreachable_provider_gives_a_page_not_a_500(schema):
     response = Client(app).get("/login/sso")
     assert response.status_code == 502
     assert "cannot be reached" in response.get_data(as_text=True)
+
+
+def test_concurrent_first_sign_ins_create_one_user(app, oidc_issuer, make):
+    """Two first sign-ins of the same person racing: one row, both signed in. (On MySQL: SQLite
+    serialises writers and answers a racing upgrade with "database is locked".)"""
+    import threading
+
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("a MySQL concurrency property")
+
+    from portal.extensions import db
+    from portal.services import users
+
+    identity = users.identity_from_claims(oidc_issuer, {"sub": "race", "preferred_username": "racer"})
+    results, barrier = [], threading.Barrier(2)
+
+    def sign_in():
+        with app.app_context():
+            barrier.wait()
+            try:
+                results.append(users.login_from_oidc(identity).id)
+            except Exception as exc:  # noqa: BLE001  recorded for the assertion
+                results.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=sign_in) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and isinstance(results[0], int), results
+    assert make.query(lambda s: s.query(User).filter_by(oidc_subject="race").count()) == 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from flask_babel import gettext as _
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
@@ -79,18 +80,7 @@ def identity_from_claims(issuer: str, claims: dict) -> OidcIdentity:
 def login_from_oidc(identity: OidcIdentity, admin_group: str = "", client_ip: str = "") -> User:
     """Create the user on first sign-in, refresh name/email (and role, when an admin group is
     configured) on later ones. The (issuer, subject) pair identifies a person, never the username."""
-    user = db.session.execute(
-        select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)
-    ).scalar_one_or_none()
-    if user is None:
-        user = User(
-            username=_free_username(identity.username), auth_source=AuthSource.OIDC.value,
-            oidc_issuer=identity.issuer, oidc_subject=identity.subject, role=Role.USER.value,
-        )
-        db.session.add(user)
-        db.session.flush()
-        accounts.join_default_account(user)
-        audit.record(Actor(user, client_ip), "user.create", "user", user.id, {"source": "oidc"})
+    user = _find_oidc_user(identity) or _create_oidc_user(identity, client_ip)
     if not user.active:
         _refuse_login(user, client_ip, "deactivated")
     user.display_name = identity.display_name or user.display_name
@@ -99,6 +89,33 @@ def login_from_oidc(identity: OidcIdentity, admin_group: str = "", client_ip: st
         user.role = Role.ADMIN.value if admin_group in identity.groups else Role.USER.value
     _record_login(user, client_ip, "oidc")
     return user
+
+
+def _find_oidc_user(identity: OidcIdentity) -> User | None:
+    return db.session.execute(
+        select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)
+    ).scalar_one_or_none()
+
+
+def _create_oidc_user(identity: OidcIdentity, client_ip: str) -> User:
+    """First sign-in. Two first sign-ins racing (the same person twice, or two people wanting the
+    same username) meet the unique constraints: the loser looks again, then takes the next name."""
+    for _attempt in range(3):
+        try:
+            with db.session.begin_nested():
+                user = User(username=_free_username(identity.username), auth_source=AuthSource.OIDC.value,
+                            oidc_issuer=identity.issuer, oidc_subject=identity.subject, role=Role.USER.value)
+                db.session.add(user)
+                db.session.flush()
+        except IntegrityError:
+            existing = _find_oidc_user(identity)
+            if existing is not None:
+                return existing
+            continue
+        accounts.join_default_account(user)
+        audit.record(Actor(user, client_ip), "user.create", "user", user.id, {"source": "oidc"})
+        return user
+    raise Conflict(_("Your account could not be created; please sign in again."))
 
 
 def _record_login(user: User, client_ip: str, source: str) -> None:

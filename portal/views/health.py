@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from sqlalchemy import text
 
-from ..extensions import csrf, db
+from ..extensions import db
 
 bp = Blueprint("health", __name__)
 
@@ -26,5 +26,3 @@ def readyz():
         return {"status": "unavailable", "database": "unreachable"}, 503
     return {"status": "ok", "database": "ok"}
 
-
-csrf.exempt(bp)
