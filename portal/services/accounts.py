@@ -2,6 +2,7 @@
 managers manage its members. Touches the DB only."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -65,22 +66,32 @@ def list_accounts(actor: Actor, q: str, page: int, per_page: int) -> Page:
     """Admin list: one page query gives each account's quotas, member count and per-model
     quotas (as `models`, {model: gpus}); rows are mappings, cheap to load and render."""
     actor.require_admin()
-    members = (select(func.count(Membership.id)).where(Membership.account_id == Account.id)
-               .correlate(Account).scalar_subquery())
-    models = (select(func.group_concat(AccountGpuQuota.gpu_model + "=" + cast(AccountGpuQuota.gpus, String)))
-              .where(AccountGpuQuota.account_id == Account.id).correlate(Account).scalar_subquery())
-    stmt = select(Account.id, Account.name, Account.display_name, *(getattr(Account, f) for f in QUOTA_FIELDS),
-                  Account.expires_on, members.label("members"), models.label("models"))
+    stmt = _account_list_query()
     if q:
         stmt = stmt.where(contains_text(q, Account.name, Account.display_name))
-    result = paginate(stmt.order_by(Account.name), page, per_page, rows="mappings")
+    result = paginate(stmt, page, per_page, rows="mappings")
     result.items = [{**row, "models": _parse_models(row["models"])} for row in result.items]
     return result
 
 
+@functools.cache
+def _account_list_query():
+    """Built once per process: SQL expressions are immutable, and building this one costs more
+    than running it."""
+    members = (select(func.count(Membership.id)).where(Membership.account_id == Account.id)
+               .correlate(Account).scalar_subquery())
+    models = (select(func.group_concat(AccountGpuQuota.gpu_model + "=" + cast(AccountGpuQuota.gpus, String)))
+              .where(AccountGpuQuota.account_id == Account.id).correlate(Account).scalar_subquery())
+    return (select(Account.id, Account.name, Account.display_name, *(getattr(Account, f) for f in QUOTA_FIELDS),
+                   Account.expires_on, members.label("members"), models.label("models"))
+            .order_by(Account.name))
+
+
 def _parse_models(text: str | None) -> dict[str, int]:
-    pairs = (item.rsplit("=", 1) for item in (text or "").split(",") if item)
-    return dict(sorted((model, int(gpus)) for model, gpus in pairs))
+    """"A100=4,V100=2" (from group_concat, in no particular order) -> {"A100": 4, "V100": 2}."""
+    if not text:
+        return {}
+    return {model: int(gpus) for model, gpus in sorted(item.split("=") for item in text.split(","))}
 
 
 def get_account(actor: Actor, account_id: int) -> Account:
