@@ -1,0 +1,171 @@
+"""kubesim's HTTP front: the Kubernetes REST API over HTTP/1.1 (keep-alive, TCP_NODELAY, chunked
+watches), discovery for kubectl, bearer tokens, and Status errors. It parses requests and calls
+`api.Api`; it holds no state of its own."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from . import errors
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address, api, tokens: set[str], faults, ssl_context=None):
+        super().__init__(address, Handler)
+        self.api, self.tokens, self.faults = api, tokens, faults
+        if ssl_context is not None:
+            self.socket = ssl_context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request, client_address):
+        if hasattr(request, "do_handshake"):  # TLS: shake hands in the connection's own thread
+            try:
+                request.do_handshake()
+            except OSError:
+                return
+        super().finish_request(request, client_address)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # without it every response waits ~40 ms for the next packet
+    server_version = "kubesim"
+    sys_version = ""
+
+    def version_string(self):
+        return "kubesim"
+
+    def log_message(self, fmt, *args):  # quiet: tests and benchmarks make many requests
+        pass
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    # ---- dispatch ---------------------------------------------------------------------------
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        url = url._replace(path=url.path.rstrip("/") or "/")
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        try:
+            body = self._read_body()
+            if url.path in ("/healthz", "/livez", "/readyz"):
+                return self._send_text(200, "ok")
+            if url.path == "/metrics":
+                return self._send_text(200, self.server.api.metrics(), "text/plain; version=0.0.4")
+            if url.path.startswith("/kubesim/"):
+                return self._send_json(200, self.server.api.control(method, url.path, query, body))
+            self._authenticate()
+            self.server.faults.before_request(url.path)
+            result = self.server.api.handle(method, url.path, query, body, self.headers)
+            if result.stream is not None:
+                return self._send_stream(result)
+            if result.text is not None:
+                return self._send_text(result.code, result.text)
+            return self._send_json(result.code, result.body)
+        except errors.ApiError as exc:
+            self._send_json(exc.code, exc.status())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001  a bug in kubesim must still answer like a server
+            traceback.print_exc()
+            self._send_json(500, errors.ApiError(500, "InternalError", f"kubesim: {exc!r}").status())
+
+    def _authenticate(self) -> None:
+        if not self.server.tokens:
+            return
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or header[7:].strip() not in self.server.tokens:
+            raise errors.unauthorized()
+
+    def _read_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if not length:
+            return None
+        raw = self.rfile.read(length)
+        ctype = self.headers.get("Content-Type", "")
+        try:
+            if "yaml" in ctype:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise errors.bad_request(f"the body of the request could not be decoded: {exc}") from None
+
+    # ---- responses --------------------------------------------------------------------------
+
+    def _send_json(self, code: int, body) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_text(self, code: int, text: str, ctype: str = "text/plain; charset=utf-8") -> None:
+        data = text.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_stream(self, result) -> None:
+        """Chunked transfer: one chunk per watch event (or log line), flushed at once."""
+        self.send_response(result.code)
+        self.send_header("Content-Type", result.content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        try:
+            for item in result.stream:
+                data = item if isinstance(item, bytes) else (json.dumps(item, separators=(",", ":")) + "\n").encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            self.close_connection = True
+        finally:
+            close = getattr(result.stream, "close", None)
+            if close:
+                close()
+
+
+def serve_forever_in(server: Server) -> None:
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+def wait_until_ready(host: str, port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"kubesim did not start on {host}:{port}")

@@ -1,0 +1,240 @@
+"""KubeSim: the simulated cluster as one object. It owns the store, the API server thread, the
+faults, the node inventory, pod logs and the garbage collector; tests embed it, and
+`python -m kubesim serve` runs it as a process.
+
+    sim = KubeSim(cluster=None).start()      # the demo cluster on a free loopback port
+    sim.write_kubeconfig("kubeconfig")       # for the kubernetes client and kubectl
+    sim.stop()
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from . import cluster as clusters, errors
+from .api import Api, Result
+from .faults import Faults
+from .resources import RESOURCES, ResourceType, core, get
+from .server import Server, serve_forever_in, wait_until_ready
+from .store import Store
+
+SYSTEM_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease"]
+DEFAULT_TOKEN = "kubesim-token"
+
+
+class KubeSim:
+    def __init__(self, cluster=None, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,),
+                 history: int = 100_000, bookmark_interval: float = 5.0, time_scale: float = 1.0,
+                 tls: bool = False):
+        self.definition = clusters.load(cluster)
+        self.host, self.port, self.tls = host, port, tls
+        self._ca_data = ""
+        self.tokens = set(tokens)
+        self.time_scale = float(self.definition.get("timeScale", time_scale))
+        self.store = Store(history=history)
+        self.faults = Faults()
+        self.api = Api(self.store, sim=self, bookmark_interval=bookmark_interval)
+        self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
+        self._dependents: dict[str, set] = defaultdict(set)  # owner uid -> {(rtype key, ns, name)}
+        self.store.listeners.append(self._index_owners)
+        self.server: Server | None = None
+        self._thread: threading.Thread | None = None
+        self._populate()
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    def _populate(self) -> None:
+        for name in SYSTEM_NAMESPACES + list(self.definition.get("namespaces", [])):
+            if self.store.find(core("namespaces"), "", name) is None:
+                self.store.create(core("namespaces"), "", {"metadata": {"name": name},
+                                                            "spec": {"finalizers": ["kubernetes"]},
+                                                            "status": {"phase": "Active"}})
+        for node in clusters.nodes(self.definition):
+            self.store.create(core("nodes"), "", node)
+
+    def start(self) -> "KubeSim":
+        context = None
+        if self.tls:
+            from .tls import server_context
+            context, self._ca_data = server_context(self.host)
+        self.server = Server((self.host, self.port), self.api, self.tokens, self.faults, context)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=serve_forever_in, args=(self.server,), name="kubesim-api", daemon=True)
+        self._thread.start()
+        wait_until_ready(self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        self.store.drop_watches()
+        if self.server is not None:
+            self.server.shutdown()
+            self._thread.join(5)
+            self.server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def kubeconfig(self) -> dict:
+        token = sorted(self.tokens)[0] if self.tokens else ""
+        return {
+            "apiVersion": "v1", "kind": "Config", "current-context": "kubesim",
+            "clusters": [{"name": "kubesim", "cluster": {"server": self.url, **(
+                {"certificate-authority-data": self._ca_data} if self.tls else {})}}],
+            "users": [{"name": "kubesim", "user": {"token": token}}],
+            "contexts": [{"name": "kubesim", "context": {"cluster": "kubesim", "user": "kubesim", "namespace": "default"}}],
+        }
+
+    def write_kubeconfig(self, path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        path.chmod(0o600)
+        return path
+
+    # ---- deletion and garbage collection ------------------------------------------------------
+
+    def _index_owners(self, event) -> None:
+        meta = event.obj["metadata"]
+        key = (event.rtype.key, event.namespace, meta["name"])
+        for ref in meta.get("ownerReferences") or []:
+            if event.type == "DELETED":
+                self._dependents[ref["uid"]].discard(key)
+            else:
+                self._dependents[ref["uid"]].add(key)
+
+    def dependents_of(self, uid: str) -> list[tuple[ResourceType, str, str]]:
+        with self.store.lock:
+            return [(get(k), ns, name) for k, ns, name in sorted(self._dependents.get(uid, ()))]
+
+    def delete(self, rtype: ResourceType, namespace: str, name: str, policy: str = "Background",
+               grace: int | None = None, precondition_uid: str = "", precondition_rv: str = ""):
+        """Delete with the garbage collector's propagation policies: Background (the owner goes,
+        then its dependents), Foreground (dependents first, then the owner), Orphan (dependents
+        lose their ownerReference and stay). Returns (object, gone)."""
+        with self.store.lock:
+            obj = self.store.get(rtype, namespace, name)
+            uid = obj["metadata"]["uid"]
+            if rtype.plural == "namespaces":
+                return self._delete_namespace(obj)
+            if policy == "Orphan":
+                for drtype, dns, dname in self.dependents_of(uid):
+                    self.store.mutate(drtype, dns, dname, lambda o: _drop_owner(o, uid))
+            elif policy == "Foreground":
+                self._delete_dependents(uid, "Foreground")
+            result = self.store.delete(rtype, namespace, name, precondition_uid, precondition_rv)
+            if policy == "Background":
+                self._delete_dependents(uid, "Background")
+            return result
+
+    def _delete_dependents(self, uid: str, policy: str) -> None:
+        for drtype, dns, dname in self.dependents_of(uid):
+            try:
+                self.delete(drtype, dns, dname, policy=policy)
+            except errors.ApiError as exc:
+                if exc.code != 404:
+                    raise
+
+    def _delete_namespace(self, ns_obj: dict):
+        name = ns_obj["metadata"]["name"]
+        if name in SYSTEM_NAMESPACES:
+            raise errors.ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+        rns = core("namespaces")
+        self.store.mutate(rns, "", name, lambda o: o.setdefault("status", {}).update(phase="Terminating"))
+        for rtype in (r for r in RESOURCES if r.namespaced):
+            for obj in list(self.store.list(rtype, name)[0]):
+                try:
+                    self.store.delete(rtype, name, obj["metadata"]["name"])
+                except errors.ApiError:
+                    pass
+        return self.store.delete(rns, "", name)
+
+    # ---- logs ---------------------------------------------------------------------------------
+
+    def append_log(self, namespace: str, pod: str, container: str, line: str, at: float | None = None) -> None:
+        with self.store.lock:
+            self.logs[(namespace, pod, container)].append((at if at is not None else time.time(), line))
+
+    def pod_log(self, namespace: str, name: str, query: dict) -> Result:
+        pod = self.store.get(core("pods"), namespace, name)
+        containers = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
+        container = query.get("container") or ""
+        if not container:
+            if len(containers) != 1:
+                raise errors.bad_request(f"a container name must be specified for pod {name}, "
+                                         f"choose one of: [{' '.join(containers)}]")
+            container = containers[0]
+        if container not in containers:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses", [])}
+        state = statuses.get(container, {}).get("state", {})
+        if "waiting" in state or not statuses:
+            reason = state.get("waiting", {}).get("reason", "ContainerCreating")
+            raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        with self.store.lock:
+            lines = list(self.logs.get((namespace, name, container), ()))
+        if query.get("sinceSeconds"):
+            cutoff = time.time() - int(query["sinceSeconds"])
+            lines = [entry for entry in lines if entry[0] >= cutoff]
+        if query.get("tailLines"):
+            lines = lines[-int(query["tailLines"]):] if int(query["tailLines"]) > 0 else []
+        timestamps = query.get("timestamps") in ("1", "true")
+        text = "".join((_rfc3339(ts) + " " if timestamps else "") + line + "\n" for ts, line in lines)
+        return Result(text=text)
+
+    # ---- faults and the control endpoint ------------------------------------------------------
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        def change(node):
+            node["status"]["conditions"] = clusters.ready_conditions(ready, _rfc3339(time.time()))
+        self.store.mutate(core("nodes"), "", name, change, subresource="status")
+
+    def control(self, method: str, path: str, query: dict, body) -> dict:
+        """POST /kubesim/faults {"errorCode": 503, "errorRate": 1, "errorCount": -1, "delay": 0.2,
+        "pathPrefix": "/apis/batch"}; POST /kubesim/drop-watches; POST /kubesim/expire;
+        POST /kubesim/nodes/NAME/ready {"ready": false}; GET /kubesim/faults."""
+        body = body or {}
+        if path == "/kubesim/faults":
+            if method == "POST":
+                self.faults.set(int(body.get("errorCode", 0)), float(body.get("errorRate", 1.0)),
+                                int(body.get("errorCount", -1)), float(body.get("delay", 0.0)), body.get("pathPrefix", ""))
+            elif method == "DELETE":
+                self.faults.clear()
+            return self.faults.describe()
+        if path == "/kubesim/drop-watches" and method == "POST":
+            self.store.drop_watches()
+            return {"dropped": True}
+        if path == "/kubesim/expire" and method == "POST":
+            self.store.expire_history()
+            return {"compactedResourceVersion": self.store.compacted_rv}
+        parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[1] == "nodes" and parts[3] == "ready" and method == "POST":
+            self.set_node_ready(parts[2], bool(body.get("ready", True)))
+            return {"node": parts[2], "ready": bool(body.get("ready", True))}
+        raise errors.ApiError(404, "NotFound", f"no control endpoint {method} {path}")
+
+    def metrics_text(self) -> str:
+        return ""
+
+
+def _drop_owner(obj: dict, uid: str) -> None:
+    refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid") != uid]
+    if refs:
+        obj["metadata"]["ownerReferences"] = refs
+    else:
+        obj["metadata"].pop("ownerReferences", None)
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
