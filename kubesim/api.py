@@ -41,6 +41,12 @@ class Api:
                                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
         if parts == ["apis"]:
             return Result(body=self._group_list())
+        if parts[:2] == ["openapi", "v3"]:
+            from . import openapi
+            doc = openapi.index() if len(parts) == 2 else openapi.lookup(parts)
+            if doc is None:
+                raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+            return Result(body=doc)
         if parts[:2] == ["api", "v1"]:
             group, version, rest = "", "v1", parts[2:]
         elif len(parts) >= 2 and parts[0] == "apis" and parts[1] in GROUPS:

@@ -1,0 +1,41 @@
+"""python -m kubesim serve --cluster FILE --port N --kubeconfig OUT [--tls] [--token T]
+
+Runs the simulated cluster as a process until interrupted, after writing a kubeconfig for it.
+Faults are injected through the control endpoint (POST /kubesim/faults, /kubesim/drop-watches,
+/kubesim/expire, /kubesim/nodes/NAME/ready)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from .sim import DEFAULT_TOKEN, KubeSim
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kubesim", description="A simulated GPU cluster speaking the Kubernetes API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--cluster", help="cluster definition (YAML); default: the demo cluster")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    serve.add_argument("--kubeconfig", help="write a kubeconfig for the server here")
+    serve.add_argument("--token", action="append", help=f"accepted bearer token (default {DEFAULT_TOKEN})")
+    serve.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA (kubectl sends tokens only over TLS)")
+    serve.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
+    args = parser.parse_args(argv)
+
+    sim = KubeSim(cluster=args.cluster, host=args.host, port=args.port, tokens=args.token or (DEFAULT_TOKEN,),
+                  tls=args.tls, time_scale=args.time_scale).start()
+    if args.kubeconfig:
+        sim.write_kubeconfig(args.kubeconfig)
+    print(f"kubesim serving {sim.url}" + (f", kubeconfig {args.kubeconfig}" if args.kubeconfig else ""), flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    sim.stop()
+
+
+if __name__ == "__main__":
+    main()
