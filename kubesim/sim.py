@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from . import cluster as clusters, errors
+from . import cluster as clusters, defaults, errors, validation
 from .api import Api, Result
 from .faults import Faults
 from .resources import RESOURCES, ResourceType, core, get
@@ -36,7 +36,7 @@ class KubeSim:
         self._ca_data = ""
         self.tokens = set(tokens)
         self.time_scale = float(self.definition.get("timeScale", time_scale))
-        self.store = Store(history=history)
+        self.store = Store(history=history, validator=validation.validate, defaulter=defaults.apply)
         self.faults = Faults()
         self.api = Api(self.store, sim=self, bookmark_interval=bookmark_interval)
         self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)

@@ -61,6 +61,7 @@ class Store:
     watch_epoch: int = 0
     listeners: list = field(default_factory=list)  # fn(event) called after each change
     validator: Callable | None = None  # fn(rtype, obj, old) raises ApiError
+    defaulter: Callable | None = None  # fn(rtype, obj, old) fills in defaults before validation
 
     def __post_init__(self):
         self.cond = threading.Condition(self.lock)
@@ -157,13 +158,15 @@ class Store:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             name = meta.get("name", "")
+            obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
+            meta["uid"] = str(uuid.uuid4())  # the server's, whatever the client sent
+            if self.defaulter:
+                self.defaulter(rtype, obj, None)
             if self.validator:
                 self.validator(rtype, obj, None)
             key = (namespace if rtype.namespaced else "", name)
             if key in self.objects[rtype.key]:
                 raise errors.already_exists(rtype, name)
-            obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
-            meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_iso()
             meta.pop("deletionTimestamp", None)
             meta["generation"] = 1
@@ -200,6 +203,8 @@ class Store:
                     meta.pop(keep, None)
             meta["name"] = name
             new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
+            if self.defaulter and subresource != "status":
+                self.defaulter(rtype, new, old)
             if self.validator:
                 self.validator(rtype, new, old)
             if _without_meta_noise(new) == _without_meta_noise(old):
