@@ -41,6 +41,7 @@ class KubeSim:
         self.api = Api(self.store, sim=self, bookmark_interval=bookmark_interval)
         self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
         self._dependents: dict[str, set] = defaultdict(set)  # owner uid -> {(rtype key, ns, name)}
+        self._owners_of: dict[tuple, set] = {}  # (rtype key, ns, name) -> owner uids
         self.store.listeners.append(self._index_owners)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -105,13 +106,19 @@ class KubeSim:
     # ---- deletion and garbage collection ------------------------------------------------------
 
     def _index_owners(self, event) -> None:
+        """Keep owner uid -> dependents current as ownerReferences come and go."""
         meta = event.obj["metadata"]
         key = (event.rtype.key, event.namespace, meta["name"])
-        for ref in meta.get("ownerReferences") or []:
-            if event.type == "DELETED":
-                self._dependents[ref["uid"]].discard(key)
-            else:
-                self._dependents[ref["uid"]].add(key)
+        before = self._owners_of.pop(key, set())
+        after = set() if event.type == "DELETED" else {r["uid"] for r in meta.get("ownerReferences") or []}
+        for uid in before - after:
+            self._dependents[uid].discard(key)
+            if not self._dependents[uid]:
+                del self._dependents[uid]
+        for uid in after:
+            self._dependents[uid].add(key)
+        if after:
+            self._owners_of[key] = after
 
     def dependents_of(self, uid: str) -> list[tuple[ResourceType, str, str]]:
         with self.store.lock:

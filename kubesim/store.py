@@ -349,7 +349,7 @@ class Store:
         """Forget the change history: every watch or continue token from before now gets 410."""
         with self.lock:
             self.log.clear()
-            self.compacted_rv = self.rv
+            self.compacted_rv = self._next_rv()  # versions handed out before now are all too old
             self.watch_epoch += 1
             self.cond.notify_all()
 

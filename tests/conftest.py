@@ -16,6 +16,8 @@ from portal import create_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Account, AccountGpuQuota, Membership, User  # noqa: E402
 
+pytest_plugins = ["kubesim_fixtures"]
+
 BACKENDS = ["sqlite", "mysql"]
 
 

@@ -1,0 +1,78 @@
+"""kubectl (an independent client) against kubesim: discovery, get across kinds and namespaces,
+apply, describe, delete, and get -w."""
+import re
+import subprocess
+import threading
+import time
+
+from kubesim_fixtures import kubectl
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: hello
+  namespace: default
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: main
+          image: busybox:1.36
+          command: ["echo", "hi"]
+"""
+
+
+def test_get_nodes_pods_jobs_in_all_namespaces(kubectl_env):
+    _sim, env = kubectl_env
+    out = kubectl(env, "get", "nodes,pods,jobs", "-A").stdout
+    assert "node/a100-0" in out and "Ready" in out and "v1.32.0-kubesim" in out
+
+
+def test_apply_describe_delete_a_job(kubectl_env):
+    _sim, env = kubectl_env
+    assert "job.batch/hello created" in kubectl(env, "apply", "-f", "-", input_text=JOB).stdout
+    assert "job.batch/hello unchanged" in kubectl(env, "apply", "-f", "-", input_text=JOB).stdout
+    described = kubectl(env, "describe", "job", "hello").stdout
+    assert re.search(r"Backoff Limit:\s+0", described) and "busybox:1.36" in described
+    assert "job.batch \"hello\" deleted" in kubectl(env, "delete", "job", "hello").stdout
+    assert "NotFound" in kubectl(env, "get", "job", "hello", check=False).stderr
+
+
+def test_apply_rejects_unknown_fields(kubectl_env):
+    _sim, env = kubectl_env
+    result = kubectl(env, "apply", "-f", "-", input_text=JOB.replace("backoffLimit: 0", "backoffLimit: 0\n  bogus: 1"),
+                     check=False)
+    assert result.returncode != 0 and "bogus" in result.stderr
+
+
+def test_describe_pod(kubectl_env):
+    sim, env = kubectl_env
+    kubectl(env, "run", "describe-me", "--image=busybox:1.36", "--restart=Never", "--labels=app=demo")
+    out = kubectl(env, "describe", "pod", "describe-me").stdout
+    assert "Name:" in out and "describe-me" in out and "app=demo" in out and "busybox:1.36" in out
+
+
+def test_get_watch_sees_a_new_pod(kubectl_env):
+    sim, env = kubectl_env
+    proc = subprocess.Popen(["kubectl", "get", "pods", "-w", "--request-timeout=10s"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, arrived = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("watched"):
+                arrived.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        time.sleep(1.0)
+        kubectl(env, "run", "watched", "--image=busybox:1.36", "--restart=Never")
+        assert arrived.wait(8), lines
+    finally:
+        proc.kill()
+        proc.wait()
