@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import cluster as clusters, defaults, errors, validation
+from .events import Recorder
 from .api import Api, Result
 from .faults import Faults
 from .resources import RESOURCES, ResourceType, core, get
@@ -30,13 +31,20 @@ DEFAULT_TOKEN = "kubesim-token"
 class KubeSim:
     def __init__(self, cluster=None, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,),
                  history: int = 100_000, bookmark_interval: float = 5.0, time_scale: float = 1.0,
-                 tls: bool = False):
+                 tls: bool = False, controllers: bool = True, tick: float = 0.05):
         self.definition = clusters.load(cluster)
         self.host, self.port, self.tls = host, port, tls
         self._ca_data = ""
         self.tokens = set(tokens)
         self.time_scale = float(self.definition.get("timeScale", time_scale))
-        self.store = Store(history=history, validator=validation.validate, defaulter=defaults.apply)
+        self._t0 = time.time()
+        self.store = Store(history=history, validator=validation.validate, defaulter=defaults.apply, clock=self.clock)
+        self.recorder = Recorder(self.store, self.clock)
+        self.default_run_seconds = float(self.definition.get("defaultRunSeconds", 30))
+        self.tick = tick
+        self.controllers = controllers
+        self._stopping = threading.Event()
+        self._loop: threading.Thread | None = None
         self.faults = Faults()
         self.api = Api(self.store, sim=self, bookmark_interval=bookmark_interval)
         self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
@@ -58,6 +66,34 @@ class KubeSim:
         for node in clusters.nodes(self.definition):
             self.store.create(core("nodes"), "", node)
 
+    def clock(self) -> float:
+        """Simulated time: real time since start, times time_scale, from the real start time."""
+        return self._t0 + (time.time() - self._t0) * self.time_scale
+
+    def tick_seconds_sim(self) -> float:
+        return self.tick * self.time_scale
+
+    def _run_controllers(self) -> None:
+        from .jobs import JobController
+        from .kubelet import Kubelet
+        from .scheduler import Scheduler
+        scheduler, kubelet, jobs = Scheduler(self.store, self.recorder, self.clock), Kubelet(self), JobController(self)
+        while not self._stopping.wait(self.tick):
+            try:
+                jobs.sync_all()
+                scheduler.schedule()
+                kubelet.tick()
+            except Exception:  # noqa: BLE001  a controller bug must not stop the cluster
+                import traceback
+                traceback.print_exc()
+
+    def finalize_pod_deletion(self, namespace: str, name: str, uid: str) -> None:
+        """The kubelet has stopped the pod's containers: remove the object."""
+        try:
+            self.store.delete(core("pods"), namespace, name, precondition_uid=uid)
+        except errors.ApiError:
+            pass
+
     def start(self) -> "KubeSim":
         context = None
         if self.tls:
@@ -68,9 +104,17 @@ class KubeSim:
         self._thread = threading.Thread(target=serve_forever_in, args=(self.server,), name="kubesim-api", daemon=True)
         self._thread.start()
         wait_until_ready(self.host, self.port)
+        if self.controllers:
+            self._stopping.clear()
+            self._loop = threading.Thread(target=self._run_controllers, name="kubesim-controllers", daemon=True)
+            self._loop.start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._loop is not None:
+            self._loop.join(5)
+            self._loop = None
         self.store.drop_watches()
         if self.server is not None:
             self.server.shutdown()
@@ -139,10 +183,18 @@ class KubeSim:
                     self.store.mutate(drtype, dns, dname, lambda o: _drop_owner(o, uid))
             elif policy == "Foreground":
                 self._delete_dependents(uid, "Foreground")
+            if rtype.plural == "pods" and self._needs_graceful_stop(obj, grace):
+                seconds = grace if grace is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
+                return self.store.delete(rtype, namespace, name, precondition_uid, precondition_rv, grace=max(1, seconds))
             result = self.store.delete(rtype, namespace, name, precondition_uid, precondition_rv)
             if policy == "Background":
                 self._delete_dependents(uid, "Background")
             return result
+
+    def _needs_graceful_stop(self, pod: dict, grace: int | None) -> bool:
+        """A pod whose containers may be running goes through the kubelet (Terminating first)."""
+        return (self.controllers and grace != 0 and bool(pod.get("spec", {}).get("nodeName"))
+                and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"))
 
     def _delete_dependents(self, uid: str, policy: str) -> None:
         for drtype, dns, dname in self.dependents_of(uid):

@@ -62,6 +62,7 @@ class Store:
     listeners: list = field(default_factory=list)  # fn(event) called after each change
     validator: Callable | None = None  # fn(rtype, obj, old) raises ApiError
     defaulter: Callable | None = None  # fn(rtype, obj, old) fills in defaults before validation
+    clock: Callable[[], float] = time.time  # simulated time, for timestamps
 
     def __post_init__(self):
         self.cond = threading.Condition(self.lock)
@@ -167,7 +168,7 @@ class Store:
             key = (namespace if rtype.namespaced else "", name)
             if key in self.objects[rtype.key]:
                 raise errors.already_exists(rtype, name)
-            meta["creationTimestamp"] = now_iso()
+            meta["creationTimestamp"] = now_iso(self.clock())
             meta.pop("deletionTimestamp", None)
             meta["generation"] = 1
             meta["resourceVersion"] = str(self._next_rv())
@@ -232,7 +233,7 @@ class Store:
             return self.update(rtype, namespace, name, obj, subresource=subresource, check_rv=False)
 
     def delete(self, rtype: ResourceType, namespace: str, name: str, precondition_uid: str = "",
-               precondition_rv: str = "", grace: bool = False) -> tuple[dict, bool]:
+               precondition_rv: str = "", grace: int | None = None) -> tuple[dict, bool]:
         """Delete now, or mark for deletion (deletionTimestamp) when finalizers or a graceful
         termination must run first. Returns (object, gone)."""
         with self.lock:
@@ -247,7 +248,9 @@ class Store:
                 if old["metadata"].get("deletionTimestamp"):
                     return old, False
                 new = copy.deepcopy(old)
-                new["metadata"]["deletionTimestamp"] = now_iso()
+                new["metadata"]["deletionTimestamp"] = now_iso(self.clock() + (grace or 0))
+                if grace:
+                    new["metadata"]["deletionGracePeriodSeconds"] = grace
                 new["metadata"]["resourceVersion"] = str(self._next_rv())
                 self.objects[rtype.key][key] = new
                 self._record("MODIFIED", rtype, new)
