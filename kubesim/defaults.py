@@ -62,6 +62,8 @@ def _pod(obj, old):
 
 
 def _job(obj, old):
+    if old is None:
+        obj["status"] = {}
     spec = obj.setdefault("spec", {})
     meta = obj.setdefault("metadata", {})
     spec.setdefault("parallelism", 1)
