@@ -135,6 +135,7 @@ class Kubelet:
             return
         if state.stage == "starting":
             name = pod["spec"]["containers"][0]["name"]
+            self.sim.allocate_gpus(pod)
             self._event(pod, "Created", f"Created container {name}")
             self._event(pod, "Started", f"Started container {name}")
             self._set_running(pod, state, now)
@@ -171,6 +172,7 @@ class Kubelet:
             return
         phase = "Succeeded" if code == 0 and not w.oom else "Failed"
         state.stage = "finished"
+        self.sim.release_gpus(pod)
 
         def done(s):
             self._container(s, pod, terminated=terminated, restarts=state.restarts, ready=False)
@@ -194,6 +196,7 @@ class Kubelet:
         if now < state.due:
             return
         self.states.pop(uid, None)
+        self.sim.release_gpus(pod)
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         if pod.get("status", {}).get("phase") not in TERMINAL:
             self._update_status(pod, lambda s: self._container(

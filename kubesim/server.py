@@ -74,9 +74,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send_text(200, "ok")
             if url.path == "/metrics":
                 return self._send_text(200, self.server.api.metrics(), "text/plain; version=0.0.4")
+            self._authenticate()
             if url.path.startswith("/kubesim/"):
                 return self._send_json(200, self.server.api.control(method, url.path, query, body))
-            self._authenticate()
             self.server.faults.before_request(url.path)
             result = self.server.api.handle(method, url.path, query, body, self.headers)
             if result.stream is not None:

@@ -20,6 +20,7 @@ from . import cluster as clusters, defaults, errors, validation
 from .events import Recorder
 from .api import Api, Result
 from .faults import Faults
+from .cluster import GPU_RESOURCE
 from .resources import RESOURCES, ResourceType, core, get
 from .server import Server, serve_forever_in, wait_until_ready
 from .store import Store
@@ -50,6 +51,7 @@ class KubeSim:
         self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
         self._dependents: dict[str, set] = defaultdict(set)  # owner uid -> {(rtype key, ns, name)}
         self._owners_of: dict[tuple, set] = {}  # (rtype key, ns, name) -> owner uids
+        self.gpu_allocations: dict[str, dict[int, tuple]] = {}  # node -> {gpu index: ((ns, pod, uid), container)}
         self.store.listeners.append(self._index_owners)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -282,8 +284,46 @@ class KubeSim:
             return {"node": parts[2], "ready": bool(body.get("ready", True))}
         raise errors.ApiError(404, "NotFound", f"no control endpoint {method} {path}")
 
+    # ---- GPUs: device assignment (the device plugin's job) and DCGM metrics -------------------
+
+    def allocate_gpus(self, pod: dict) -> None:
+        """Give a starting pod its GPU devices on its node (lowest free indices)."""
+        node = pod["spec"]["nodeName"]
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"])
+        with self.store.lock:
+            taken = self.gpu_allocations.setdefault(node, {})
+            if any(holder[0] == key for holder in taken.values()):
+                return
+            node_obj = self.store.find(core("nodes"), "", node)
+            count = int((node_obj or {}).get("status", {}).get("capacity", {}).get(GPU_RESOURCE, "0") or 0)
+            free = [i for i in range(count) if i not in taken]
+            for c in pod["spec"]["containers"]:
+                want = int((c.get("resources", {}).get("limits") or {}).get(GPU_RESOURCE, 0) or 0)
+                for index in free[:want]:
+                    taken[index] = (key, c["name"])
+                free = free[want:]
+
+    def release_gpus(self, pod: dict) -> None:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"])
+        with self.store.lock:
+            taken = self.gpu_allocations.get(pod.get("spec", {}).get("nodeName") or "", {})
+            for index in [i for i, holder in taken.items() if holder[0] == key]:
+                del taken[index]
+
     def metrics_text(self) -> str:
-        return ""
+        from . import metrics
+        from .kubelet import workload_of
+        with self.store.lock:
+            allocations = {node: dict(taken) for node, taken in self.gpu_allocations.items()}
+            nodes = self.store.all(core("nodes"))
+        pods, busy = {}, {}
+        for taken in allocations.values():
+            for key, _container in taken.values():
+                pod = self.store.find(core("pods"), key[0], key[1])
+                if pod is not None and pod["metadata"]["uid"] == key[2]:
+                    pods[key] = pod
+                    busy[key] = workload_of(pod, self.default_run_seconds).log_profile == "training"
+        return metrics.render(nodes, allocations, pods, busy)
 
 
 def _drop_owner(obj: dict, uid: str) -> None:
