@@ -2,12 +2,13 @@
 paging, watches, patches and deletion options. Works on the `Store`; knows nothing of HTTP."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import errors, patch as patches
 from .resources import GROUPS, RESOURCES, VERBS, ResourceType, lookup
-from .selectors import matcher
+from .selectors import index_terms, matcher
 from .store import Store, WatchOptions
 
 KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubesim", "gitCommit": "kubesim",
@@ -21,6 +22,7 @@ MAX_WATCH_SECONDS = 1800
 class Result:
     code: int = 200
     body: Any = None
+    raw: bytes | None = None  # an already encoded JSON body
     text: str | None = None
     stream: Iterable | None = None
     content_type: str = "application/json"
@@ -132,15 +134,20 @@ class Api:
     def _list(self, rtype: ResourceType, namespace, query, headers) -> Result:
         match = matcher(query.get("labelSelector"), query.get("fieldSelector"))
         limit = _int(query, "limit", 0)
-        items, rv, token, remaining = self.store.list(rtype, namespace, match, limit, query.get("continue", ""))
+        as_table = "as=Table" in headers.get("Accept", "")
+        items, rv, token, remaining = self.store.list(rtype, namespace, match, limit, query.get("continue", ""),
+                                                      label_terms=index_terms(query.get("labelSelector")),
+                                                      raw=not as_table)
         meta = {"resourceVersion": str(rv)}
         if token:
             meta["continue"] = token
             meta["remainingItemCount"] = remaining
-        if "as=Table" in headers.get("Accept", ""):
+        if as_table:
             from .tables import table
             return Result(body=table(rtype, items, meta))
-        return Result(body={"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta, "items": items})
+        head = json.dumps({"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta},
+                          separators=(",", ":")).encode()
+        return Result(raw=head[:-1] + b',"items":[' + b",".join(items) + b"]}")
 
     def _watch(self, rtype, namespace, query, as_table: bool = False) -> Result:
         rv_text = query.get("resourceVersion", "")
@@ -161,6 +168,8 @@ class Api:
 
             def tables(stream=events):
                 for event in stream:
+                    if isinstance(event, bytes):
+                        event = json.loads(event)
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         obj = table(rtype, [event["object"]], {"resourceVersion": event["object"]["metadata"]["resourceVersion"]})
                         if not first[0]:

@@ -132,3 +132,9 @@ def selector_matches(selector: dict | None, labels: dict) -> bool:
         if not Requirement(expr["key"], op, tuple(expr.get("values") or ())).matches(labels):
             return False
     return True
+
+
+def index_terms(label_selector: str | None) -> tuple[tuple[str, frozenset], ...]:
+    """The (label, allowed values) pairs a label selector requires (= and in): a label index can
+    answer these, and the full matcher then checks the rest."""
+    return tuple((r.key, frozenset(r.values)) for r in parse_labels(label_selector) if r.op in ("=", "in"))

@@ -83,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send_stream(result)
             if result.text is not None:
                 return self._send_text(result.code, result.text)
+            if result.raw is not None:
+                return self._send_bytes(result.code, result.raw)
             return self._send_json(result.code, result.body)
         except errors.ApiError as exc:
             self._send_json(exc.code, exc.status())
@@ -115,7 +117,9 @@ class Handler(BaseHTTPRequestHandler):
     # ---- responses --------------------------------------------------------------------------
 
     def _send_json(self, code: int, body) -> None:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        self._send_bytes(code, json.dumps(body, separators=(",", ":")).encode())
+
+    def _send_bytes(self, code: int, data: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

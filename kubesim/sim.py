@@ -151,9 +151,9 @@ class KubeSim:
 
     # ---- deletion and garbage collection ------------------------------------------------------
 
-    def _index_owners(self, event) -> None:
+    def _index_owners(self, event, obj) -> None:
         """Keep owner uid -> dependents current as ownerReferences come and go."""
-        meta = event.obj["metadata"]
+        meta = obj["metadata"]
         key = (event.rtype.key, event.namespace, meta["name"])
         before = self._owners_of.pop(key, set())
         after = set() if event.type == "DELETED" else {r["uid"] for r in meta.get("ownerReferences") or []}

@@ -36,7 +36,27 @@ class Event:
     type: str  # ADDED | MODIFIED | DELETED
     rtype: ResourceType
     namespace: str
-    obj: dict
+    obj: dict  # enough of the object for selectors (see _light); the full object lives in `raw`
+    raw: bytes  # the object as JSON, encoded once for every watcher
+
+
+def encode(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _light(obj: dict) -> dict:
+    """What label and field selectors look at: keeping only this in the history lets old object
+    versions be freed while watches can still filter and replay them."""
+    meta = obj.get("metadata", {})
+    light = {"metadata": {k: meta[k] for k in ("name", "namespace", "labels", "uid") if k in meta}}
+    if "nodeName" in obj.get("spec", {}):
+        light["spec"] = {"nodeName": obj["spec"]["nodeName"]}
+    if "phase" in obj.get("status", {}):
+        light["status"] = {"phase": obj["status"]["phase"]}
+    for key in ("involvedObject", "reason", "type", "source"):
+        if key in obj:
+            light[key] = obj[key]
+    return light
 
 
 @dataclass
@@ -55,6 +75,8 @@ class Store:
     lock: threading.RLock = field(default_factory=threading.RLock)
     rv: int = 0
     objects: dict = field(default_factory=dict)  # rtype.key -> {(namespace, name): obj}
+    raw: dict = field(default_factory=dict)  # rtype.key -> {(namespace, name): JSON bytes of obj}
+    label_index: dict = field(default_factory=dict)  # rtype.key -> {(label, value): {(namespace, name)}}
     log: deque = field(default_factory=deque)
     seq: int = 0
     compacted_rv: int = 0  # watches from an RV below this get 410 Gone
@@ -68,6 +90,8 @@ class Store:
         self.cond = threading.Condition(self.lock)
         for rtype in RESOURCES:
             self.objects.setdefault(rtype.key, {})
+            self.raw.setdefault(rtype.key, {})
+            self.label_index.setdefault(rtype.key, {})
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -83,8 +107,10 @@ class Store:
             return self.objects[rtype.key].get((namespace if rtype.namespaced else "", name))
 
     def list(self, rtype: ResourceType, namespace: str | None = None, match=None,
-             limit: int = 0, continue_token: str = "") -> tuple[list[dict], int, str, int]:
-        """(items, resourceVersion, continue token, remaining count), sorted by namespace/name."""
+             limit: int = 0, continue_token: str = "", label_terms=(), raw: bool = False) -> tuple[list, int, str, int]:
+        """(items, resourceVersion, continue token, remaining count), sorted by namespace/name.
+        `label_terms` ((label, {values}) pairs every match must have) narrow the scan through the
+        label index; `raw` returns each item as its JSON bytes instead of the object."""
         with self.lock:
             bucket = self.objects[rtype.key]
             rv = self.rv
@@ -94,14 +120,17 @@ class Store:
                 if token_rv < self.compacted_rv:
                     raise errors.gone("The provided continue parameter is too old to display a consistent list "
                                       "result. You can start a new list without the continue parameter.")
-            keys = sorted(bucket) if (limit or continue_token) else bucket.keys()
+                start = tuple(start)
+            keys = self._candidates(rtype, label_terms) if label_terms else bucket.keys()
+            if namespace:
+                keys = [k for k in keys if k[0] == namespace]
+            keys = sorted(keys)
             items = []
             remaining = 0
             last_key = None
+            raws = self.raw[rtype.key]
             for key in keys:
-                if namespace and key[0] != namespace:
-                    continue
-                if start is not None and list(key) <= start:
+                if start is not None and key <= start:
                     continue
                 obj = bucket[key]
                 if match is not None and not match(obj):
@@ -109,12 +138,22 @@ class Store:
                 if limit and len(items) >= limit:
                     remaining += 1
                     continue
-                items.append(obj)
+                items.append(raws[key] if raw else obj)
                 last_key = key
             token = _encode_continue(rv, last_key) if limit and remaining else ""
-            if not (limit or continue_token):
-                items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
             return items, rv, token, remaining
+
+    def _candidates(self, rtype: ResourceType, label_terms) -> set:
+        index = self.label_index[rtype.key]
+        result = None
+        for label, values in label_terms:
+            keys = set()
+            for value in values:
+                keys |= index.get((label, value), set())
+            result = keys if result is None else result & keys
+            if not result:
+                return set()
+        return result if result is not None else set(self.objects[rtype.key])
 
     def all(self, rtype: ResourceType) -> list[dict]:
         with self.lock:
@@ -126,16 +165,32 @@ class Store:
         self.rv += 1
         return self.rv
 
-    def _record(self, kind: str, rtype: ResourceType, obj: dict) -> None:
+    def _record(self, kind: str, rtype: ResourceType, obj: dict, old: dict | None = None) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
+        raw = encode(obj)
+        index = self.label_index[rtype.key]
+        for pair in ((old or {}).get("metadata", {}).get("labels") or {}).items():
+            keys = index.get(pair)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[pair]
+        if kind == "DELETED":
+            self.raw[rtype.key].pop(key, None)
+        else:
+            self.raw[rtype.key][key] = raw
+            for pair in (meta.get("labels") or {}).items():
+                index.setdefault(pair, set()).add(key)
         self.seq += 1
-        self.log.append(Event(self.seq, self.rv, kind, rtype, obj["metadata"].get("namespace", ""), obj))
+        self.log.append(Event(self.seq, self.rv, kind, rtype, meta.get("namespace", ""), _light(obj), raw))
         while len(self.log) > self.history:
             dropped = self.log.popleft()
             self.compacted_rv = dropped.rv
         self.cond.notify_all()
         event = self.log[-1]
         for listener in list(self.listeners):
-            listener(event)
+            listener(event, obj)
 
     def create(self, rtype: ResourceType, namespace: str, obj: dict) -> dict:
         obj = copy.deepcopy(obj)
@@ -218,10 +273,10 @@ class Store:
             key = (namespace if rtype.namespaced else "", name)
             if meta.get("deletionTimestamp") and not meta.get("finalizers"):
                 del self.objects[rtype.key][key]
-                self._record("DELETED", rtype, new)
+                self._record("DELETED", rtype, new, old)
                 return new
             self.objects[rtype.key][key] = new
-            self._record("MODIFIED", rtype, new)
+            self._record("MODIFIED", rtype, new, old)
             return new
 
     def mutate(self, rtype: ResourceType, namespace: str, name: str, change: Callable[[dict], None],
@@ -253,26 +308,28 @@ class Store:
                     new["metadata"]["deletionGracePeriodSeconds"] = grace
                 new["metadata"]["resourceVersion"] = str(self._next_rv())
                 self.objects[rtype.key][key] = new
-                self._record("MODIFIED", rtype, new)
+                self._record("MODIFIED", rtype, new, old)
                 return new, False
             gone = copy.deepcopy(old)
             gone["metadata"]["resourceVersion"] = str(self._next_rv())
             del self.objects[rtype.key][key]
-            self._record("DELETED", rtype, gone)
+            self._record("DELETED", rtype, gone, old)
             return gone, True
 
     # ---- watching ---------------------------------------------------------------------------
 
-    def watch(self, rtype: ResourceType, opts: WatchOptions, stop: threading.Event | None = None) -> Iterator[dict]:
-        """Yield watch events ({"type", "object"}) until the timeout, `stop`, or a dropped watch.
+    def watch(self, rtype: ResourceType, opts: WatchOptions, stop: threading.Event | None = None) -> Iterator:
+        """Yield watch events until the timeout, `stop`, or a dropped watch: object events as
+        ready-encoded JSON lines (bytes), BOOKMARK and ERROR events as dicts.
         A start below the compacted history yields one ERROR event (410 Expired) and ends; so
         does a watcher that falls so far behind that its next events were compacted away."""
         deadline = time.monotonic() + opts.timeout if opts.timeout else None
         with self.lock:
             epoch = self.watch_epoch
             if opts.since_rv is None:
-                initial = [o for (ns, _n), o in sorted(self.objects[rtype.key].items())
-                           if (not opts.namespace or ns == opts.namespace) and opts.match(o)]
+                raws = self.raw[rtype.key]
+                initial = [raws[key] for key, o in sorted(self.objects[rtype.key].items())
+                           if (not opts.namespace or key[0] == opts.namespace) and opts.match(o)]
                 cursor_rv = self.rv
             else:
                 initial = []
@@ -282,8 +339,8 @@ class Store:
         if expired:
             yield _expired_event(cursor_rv)
             return
-        for obj in initial:
-            yield {"type": "ADDED", "object": obj}
+        for raw in initial:
+            yield b'{"type":"ADDED","object":' + raw + b"}\n"
         last_bookmark = time.monotonic()
         while True:
             state, batch, next_seq, current_rv = self._wait(epoch, next_seq, cursor_rv, deadline, opts,
@@ -301,7 +358,7 @@ class Store:
                 if not opts.match(event.obj):
                     continue
                 sent = True
-                yield {"type": event.type, "object": event.obj}
+                yield b'{"type":"' + event.type.encode() + b'","object":' + event.raw + b"}\n"
             if sent:
                 last_bookmark = time.monotonic()
             elif state == "bookmark":
