@@ -27,21 +27,59 @@ def _condition(type_: str, reason: str, message: str, stamp: str) -> dict:
 
 
 class JobController:
+    """Syncs the jobs whose job or pods changed since the last pass, and once a second the jobs
+    waiting on a clock (a deadline, a TTL)."""
+
     def __init__(self, sim):
         self.sim, self.store, self.recorder, self.clock = sim, sim.store, sim.recorder, sim.clock
         self.jobs, self.pods = get("batch/jobs"), core("pods")
+        self._dirty: set[tuple[str, str]] = set()
+        self._timed: set[tuple[str, str]] = set()
+        self._last_timed = 0.0
+        self.store.listeners.append(self._on_change)
+
+    def _on_change(self, event, obj) -> None:
+        meta = obj["metadata"]
+        if event.rtype is self.jobs:
+            key = (meta["namespace"], meta["name"])
+            if event.type == "DELETED":
+                self._dirty.discard(key)
+                self._timed.discard(key)
+            else:
+                self._dirty.add(key)
+        elif event.rtype is self.pods:
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("kind") == "Job" and ref.get("controller"):
+                    self._dirty.add((meta["namespace"], ref["name"]))
 
     def sync_all(self) -> None:
-        pods_by_owner: dict[str, list] = {}
-        for pod in self.store.all(self.pods):
-            for ref in pod["metadata"].get("ownerReferences") or []:
-                if ref.get("kind") == "Job" and ref.get("controller"):
-                    pods_by_owner.setdefault(ref["uid"], []).append(pod)
-        for job in self.store.all(self.jobs):
-            try:
-                self.sync(job, pods_by_owner.get(job["metadata"]["uid"], []))
-            except errors.ApiError:
+        now = self.clock()
+        with self.store.lock:
+            keys = self._dirty
+            self._dirty = set()
+            if now - self._last_timed >= 1.0:
+                keys |= self._timed
+                self._last_timed = now
+        for ns, name in sorted(keys):
+            job = self.store.find(self.jobs, ns, name)
+            if job is None:
                 continue
+            pods = [p for p in (self.store.find(self.pods, pns, pname) for _r, pns, pname in
+                                self.sim.dependents_of(job["metadata"]["uid"])) if p is not None
+                    and any(r.get("uid") == job["metadata"]["uid"] and r.get("controller")
+                            for r in p["metadata"].get("ownerReferences") or [])]
+            try:
+                self.sync(job, pods)
+            except errors.ApiError:
+                self._dirty.add((ns, name))
+                continue
+            spec, status = job.get("spec", {}), job.get("status", {})
+            finished = any(c["type"] in ("Complete", "Failed") for c in status.get("conditions", []))
+            if (spec.get("activeDeadlineSeconds") and not finished) or (finished and spec.get("ttlSecondsAfterFinished") is not None) \
+                    or not finished:
+                self._timed.add((ns, name))
+            else:
+                self._timed.discard((ns, name))
 
     def sync(self, job: dict, pods: list) -> None:
         meta, spec, status = job["metadata"], job.get("spec", {}), job.get("status", {})

@@ -4,8 +4,10 @@ deletion, and write logs that look like the real workload's. Pod annotations und
 kubesim.crater.io/ shape each workload (see kubesim/README.md)."""
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-import random
+import threading
 from dataclasses import dataclass, field
 
 from . import errors, quantity
@@ -64,8 +66,6 @@ class PodState:
     workload: Workload
     started: float = 0.0
     restarts: int = 0
-    step: int = 0
-    last_log: float = 0.0
 
 
 def _conditions(ready: bool, stamp: str, scheduled: dict | None) -> list[dict]:
@@ -80,33 +80,77 @@ def _conditions(ready: bool, stamp: str, scheduled: dict | None) -> list[dict]:
 
 
 class Kubelet:
+    """Works from a queue of due times, fed by store changes (a pod bound to a node, a pod being
+    deleted) and by its own steps, so a tick costs only the pods that have something to do."""
+
     def __init__(self, sim):
         self.sim, self.store, self.recorder, self.clock = sim, sim.store, sim.recorder, sim.clock
         self.states: dict[str, PodState] = {}
+        self._keys: dict[str, tuple[str, str]] = {}  # uid -> (namespace, name) of bound pods
+        self._deleting: set[str] = set()
+        self._queue: list = []
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
         self._ips = 1
+        self.store.listeners.append(self._on_change)
+
+    def _push(self, due: float, uid: str) -> None:
+        with self._lock:
+            heapq.heappush(self._queue, (due, next(self._seq), uid))
+
+    def _on_change(self, event, obj) -> None:
+        if event.rtype.plural != "pods":
+            return
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        if event.type == "DELETED":
+            self._keys.pop(uid, None)
+            self._deleting.discard(uid)
+            return
+        if not obj.get("spec", {}).get("nodeName"):
+            return
+        if uid not in self._keys:
+            self._keys[uid] = (meta["namespace"], meta["name"])
+            self._push(0, uid)
+        if meta.get("deletionTimestamp") and uid not in self._deleting:
+            self._deleting.add(uid)
+            self._push(0, uid)
 
     def tick(self) -> None:
         now = self.clock()
-        for pod in self.store.all(core("pods")):
-            node = pod.get("spec", {}).get("nodeName")
-            if not node:
+        while True:
+            with self._lock:
+                if not self._queue or self._queue[0][0] > now:
+                    break
+                _due, _seq, uid = heapq.heappop(self._queue)
+            key = self._keys.get(uid)
+            pod = self.store.find(core("pods"), *key) if key else None
+            if pod is None or pod["metadata"]["uid"] != uid:
+                self._forget(uid)
                 continue
-            uid = pod["metadata"]["uid"]
             state = self.states.get(uid)
             try:
                 if pod["metadata"].get("deletionTimestamp"):
                     self._stop(pod, state, now)
                 elif pod.get("status", {}).get("phase") in TERMINAL:
-                    self.states.pop(uid, None)
+                    self._forget(uid)
                 elif state is None:
                     self._admit(pod, now)
-                elif now >= state.due or state.stage == "running":
+                elif now >= state.due:
                     self._advance(pod, state, now)
+                else:
+                    continue
             except errors.ApiError:
-                continue  # the pod changed or went away under us; next tick sees the new state
-        live = {p["metadata"]["uid"] for p in self.store.all(core("pods"))}
-        for uid in [u for u in self.states if u not in live]:
-            del self.states[uid]
+                self._push(now + self.sim.tick_seconds_sim(), uid)  # changed under us: look again soon
+                continue
+            state = self.states.get(uid)
+            if state is not None and state.due != math.inf:
+                self._push(state.due, uid)
+
+    def _forget(self, uid: str) -> None:
+        state = self.states.pop(uid, None)
+        if state is not None:
+            self.sim.end_progress(uid)
 
     # ---- steps ---------------------------------------------------------------------------------
 
@@ -139,17 +183,16 @@ class Kubelet:
             self._event(pod, "Created", f"Created container {name}")
             self._event(pod, "Started", f"Started container {name}")
             self._set_running(pod, state, now)
-            state.stage, state.started, state.last_log = "running", now, now
+            state.stage, state.started = "running", now
             state.due = now + state.workload.run_seconds if state.workload.run_seconds is not None else math.inf
             self._startup_logs(pod, state, now)
             return
-        if state.stage == "running":
-            self._progress_logs(pod, state, now)
-            if now >= state.due:
-                self._finish(pod, state, now)
+        if state.stage == "running" and now >= state.due:
+            self._finish(pod, state, now)
 
     def _finish(self, pod, state, now):
         w = state.workload
+        self.sim.end_progress(pod["metadata"]["uid"], state.due)
         code = w.exit_code
         reason = "OOMKilled" if w.oom else ("Completed" if code == 0 else "Error")
         policy = pod["spec"].get("restartPolicy", "Always")
@@ -169,6 +212,7 @@ class Kubelet:
                                                                   last=terminated, ready=True))
             state.started, state.stage = now, "running"
             state.due = now + w.run_seconds if w.run_seconds is not None else math.inf
+            self._start_progress(pod, state, now)
             return
         phase = "Succeeded" if code == 0 and not w.oom else "Failed"
         state.stage = "finished"
@@ -289,20 +333,16 @@ class Kubelet:
             gpus = sum(int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0) or 0) for c in pod["spec"]["containers"])
             self._log(pod, now, f"Using device: {'cuda' if gpus else 'cpu'} ({gpus} GPU{'s' if gpus != 1 else ''})")
             self._log(pod, now, "Loading dataset ... done (50000 training samples, 10000 validation samples)")
-            self._log(pod, now, f"Starting training: epochs=10, batch_size=256, lr=0.001")
+            self._log(pod, now, "Starting training: epochs=10, batch_size=256, lr=0.001")
+            self._start_progress(pod, state, now)
         else:
             self._log(pod, now, "server started, listening on :8080")
 
-    def _progress_logs(self, pod, state, now):
-        if state.workload.log_profile != "training" or state.workload.log_lines:
-            return
-        interval = 2.0
-        while state.last_log + interval <= now:
-            state.last_log += interval
-            state.step += 1
-            loss = 2.3 * math.exp(-state.step / 25) + 0.05 + random.random() * 0.02
-            self._log(pod, state.last_log, f"epoch {1 + state.step // 50} step {state.step * 20} loss {loss:.4f} "
-                                           f"lr 0.001 throughput {900 + random.randint(0, 80)} samples/s")
+    def _start_progress(self, pod, state, now):
+        """Training prints a step line every 2 s; the lines are computed when the log is read."""
+        if state.workload.log_profile == "training" and not state.workload.log_lines:
+            self.sim.start_progress(pod["metadata"]["uid"], pod["metadata"]["namespace"], pod["metadata"]["name"],
+                                    pod["spec"]["containers"][0]["name"], now)
 
     @staticmethod
     def _final_line(w: Workload) -> str:

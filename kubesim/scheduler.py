@@ -77,35 +77,80 @@ def _affinity_matches(pod: dict, labels: dict) -> bool:
 
 
 class Scheduler:
+    """Keeps, from store changes, the pending pods and what bound pods request per node; a pass
+    runs only when something that could change a decision happened (a new pending pod, capacity
+    freed, a node changed)."""
+
     def __init__(self, store, recorder, clock):
         self.store, self.recorder, self.clock = store, recorder, clock
         self._last_message: dict[str, str] = {}
+        self._pending: dict[str, tuple] = {}  # uid -> (creationTimestamp, seq, namespace, name)
+        self._used: dict[str, Counter] = defaultdict(Counter)
+        self._held: dict[str, tuple[str, dict]] = {}  # uid -> (node, requests)
+        self._allocatable: dict[str, tuple[str, dict]] = {}  # node -> (resourceVersion, milli-units)
+        self._dirty = True
+        self._order = 0
+        store.listeners.append(self._on_change)
+
+    def _on_change(self, event, obj) -> None:
+        kind = event.rtype.plural
+        if kind == "nodes":
+            self._dirty = True
+            return
+        if kind != "pods":
+            return
+        meta, spec = obj["metadata"], obj.get("spec", {})
+        uid = meta["uid"]
+        alive = event.type != "DELETED" and obj.get("status", {}).get("phase") not in TERMINAL
+        node = spec.get("nodeName")
+        if node and alive:
+            if uid not in self._held:
+                requests = pod_requests(obj)
+                self._held[uid] = (node, requests)
+                self._used[node].update(requests)
+        elif uid in self._held:
+            held_node, requests = self._held.pop(uid)
+            self._used[held_node].subtract(requests)
+            self._dirty = True  # capacity freed
+        if not node and alive and not meta.get("deletionTimestamp") and \
+                spec.get("schedulerName", "default-scheduler") == "default-scheduler":
+            if uid not in self._pending:
+                self._order += 1
+                self._pending[uid] = (meta.get("creationTimestamp", ""), self._order, meta["namespace"], meta["name"])
+                self._dirty = True
+        else:
+            self._pending.pop(uid, None)
+            if event.type == "DELETED":
+                self._last_message.pop(uid, None)
 
     def schedule(self) -> int:
-        """One pass over all pending pods; returns how many were bound."""
+        """One pass over the pending pods in creation order; returns how many were bound."""
+        if not self._dirty:
+            return 0
+        self._dirty = False
+        with self.store.lock:
+            pending = sorted(self._pending.items(), key=lambda item: item[1][:2])
+        if not pending:
+            return 0
         nodes = self.store.all(core("nodes"))
-        pods = self.store.all(core("pods"))
-        used: dict[str, Counter] = {n["metadata"]["name"]: Counter() for n in nodes}
-        pending = []
-        for pod in pods:
-            node_name = pod.get("spec", {}).get("nodeName")
-            if node_name:
-                if pod.get("status", {}).get("phase") not in TERMINAL and node_name in used:
-                    used[node_name].update(pod_requests(pod))
-            elif not pod["metadata"].get("deletionTimestamp") and pod.get("spec", {}).get("schedulerName",
-                                                                                          "default-scheduler") == "default-scheduler":
-                pending.append(pod)
-        pending.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), int(p["metadata"]["resourceVersion"])))
-        allocatable = {n["metadata"]["name"]: {k: quantity.milli(v) for k, v in n.get("status", {}).get("allocatable", {}).items()}
-                       for n in nodes}
+        allocatable = {}
+        for n in nodes:
+            name, rv = n["metadata"]["name"], n["metadata"]["resourceVersion"]
+            cached = self._allocatable.get(name)
+            if cached is None or cached[0] != rv:
+                cached = (rv, {k: quantity.milli(v) for k, v in n.get("status", {}).get("allocatable", {}).items()})
+                self._allocatable[name] = cached
+            allocatable[name] = cached[1]
         bound = 0
-        for pod in pending:
-            node, message = self._place(pod, nodes, allocatable, used)
+        for uid, (_ts, _order, ns, name) in pending:
+            pod = self.store.find(core("pods"), ns, name)
+            if pod is None or pod["metadata"]["uid"] != uid or pod.get("spec", {}).get("nodeName"):
+                continue
+            node, message = self._place(pod, nodes, allocatable, self._used)
             if node is None:
                 self._unschedulable(pod, message)
                 continue
             if self._bind(pod, node):
-                used[node].update(pod_requests(pod))
                 bound += 1
         return bound
 
@@ -132,8 +177,9 @@ class Scheduler:
             if not _affinity_matches(pod, node["metadata"].get("labels") or {}):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
                 continue
+            have = used.get(name, Counter())
             short = [r for r, amount in requests.items()
-                     if amount and used[name][r] + amount > allocatable[name].get(r, 0)]
+                     if amount and have[r] + amount > allocatable[name].get(r, 0)]
             if short:
                 for r in short:
                     reasons["Too many pods" if r == "pods" else f"Insufficient {r}"] += 1
@@ -143,7 +189,8 @@ class Scheduler:
             parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
             return None, f"0/{len(nodes)} nodes are available: {', '.join(parts)}."
         def score(name):
-            fractions = [used[name][r] / allocatable[name][r] for r in ("cpu", "memory", "nvidia.com/gpu")
+            have = used.get(name, Counter())
+            fractions = [have[r] / allocatable[name][r] for r in ("cpu", "memory", "nvidia.com/gpu")
                          if allocatable[name].get(r)]
             return (sum(fractions) / len(fractions) if fractions else 0, name)
         return min(feasible, key=score), ""
