@@ -180,7 +180,7 @@ class JobController:
                 env.append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
                     "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}})
                 c["env"] = env
-        pod = self.store.create(self.pods, meta["namespace"], {"apiVersion": "v1", "kind": "Pod", **template})
+        pod = self.store.create(self.pods, meta["namespace"], {"apiVersion": "v1", "kind": "Pod", **template}, validate=False)
         self.recorder.record(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}", component="job-controller")
 
     def _delete_pod(self, job, pod):

@@ -141,12 +141,16 @@ class Scheduler:
                 cached = (rv, {k: quantity.milli(v) for k, v in n.get("status", {}).get("allocatable", {}).items()})
                 self._allocatable[name] = cached
             allocatable[name] = cached[1]
+        view = [(n["metadata"]["name"], bool(n.get("spec", {}).get("unschedulable")),
+                 list(n.get("spec", {}).get("taints") or []) + ([] if _node_ready(n) else
+                                                               [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]),
+                 n["metadata"].get("labels") or {}) for n in nodes]
         bound = 0
         for uid, (_ts, _order, ns, name) in pending:
             pod = self.store.find(core("pods"), ns, name)
             if pod is None or pod["metadata"]["uid"] != uid or pod.get("spec", {}).get("nodeName"):
                 continue
-            node, message = self._place(pod, nodes, allocatable, self._used)
+            node, message = self._place(pod, view, allocatable, self._used)
             if node is None:
                 self._unschedulable(pod, message)
                 continue
@@ -154,46 +158,40 @@ class Scheduler:
                 bound += 1
         return bound
 
-    def _place(self, pod, nodes, allocatable, used):
-        requests = pod_requests(pod)
+    def _place(self, pod, view, allocatable, used):
+        """view: (name, unschedulable, taints incl. not-ready, labels) per node, built once a pass."""
+        requests = [(r, amount) for r, amount in pod_requests(pod).items() if amount]
         reasons: Counter = Counter()
-        feasible = []
         tolerations = pod.get("spec", {}).get("tolerations") or []
-        for node in nodes:
-            name = node["metadata"]["name"]
-            spec = node.get("spec", {})
-            if spec.get("unschedulable") and not _tolerates(tolerations, {"key": "node.kubernetes.io/unschedulable",
-                                                                          "effect": "NoSchedule"}):
+        cordon_ok = _tolerates(tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+        best, best_score = None, None
+        for name, unschedulable, taints, labels in view:
+            if unschedulable and not cordon_ok:
                 reasons["node(s) were unschedulable"] += 1
                 continue
-            taints = list(spec.get("taints") or [])
-            if not _node_ready(node):
-                taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
-            untolerated = next((t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
-                                and not _tolerates(tolerations, t)), None)
-            if untolerated is not None:
-                reasons[f"node(s) had untolerated taint {{{untolerated['key']}: {untolerated.get('value', '')}}}"] += 1
-                continue
-            if not _affinity_matches(pod, node["metadata"].get("labels") or {}):
+            if taints:
+                untolerated = next((t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
+                                    and not _tolerates(tolerations, t)), None)
+                if untolerated is not None:
+                    reasons[f"node(s) had untolerated taint {{{untolerated['key']}: {untolerated.get('value', '')}}}"] += 1
+                    continue
+            if not _affinity_matches(pod, labels):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
                 continue
-            have = used.get(name, Counter())
-            short = [r for r, amount in requests.items()
-                     if amount and have[r] + amount > allocatable[name].get(r, 0)]
+            have, capacity = used.get(name) or Counter(), allocatable[name]
+            short = [r for r, amount in requests if have[r] + amount > capacity.get(r, 0)]
             if short:
                 for r in short:
                     reasons["Too many pods" if r == "pods" else f"Insufficient {r}"] += 1
                 continue
-            feasible.append(name)
-        if not feasible:
+            fractions = [have[r] / capacity[r] for r in ("cpu", "memory", "nvidia.com/gpu") if capacity.get(r)]
+            score = (sum(fractions) / len(fractions) if fractions else 0, name)
+            if best_score is None or score < best_score:
+                best, best_score = name, score
+        if best is None:
             parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
-            return None, f"0/{len(nodes)} nodes are available: {', '.join(parts)}."
-        def score(name):
-            have = used.get(name, Counter())
-            fractions = [have[r] / allocatable[name][r] for r in ("cpu", "memory", "nvidia.com/gpu")
-                         if allocatable[name].get(r)]
-            return (sum(fractions) / len(fractions) if fractions else 0, name)
-        return min(feasible, key=score), ""
+            return None, f"0/{len(view)} nodes are available: {', '.join(parts)}."
+        return best, ""
 
     def _unschedulable(self, pod: dict, message: str) -> None:
         uid = pod["metadata"]["uid"]
@@ -222,14 +220,14 @@ class Scheduler:
                 current = self.store.get(core("pods"), ns, name)
                 if current["metadata"]["uid"] != pod["metadata"]["uid"] or current["spec"].get("nodeName"):
                     return False
-                self.store.mutate(core("pods"), ns, name, lambda p: p["spec"].__setitem__("nodeName", node))
 
-                def scheduled(p):
+                def bind(p):  # the binding and its condition in one write
+                    p["spec"]["nodeName"] = node
                     conditions = [c for c in p.setdefault("status", {}).get("conditions", []) if c["type"] != "PodScheduled"]
                     conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                        "lastTransitionTime": stamp})
                     p["status"]["conditions"] = conditions
-                bound = self.store.mutate(core("pods"), ns, name, scheduled, "status")
+                bound = self.store.mutate(core("pods"), ns, name, bind, "*")
         except errors.ApiError:
             return False
         self._last_message.pop(pod["metadata"]["uid"], None)

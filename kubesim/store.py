@@ -192,7 +192,9 @@ class Store:
         for listener in list(self.listeners):
             listener(event, obj)
 
-    def create(self, rtype: ResourceType, namespace: str, obj: dict) -> dict:
+    def create(self, rtype: ResourceType, namespace: str, obj: dict, validate: bool = True) -> dict:
+        """Store a new object. Internal writers (controllers: their objects are built from
+        validated ones) pass validate=False; every API request is validated."""
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         with self.lock:
@@ -218,7 +220,7 @@ class Store:
             meta["uid"] = str(uuid.uuid4())  # the server's, whatever the client sent
             if self.defaulter:
                 self.defaulter(rtype, obj, None)
-            if self.validator:
+            if self.validator and validate:
                 self.validator(rtype, obj, None)
             key = (namespace if rtype.namespaced else "", name)
             if key in self.objects[rtype.key]:
@@ -232,7 +234,7 @@ class Store:
             return obj
 
     def update(self, rtype: ResourceType, namespace: str, name: str, obj: dict,
-               subresource: str = "", check_rv: bool = True) -> dict:
+               subresource: str = "", check_rv: bool = True, validate: bool = True) -> dict:
         """Replace an object (or only its status / only its non-status part, as a real server
         does for resources with a status subresource)."""
         with self.lock:
@@ -248,6 +250,8 @@ class Store:
             if subresource == "status":
                 new = {**copy.deepcopy(old), "status": new.get("status", {})}
                 meta = new["metadata"]
+            elif subresource == "*":
+                pass
             elif rtype.has_status:
                 new["status"] = copy.deepcopy(old.get("status", {})) if "status" in old else new.get("status")
                 if new["status"] is None:
@@ -261,7 +265,7 @@ class Store:
             new["apiVersion"], new["kind"] = rtype.api_version, rtype.kind
             if self.defaulter and subresource != "status":
                 self.defaulter(rtype, new, old)
-            if self.validator:
+            if self.validator and validate:
                 self.validator(rtype, new, old)
             if _without_meta_noise(new) == _without_meta_noise(old):
                 return old  # a no-op write changes nothing, not even the resourceVersion
@@ -281,11 +285,12 @@ class Store:
 
     def mutate(self, rtype: ResourceType, namespace: str, name: str, change: Callable[[dict], None],
                subresource: str = "") -> dict:
-        """Read-modify-write under the lock (for controllers): `change` edits a deep copy."""
+        """Read-modify-write under the lock (for controllers): `change` edits a deep copy;
+        subresource "*" writes spec and status at once (a binding plus its condition)."""
         with self.lock:
             obj = copy.deepcopy(self.get(rtype, namespace, name))
             change(obj)
-            return self.update(rtype, namespace, name, obj, subresource=subresource, check_rv=False)
+            return self.update(rtype, namespace, name, obj, subresource=subresource, check_rv=False, validate=False)
 
     def delete(self, rtype: ResourceType, namespace: str, name: str, precondition_uid: str = "",
                precondition_rv: str = "", grace: int | None = None) -> tuple[dict, bool]:
