@@ -2,7 +2,7 @@
 reason and message for the same object bumps `count` instead of adding a new Event."""
 from __future__ import annotations
 
-import copy
+from .store import clone
 import uuid
 
 from . import errors
@@ -43,7 +43,7 @@ class Recorder:
             "reportingInstance": host or component,
         }
         try:
-            self.store.create(core("events"), namespace, copy.deepcopy(event), validate=False)
+            self.store.create(core("events"), namespace, clone(event), validate=False)
         except errors.ApiError:
             return  # the namespace is going away
         self._recent[key] = name

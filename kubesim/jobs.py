@@ -5,7 +5,7 @@ label, hostname and subdomain for a headless Service); backoffLimit; activeDeadl
 times and conditions; ttlSecondsAfterFinished."""
 from __future__ import annotations
 
-import copy
+from .store import clone
 import uuid
 from datetime import datetime, timezone
 
@@ -163,7 +163,7 @@ class JobController:
                                                              or k == "conditions"}), "status")
 
     def _create_pod(self, job, index):
-        meta, template = job["metadata"], copy.deepcopy(job["spec"]["template"])
+        meta, template = job["metadata"], clone(job["spec"]["template"])
         pod_meta = template.setdefault("metadata", {})
         suffix = uuid.uuid4().hex[:5]
         pod_meta["name"] = f"{meta['name']}-{index}-{suffix}" if index is not None else f"{meta['name']}-{suffix}"

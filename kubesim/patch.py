@@ -4,7 +4,7 @@
 merge patch."""
 from __future__ import annotations
 
-import copy
+from .store import clone
 
 from .errors import ApiError, bad_request
 
@@ -20,8 +20,8 @@ SET_LISTS = {"finalizers"}  # merged as sets
 
 def merge_patch(target, patch):
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -33,10 +33,10 @@ def merge_patch(target, patch):
 def strategic_merge_patch(target, patch, field: str = ""):
     if isinstance(patch, dict):
         if patch.get("$patch") == "replace":
-            return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+            return {k: clone(v) for k, v in patch.items() if k != "$patch"}
         if patch.get("$patch") == "delete":
             return None
-        result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        result = clone(target) if isinstance(target, dict) else {}
         for key, value in patch.items():
             if key.startswith("$"):
                 continue
@@ -51,7 +51,7 @@ def strategic_merge_patch(target, patch, field: str = ""):
                 else:
                     result[key] = merged
         return result
-    return copy.deepcopy(patch)
+    return clone(patch)
 
 
 def _merge_list(current, patch: list, field: str):
@@ -61,10 +61,10 @@ def _merge_list(current, patch: list, field: str):
     if key is None or not isinstance(current, list) or not all(isinstance(i, dict) for i in patch):
         return [strategic_merge_patch(None, item, field) for item in patch
                 if not (isinstance(item, dict) and item.get("$patch") == "delete")]
-    result = [copy.deepcopy(item) for item in current]
+    result = [clone(item) for item in current]
     for item in patch:
         if item.get("$patch") == "replace":
-            return [copy.deepcopy({k: v for k, v in i.items() if k != "$patch"}) for i in patch]
+            return [clone({k: v for k, v in i.items() if k != "$patch"}) for i in patch]
         index = next((i for i, existing in enumerate(result)
                       if isinstance(existing, dict) and existing.get(key) == item.get(key)), None)
         if item.get("$patch") == "delete":
@@ -100,7 +100,7 @@ def _walk(doc, parts: list[str]):
 def json_patch(target, operations):
     if not isinstance(operations, list):
         raise bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     try:
         for op in operations:
             kind, parts = op.get("op"), _pointer(op.get("path", ""))
@@ -109,18 +109,18 @@ def json_patch(target, operations):
                     raise ApiError(422, "Invalid", f"the test operation failed at {op.get('path')}")
                 continue
             if kind in ("move", "copy"):
-                value = copy.deepcopy(_walk(doc, _pointer(op["from"])))
+                value = clone(_walk(doc, _pointer(op["from"])))
                 if kind == "move":
                     doc = _remove(doc, _pointer(op["from"]))
                 doc = _add(doc, parts, value)
             elif kind == "add":
-                doc = _add(doc, parts, copy.deepcopy(op.get("value")))
+                doc = _add(doc, parts, clone(op.get("value")))
             elif kind == "remove":
                 doc = _remove(doc, parts)
             elif kind == "replace":
                 _walk(doc, parts)  # must exist
                 doc = _remove(doc, parts)
-                doc = _add(doc, parts, copy.deepcopy(op.get("value")))
+                doc = _add(doc, parts, clone(op.get("value")))
             else:
                 raise bad_request(f"unknown json patch operation {kind!r}")
     except (KeyError, IndexError, ValueError, TypeError) as exc:

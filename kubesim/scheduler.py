@@ -164,6 +164,8 @@ class Scheduler:
         reasons: Counter = Counter()
         tolerations = pod.get("spec", {}).get("tolerations") or []
         cordon_ok = _tolerates(tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+        spec = pod.get("spec", {})
+        constrained = bool(spec.get("nodeSelector") or (spec.get("affinity") or {}).get("nodeAffinity"))
         best, best_score = None, None
         for name, unschedulable, taints, labels in view:
             if unschedulable and not cordon_ok:
@@ -175,7 +177,7 @@ class Scheduler:
                 if untolerated is not None:
                     reasons[f"node(s) had untolerated taint {{{untolerated['key']}: {untolerated.get('value', '')}}}"] += 1
                     continue
-            if not _affinity_matches(pod, labels):
+            if constrained and not _affinity_matches(pod, labels):
                 reasons["node(s) didn't match Pod's node affinity/selector"] += 1
                 continue
             have, capacity = used.get(name) or Counter(), allocatable[name]

@@ -8,7 +8,6 @@ serialisation) may hold references without copying. Callers that want to change 
 from __future__ import annotations
 
 import base64
-import copy
 import itertools
 import json
 import threading
@@ -38,6 +37,16 @@ class Event:
     namespace: str
     obj: dict  # enough of the object for selectors (see _light); the full object lives in `raw`
     raw: bytes  # the object as JSON, encoded once for every watcher
+
+
+def clone(value):
+    """A deep copy of JSON-like data (dicts, lists, scalars): several times faster than
+    copy.deepcopy, which the write path would otherwise spend most of its time in."""
+    if isinstance(value, dict):
+        return {k: clone(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
 
 
 def encode(obj: dict) -> bytes:
@@ -195,7 +204,7 @@ class Store:
     def create(self, rtype: ResourceType, namespace: str, obj: dict, validate: bool = True) -> dict:
         """Store a new object. Internal writers (controllers: their objects are built from
         validated ones) pass validate=False; every API request is validated."""
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         with self.lock:
             if rtype.namespaced:
@@ -239,7 +248,7 @@ class Store:
         does for resources with a status subresource)."""
         with self.lock:
             old = self.get(rtype, namespace, name)
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             meta = new.setdefault("metadata", {})
             sent_rv = meta.get("resourceVersion")
             if check_rv and sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
@@ -248,12 +257,12 @@ class Store:
             if meta.get("name", name) != name:
                 raise errors.bad_request(f'the name of the object ({meta.get("name")}) does not match the name on the URL ({name})')
             if subresource == "status":
-                new = {**copy.deepcopy(old), "status": new.get("status", {})}
+                new = {**clone(old), "status": new.get("status", {})}
                 meta = new["metadata"]
             elif subresource == "*":
                 pass
             elif rtype.has_status:
-                new["status"] = copy.deepcopy(old.get("status", {})) if "status" in old else new.get("status")
+                new["status"] = clone(old.get("status", {})) if "status" in old else new.get("status")
                 if new["status"] is None:
                     new.pop("status")
             for keep in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -288,7 +297,7 @@ class Store:
         """Read-modify-write under the lock (for controllers): `change` edits a deep copy;
         subresource "*" writes spec and status at once (a binding plus its condition)."""
         with self.lock:
-            obj = copy.deepcopy(self.get(rtype, namespace, name))
+            obj = clone(self.get(rtype, namespace, name))
             change(obj)
             return self.update(rtype, namespace, name, obj, subresource=subresource, check_rv=False, validate=False)
 
@@ -307,7 +316,7 @@ class Store:
             if old["metadata"].get("finalizers") or grace:
                 if old["metadata"].get("deletionTimestamp"):
                     return old, False
-                new = copy.deepcopy(old)
+                new = clone(old)
                 new["metadata"]["deletionTimestamp"] = now_iso(self.clock() + (grace or 0))
                 if grace:
                     new["metadata"]["deletionGracePeriodSeconds"] = grace
@@ -315,7 +324,7 @@ class Store:
                 self.objects[rtype.key][key] = new
                 self._record("MODIFIED", rtype, new, old)
                 return new, False
-            gone = copy.deepcopy(old)
+            gone = clone(old)
             gone["metadata"]["resourceVersion"] = str(self._next_rv())
             del self.objects[rtype.key][key]
             self._record("DELETED", rtype, gone, old)

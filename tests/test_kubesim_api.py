@@ -8,8 +8,9 @@ from kubernetes.client.exceptions import ApiException
 
 
 def pod(name, labels=None, **spec):
+    """A pod no scheduler picks up (no such scheduler), so API tests see exactly what they wrote."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}], **spec}}
+            "spec": {"schedulerName": "api-test", "containers": [{"name": "main", "image": "busybox:1.36"}], **spec}}
 
 
 def reason(exc: ApiException) -> str:
