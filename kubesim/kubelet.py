@@ -207,6 +207,8 @@ class Kubelet:
                       "containerID": self._cid(pod)}
         if restart:
             state.restarts += 1
+            with self.store.lock:
+                self.sim.restarted[(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["spec"]["containers"][0]["name"])] = now
             self._event(pod, "BackOff", "Back-off restarting failed container", "Warning") if code else None
             self._update_status(pod, lambda s: self._container(s, pod, running_since=now, restarts=state.restarts,
                                                                   last=terminated, ready=True))

@@ -54,6 +54,7 @@ class KubeSim:
         self.api = Api(self.store, sim=self, bookmark_interval=bookmark_interval)
         self.logs: dict[tuple[str, str, str], list[tuple[float, str]]] = defaultdict(list)
         self.progress: dict[tuple[str, str, str], list] = {}  # container -> [pod uid, start, end or None]
+        self.restarted: dict[tuple[str, str, str], float] = {}  # container -> when it last restarted
         self._progress_by_uid: dict[str, tuple[str, str, str]] = {}
         self._dependents: dict[str, set] = defaultdict(set)  # owner uid -> {(rtype key, ns, name)}
         self._owners_of: dict[tuple, set] = {}  # (rtype key, ns, name) -> owner uids
@@ -285,17 +286,48 @@ class KubeSim:
             raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
         since = self.clock() - int(query["sinceSeconds"]) if query.get("sinceSeconds") else None
         tail = int(query["tailLines"]) if query.get("tailLines") else None
+        timestamps = query.get("timestamps") in ("1", "true")
         key = (namespace, name, container)
+        restarted_at = self.restarted.get(key) if statuses.get(container, {}).get("restartCount") else None
+        if query.get("previous") in ("1", "true"):
+            if restarted_at is None:
+                raise errors.bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            lines = [e for e in self._lines(key, since, None) if e[0] <= restarted_at]
+        else:
+            lines = [e for e in self._lines(key, since, tail) if restarted_at is None or e[0] > restarted_at]
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        text = _format(lines, timestamps)
+        if query.get("follow") in ("1", "true"):
+            return Result(stream=self._follow(pod["metadata"]["uid"], key, text, lines, timestamps),
+                          content_type="text/plain")
+        return Result(text=text)
+
+    def _lines(self, key, since, tail) -> list[tuple[float, str]]:
         with self.store.lock:
             lines = list(self.logs.get(key, ())) + self._progress_lines(key, since, tail)
         lines.sort(key=lambda entry: entry[0])
-        if since is not None:
-            lines = [entry for entry in lines if entry[0] >= since]
-        if tail is not None:
-            lines = lines[-tail:] if tail > 0 else []
-        timestamps = query.get("timestamps") in ("1", "true")
-        text = "".join((_rfc3339(ts) + " " if timestamps else "") + line + "\n" for ts, line in lines)
-        return Result(text=text)
+        return [e for e in lines if since is None or e[0] >= since]
+
+    def _follow(self, uid, key, first_text, first_lines, timestamps):
+        """Stream the log as it grows, until the container ends or the pod goes."""
+        if first_text:
+            yield first_text.encode()
+        last = first_lines[-1][0] if first_lines else -1.0
+        seen = {line for ts, line in first_lines if ts == last}
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            fresh = [e for e in self._lines(key, last, None) if e[0] > last or (e[0] == last and e[1] not in seen)]
+            if fresh:
+                if fresh[-1][0] != last:
+                    seen = set()
+                last = fresh[-1][0]
+                seen |= {line for ts, line in fresh if ts == last}
+                yield _format(fresh, timestamps).encode()
+            pod = self.store.find(core("pods"), key[0], key[1])
+            if pod is None or pod["metadata"]["uid"] != uid or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+                return
 
     # ---- faults and the control endpoint ------------------------------------------------------
 
@@ -376,6 +408,10 @@ def _drop_owner(obj: dict, uid: str) -> None:
         obj["metadata"]["ownerReferences"] = refs
     else:
         obj["metadata"].pop("ownerReferences", None)
+
+
+def _format(lines, timestamps: bool) -> str:
+    return "".join((_rfc3339(ts) + " " if timestamps else "") + line + "\n" for ts, line in lines)
 
 
 def _rfc3339(ts: float) -> str:

@@ -41,8 +41,9 @@ def batch(api_client):
 @pytest.fixture
 def ns(core, request):
     """A fresh namespace per test, so tests never see each other's objects."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid() % 1000}"
-    name = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name)[:60].strip("-")
+    import uuid
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
+    name = f"t-{base}-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
     yield name
 

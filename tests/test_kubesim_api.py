@@ -233,3 +233,80 @@ def test_bearer_token_is_required(sim):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(sim.url + "/api/v1/pods")
     assert err.value.code == 401
+
+
+RESOURCES = [
+    # (api class, create method suffix, body, patch)
+    ("CoreV1Api", "namespaced_service", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"},
+                                         "spec": {"clusterIP": "None", "selector": {"app": "x"},
+                                                  "ports": [{"name": "rdzv", "port": 29500}]}}, {"metadata": {"labels": {"p": "1"}}}),
+    ("CoreV1Api", "namespaced_secret", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec"},
+                                        "type": "Opaque", "data": {"token": "c2VjcmV0"}}, {"metadata": {"labels": {"p": "1"}}}),
+    ("CoreV1Api", "namespaced_config_map", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+                                            "data": {"a": "1"}}, {"data": {"b": "2"}}),
+    ("CoreV1Api", "namespaced_persistent_volume_claim", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "pvc"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}},
+        {"metadata": {"labels": {"p": "1"}}}),
+    ("CoreV1Api", "namespaced_event", {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "ev"},
+                                       "involvedObject": {"kind": "Pod", "name": "x", "namespace": "default"},
+                                       "reason": "Test", "message": "hello", "type": "Normal"}, {"message": "bye"}),
+    ("NetworkingV1Api", "namespaced_ingress", {
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "ing"},
+        "spec": {"rules": [{"http": {"paths": [{"path": "/jupyter/crater-1/", "pathType": "Prefix",
+                                                 "backend": {"service": {"name": "svc", "port": {"number": 8888}}}}]}}]}},
+        {"metadata": {"annotations": {"p": "1"}}}),
+    ("CoordinationV1Api", "namespaced_lease", {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "crater-syncer"},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15}}, {"spec": {"holderIdentity": "replica-b"}}),
+]
+
+
+@pytest.mark.parametrize("api_name, suffix, body, change", RESOURCES, ids=[r[1] for r in RESOURCES])
+def test_every_verb_on_every_resource(api_client, ns, api_name, suffix, body, change):
+    api = getattr(client, api_name)(api_client)
+    name = body["metadata"]["name"]
+    created = getattr(api, f"create_{suffix}")(ns, body)
+    assert created.metadata.name == name and created.metadata.uid
+    assert getattr(api, f"read_{suffix}")(name, ns).metadata.uid == created.metadata.uid
+    assert [o.metadata.name for o in getattr(api, f"list_{suffix}")(ns).items] == [name]
+    patched = getattr(api, f"patch_{suffix}")(name, ns, change)
+    assert int(patched.metadata.resource_version) > int(created.metadata.resource_version)
+    current = getattr(api, f"read_{suffix}")(name, ns)
+    replaced = getattr(api, f"replace_{suffix}")(name, ns, current)
+    assert replaced.metadata.resource_version == current.metadata.resource_version  # a no-op write
+    getattr(api, f"delete_{suffix}")(name, ns)
+    with pytest.raises(ApiException) as err:
+        getattr(api, f"read_{suffix}")(name, ns)
+    assert err.value.status == 404
+
+
+def test_lease_takeover_conflicts_like_a_real_server(api_client, ns):
+    leases = client.CoordinationV1Api(api_client)
+    lease = leases.create_namespaced_lease(ns, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                                "metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}})
+    lease.spec.holder_identity = "b"
+    leases.replace_namespaced_lease("leader", ns, lease)
+    lease.spec.holder_identity = "c"  # the same stale copy: the other replica already took over
+    with pytest.raises(ApiException) as err:
+        leases.replace_namespaced_lease("leader", ns, lease)
+    assert err.value.status == 409
+    assert leases.read_namespaced_lease("leader", ns).spec.holder_identity == "b"
+
+
+def test_deletecollection_with_a_selector(core, ns):
+    for name, labels in [("a", {"team": "x"}), ("b", {"team": "x"}), ("c", {"team": "y"})]:
+        core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": labels}})
+    core.delete_collection_namespaced_config_map(ns, label_selector="team=x")
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items] == ["c"]
+
+
+def test_unknown_resources_and_methods_get_status_errors(sim):
+    import requests
+    headers = {"Authorization": "Bearer kubesim-token"}
+    response = requests.get(f"{sim.url}/apis/apps/v1/deployments", headers=headers, timeout=5)
+    assert response.status_code == 404 and response.json()["kind"] == "Status"
+    response = requests.put(f"{sim.url}/api/v1/namespaces/default/pods", json={}, headers=headers, timeout=5)
+    assert response.status_code == 405 and response.json()["reason"] == "MethodNotAllowed"
+    response = requests.post(f"{sim.url}/api/v1/namespaces/default/pods", data="{not json", headers=headers, timeout=5)
+    assert response.status_code == 400 and response.json()["reason"] == "BadRequest"

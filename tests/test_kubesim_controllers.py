@@ -299,3 +299,30 @@ def test_deleting_a_job_in_the_foreground_removes_pods_first(fresh_sim):
     wait_for(lambda: job_pods(core, "fg"))
     batch.delete_namespaced_job("fg", "default", propagation_policy="Foreground")
     wait_for(lambda: not job_pods(core, "fg"), what="pods gone")
+
+
+def test_follow_streams_new_lines_until_the_container_ends(fresh_sim):
+    sim, core, _ = fresh_sim()
+    core.create_namespaced_pod("default", gpu_pod("follow", 1, {A + "run-seconds": "60"}))
+    wait_for(lambda: phase(core, "follow") == "Running")
+    import time
+    t0 = time.monotonic()
+    resp = core.read_namespaced_pod_log("follow", "default", follow=True, _preload_content=False)
+    text = resp.read().decode()  # ends when the container does (60 simulated s = 3 real s)
+    assert time.monotonic() - t0 > 1.5
+    steps = [line for line in text.splitlines() if " loss " in line]
+    assert len(steps) >= 25 and text.rstrip().endswith("final.pt")
+
+
+def test_previous_logs_after_a_restart(fresh_sim):
+    _sim, core, _ = fresh_sim()
+    pod = gpu_pod("again", 1, {A + "run-seconds": "2", A + "exit-code": "1", A + "log": "attempt"},
+                  restartPolicy="OnFailure")
+    core.create_namespaced_pod("default", pod)
+    with pytest.raises(ApiException):
+        wait_for(lambda: phase(core, "again") == "Running")
+        core.read_namespaced_pod_log("again", "default", previous=True)  # no restart yet
+    wait_for(lambda: (core.read_namespaced_pod("again", "default").status.container_statuses or [None])[0]
+             and core.read_namespaced_pod("again", "default").status.container_statuses[0].restart_count >= 1)
+    previous = core.read_namespaced_pod_log("again", "default", previous=True)
+    assert "attempt" in previous and "exited with status 1" in previous

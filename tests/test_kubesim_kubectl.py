@@ -76,3 +76,28 @@ def test_get_watch_sees_a_new_pod(kubectl_env):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_logs_and_watching_a_pod_become_running(kubectl_env):
+    sim, env = kubectl_env
+    kubectl(env, "run", "runner", "--image=busybox:1.36", "--restart=Never",
+            "--annotations=kubesim.crater.io/log=hello from runner", "--annotations=kubesim.crater.io/run-seconds=forever")
+    proc = subprocess.Popen(["kubectl", "get", "pod", "runner", "-w", "--request-timeout=20s"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, running = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if " Running " in line:
+                running.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert running.wait(15), lines
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = [line for line in lines if line.startswith("runner")]
+    assert " Running " not in rows[0] and " Running " in rows[-1]  # seen changing, not just listed
+    assert "hello from runner" in kubectl(env, "logs", "runner").stdout
