@@ -8,6 +8,7 @@ import heapq
 import itertools
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 from . import errors, quantity
@@ -116,9 +117,11 @@ class Kubelet:
             self._deleting.add(uid)
             self._push(0, uid)
 
-    def tick(self) -> None:
+    def tick(self, budget: float = 0.1) -> None:
+        """Everything that is due, for at most `budget` seconds; the rest stays queued."""
         now = self.clock()
-        while True:
+        started = time.monotonic()
+        while time.monotonic() - started < budget:
             with self._lock:
                 if not self._queue or self._queue[0][0] > now:
                     break

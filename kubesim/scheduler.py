@@ -6,6 +6,8 @@ reason Unschedulable and the scheduler's message, plus a FailedScheduling event;
 whenever capacity or nodes change."""
 from __future__ import annotations
 
+import json
+import time
 from collections import Counter, defaultdict
 
 from . import errors, quantity
@@ -14,6 +16,14 @@ from .selectors import Requirement
 from .store import now_iso
 
 TERMINAL = ("Succeeded", "Failed")
+FEASIBLE_NODES_TO_SCORE = 100  # kube-scheduler's minimum of nodes to score before choosing
+
+
+def _shape(pod: dict) -> str:
+    """What decides where a pod fits: its requests and its placement constraints."""
+    spec = pod.get("spec", {})
+    return json.dumps([pod_requests(pod), spec.get("tolerations"), spec.get("nodeSelector"), spec.get("affinity")],
+                      sort_keys=True)
 
 
 def pod_requests(pod: dict) -> dict[str, int]:
@@ -90,12 +100,17 @@ class Scheduler:
         self._allocatable: dict[str, tuple[str, dict]] = {}  # node -> (resourceVersion, milli-units)
         self._dirty = True
         self._order = 0
+        # Pods of a shape that fitted nowhere fit nowhere until capacity frees or a node changes:
+        # their message is reused instead of scanning every node again for each of them.
+        self._no_fit: dict[str, str] = {}
+        self._next_start = 0  # kube-scheduler's round-robin start over the node list
         store.listeners.append(self._on_change)
 
     def _on_change(self, event, obj) -> None:
         kind = event.rtype.plural
         if kind == "nodes":
             self._dirty = True
+            self._no_fit.clear()
             return
         if kind != "pods":
             return
@@ -112,6 +127,7 @@ class Scheduler:
             held_node, requests = self._held.pop(uid)
             self._used[held_node].subtract(requests)
             self._dirty = True  # capacity freed
+            self._no_fit.clear()
         if not node and alive and not meta.get("deletionTimestamp") and \
                 spec.get("schedulerName", "default-scheduler") == "default-scheduler":
             if uid not in self._pending:
@@ -123,11 +139,13 @@ class Scheduler:
             if event.type == "DELETED":
                 self._last_message.pop(uid, None)
 
-    def schedule(self) -> int:
-        """One pass over the pending pods in creation order; returns how many were bound."""
+    def schedule(self, budget: float = 0.1) -> int:
+        """Pending pods in creation order, for at most `budget` seconds (the API keeps answering
+        while thousands wait); returns how many were bound. The next tick goes on."""
         if not self._dirty:
             return 0
         self._dirty = False
+        started = time.monotonic()
         with self.store.lock:
             pending = sorted(self._pending.items(), key=lambda item: item[1][:2])
         if not pending:
@@ -147,11 +165,19 @@ class Scheduler:
                  n["metadata"].get("labels") or {}) for n in nodes]
         bound = 0
         for uid, (_ts, _order, ns, name) in pending:
+            if time.monotonic() - started > budget:
+                self._dirty = True  # more to do next tick
+                break
             pod = self.store.find(core("pods"), ns, name)
             if pod is None or pod["metadata"]["uid"] != uid or pod.get("spec", {}).get("nodeName"):
                 continue
-            node, message = self._place(pod, view, allocatable, self._used)
+            shape = _shape(pod)
+            message = self._no_fit.get(shape)
+            node = None
+            if message is None:
+                node, message = self._place(pod, view, allocatable, self._used)
             if node is None:
+                self._no_fit[shape] = message
                 self._unschedulable(pod, message)
                 continue
             if self._bind(pod, node):
@@ -166,8 +192,10 @@ class Scheduler:
         cordon_ok = _tolerates(tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
         spec = pod.get("spec", {})
         constrained = bool(spec.get("nodeSelector") or (spec.get("affinity") or {}).get("nodeAffinity"))
-        best, best_score = None, None
-        for name, unschedulable, taints, labels in view:
+        best, best_score, feasible = None, None, 0
+        start = self._next_start % len(view) if view else 0
+        for position in range(len(view)):
+            name, unschedulable, taints, labels = view[(start + position) % len(view)]
             if unschedulable and not cordon_ok:
                 reasons["node(s) were unschedulable"] += 1
                 continue
@@ -190,6 +218,10 @@ class Scheduler:
             score = (sum(fractions) / len(fractions) if fractions else 0, name)
             if best_score is None or score < best_score:
                 best, best_score = name, score
+            feasible += 1
+            if feasible >= FEASIBLE_NODES_TO_SCORE:  # like kube-scheduler: enough to choose well
+                self._next_start = start + position + 1
+                break
         if best is None:
             parts = sorted(f"{count} {reason}" for reason, count in reasons.items())
             return None, f"0/{len(view)} nodes are available: {', '.join(parts)}."
