@@ -87,7 +87,7 @@ def main():
             ns = namespaces[i % len(namespaces)]
             http.request("POST", f"/api/v1/namespaces/{ns}/pods", {
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"pod-{i:05d}", "labels": {"app": f"app-{i % (args.pods // 100)}", "tier": "bench"},
+                "metadata": {"name": f"pod-{i:05d}", "labels": {"app": f"app-{i % max(1, args.pods // 100)}", "tier": "bench"},
                              "annotations": {"kubesim.crater.io/run-seconds": "forever"}},
                 "spec": {"containers": [{"name": "main", "image": "registry.local/server:1",
                                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}})
@@ -103,8 +103,8 @@ def main():
         settled = time.perf_counter() - t0
         print(f"seeded in {seeded:.1f}s, all {args.pods} pods Running after {settled:.1f}s", flush=True)
 
-        selector = lambda: http.request("GET", "/api/v1/pods?labelSelector=app%3Dapp-7")  # noqa: E731
-        assert len(json.loads(selector())["items"]) == 100
+        selector = lambda: http.request("GET", "/api/v1/pods?labelSelector=app%3Dapp-0")  # noqa: E731
+        assert len(json.loads(selector())["items"]) == min(100, args.pods)
         sel_p50, sel_p95 = timed(selector, 50)
         full = lambda: http.request("GET", "/api/v1/pods")  # noqa: E731
         full_p50, full_p95 = timed(full, 5)
@@ -147,6 +147,7 @@ def main():
         seen = sum(len(v) for v in arrivals.values())
 
         # 1,000 jobs
+        print(f"creating {args.jobs} jobs ...", flush=True)
         t1 = time.perf_counter()
 
         def create_job(i):

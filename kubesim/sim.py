@@ -25,7 +25,7 @@ from .faults import Faults
 from .cluster import GPU_RESOURCE
 from .resources import RESOURCES, ResourceType, core, get
 from .server import Server, serve_forever_in, wait_until_ready
-from .store import Store
+from .store import Event, Store
 
 SYSTEM_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease"]
 MAX_LOG_LINES = 10_000  # per container, like a kubelet's log rotation
@@ -82,11 +82,23 @@ class KubeSim:
     def tick_seconds_sim(self) -> float:
         return self.tick * self.time_scale
 
-    def _run_controllers(self) -> None:
+    def _make_controllers(self) -> tuple:
+        """Built (and their indexes filled from what the store already holds) before the API
+        accepts a request, so no change can slip past them."""
         from .jobs import JobController
         from .kubelet import Kubelet
         from .scheduler import Scheduler
-        scheduler, kubelet, jobs = Scheduler(self.store, self.recorder, self.clock), Kubelet(self), JobController(self)
+        with self.store.lock:
+            made = (JobController(self), Scheduler(self.store, self.recorder, self.clock), Kubelet(self))
+            for rtype in RESOURCES:
+                for obj in self.store.all(rtype):
+                    event = Event(0, int(obj["metadata"]["resourceVersion"]), "ADDED", rtype,
+                                  obj["metadata"].get("namespace", ""), obj, b"")
+                    for controller in made:
+                        controller._on_change(event, obj)
+        return made
+
+    def _run_controllers(self, jobs, scheduler, kubelet) -> None:
         while not self._stopping.wait(self.tick):
             try:
                 jobs.sync_all()
@@ -104,6 +116,8 @@ class KubeSim:
             pass
 
     def start(self) -> "KubeSim":
+        controllers = self._make_controllers() if self.controllers else None
+        self._controllers = controllers or ()
         context = None
         if self.tls:
             from .tls import server_context
@@ -115,7 +129,8 @@ class KubeSim:
         wait_until_ready(self.host, self.port)
         if self.controllers:
             self._stopping.clear()
-            self._loop = threading.Thread(target=self._run_controllers, name="kubesim-controllers", daemon=True)
+            self._loop = threading.Thread(target=self._run_controllers, args=controllers, name="kubesim-controllers",
+                                          daemon=True)
             self._loop.start()
         return self
 
@@ -124,6 +139,9 @@ class KubeSim:
         if self._loop is not None:
             self._loop.join(5)
             self._loop = None
+        for controller in getattr(self, "_controllers", ()):
+            self.store.listeners.remove(controller._on_change)
+        self._controllers = ()
         self.store.drop_watches()
         if self.server is not None:
             self.server.shutdown()
