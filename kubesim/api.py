@@ -168,6 +168,9 @@ class Api:
 
             def tables(stream=events):
                 for event in stream:
+                    if event is None:
+                        yield None
+                        continue
                     if isinstance(event, bytes):
                         event = json.loads(event)
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):

@@ -4,7 +4,9 @@ watches), discovery for kubectl, bearer tokens, and Status errors. It parses req
 from __future__ import annotations
 
 import json
+import select
 import socket
+import ssl
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,6 +137,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _client_gone(self) -> bool:
+        """A watcher's client that hung up: end the watch instead of waiting for its timeout."""
+        return _peek_closed(self.connection)
+
     def _send_stream(self, result) -> None:
         """Chunked transfer: one chunk per watch event (or log line), flushed at once."""
         self.send_response(result.code)
@@ -144,6 +150,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             for item in result.stream:
+                if item is None:
+                    if self._client_gone():
+                        break
+                    continue
                 data = item if isinstance(item, bytes) else (json.dumps(item, separators=(",", ":")) + "\n").encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
@@ -155,6 +165,20 @@ class Handler(BaseHTTPRequestHandler):
             close = getattr(result.stream, "close", None)
             if close:
                 close()
+
+
+def _peek_closed(sock) -> bool:
+    """True when the peer has closed the connection (an EOF is waiting on the socket)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        if isinstance(sock, ssl.SSLSocket):  # TLS refuses MSG_PEEK: look at the raw bytes
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as raw:
+                return raw.recv(1, socket.MSG_PEEK) == b""
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def serve_forever_in(server: Server) -> None:

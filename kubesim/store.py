@@ -364,6 +364,9 @@ class Store:
             if state == "expired":
                 yield _expired_event(cursor_rv)
                 return
+            if state == "idle":
+                yield None  # nothing happened for a while: the server checks the client is still there
+                continue
             sent = False
             for event in batch:
                 cursor_rv = event.rv
@@ -390,7 +393,11 @@ class Store:
                 if next_seq < first_seq and self.compacted_rv > cursor_rv:
                     return "expired", [], next_seq, self.rv
                 if next_seq <= self.seq:
-                    batch = list(itertools.islice(self.log, max(0, next_seq - first_seq), None))
+                    # The newest events sit at the deque's right end: take them from there
+                    # (islice from the left would walk the whole history on every wake-up).
+                    count = self.seq - max(next_seq, first_seq) + 1
+                    batch = list(itertools.islice(reversed(self.log), count))
+                    batch.reverse()
                     return "events", batch, self.seq + 1, self.rv
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -401,7 +408,8 @@ class Store:
                     if due <= 0:
                         return "bookmark", [], next_seq, self.rv
                     wait = min(wait, due)
-                self.cond.wait(wait)
+                if not self.cond.wait(wait):
+                    return "idle", [], next_seq, self.rv
 
     def _seq_after(self, rv: int) -> int:
         """The seq of the first logged event with a resourceVersion above `rv`."""

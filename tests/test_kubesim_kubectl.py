@@ -101,3 +101,26 @@ def test_logs_and_watching_a_pod_become_running(kubectl_env):
     rows = [line for line in lines if line.startswith("runner")]
     assert " Running " not in rows[0] and " Running " in rows[-1]  # seen changing, not just listed
     assert "hello from runner" in kubectl(env, "logs", "runner").stdout
+
+
+def test_an_idle_watch_over_tls_stays_open(kubectl_env):
+    """Watches check every second whether their client left; over TLS that check must not end them."""
+    sim, env = kubectl_env
+    proc = subprocess.Popen(["kubectl", "get", "configmaps", "-w", "--request-timeout=20s"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("late"):
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        time.sleep(3)  # idle well past the one-second check
+        kubectl(env, "create", "configmap", "late", "--from-literal=a=1")
+        assert seen.wait(10), lines
+    finally:
+        proc.kill()
+        proc.wait()
