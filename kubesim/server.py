@@ -109,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             return None
         raw = self.rfile.read(length)
         ctype = self.headers.get("Content-Type", "")
+        if "protobuf" in ctype:
+            raise errors.ApiError(415, "UnsupportedMediaType", "kubesim speaks JSON only; send application/json")
         try:
             if "yaml" in ctype:
                 return yaml.safe_load(raw)

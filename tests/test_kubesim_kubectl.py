@@ -119,7 +119,7 @@ def test_an_idle_watch_over_tls_stays_open(kubectl_env):
     threading.Thread(target=read, daemon=True).start()
     try:
         time.sleep(3)  # idle well past the one-second check
-        kubectl(env, "create", "configmap", "late", "--from-literal=a=1")
+        kubectl(env, "apply", "-f", "-", input_text="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: late\ndata:\n  a: '1'\n")
         assert seen.wait(10), lines
     finally:
         proc.kill()
