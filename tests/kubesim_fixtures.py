@@ -3,6 +3,7 @@ through an ordinary kubeconfig, and kubectl (HTTPS, since kubectl sends tokens o
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 from kubernetes import client, config
@@ -48,14 +49,20 @@ def ns(core, request):
     yield name
 
 
+def require_tool(name: str, flag: str) -> str:
+    """The tool's path; a skip when it is missing, or a failure when `flag`=1 (as in CI)."""
+    binary = shutil.which(name)
+    if not binary:
+        if os.environ.get(flag, "") not in ("", "0"):
+            pytest.fail(f"{name} is not installed ({flag}=1 forbids skipping)")
+        pytest.skip(f"{name} is not installed")
+    return binary
+
+
 @pytest.fixture(scope="module")
 def kubectl_env(tmp_path_factory):
     """kubectl against an HTTPS kubesim; CRATER_REQUIRE_KUBECTL=1 makes a missing kubectl fail."""
-    binary = shutil.which("kubectl")
-    if not binary:
-        if os.environ.get("CRATER_REQUIRE_KUBECTL", "") not in ("", "0"):
-            pytest.fail("kubectl is not installed (CRATER_REQUIRE_KUBECTL=1 forbids skipping)")
-        pytest.skip("kubectl is not installed")
+    require_tool("kubectl", "CRATER_REQUIRE_KUBECTL")
     with KubeSim(tls=True) as s:
         path = s.write_kubeconfig(tmp_path_factory.mktemp("kubectl") / "kubeconfig")
         yield s, {**os.environ, "KUBECONFIG": str(path)}
@@ -101,3 +108,27 @@ def fresh_sim(tmp_path):
 def _api_from(sim, path):
     path = sim.write_kubeconfig(path)
     return config.new_client_from_config(config_file=str(path)), path
+
+
+def is_gone(read) -> bool:
+    """True when `read()` answers 404 (the object was deleted)."""
+    from kubernetes.client.exceptions import ApiException
+    try:
+        read()
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def stream_lines(proc, until):
+    """Collect a process's output lines on a thread; the event is set once `until(line)` holds."""
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if until(line):
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines, seen

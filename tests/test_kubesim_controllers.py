@@ -5,7 +5,7 @@ backoff, suspend, TTL and garbage collection)."""
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from kubesim_fixtures import wait_for
+from kubesim_fixtures import is_gone, wait_for
 
 A = "kubesim.crater.io/"
 
@@ -187,14 +187,7 @@ def test_deleting_a_running_pod_terminates_it_gracefully(fresh_sim):
     assert core.read_namespaced_pod("server", "default").metadata.deletion_timestamp is not None
     assert ("Killing", "Stopping container main") in wait_for(lambda: events(core, "server") if any(
         r == "Killing" for r, _ in events(core, "server")) else None)
-
-    def gone():
-        try:
-            core.read_namespaced_pod("server", "default")
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-    wait_for(gone, what="pod removed")
+    wait_for(lambda: is_gone(lambda: core.read_namespaced_pod("server", "default")), what="pod removed")
 
 
 def test_multi_container_logs_need_a_container_name(fresh_sim):
@@ -282,14 +275,8 @@ def test_suspended_job_creates_no_pods_until_resumed(fresh_sim):
 def test_ttl_after_finished_deletes_the_job_and_its_pods(fresh_sim):
     _sim, core, batch = fresh_sim()
     batch.create_namespaced_job("default", job("short-lived", run="1", ttlSecondsAfterFinished=2))
-
-    def gone():
-        try:
-            batch.read_namespaced_job("short-lived", "default")
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-    wait_for(gone, timeout=15, what="job deleted by TTL")
+    wait_for(lambda: is_gone(lambda: batch.read_namespaced_job("short-lived", "default")), timeout=15,
+             what="job deleted by TTL")
     wait_for(lambda: not job_pods(core, "short-lived"), what="pods collected")
 
 

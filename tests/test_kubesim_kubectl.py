@@ -2,10 +2,9 @@
 apply, describe, delete, and get -w."""
 import re
 import subprocess
-import threading
 import time
 
-from kubesim_fixtures import kubectl
+from kubesim_fixtures import kubectl, stream_lines
 
 JOB = """
 apiVersion: batch/v1
@@ -59,16 +58,7 @@ def test_get_watch_sees_a_new_pod(kubectl_env):
     sim, env = kubectl_env
     proc = subprocess.Popen(["kubectl", "get", "pods", "-w", "--request-timeout=10s"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, arrived = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("watched"):
-                arrived.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    lines, arrived = stream_lines(proc, lambda line: line.startswith("watched"))
     try:
         time.sleep(1.0)
         kubectl(env, "run", "watched", "--image=busybox:1.36", "--restart=Never")
@@ -84,15 +74,7 @@ def test_logs_and_watching_a_pod_become_running(kubectl_env):
             "--annotations=kubesim.crater.io/log=hello from runner", "--annotations=kubesim.crater.io/run-seconds=forever")
     proc = subprocess.Popen(["kubectl", "get", "pod", "runner", "-w", "--request-timeout=20s"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, running = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if " Running " in line:
-                running.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    lines, running = stream_lines(proc, lambda line: " Running " in line)
     try:
         assert running.wait(15), lines
     finally:
@@ -108,15 +90,7 @@ def test_an_idle_watch_over_tls_stays_open(kubectl_env):
     sim, env = kubectl_env
     proc = subprocess.Popen(["kubectl", "get", "configmaps", "-w", "--request-timeout=20s"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, seen = [], threading.Event()
-
-    def read():
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("late"):
-                seen.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    lines, seen = stream_lines(proc, lambda line: line.startswith("late"))
     try:
         time.sleep(3)  # idle well past the one-second check
         kubectl(env, "apply", "-f", "-", input_text="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: late\ndata:\n  a: '1'\n")

@@ -1,7 +1,5 @@
 """kubesim's DCGM-style /metrics, scraped by a real Prometheus (Debian's package) started on a
 free loopback port with a 1 s scrape interval, answering a PromQL query for one pod's GPUs."""
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -10,7 +8,7 @@ import urllib.parse
 import pytest
 import requests
 
-from kubesim_fixtures import wait_for
+from kubesim_fixtures import require_tool, wait_for
 
 A = "kubesim.crater.io/"
 
@@ -23,11 +21,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def prometheus(tmp_path):
-    binary = shutil.which("prometheus")
-    if not binary:
-        if os.environ.get("CRATER_REQUIRE_PROMETHEUS", "") not in ("", "0"):
-            pytest.fail("prometheus is not installed (CRATER_REQUIRE_PROMETHEUS=1 forbids skipping)")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    binary = require_tool("prometheus", "CRATER_REQUIRE_PROMETHEUS")
     started = []
 
     def start(target: str) -> str:
