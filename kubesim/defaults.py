@@ -104,4 +104,15 @@ def _namespace(obj, old):
     obj.setdefault("metadata", {}).setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"].get("name", "")
 
 
-DEFAULTERS = {"pods": _pod, "jobs": _job, "services": _service, "namespaces": _namespace}
+def _secret(obj, old):
+    """stringData is write-only: it is merged into data (base64) and never stored."""
+    import base64
+    string_data = obj.pop("stringData", None) or {}
+    if string_data:
+        data = obj.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    obj.setdefault("type", "Opaque")
+
+
+DEFAULTERS = {"pods": _pod, "jobs": _job, "services": _service, "namespaces": _namespace, "secrets": _secret}

@@ -1,0 +1,216 @@
+"""Kubernetes objects for a portal job, built from plain values (pure: no I/O, no config reads).
+
+Every object is named `crater-<id>` and labelled as DESIGN.md says. Whatever a form posted, pods
+never get privileged mode, host namespaces, host paths, host ports, added capabilities or a
+service account token: the builders only ever emit the fields listed here.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+MANAGED_BY = "crater-portal"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+JUPYTER_PORT = 8888
+RDZV_PORT = 29500
+TYPES = ("jupyter", "batch", "distributed")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A subPath of the shared RWX claim mounted at `path` (the user's home, the account's share)."""
+    sub_path: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    job_id: int
+    job_type: str  # jupyter | batch | distributed
+    username: str
+    account: str
+    display_name: str
+    image: str
+    command: tuple[str, ...] | str = ()  # argv, or shell text run with /bin/sh -c
+    env: tuple[tuple[str, str], ...] = ()
+    gpu_model: str = ""
+    gpus: int = 0  # per worker
+    cpu: str = "2"
+    memory: str = "8Gi"
+    shm: str = ""  # size of /dev/shm (a memory emptyDir); empty = none
+    working_dir: str = ""
+    time_limit_seconds: int = 0  # activeDeadlineSeconds; 0 = none
+    workers: int = 1  # distributed: the number of nodes/pods
+    mounts: tuple[Mount, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # extra pod annotations (e.g. simulation hints)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    namespace: str = "crater-jobs"
+    gpu_resource: str = "nvidia.com/gpu"
+    shared_claim: str = ""  # an RWX PersistentVolumeClaim for homes and shares; empty = no mounts
+    ingress_class: str = ""
+    ingress_host: str = ""
+    jupyter_base_path: str = "/jupyter"  # JupyterLab is served under <base>/crater-<id>/
+    ttl_seconds_after_finished: int = 3600
+    backoff_limit: int = 0
+
+
+def name_of(job_id: int) -> str:
+    return f"crater-{job_id}"
+
+
+def labels_of(req: JobRequest) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": MANAGED_BY, "crater.io/job-id": str(req.job_id),
+            "crater.io/user": req.username, "crater.io/account": req.account, "crater.io/type": req.job_type}
+
+
+def jupyter_path(req: JobRequest, settings: ClusterSettings) -> str:
+    return f"{settings.jupyter_base_path.rstrip('/')}/{name_of(req.job_id)}/"
+
+
+def build(req: JobRequest, settings: ClusterSettings, token_secret: str = "") -> dict[str, dict]:
+    """All objects of a job by kind: "Job" always; "Secret", "Service", "Ingress" as the type needs.
+    The Job goes first; the others get an ownerReference to it once its uid is known
+    (`owned_by`)."""
+    if req.job_type not in TYPES:
+        raise ValueError(f"unknown job type {req.job_type!r}")
+    objects = {"Job": _job(req, settings)}
+    if req.job_type == "jupyter":
+        objects["Secret"] = _secret(req, settings, token_secret)
+        objects["Service"] = _service(req, settings, headless=False)
+        objects["Ingress"] = _ingress(req, settings)
+    elif req.job_type == "distributed":
+        objects["Service"] = _service(req, settings, headless=True)
+    return objects
+
+
+def owned_by(obj: dict, job_name: str, job_uid: str) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
+        "controller": True, "blockOwnerDeletion": True}]}}
+
+
+def _meta(req: JobRequest, settings: ClusterSettings) -> dict:
+    return {"name": name_of(req.job_id), "namespace": settings.namespace, "labels": labels_of(req),
+            "annotations": {"crater.io/display-name": req.display_name}}
+
+
+def _container(req: JobRequest, settings: ClusterSettings) -> dict:
+    resources = {"requests": {"cpu": req.cpu, "memory": req.memory}, "limits": {"memory": req.memory}}
+    if req.gpus:
+        resources["limits"][settings.gpu_resource] = str(req.gpus)
+        resources["requests"][settings.gpu_resource] = str(req.gpus)
+    container = {
+        "name": "main", "image": req.image, "resources": resources,
+        "env": [{"name": k, "value": v} for k, v in req.env],
+        "securityContext": {"privileged": False, "allowPrivilegeEscalation": False},
+    }
+    command = _command(req, settings)
+    if command:
+        container["command"] = command
+    if req.working_dir:
+        container["workingDir"] = req.working_dir
+    mounts = [{"name": "shared", "mountPath": m.path, "subPath": m.sub_path, "readOnly": m.read_only}
+              for m in req.mounts if settings.shared_claim]
+    if req.shm:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if mounts:
+        container["volumeMounts"] = mounts
+    return container
+
+
+def _command(req: JobRequest, settings: ClusterSettings) -> list[str]:
+    if req.job_type == "jupyter":
+        return ["start-notebook.py", f"--ServerApp.base_url={jupyter_path(req, settings)}", "--ServerApp.ip=0.0.0.0",
+                f"--ServerApp.port={JUPYTER_PORT}", "--ServerApp.allow_origin=*"]
+    if isinstance(req.command, str):
+        return ["/bin/sh", "-c", req.command] if req.command.strip() else []
+    return list(req.command)
+
+
+def _pod_spec(req: JobRequest, settings: ClusterSettings) -> dict:
+    container = _container(req, settings)
+    spec = {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+            "containers": [container]}
+    if req.gpu_model:
+        spec["nodeSelector"] = {GPU_PRODUCT_LABEL: req.gpu_model}
+    volumes = []
+    if settings.shared_claim and req.mounts:
+        volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": settings.shared_claim}})
+    if req.shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": req.shm}})
+    if volumes:
+        spec["volumes"] = volumes
+    if req.job_type == "jupyter":
+        container["ports"] = [{"name": "http", "containerPort": JUPYTER_PORT}]
+        container["env"].append({"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": name_of(req.job_id), "key": "token"}}})
+    if req.job_type == "distributed":
+        name = name_of(req.job_id)
+        spec["subdomain"] = name
+        container["ports"] = [{"name": "rdzv", "containerPort": RDZV_PORT}]
+        container["env"] += [
+            {"name": "MASTER_ADDR", "value": f"{name}-0.{name}.{settings.namespace}.svc"},
+            {"name": "MASTER_PORT", "value": str(RDZV_PORT)},
+            {"name": "WORLD_SIZE", "value": str(req.workers)},
+            {"name": "NNODES", "value": str(req.workers)},
+            {"name": "NPROC_PER_NODE", "value": str(max(1, req.gpus))},
+            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+            {"name": "RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        ]
+    return spec
+
+
+def _job(req: JobRequest, settings: ClusterSettings) -> dict:
+    meta = _meta(req, settings)
+    template_meta = {"labels": labels_of(req), "annotations": {"crater.io/display-name": req.display_name,
+                                                              **dict(req.annotations)}}
+    spec = {"backoffLimit": settings.backoff_limit, "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "template": {"metadata": template_meta, "spec": _pod_spec(req, settings)}}
+    if req.time_limit_seconds:
+        spec["activeDeadlineSeconds"] = req.time_limit_seconds
+    if req.job_type == "distributed":
+        spec.update({"completionMode": "Indexed", "completions": req.workers, "parallelism": req.workers})
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+
+
+def _secret(req: JobRequest, settings: ClusterSettings, token: str) -> dict:
+    if not token:
+        raise ValueError("a JupyterLab job needs its access token")
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(req, settings), "type": "Opaque",
+            "stringData": {"token": token}}
+
+
+def _service(req: JobRequest, settings: ClusterSettings, headless: bool) -> dict:
+    selector = {"crater.io/job-id": str(req.job_id), "app.kubernetes.io/managed-by": MANAGED_BY}
+    if headless:
+        spec = {"clusterIP": "None", "selector": selector, "publishNotReadyAddresses": True,
+                "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}]}
+    else:
+        spec = {"selector": selector, "ports": [{"name": "http", "port": JUPYTER_PORT, "targetPort": JUPYTER_PORT}]}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(req, settings), "spec": spec}
+
+
+def _ingress(req: JobRequest, settings: ClusterSettings) -> dict:
+    rule = {"http": {"paths": [{"path": jupyter_path(req, settings), "pathType": "Prefix", "backend": {
+        "service": {"name": name_of(req.job_id), "port": {"number": JUPYTER_PORT}}}}]}}
+    if settings.ingress_host:
+        rule["host"] = settings.ingress_host
+    spec = {"rules": [rule]}
+    if settings.ingress_class:
+        spec["ingressClassName"] = settings.ingress_class
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(req, settings), "spec": spec}
+
+
+def shell_preview(req: JobRequest, settings: ClusterSettings) -> str:
+    """The command as a person would type it (for the job's detail page)."""
+    command = _command(req, settings)
+    return " ".join(shlex.quote(part) for part in command)
+
+
+__all__ = ["ClusterSettings", "JobRequest", "Mount", "build", "name_of", "labels_of", "owned_by"]
