@@ -33,3 +33,37 @@ def test_utf8mb4_round_trip(app, make):
     account_id = make.account("vision-lab", display_name=name)
     from portal.models import Account
     assert make.query(lambda s: s.get(Account, account_id).display_name) == name
+
+
+def test_jobs_migration_keeps_existing_rows(schema, tmp_path):
+    """0002 adds NOT NULL columns to a table that may already hold jobs: they get defaults."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from conftest import base_config
+    from portal import create_app
+
+    app = create_app(base_config(schema))
+    with app.app_context():
+        try:
+            downgrade(revision="0001_initial")
+            db.session.execute(text("DELETE FROM jobs"))
+            db.session.execute(text("DELETE FROM memberships"))
+            db.session.execute(text("DELETE FROM users"))
+            db.session.execute(text("DELETE FROM accounts"))
+            db.session.execute(text("INSERT INTO users (id, username, display_name, email, role, active, auth_source, created_at) "
+                                    "VALUES (1, 'old', '', '', 'user', true, 'local', '2026-01-01 00:00:00')"))
+            db.session.execute(text("INSERT INTO accounts (id, name, display_name, description, created_at) "
+                                    "VALUES (1, 'lab', '', '', '2026-01-01 00:00:00')"))
+            db.session.execute(text("INSERT INTO jobs (id, user_id, account_id, job_type, display_name, state, created_at) "
+                                    "VALUES (1, 1, 1, 'batch', 'old job', 'Succeeded', '2026-01-01 00:00:00')"))
+            db.session.commit()
+            upgrade()
+            row = db.session.execute(text("SELECT reason, gpus, workers, hidden, display_name FROM jobs WHERE id = 1")).one()
+            assert tuple(row) == ("", 0, 1, False, "old job") or tuple(row) == ("", 0, 1, 0, "old job")
+        finally:
+            db.session.rollback()
+            for table in ("jobs", "memberships", "users", "accounts"):
+                db.session.execute(text(f"DELETE FROM {table}"))
+            db.session.commit()
+            db.engine.dispose()

@@ -1,11 +1,11 @@
 """SQLAlchemy models: schema and small invariants. No network, no config lookups, no commits."""
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
-from .job import Job, JobState
+from .job import ACTIVE_STATES, Job, JobState
 from .types import utcnow
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Job", "JobState",
+    "ACTIVE_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Job", "JobState",
     "Membership", "MemberRole", "Role", "User", "utcnow",
 ]

@@ -1,17 +1,18 @@
-"""Jobs: the minimum the foundation needs (an account may only be deleted while it has no jobs).
+"""Jobs: what a user asked the cluster to run, and what became of it.
 
-The jobs issue extends this table (spec, pods, reasons, times) with its own migration.
+The syncer writes state, reason and times from the cluster; the quota admission sums the
+requests of active jobs (`ACTIVE_STATES`) per account, so the resource totals are stored per job.
 """
 from __future__ import annotations
 
 import enum
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import utcnow
+from .types import JSONText, utcnow
 
 
 class JobState(str, enum.Enum):
@@ -24,9 +25,17 @@ class JobState(str, enum.Enum):
     LOST = "Lost"
 
 
+ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.PENDING.value, JobState.RUNNING.value)
+
+
 class Job(db.Model):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_account_state", "account_id", "state"),)
+    __table_args__ = (
+        Index("ix_jobs_account_state", "account_id", "state"),
+        Index("ix_jobs_user_state", "user_id", "state"),
+        Index("ix_jobs_state_id", "state", "id"),
+        UniqueConstraint("user_id", "idempotency_key"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -34,4 +43,27 @@ class Job(db.Model):
     job_type: Mapped[str] = mapped_column(String(16))
     display_name: Mapped[str] = mapped_column(String(128), default="")
     state: Mapped[str] = mapped_column(String(16), default=JobState.SUBMITTING.value)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str] = mapped_column(String(512), default="")
+    gpu_model: Mapped[str] = mapped_column(String(128), default="")
+    gpus: Mapped[int] = mapped_column(Integer, default=0)  # in total (all workers)
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)  # in total
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)  # in total
+    workers: Mapped[int] = mapped_column(Integer, default=1)
+    time_limit_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict | None] = mapped_column(JSONText)  # the submitted form, for clone and the YAML view
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # deleted from lists; the audit keeps it
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    user = relationship("User")
+    account = relationship("Account")
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
