@@ -2,6 +2,7 @@
 Touches the DB only."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -19,8 +20,12 @@ from .pagination import Page, contains_text, paginate
 
 USERNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 MIN_PASSWORD = 12
-# Checked when a username does not exist, so a wrong name costs as much time as a wrong password.
-_DUMMY_HASH = generate_password_hash("crater-timing-equaliser")
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked when a username does not exist, so a wrong name costs as much time as a wrong
+    password (made on first use, not at import)."""
+    return generate_password_hash("crater-timing-equaliser")
 
 
 def get_active_user(user_id) -> User | None:
@@ -41,7 +46,7 @@ def find_by_username(username: str) -> User | None:
 
 def authenticate_local(username: str, password: str, client_ip: str = "") -> User:
     user = find_by_username((username or "").strip().lower())
-    hashed = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    hashed = user.password_hash if user is not None and user.password_hash else _dummy_hash()
     ok = check_password_hash(hashed, password or "")
     if user is None or not user.password_hash or not ok:
         raise AuthenticationFailed(_("Wrong username or password."))
