@@ -3,6 +3,7 @@
   crater db upgrade           apply migrations (Flask-Migrate)
   crater create-admin NAME    create a local admin or reset its password (prompt or stdin)
   crater demo                 run the portal on SQLite with demo users and a local SSO provider
+  crater sync                 run the syncer (cluster state -> database)
 """
 from __future__ import annotations
 
@@ -66,6 +67,30 @@ def demo(host, port):
     run_demo(host, port)
 
 
+@click.command("sync")
+@with_appcontext
+def sync():
+    """Run the syncer: watch the cluster and keep job states in the database current. Several
+    replicas may run; one holds the lease and works. Stops on SIGTERM or Ctrl+C."""
+    import signal
+    import threading
+
+    from flask import current_app
+
+    from .cluster.setup import cluster_for
+    from .sync.syncer import Syncer
+
+    app = current_app._get_current_object()
+    syncer = Syncer(app, cluster_for(app)).start()
+    click.echo(f"syncer {syncer.identity} started (namespace {app.config['JOB_NAMESPACE']})")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    syncer.stop()
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(create_admin)
     app.cli.add_command(demo)
+    app.cli.add_command(sync)

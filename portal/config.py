@@ -62,6 +62,9 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "PAGE_SIZE": _int(env, "CRATER_PAGE_SIZE", 50),
         "JOB_NAMESPACE": env.get("CRATER_JOB_NAMESPACE", "crater-jobs"),
         "KUBECONFIG": env.get("CRATER_KUBECONFIG", ""),
+        "SHARED_PVC": env.get("CRATER_SHARED_PVC", ""),
+        "INGRESS_HOST": env.get("CRATER_INGRESS_HOST", ""),
+        "INGRESS_CLASS": env.get("CRATER_INGRESS_CLASS", ""),
         "PROMETHEUS_URL": env.get("CRATER_PROMETHEUS_URL", ""),
         "SMTP_URL": env.get("CRATER_SMTP_URL", ""),
         # Flask and extensions

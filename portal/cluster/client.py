@@ -57,6 +57,10 @@ class Cluster:
     def networking(self) -> client.NetworkingV1Api:
         return client.NetworkingV1Api(self.api)
 
+    @property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.api)
+
     def create_job(self, req: JobRequest, token: str = "") -> str:
         """Create the Job, then its Secret/Service/Ingress owned by it. A retry of the same job is
         safe: an object that already exists counts as created. Returns the Job's uid."""

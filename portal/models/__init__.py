@@ -2,10 +2,11 @@
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
 from .job import ACTIVE_STATES, Job, JobState
+from .sync import SyncHeartbeat
 from .types import utcnow
 from .user import AuthSource, Role, User
 
 __all__ = [
     "ACTIVE_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Job", "JobState",
-    "Membership", "MemberRole", "Role", "User", "utcnow",
+    "Membership", "MemberRole", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -1,0 +1,1 @@
+"""The syncer: keeps the database's view of the cluster current (see syncer.py)."""

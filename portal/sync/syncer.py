@@ -1,0 +1,316 @@
+"""The syncer (`crater sync`): watches the portal's Jobs and Pods and writes each job's state,
+reason, exit code and times into the database.
+
+- One replica works: it holds a coordination.k8s.io/v1 Lease and renews it; the others wait and
+  take over when it stops renewing.
+- Watches resume from their resourceVersion; a 410 Gone relists; API failures back off (1 s
+  doubling up to 30 s). A relist recomputes every job, so a final state reached while the syncer
+  was down is recorded when it comes back (the Job object is kept ttlSecondsAfterFinished).
+- Final database states (Succeeded, Failed, Stopped, Lost) are never overwritten. A job whose
+  Job object is gone while the database still calls it active becomes Lost after LOST_GRACE
+  seconds (a portal-initiated stop commits Stopped within that time).
+- A heartbeat row says when the syncer last worked, so pages can warn that data is stale.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+from sqlalchemy import select, update
+
+from ..cluster.client import Cluster
+from ..cluster.manifests import MANAGED_BY
+from ..cluster.status import from_cluster
+from ..extensions import db
+from ..models import ACTIVE_STATES, Job, SyncHeartbeat
+
+log = logging.getLogger("crater.sync")
+LEASE_NAME = "crater-syncer"
+FINAL = ("Succeeded", "Failed", "Stopped", "Lost")
+LOST_GRACE = 5.0
+MAX_BACKOFF = 30.0
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    return datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=None)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Syncer:
+    def __init__(self, app, cluster: Cluster, identity: str = "", lease_seconds: int = 15,
+                 watch_timeout: int = 300):
+        self.app, self.cluster = app, cluster
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease_seconds, self.watch_timeout = lease_seconds, watch_timeout
+        self.stop_event = threading.Event()
+        self.leading = threading.Event()
+        self._lock = threading.Lock()
+        self._jobs: dict[int, dict] = {}
+        self._pods: dict[int, dict[str, dict]] = {}
+        self._missing: dict[int, float] = {}
+        self._dirty: set[int] = set()
+        self._wake = threading.Event()
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> "Syncer":
+        self._threads = [threading.Thread(target=self._lease_loop, name="sync-lease", daemon=True),
+                         threading.Thread(target=self._watch_loop, args=("jobs",), name="sync-jobs", daemon=True),
+                         threading.Thread(target=self._watch_loop, args=("pods",), name="sync-pods", daemon=True),
+                         threading.Thread(target=self._write_loop, name="sync-writer", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop working and hand the lease back. Watch threads may still be blocked in a read
+        until their timeout; they only touch memory and end at the next event or timeout."""
+        self.stop_event.set()
+        self._wake.set()
+        for t in getattr(self, "_threads", []):
+            if t.name in ("sync-lease", "sync-writer"):
+                t.join(10)
+        if self.leading.is_set():
+            self._release()
+
+    # ---- the lease ------------------------------------------------------------------------
+
+    def _lease_loop(self) -> None:
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            try:
+                if self._acquire_or_renew():
+                    if not self.leading.is_set():
+                        log.info("syncer %s leads", self.identity)
+                        self.leading.set()
+                    self._heartbeat()
+                elif self.leading.is_set():
+                    log.warning("syncer %s lost the lease", self.identity)
+                    self.leading.clear()
+                backoff = 1.0
+                self.stop_event.wait(self.lease_seconds / 3)
+            except (ApiException, OSError) as exc:
+                log.warning("lease: %s", exc)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _acquire_or_renew(self) -> bool:
+        leases, ns = self.cluster.coordination, self.cluster.settings.namespace
+        now = _now_iso()
+        try:
+            lease = leases.read_namespaced_lease(LEASE_NAME, ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            try:
+                leases.create_namespaced_lease(ns, {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                                    "metadata": {"name": LEASE_NAME},
+                                                    "spec": {"holderIdentity": self.identity, "acquireTime": now,
+                                                             "renewTime": now, "leaseDurationSeconds": self.lease_seconds}})
+                return True
+            except ApiException as exc2:
+                if exc2.status == 409:
+                    return False
+                raise
+        spec = lease.spec
+        held_by_other = spec.holder_identity and spec.holder_identity != self.identity
+        if held_by_other and spec.renew_time is not None:
+            renewed = spec.renew_time.timestamp() if hasattr(spec.renew_time, "timestamp") else 0
+            if time.time() - renewed < (spec.lease_duration_seconds or self.lease_seconds):
+                return False
+        body = self.cluster.api.sanitize_for_serialization(lease)
+        body["spec"].update({"holderIdentity": self.identity, "renewTime": now,
+                             "leaseDurationSeconds": self.lease_seconds})
+        if held_by_other or not spec.holder_identity:
+            body["spec"]["acquireTime"] = now
+        try:
+            leases.replace_namespaced_lease(LEASE_NAME, ns, body)  # carries resourceVersion: a race gives 409
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def _release(self) -> None:
+        try:
+            leases, ns = self.cluster.coordination, self.cluster.settings.namespace
+            lease = leases.read_namespaced_lease(LEASE_NAME, ns)
+            if lease.spec.holder_identity == self.identity:
+                body = self.cluster.api.sanitize_for_serialization(lease)
+                body["spec"]["holderIdentity"] = ""
+                leases.replace_namespaced_lease(LEASE_NAME, ns, body)
+        except (ApiException, OSError):
+            pass
+        self.leading.clear()
+
+    def _heartbeat(self) -> None:
+        with self.app.app_context():
+            row = db.session.get(SyncHeartbeat, 1)
+            if row is None:
+                row = SyncHeartbeat(id=1)
+                db.session.add(row)
+            row.holder, row.beat_at = self.identity, datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+            db.session.commit()
+            db.session.remove()
+
+    # ---- watching -------------------------------------------------------------------------
+
+    def _watch_loop(self, kind: str) -> None:
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            if not self.leading.wait(0.5):
+                continue
+            try:
+                rv = self._relist(kind)
+                backoff = 1.0
+                while not self.stop_event.is_set() and self.leading.is_set():
+                    rv = self._watch(kind, rv)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s watch expired; relisting", kind)
+                    continue
+                log.warning("%s watch failed (%s); retrying in %.0f s", kind, exc.status, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception as exc:  # noqa: BLE001  connection errors and the like: back off, relist
+                log.warning("%s watch failed (%s); retrying in %.0f s", kind, exc, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _list_fn(self, kind: str):
+        return (self.cluster.batch.list_namespaced_job if kind == "jobs" else self.cluster.core.list_namespaced_pod)
+
+    def _relist(self, kind: str) -> str:
+        ns = self.cluster.settings.namespace
+        result = self._list_fn(kind)(ns, label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}")
+        sanitize = self.cluster.api.sanitize_for_serialization
+        objects = [sanitize(o) for o in result.items]
+        with self._lock:
+            if kind == "jobs":
+                self._jobs = {}
+                for obj in objects:
+                    self._jobs[_job_id(obj)] = obj
+            else:
+                self._pods = {}
+                for obj in objects:
+                    self._pods.setdefault(_job_id(obj), {})[obj["metadata"]["name"]] = obj
+            self._dirty |= {_job_id(o) for o in objects}
+            self._dirty.add(-1)  # a full sweep: active jobs without objects may be lost
+        self._wake.set()
+        return result.metadata.resource_version
+
+    def _watch(self, kind: str, rv: str) -> str:
+        w = watch.Watch()
+        ns = self.cluster.settings.namespace
+        for event in w.stream(self._list_fn(kind), ns, label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+                              resource_version=rv, timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True):
+            if self.stop_event.is_set() or not self.leading.is_set():
+                w.stop()
+                break
+            obj = event["raw_object"]
+            rv = obj.get("metadata", {}).get("resourceVersion", rv)
+            if event["type"] == "BOOKMARK":
+                continue
+            job_id = _job_id(obj)
+            with self._lock:
+                if kind == "jobs":
+                    if event["type"] == "DELETED":
+                        self._jobs.pop(job_id, None)
+                    else:
+                        self._jobs[job_id] = obj
+                else:
+                    pods = self._pods.setdefault(job_id, {})
+                    if event["type"] == "DELETED":
+                        pods.pop(obj["metadata"]["name"], None)
+                    else:
+                        pods[obj["metadata"]["name"]] = obj
+                self._dirty.add(job_id)
+            self._wake.set()
+        return rv
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self.leading.is_set():
+                continue
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+                sweep = -1 in dirty
+                dirty.discard(-1)
+            try:
+                with self.app.app_context():
+                    self._write(dirty, sweep)
+                    db.session.remove()
+            except Exception as exc:  # noqa: BLE001  the DB may be away; try again next round
+                log.warning("writing job states failed: %s", exc)
+                with self._lock:
+                    self._dirty |= dirty
+                self.stop_event.wait(1.0)
+
+    def _write(self, job_ids: set[int], sweep: bool) -> None:
+        now = time.monotonic()
+        candidates = set(job_ids) | set(self._missing)
+        if sweep:
+            candidates |= set(db.session.execute(select(Job.id).where(Job.state.in_(ACTIVE_STATES))).scalars())
+        if not candidates:
+            return
+        rows = {j.id: j for j in db.session.execute(select(Job).where(Job.id.in_(candidates))).scalars()}
+        for job_id in candidates:
+            row = rows.get(job_id)
+            if row is None or row.state in FINAL:
+                self._missing.pop(job_id, None)
+                continue
+            with self._lock:
+                job_obj = self._jobs.get(job_id)
+                pods = list(self._pods.get(job_id, {}).values())
+            if job_obj is None:
+                if row.state == "Submitting":
+                    continue  # being created right now
+                first = self._missing.setdefault(job_id, now)
+                if now - first >= LOST_GRACE:
+                    self._set(row, "Lost", "Lost", "The job's Kubernetes objects disappeared.", None, None, None)
+                    self._missing.pop(job_id, None)
+                else:
+                    self._wake.set()
+                continue
+            self._missing.pop(job_id, None)
+            status = from_cluster(job_obj, pods)
+            started = _parse(status.started_at) if status.state != "Pending" else None
+            self._set(row, status.state, status.reason, status.message, status.exit_code, started,
+                      _parse(status.finished_at))
+        db.session.commit()
+
+    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at) -> None:
+        """Guarded: the row changes only while it is not final (a concurrent Stop wins)."""
+        values = {"state": state, "reason": reason or "", "message": (message or "")[:2000]}
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        if started_at is not None and row.started_at is None:
+            values["started_at"] = started_at
+        if finished_at is not None:
+            values["finished_at"] = finished_at
+        if all(getattr(row, k) == v for k, v in values.items()):
+            return
+        db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL)).values(**values))
+
+
+def _job_id(obj: dict) -> int:
+    try:
+        return int(obj["metadata"]["labels"]["crater.io/job-id"])
+    except (KeyError, TypeError, ValueError):
+        return 0

@@ -1,0 +1,178 @@
+"""The syncer against kubesim: job states, reasons and times reach the database; it converges
+through dropped watches, expired resourceVersions and its own restart; one replica leads; a job
+whose objects vanish becomes Lost; a heartbeat is written."""
+import pytest
+
+from kubesim_fixtures import wait_for
+from portal.cluster.client import Cluster
+from portal.cluster.manifests import ClusterSettings
+from portal.extensions import db
+from portal.models import Job, SyncHeartbeat, User
+from portal.services import jobs
+from portal.services.context import Actor
+from portal.sync import syncer as syncer_module
+from portal.sync.syncer import Syncer
+
+A = "kubesim.crater.io/"
+
+
+@pytest.fixture
+def world(app, make, fresh_sim, tmp_path, monkeypatch):
+    monkeypatch.setattr(syncer_module, "LOST_GRACE", 1.0)
+    sim, core, batch = fresh_sim()
+    alice = make.user("alice")
+    lab = make.account("vision-lab", members={alice: "member"})
+    kubeconfig = str(sim.write_kubeconfig(tmp_path / "kc"))
+    clusters, syncers = [], []
+
+    def new_cluster():
+        c = Cluster.connect(kubeconfig, ClusterSettings(namespace="crater-jobs"))
+        clusters.append(c)
+        return c
+
+    def new_syncer(**kw):
+        s = Syncer(app, new_cluster(), lease_seconds=kw.pop("lease_seconds", 3), watch_timeout=5, **kw).start()
+        syncers.append(s)
+        return s
+
+    yield {"sim": sim, "core": core, "batch": batch, "alice": alice, "lab": lab, "cluster": new_cluster(),
+           "syncer": new_syncer}
+    for s in syncers:
+        s.stop()
+    for c in clusters:
+        c.api.close()
+
+
+def submit(app, world, run="3", **annotations):
+    with app.app_context():
+        actor = Actor(db.session.get(User, world["alice"]), "")
+        form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="job", image="pytorch:2",
+                               command="python train.py", gpus=1, gpu_model="NVIDIA-A100-SXM4-80GB",
+                               annotations=((A + "run-seconds", run), *annotations.items()))
+        return jobs.submit_job(actor, form, world["cluster"]).id
+
+
+def row(app, job_id):
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        result = (job.state, job.reason, job.exit_code, job.started_at, job.finished_at, job.message)
+        db.session.remove()
+        return result
+
+
+def wait_state(app, job_id, state, timeout=15):
+    return wait_for(lambda: (lambda r: r if r[0] == state else None)(row(app, job_id)), timeout=timeout,
+                    what=f"job {job_id} {state}")
+
+
+def test_states_reach_the_database(app, world):
+    world["syncer"]()
+    job_id = submit(app, world, run="40")
+    wait_state(app, job_id, "Running")
+    state, reason, code, started, finished, _m = wait_state(app, job_id, "Succeeded")
+    assert (reason, code) == ("Completed", 0) and started and finished and finished >= started
+
+
+@pytest.mark.parametrize("annotations, reason, code", [
+    ({A + "exit-code": "3"}, "ExitCode", 3), ({A + "oom": "true"}, "OOMKilled", 137)])
+def test_failures_explain_themselves(app, world, annotations, reason, code):
+    world["syncer"]()
+    job_id = submit(app, world, **annotations)
+    _state, got_reason, got_code, _s, _f, message = wait_state(app, job_id, "Failed")
+    assert (got_reason, got_code) == (reason, code) and message
+
+
+def test_pending_carries_the_schedulers_message(app, world):
+    world["syncer"]()
+    for node in ("a100-0", "a100-1"):
+        world["core"].patch_node(node, {"spec": {"unschedulable": True}})
+    job_id = submit(app, world, run="forever")
+    state, reason, _c, _s, _f, message = wait_for(lambda: (lambda r: r if r[1] == "Unschedulable" else None)(row(app, job_id)))
+    assert state == "Pending" and "2 node(s) were unschedulable" in message
+
+
+def test_converges_through_dropped_watches_and_expired_versions(app, world):
+    world["syncer"]()
+    first = submit(app, world, run="20")
+    wait_state(app, first, "Running")
+    world["sim"].store.drop_watches()
+    second = submit(app, world, run="20")
+    world["sim"].store.expire_history()
+    world["sim"].store.drop_watches()
+    for job_id in (first, second):
+        wait_state(app, job_id, "Succeeded", timeout=20)
+
+
+def test_a_final_state_reached_while_the_syncer_was_down_is_recorded(app, world):
+    s = world["syncer"]()
+    job_id = submit(app, world, run="20")
+    wait_state(app, job_id, "Running")
+    s.stop()
+    wait_for(lambda: any(c.type == "Complete" for c in
+                         (world["batch"].read_namespaced_job(f"crater-{job_id}", "crater-jobs").status.conditions or [])),
+             what="the job completing in the cluster")
+    assert row(app, job_id)[0] == "Running"  # nobody watching
+    world["syncer"]()
+    wait_state(app, job_id, "Succeeded")
+
+
+def test_only_one_replica_leads_and_another_takes_over(app, world):
+    first = world["syncer"]()
+    wait_for(first.leading.is_set, what="first leads")
+    second = world["syncer"]()
+    import time
+    time.sleep(2)
+    assert not second.leading.is_set()
+    first.stop()  # releases the lease
+    wait_for(second.leading.is_set, timeout=10, what="takeover")
+    job_id = submit(app, world, run="10")
+    wait_state(app, job_id, "Succeeded")
+
+
+def test_vanished_objects_make_a_job_lost_but_a_stop_stays_stopped(app, world):
+    world["syncer"]()
+    lost = submit(app, world, run="forever")
+    stopped = submit(app, world, run="forever")
+    wait_state(app, lost, "Running")
+    wait_state(app, stopped, "Running")
+    world["batch"].delete_namespaced_job(f"crater-{lost}", "crater-jobs", propagation_policy="Background")
+    with app.app_context():
+        jobs.stop_job(Actor(db.session.get(User, world["alice"]), ""), stopped, world["cluster"])
+    assert wait_state(app, lost, "Lost")[1] == "Lost"
+    import time
+    time.sleep(1.5)
+    assert row(app, stopped)[:2] == ("Stopped", "StoppedByUser")
+
+
+def test_heartbeat(app, world):
+    s = world["syncer"]()
+    wait_for(s.leading.is_set)
+
+    def beat():
+        with app.app_context():
+            hb = db.session.get(SyncHeartbeat, 1)
+            result = (hb.holder, hb.beat_at) if hb else None
+            db.session.remove()
+            return result
+    holder, at = wait_for(beat, what="a heartbeat")
+    assert holder == s.identity and at is not None
+
+
+def test_crater_sync_command_runs_until_sigterm(app, world, tmp_path, schema):
+    """`crater sync` as its own process, configured through CRATER_* variables."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    kubeconfig = world["sim"].write_kubeconfig(tmp_path / "sync-kc")
+    env = {**os.environ, "CRATER_DATABASE_URL": schema, "CRATER_KUBECONFIG": str(kubeconfig),
+           "CRATER_JOB_NAMESPACE": "crater-jobs", "CRATER_SECRET_KEY": "x" * 40}
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "sync"], env=env, stdout=subprocess.PIPE,
+                            text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert proc.stdout.readline().startswith("syncer ")
+        job_id = submit(app, world, run="10")
+        wait_state(app, job_id, "Succeeded", timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
