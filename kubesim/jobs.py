@@ -73,10 +73,9 @@ class JobController:
             except errors.ApiError:
                 self._dirty.add((ns, name))
                 continue
-            spec, status = job.get("spec", {}), job.get("status", {})
-            finished = any(c["type"] in ("Complete", "Failed") for c in status.get("conditions", []))
-            if (spec.get("activeDeadlineSeconds") and not finished) or (finished and spec.get("ttlSecondsAfterFinished") is not None) \
-                    or not finished:
+            # Unfinished jobs may hit their deadline; finished ones may have a TTL to honour.
+            finished = any(c["type"] in ("Complete", "Failed") for c in job.get("status", {}).get("conditions", []))
+            if not finished or job.get("spec", {}).get("ttlSecondsAfterFinished") is not None:
                 self._timed.add((ns, name))
             else:
                 self._timed.discard((ns, name))

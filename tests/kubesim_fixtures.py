@@ -1,5 +1,6 @@
 """kubesim fixtures: a simulated cluster on loopback, the official kubernetes client configured
 through an ordinary kubeconfig, and kubectl (HTTPS, since kubectl sends tokens only over TLS)."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -118,6 +119,18 @@ def is_gone(read) -> bool:
     except ApiException as exc:
         return exc.status == 404
     return False
+
+
+@contextlib.contextmanager
+def kubectl_watch(env, args, until):
+    """`kubectl get ... -w` in the background: yields (lines so far, event set once `until(line)`),
+    and kills kubectl on the way out."""
+    proc = subprocess.Popen(["kubectl", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield stream_lines(proc, until)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def stream_lines(proc, until):

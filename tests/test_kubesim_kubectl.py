@@ -1,10 +1,9 @@
 """kubectl (an independent client) against kubesim: discovery, get across kinds and namespaces,
 apply, describe, delete, and get -w."""
 import re
-import subprocess
 import time
 
-from kubesim_fixtures import kubectl, stream_lines
+from kubesim_fixtures import kubectl, kubectl_watch
 
 JOB = """
 apiVersion: batch/v1
@@ -56,30 +55,20 @@ def test_describe_pod(kubectl_env):
 
 def test_get_watch_sees_a_new_pod(kubectl_env):
     sim, env = kubectl_env
-    proc = subprocess.Popen(["kubectl", "get", "pods", "-w", "--request-timeout=10s"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, arrived = stream_lines(proc, lambda line: line.startswith("watched"))
-    try:
+    with kubectl_watch(env, ["get", "pods", "-w", "--request-timeout=10s"],
+                       lambda line: line.startswith("watched")) as (lines, arrived):
         time.sleep(1.0)
         kubectl(env, "run", "watched", "--image=busybox:1.36", "--restart=Never")
         assert arrived.wait(8), lines
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_logs_and_watching_a_pod_become_running(kubectl_env):
     sim, env = kubectl_env
     kubectl(env, "run", "runner", "--image=busybox:1.36", "--restart=Never",
             "--annotations=kubesim.crater.io/log=hello from runner", "--annotations=kubesim.crater.io/run-seconds=forever")
-    proc = subprocess.Popen(["kubectl", "get", "pod", "runner", "-w", "--request-timeout=20s"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, running = stream_lines(proc, lambda line: " Running " in line)
-    try:
+    with kubectl_watch(env, ["get", "pod", "runner", "-w", "--request-timeout=20s"],
+                       lambda line: " Running " in line) as (lines, running):
         assert running.wait(15), lines
-    finally:
-        proc.kill()
-        proc.wait()
     rows = [line for line in lines if line.startswith("runner")]
     assert " Running " not in rows[0] and " Running " in rows[-1]  # seen changing, not just listed
     assert "hello from runner" in kubectl(env, "logs", "runner").stdout
@@ -88,13 +77,8 @@ def test_logs_and_watching_a_pod_become_running(kubectl_env):
 def test_an_idle_watch_over_tls_stays_open(kubectl_env):
     """Watches check every second whether their client left; over TLS that check must not end them."""
     sim, env = kubectl_env
-    proc = subprocess.Popen(["kubectl", "get", "configmaps", "-w", "--request-timeout=20s"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines, seen = stream_lines(proc, lambda line: line.startswith("late"))
-    try:
+    with kubectl_watch(env, ["get", "configmaps", "-w", "--request-timeout=20s"],
+                       lambda line: line.startswith("late")) as (lines, seen):
         time.sleep(3)  # idle well past the one-second check
         kubectl(env, "apply", "-f", "-", input_text="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: late\ndata:\n  a: '1'\n")
         assert seen.wait(10), lines
-    finally:
-        proc.kill()
-        proc.wait()

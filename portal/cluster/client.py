@@ -88,19 +88,17 @@ class Cluster:
             raise _error(exc) from exc
 
     def delete_job(self, job_id: int) -> None:
-        """Delete the Job and, through ownerReferences, everything it owns. Gone already is fine."""
+        """Delete the Job and, through ownerReferences, everything it owns; then the Secret,
+        Service and Ingress by name too, in case a failed submit created them before they had
+        their owner. Objects already gone are fine."""
         ns, name = self.settings.namespace, name_of(job_id)
-        try:
-            self.batch.delete_namespaced_job(name, ns, propagation_policy="Background")
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _error(exc) from exc
-        except OSError as exc:
-            raise _error(exc) from exc
-        for delete in (self.core.delete_namespaced_secret, self.core.delete_namespaced_service,
-                       self.networking.delete_namespaced_ingress):
-            try:  # objects created before their ownerReference could be set (a failed submit)
-                delete(name, ns)
+        deletions = [lambda: self.batch.delete_namespaced_job(name, ns, propagation_policy="Background"),
+                     lambda: self.core.delete_namespaced_secret(name, ns),
+                     lambda: self.core.delete_namespaced_service(name, ns),
+                     lambda: self.networking.delete_namespaced_ingress(name, ns)]
+        for delete in deletions:
+            try:
+                delete()
             except ApiException as exc:
                 if exc.status != 404:
                     raise _error(exc) from exc
