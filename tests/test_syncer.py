@@ -176,3 +176,29 @@ def test_crater_sync_command_runs_until_sigterm(app, world, tmp_path, schema):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def nodes(app):
+    from portal.models import Node
+    with app.app_context():
+        result = {n.name: (n.gpu_model, n.gpus, n.gpus_requested, n.ready, n.unschedulable, n.gpus_free)
+                  for n in db.session.query(Node)}
+        db.session.remove()
+        return result
+
+
+def test_node_inventory_follows_the_cluster(app, world):
+    world["syncer"]()
+    inventory = wait_for(lambda: (lambda n: n if len(n) == 6 else None)(nodes(app)), what="six nodes")
+    assert inventory["a100-0"] == ("NVIDIA-A100-SXM4-80GB", 8, 0, True, False, 8)
+    assert inventory["cpu-0"][:3] == ("", 0, 0)
+    job_id = submit(app, world, run="forever")
+    wait_state(app, job_id, "Running")
+    wait_for(lambda: sum(n[2] for n in nodes(app).values()) == 1, what="one GPU requested")
+    world["core"].patch_node("rtx4090-0", {"spec": {"unschedulable": True}})
+    world["sim"].set_node_ready("rtx4090-1", False)
+    after = wait_for(lambda: (lambda n: n if n["rtx4090-0"][4] and not n["rtx4090-1"][3] else None)(nodes(app)))
+    assert after["rtx4090-0"][5] == 0 and after["rtx4090-1"][5] == 0  # no free GPUs there any more
+    with app.app_context():
+        jobs.stop_job(Actor(db.session.get(User, world["alice"]), ""), job_id, world["cluster"])
+    wait_for(lambda: sum(n[2] for n in nodes(app).values()) == 0, what="the GPU given back")

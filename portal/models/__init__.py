@@ -2,11 +2,12 @@
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
 from .job import ACTIVE_STATES, Job, JobState
+from .node import Node
 from .sync import SyncHeartbeat
 from .types import utcnow
 from .user import AuthSource, Role, User
 
 __all__ = [
     "ACTIVE_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Job", "JobState",
-    "Membership", "MemberRole", "Role", "SyncHeartbeat", "User", "utcnow",
+    "Membership", "MemberRole", "Node", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

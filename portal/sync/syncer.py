@@ -10,6 +10,8 @@ reason, exit code and times into the database.
   Job object is gone while the database still calls it active becomes Lost after LOST_GRACE
   seconds (a portal-initiated stop commits Stopped within that time).
 - A heartbeat row says when the syncer last worked, so pages can warn that data is stale.
+- It also watches all Nodes and all Pods (any namespace: other workloads hold GPUs too) and keeps
+  the node inventory table: allocatable, requested, GPU model, readiness, cordon, taints.
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from datetime import datetime, timezone
 
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 from sqlalchemy import select, update
 
 from ..cluster.client import Cluster
 from ..cluster.manifests import MANAGED_BY
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..models import ACTIVE_STATES, Job, SyncHeartbeat
+from ..models import ACTIVE_STATES, Job, Node, SyncHeartbeat
 
 log = logging.getLogger("crater.sync")
 LEASE_NAME = "crater-syncer"
@@ -61,6 +64,9 @@ class Syncer:
         self._pods: dict[int, dict[str, dict]] = {}
         self._missing: dict[int, float] = {}
         self._dirty: set[int] = set()
+        self._nodes: dict[str, dict] = {}
+        self._pod_usage: dict[tuple[str, str], tuple[str, int, int, int]] = {}  # pod -> (node, gpus, cpu m, mem MiB)
+        self._dirty_nodes: set[str] = set()
         self._wake = threading.Event()
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -69,6 +75,8 @@ class Syncer:
         self._threads = [threading.Thread(target=self._lease_loop, name="sync-lease", daemon=True),
                          threading.Thread(target=self._watch_loop, args=("jobs",), name="sync-jobs", daemon=True),
                          threading.Thread(target=self._watch_loop, args=("pods",), name="sync-pods", daemon=True),
+                         threading.Thread(target=self._watch_loop, args=("nodes",), name="sync-nodes", daemon=True),
+                         threading.Thread(target=self._watch_loop, args=("allpods",), name="sync-allpods", daemon=True),
                          threading.Thread(target=self._write_loop, name="sync-writer", daemon=True)]
         for t in self._threads:
             t.start()
@@ -189,39 +197,82 @@ class Syncer:
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _list_fn(self, kind: str):
-        return (self.cluster.batch.list_namespaced_job if kind == "jobs" else self.cluster.core.list_namespaced_pod)
+    def _list_call(self, kind: str):
+        """(list function, its arguments) for a kind of watch."""
+        ns, managed = self.cluster.settings.namespace, {"label_selector": f"app.kubernetes.io/managed-by={MANAGED_BY}"}
+        return {"jobs": (self.cluster.batch.list_namespaced_job, (ns,), managed),
+                "pods": (self.cluster.core.list_namespaced_pod, (ns,), managed),
+                "nodes": (self.cluster.core.list_node, (), {}),
+                "allpods": (self.cluster.core.list_pod_for_all_namespaces, (), {})}[kind]
 
     def _relist(self, kind: str) -> str:
-        ns = self.cluster.settings.namespace
-        result = self._list_fn(kind)(ns, label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}")
+        fn, args, kwargs = self._list_call(kind)
+        result = fn(*args, **kwargs)
         sanitize = self.cluster.api.sanitize_for_serialization
         objects = [sanitize(o) for o in result.items]
         with self._lock:
             if kind == "jobs":
-                self._jobs = {}
-                for obj in objects:
-                    self._jobs[_job_id(obj)] = obj
-            else:
+                self._jobs = {_job_id(obj): obj for obj in objects}
+            elif kind == "pods":
                 self._pods = {}
                 for obj in objects:
                     self._pods.setdefault(_job_id(obj), {})[obj["metadata"]["name"]] = obj
-            self._dirty |= {_job_id(o) for o in objects}
-            self._dirty.add(-1)  # a full sweep: active jobs without objects may be lost
+            elif kind == "nodes":
+                self._dirty_nodes |= set(self._nodes) | {o["metadata"]["name"] for o in objects}
+                self._nodes = {o["metadata"]["name"]: o for o in objects}
+            else:
+                self._dirty_nodes |= {usage[0] for usage in self._pod_usage.values()}
+                self._pod_usage = {}
+                for obj in objects:
+                    self._account_pod("ADDED", obj)
+            if kind in ("jobs", "pods"):
+                self._dirty |= {_job_id(o) for o in objects}
+                self._dirty.add(-1)  # a full sweep: active jobs without objects may be lost
         self._wake.set()
         return result.metadata.resource_version
 
+    def _account_pod(self, event_type: str, pod: dict) -> None:
+        """Track what a pod holds on its node (nothing once it has ended)."""
+        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        before = self._pod_usage.pop(key, None)
+        if before:
+            self._dirty_nodes.add(before[0])
+        node = pod.get("spec", {}).get("nodeName")
+        if event_type == "DELETED" or not node or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        gpus = cpu = mem = 0
+        for c in pod.get("spec", {}).get("containers", []):
+            requests = (c.get("resources") or {}).get("requests") or {}
+            gpus += int(parse_quantity(requests.get(self.cluster.settings.gpu_resource, 0)))
+            cpu += int(parse_quantity(requests.get("cpu", 0)) * 1000)
+            mem += int(parse_quantity(requests.get("memory", 0)) / (1024 * 1024))
+        self._pod_usage[key] = (node, gpus, cpu, mem)
+        self._dirty_nodes.add(node)
+
     def _watch(self, kind: str, rv: str) -> str:
         w = watch.Watch()
-        ns = self.cluster.settings.namespace
-        for event in w.stream(self._list_fn(kind), ns, label_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
-                              resource_version=rv, timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True):
+        fn, args, kwargs = self._list_call(kind)
+        for event in w.stream(fn, *args, resource_version=rv, timeout_seconds=self.watch_timeout,
+                              allow_watch_bookmarks=True, **kwargs):
             if self.stop_event.is_set() or not self.leading.is_set():
                 w.stop()
                 break
             obj = event["raw_object"]
             rv = obj.get("metadata", {}).get("resourceVersion", rv)
             if event["type"] == "BOOKMARK":
+                continue
+            if kind in ("nodes", "allpods"):
+                with self._lock:
+                    if kind == "nodes":
+                        name = obj["metadata"]["name"]
+                        if event["type"] == "DELETED":
+                            self._nodes.pop(name, None)
+                        else:
+                            self._nodes[name] = obj
+                        self._dirty_nodes.add(name)
+                    else:
+                        self._account_pod(event["type"], obj)
+                self._wake.set()
                 continue
             job_id = _job_id(obj)
             with self._lock:
@@ -250,17 +301,56 @@ class Syncer:
                 continue
             with self._lock:
                 dirty, self._dirty = self._dirty, set()
+                dirty_nodes, self._dirty_nodes = self._dirty_nodes, set()
                 sweep = -1 in dirty
                 dirty.discard(-1)
             try:
                 with self.app.app_context():
                     self._write(dirty, sweep)
+                    self._write_nodes(dirty_nodes)
                     db.session.remove()
             except Exception as exc:  # noqa: BLE001  the DB may be away; try again next round
-                log.warning("writing job states failed: %s", exc)
+                log.warning("writing cluster state failed: %s", exc)
                 with self._lock:
                     self._dirty |= dirty
+                    self._dirty_nodes |= dirty_nodes
                 self.stop_event.wait(1.0)
+
+    def _write_nodes(self, names: set[str]) -> None:
+        if not names:
+            return
+        with self._lock:
+            nodes = {n: self._nodes.get(n) for n in names}
+            requested = {n: [0, 0, 0] for n in names}
+            for node, gpus, cpu, mem in self._pod_usage.values():
+                if node in requested:
+                    requested[node][0] += gpus
+                    requested[node][1] += cpu
+                    requested[node][2] += mem
+        rows = {r.name: r for r in db.session.execute(select(Node).where(Node.name.in_(names))).scalars()}
+        stamp = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+        for name, obj in nodes.items():
+            row = rows.get(name)
+            if obj is None:
+                if row is not None:
+                    db.session.delete(row)
+                continue
+            if row is None:
+                row = Node(name=name)
+                db.session.add(row)
+            status, labels = obj.get("status", {}), obj["metadata"].get("labels") or {}
+            allocatable = status.get("allocatable", {})
+            row.gpu_model = labels.get("nvidia.com/gpu.product", "")
+            row.gpus = int(parse_quantity(allocatable.get(self.cluster.settings.gpu_resource, 0)))
+            row.cpu_milli = int(parse_quantity(allocatable.get("cpu", 0)) * 1000)
+            row.memory_mib = int(parse_quantity(allocatable.get("memory", 0)) / (1024 * 1024))
+            row.gpus_requested, row.cpu_requested_milli, row.memory_requested_mib = requested[name]
+            row.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+            row.unschedulable = bool(obj.get("spec", {}).get("unschedulable"))
+            row.labels, row.taints = labels, obj.get("spec", {}).get("taints") or []
+            row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in status.get("conditions", [])]
+            row.updated_at = stamp
+        db.session.commit()
 
     def _write(self, job_ids: set[int], sweep: bool) -> None:
         now = time.monotonic()
