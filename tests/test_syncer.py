@@ -202,3 +202,21 @@ def test_node_inventory_follows_the_cluster(app, world):
     with app.app_context():
         jobs.stop_job(Actor(db.session.get(User, world["alice"]), ""), job_id, world["cluster"])
     wait_for(lambda: sum(n[2] for n in nodes(app).values()) == 0, what="the GPU given back")
+
+
+def test_events_and_the_last_log_lines_are_kept(app, world):
+    from portal.models import JobEvent
+    world["syncer"]()
+    job_id = submit(app, world, run="10", **{A + "log": "epoch 1 done\nsaved model.pt"})
+    wait_state(app, job_id, "Succeeded")
+
+    def kept():
+        with app.app_context():
+            job = db.session.get(Job, job_id)
+            reasons = {e.reason for e in db.session.query(JobEvent).filter_by(job_id=job_id)}
+            result = (job.last_log, reasons)
+            db.session.remove()
+            return result if job.last_log and {"Scheduled", "Started", "Completed"} <= reasons else None
+    last_log, reasons = wait_for(kept, what="kept log and events")
+    assert "saved model.pt" in last_log
+    assert {"SuccessfulCreate", "Pulling"} <= reasons

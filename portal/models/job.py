@@ -57,6 +57,7 @@ class Job(db.Model):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     notify: Mapped[bool] = mapped_column(Boolean, default=False)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # deleted from lists; the audit keeps it
+    last_log: Mapped[str | None] = mapped_column(Text)  # the last lines, kept when the job ends
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -67,3 +68,20 @@ class Job(db.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+
+class JobEvent(db.Model):
+    """The latest Kubernetes events of a job and its pods (the syncer keeps the newest few)."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_seen", "job_id", "last_seen"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    uid: Mapped[str] = mapped_column(String(64), unique=True)  # the Event object's uid
+    type: Mapped[str] = mapped_column(String(16), default="Normal")
+    reason: Mapped[str] = mapped_column(String(128), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    object_name: Mapped[str] = mapped_column(String(253), default="")
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime)

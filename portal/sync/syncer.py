@@ -32,13 +32,15 @@ from ..cluster.client import Cluster
 from ..cluster.manifests import MANAGED_BY
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..models import ACTIVE_STATES, Job, Node, SyncHeartbeat
+from ..models import ACTIVE_STATES, Job, JobEvent, Node, SyncHeartbeat
 
 log = logging.getLogger("crater.sync")
 LEASE_NAME = "crater-syncer"
 FINAL = ("Succeeded", "Failed", "Stopped", "Lost")
 LOST_GRACE = 5.0
 MAX_BACKOFF = 30.0
+KEEP_EVENTS = 50  # per job
+KEEP_LOG_LINES = 200  # per pod, kept in the DB when a job ends
 
 
 def _parse(ts: str | None) -> datetime | None:
@@ -67,6 +69,7 @@ class Syncer:
         self._nodes: dict[str, dict] = {}
         self._pod_usage: dict[tuple[str, str], tuple[str, int, int, int]] = {}  # pod -> (node, gpus, cpu m, mem MiB)
         self._dirty_nodes: set[str] = set()
+        self._events: dict[str, dict] = {}  # Event uid -> event, waiting to be written
         self._wake = threading.Event()
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -77,6 +80,7 @@ class Syncer:
                          threading.Thread(target=self._watch_loop, args=("pods",), name="sync-pods", daemon=True),
                          threading.Thread(target=self._watch_loop, args=("nodes",), name="sync-nodes", daemon=True),
                          threading.Thread(target=self._watch_loop, args=("allpods",), name="sync-allpods", daemon=True),
+                         threading.Thread(target=self._watch_loop, args=("events",), name="sync-events", daemon=True),
                          threading.Thread(target=self._write_loop, name="sync-writer", daemon=True)]
         for t in self._threads:
             t.start()
@@ -203,6 +207,7 @@ class Syncer:
         return {"jobs": (self.cluster.batch.list_namespaced_job, (ns,), managed),
                 "pods": (self.cluster.core.list_namespaced_pod, (ns,), managed),
                 "nodes": (self.cluster.core.list_node, (), {}),
+                "events": (self.cluster.core.list_namespaced_event, (ns,), {}),
                 "allpods": (self.cluster.core.list_pod_for_all_namespaces, (), {})}[kind]
 
     def _relist(self, kind: str) -> str:
@@ -220,6 +225,8 @@ class Syncer:
             elif kind == "nodes":
                 self._dirty_nodes |= set(self._nodes) | {o["metadata"]["name"] for o in objects}
                 self._nodes = {o["metadata"]["name"]: o for o in objects}
+            elif kind == "events":
+                self._events.update({o["metadata"]["uid"]: o for o in objects if _event_job_id(o)})
             else:
                 self._dirty_nodes |= {usage[0] for usage in self._pod_usage.values()}
                 self._pod_usage = {}
@@ -261,9 +268,12 @@ class Syncer:
             rv = obj.get("metadata", {}).get("resourceVersion", rv)
             if event["type"] == "BOOKMARK":
                 continue
-            if kind in ("nodes", "allpods"):
+            if kind in ("nodes", "allpods", "events"):
                 with self._lock:
-                    if kind == "nodes":
+                    if kind == "events":
+                        if event["type"] != "DELETED" and _event_job_id(obj):
+                            self._events[obj["metadata"]["uid"]] = obj
+                    elif kind == "nodes":
                         name = obj["metadata"]["name"]
                         if event["type"] == "DELETED":
                             self._nodes.pop(name, None)
@@ -302,18 +312,21 @@ class Syncer:
             with self._lock:
                 dirty, self._dirty = self._dirty, set()
                 dirty_nodes, self._dirty_nodes = self._dirty_nodes, set()
+                events, self._events = self._events, {}
                 sweep = -1 in dirty
                 dirty.discard(-1)
             try:
                 with self.app.app_context():
                     self._write(dirty, sweep)
                     self._write_nodes(dirty_nodes)
+                    self._write_events(events)
                     db.session.remove()
             except Exception as exc:  # noqa: BLE001  the DB may be away; try again next round
                 log.warning("writing cluster state failed: %s", exc)
                 with self._lock:
                     self._dirty |= dirty
                     self._dirty_nodes |= dirty_nodes
+                    self._events = {**events, **self._events}
                 self.stop_event.wait(1.0)
 
     def _write_nodes(self, names: set[str]) -> None:
@@ -381,13 +394,53 @@ class Syncer:
             self._missing.pop(job_id, None)
             status = from_cluster(job_obj, pods)
             started = _parse(status.started_at) if status.state != "Pending" else None
+            kept_log = self._collect_logs(pods) if status.state in FINAL and row.last_log is None else None
             self._set(row, status.state, status.reason, status.message, status.exit_code, started,
-                      _parse(status.finished_at))
+                      _parse(status.finished_at), kept_log)
         db.session.commit()
 
-    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at) -> None:
+    def _collect_logs(self, pods: list[dict]) -> str:
+        """The last lines of every pod of an ending job, so they stay readable after the pods go."""
+        parts = []
+        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            try:
+                text = self.cluster.core.read_namespaced_pod_log(pod["metadata"]["name"], self.cluster.settings.namespace,
+                                                                 tail_lines=KEEP_LOG_LINES)
+            except (ApiException, OSError):
+                continue
+            parts.append(f"==> {pod['metadata']['name']} <==\n{text}" if len(pods) > 1 else text)
+        return "\n".join(parts)
+
+    def _write_events(self, events: dict[str, dict]) -> None:
+        if not events:
+            return
+        by_job: dict[int, list[dict]] = {}
+        for ev in events.values():
+            by_job.setdefault(_event_job_id(ev), []).append(ev)
+        known = set(db.session.execute(select(Job.id).where(Job.id.in_(by_job))).scalars())
+        uids = [uid for uid, ev in events.items() if _event_job_id(ev) in known]
+        rows = {r.uid: r for r in db.session.execute(select(JobEvent).where(JobEvent.uid.in_(uids))).scalars()}
+        for uid in uids:
+            ev = events[uid]
+            row = rows.get(uid) or JobEvent(uid=uid, job_id=_event_job_id(ev))
+            row.type, row.reason = ev.get("type") or "Normal", (ev.get("reason") or "")[:128]
+            row.message, row.count = (ev.get("message") or "")[:2000], ev.get("count") or 1
+            row.object_name = (ev.get("involvedObject") or {}).get("name", "")[:253]
+            row.last_seen = _parse(ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp"))
+            db.session.add(row)
+        db.session.flush()
+        for job_id in known:  # keep the newest KEEP_EVENTS per job
+            stale = db.session.execute(select(JobEvent.id).where(JobEvent.job_id == job_id)
+                                       .order_by(JobEvent.last_seen.desc(), JobEvent.id.desc()).offset(KEEP_EVENTS)).scalars().all()
+            if stale:
+                db.session.execute(JobEvent.__table__.delete().where(JobEvent.id.in_(stale)))
+        db.session.commit()
+
+    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at, last_log=None) -> None:
         """Guarded: the row changes only while it is not final (a concurrent Stop wins)."""
         values = {"state": state, "reason": reason or "", "message": (message or "")[:2000]}
+        if last_log is not None:
+            values["last_log"] = last_log
         if exit_code is not None:
             values["exit_code"] = exit_code
         if started_at is not None and row.started_at is None:
@@ -397,6 +450,15 @@ class Syncer:
         if all(getattr(row, k) == v for k, v in values.items()):
             return
         db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL)).values(**values))
+
+
+def _event_job_id(event: dict) -> int:
+    """The job an Event is about: its involved object is crater-<id> or one of its pods."""
+    name = (event.get("involvedObject") or {}).get("name", "")
+    if not name.startswith("crater-"):
+        return 0
+    head = name[len("crater-"):].split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _job_id(obj: dict) -> int:
