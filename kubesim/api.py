@@ -211,10 +211,10 @@ class Api:
             elif ctype == "application/apply-patch+yaml":
                 new = patches.merge_patch(current, body)
             else:
-                raise errors.ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                      f"accepted media types include: application/json-patch+json, "
-                                      f"application/merge-patch+json, application/apply-patch+yaml, "
-                                      f"application/strategic-merge-patch+json")
+                raise errors.ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                      "accepted media types include: application/json-patch+json, "
+                                      "application/merge-patch+json, application/apply-patch+yaml, "
+                                      "application/strategic-merge-patch+json")
             if not isinstance(new, dict):
                 raise errors.bad_request("the patch did not produce an object")
             sent_rv = (body or {}).get("metadata", {}).get("resourceVersion") if isinstance(body, dict) else None

@@ -328,7 +328,7 @@ class Kubelet:
                 "[I 2026-01-01 00:00:00.010 ServerApp] jupyterlab | extension was successfully linked.",
                 "[I 2026-01-01 00:00:00.120 ServerApp] Writing Jupyter server cookie secret to /root/.local/share/jupyter/runtime/jupyter_cookie_secret",
                 "[I 2026-01-01 00:00:00.450 ServerApp] jupyterlab | extension was successfully loaded.",
-                f"[I 2026-01-01 00:00:00.452 ServerApp] Serving notebooks from local directory: /home/jovyan",
+                "[I 2026-01-01 00:00:00.452 ServerApp] Serving notebooks from local directory: /home/jovyan",
                 "[I 2026-01-01 00:00:00.452 ServerApp] Jupyter Server 2.14.2 is running at:",
                 f"[I 2026-01-01 00:00:00.452 ServerApp] http://{pod['metadata']['name']}:8888{base}lab",
                 "[I 2026-01-01 00:00:00.452 ServerApp] Use Control-C to stop this server and shut down all kernels (twice to skip confirmation).",

@@ -19,7 +19,7 @@ def parse(value) -> Decimal:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Decimal(str(value))
     if not isinstance(value, str):
-        raise QuantityError(f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+        raise QuantityError("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
     match = _RE.match(value.strip())
     if not match:
         raise QuantityError("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")

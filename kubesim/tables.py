@@ -4,14 +4,17 @@ the rest."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timezone
+
+
+def _epoch(ts: str) -> float:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def _age(ts: str | None, now: float | None = None) -> str:
     if not ts:
         return "<unknown>"
-    seconds = int((now or time.time()) - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=__import__("datetime").timezone.utc).timestamp())
+    seconds = int((now or time.time()) - _epoch(ts))
     seconds = max(0, seconds)
     if seconds < 120:
         return f"{seconds}s"
@@ -72,9 +75,8 @@ def _job_row(job: dict) -> list:
     completions = job.get("spec", {}).get("completions", 1)
     duration = ""
     if status.get("startTime"):
-        start = datetime.strptime(status["startTime"], "%Y-%m-%dT%H:%M:%SZ")
-        end = datetime.strptime(status["completionTime"], "%Y-%m-%dT%H:%M:%SZ") if status.get("completionTime") else None
-        duration = _age(status["startTime"], end.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() if end else None)
+        end = _epoch(status["completionTime"]) if status.get("completionTime") else None
+        duration = _age(status["startTime"], end)
     return [job["metadata"]["name"], state, f"{status.get('succeeded', 0)}/{completions}", duration,
             _age(job["metadata"].get("creationTimestamp"))]
 

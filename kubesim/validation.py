@@ -124,9 +124,9 @@ def _metadata(rtype, obj, causes: Causes) -> None:
                            + " must consist of lower case alphanumeric characters, '-' or '.', and must start and end "
                              "with an alphanumeric character")
     for key, value in (meta.get("labels") or {}).items():
-        _qualified_key(f"metadata.labels", key, causes)
+        _qualified_key("metadata.labels", key, causes)
         if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-            causes.invalid(f"metadata.labels", value, "a valid label must be an empty string or consist of "
+            causes.invalid("metadata.labels", value, "a valid label must be an empty string or consist of "
                            "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
                            "character (at most 63 characters)")
     annotations = meta.get("annotations") or {}

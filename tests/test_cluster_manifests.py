@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-from kubernetes import client
 
 from kubesim_fixtures import is_gone, wait_for
 from portal.cluster.client import Cluster, ClusterError

@@ -12,7 +12,6 @@ import requests
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kubesim_fixtures import wait_for
 
 TOKEN = {"Authorization": "Bearer kubesim-token"}
 

@@ -2,7 +2,6 @@
 free loopback port with a 1 s scrape interval, answering a PromQL query for one pod's GPUs."""
 import socket
 import subprocess
-import time
 import urllib.parse
 
 import pytest

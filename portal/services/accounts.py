@@ -9,7 +9,7 @@ from datetime import date
 from flask_babel import gettext as _
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import contains_eager, joinedload, selectinload
+from sqlalchemy.orm import contains_eager, joinedload
 
 from ..extensions import db
 from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import AuditEntry
