@@ -55,7 +55,6 @@ RESOURCES = [
 ]
 
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
 GROUPS: dict[str, list[str]] = {}
 for _r in RESOURCES:
     if _r.group:
@@ -68,10 +67,6 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
     return BY_PATH.get((group, version, plural))
-
-
-def by_kind(api_version: str, kind: str) -> ResourceType | None:
-    return BY_KIND.get((api_version, kind))
 
 
 def core(plural: str) -> ResourceType:

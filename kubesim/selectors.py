@@ -120,20 +120,6 @@ def matcher(label_selector: str | None, field_selector: str | None) -> Callable[
     return lambda obj: match_labels(labels, obj) and match_fields(fields, obj)
 
 
-def selector_matches(selector: dict | None, labels: dict) -> bool:
-    """A LabelSelector object (matchLabels + matchExpressions) against labels."""
-    if not selector:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        op = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}[expr["operator"]]
-        if not Requirement(expr["key"], op, tuple(expr.get("values") or ())).matches(labels):
-            return False
-    return True
-
-
 def index_terms(label_selector: str | None) -> tuple[tuple[str, frozenset], ...]:
     """The (label, allowed values) pairs a label selector requires (= and in): a label index can
     answer these, and the full matcher then checks the rest."""

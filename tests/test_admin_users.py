@@ -39,11 +39,16 @@ def test_filters_by_role_and_status(client, make):
     assert listed(page, "root") and not listed(page, "busy")
 
 
-def test_pagination_splits_the_list(app, client, make):
-    app.config["PAGE_SIZE"] = 5
+def many_users(app, client, make, page_size, count):
+    """An admin (sorting first) signed in, `count` more users, and `page_size` rows a page."""
+    app.config["PAGE_SIZE"] = page_size
     client.login(make.user("aaa-admin", role="admin"))
-    for n in range(12):
+    for n in range(count):
         make.user(f"user{n:02d}")
+
+
+def test_pagination_splits_the_list(app, client, make):
+    many_users(app, client, make, 5, 12)
     first = client.get("/admin/users").get_data(as_text=True)
     third = client.get("/admin/users?page=3").get_data(as_text=True)
     assert listed(first, "aaa-admin") and listed(first, "user03") and not listed(first, "user04")
@@ -112,10 +117,7 @@ def test_unknown_user_is_404(client, make):
 
 
 def test_counting_stops_ten_pages_ahead(app, client, make):
-    app.config["PAGE_SIZE"] = 2
-    client.login(make.user("aaa-admin", role="admin"))
-    for n in range(30):
-        make.user(f"user{n:02d}")
+    many_users(app, client, make, 2, 30)
     first = client.get("/admin/users").get_data(as_text=True)
     assert "1–2 of more than 20" in first and "Page 1<" in first and 'rel="next"' in first
     near_end = client.get("/admin/users?page=14").get_data(as_text=True)

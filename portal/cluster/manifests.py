@@ -6,7 +6,6 @@ service account token: the builders only ever emit the fields listed here.
 """
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 MANAGED_BY = "crater-portal"
@@ -205,12 +204,6 @@ def _ingress(req: JobRequest, settings: ClusterSettings) -> dict:
     if settings.ingress_class:
         spec["ingressClassName"] = settings.ingress_class
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(req, settings), "spec": spec}
-
-
-def shell_preview(req: JobRequest, settings: ClusterSettings) -> str:
-    """The command as a person would type it (for the job's detail page)."""
-    command = _command(req, settings)
-    return " ".join(shlex.quote(part) for part in command)
 
 
 __all__ = ["ClusterSettings", "JobRequest", "Mount", "build", "name_of", "labels_of", "owned_by"]

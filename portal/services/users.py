@@ -7,12 +7,12 @@ import re
 from dataclasses import dataclass
 
 from flask_babel import gettext as _
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
-from ..models import AuthSource, Membership, Role, User, utcnow
+from ..models import AuthSource, Role, User, utcnow
 from . import accounts, audit
 from .context import SYSTEM, Actor
 from .errors import AuthenticationFailed, Conflict, Forbidden, NotFound, ValidationFailed
@@ -254,13 +254,3 @@ def set_active(actor: Actor, user_id: int, active: bool) -> User:
         user.active = active
         db.session.commit()
     return user
-
-
-def count_users() -> int:
-    return db.session.execute(select(func.count(User.id))).scalar_one()
-
-
-def managed_account_ids(user: User) -> set[int]:
-    return set(db.session.execute(
-        select(Membership.account_id).where(Membership.user_id == user.id, Membership.role == "manager")
-    ).scalars())
