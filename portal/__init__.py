@@ -38,7 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     i18n.init_app(app)
 
     from .auth.views import bp as auth_bp
-    from .views import admin_accounts, admin_audit, admin_users, errors, health, home
+    from .views import admin_accounts, admin_audit, admin_users, errors, health, home, jobs
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -46,6 +46,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(admin_users.bp)
     app.register_blueprint(admin_accounts.bp)
     app.register_blueprint(admin_audit.bp)
+    app.register_blueprint(jobs.bp)
     errors.init_app(app)
 
     from . import cli

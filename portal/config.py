@@ -36,6 +36,26 @@ def _int(environ, name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+JOB_TYPES = ("jupyter", "batch", "distributed")
+DEFAULT_TIME_LIMITS = {"jupyter": (24, 168), "batch": (72, 336), "distributed": (72, 336)}  # hours: default, max
+
+
+def parse_time_limits(raw: str) -> dict[str, tuple[float, float]]:
+    """CRATER_TIME_LIMITS, e.g. "jupyter=24/168,batch=72/336": default/maximum hours per job type."""
+    limits = dict(DEFAULT_TIME_LIMITS)
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, values = part.partition("=")
+        default, _, maximum = values.partition("/")
+        try:
+            default_h, max_h = float(default), float(maximum or default)
+        except ValueError:
+            raise ConfigError(f"CRATER_TIME_LIMITS: {part!r} is not TYPE=DEFAULT/MAX hours") from None
+        if name.strip() not in JOB_TYPES or not 0 < default_h <= max_h:
+            raise ConfigError(f"CRATER_TIME_LIMITS: {part!r} needs a job type and 0 < default <= max")
+        limits[name.strip()] = (default_h, max_h)
+    return limits
+
+
 def default_database_url(instance_path: str) -> str:
     return "sqlite:///" + str(Path(instance_path) / "crater.sqlite3")
 
@@ -67,6 +87,13 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "INGRESS_CLASS": env.get("CRATER_INGRESS_CLASS", ""),
         "PROMETHEUS_URL": env.get("CRATER_PROMETHEUS_URL", ""),
         "SMTP_URL": env.get("CRATER_SMTP_URL", ""),
+        "SMTP_FROM": env.get("CRATER_SMTP_FROM", "crater@localhost"),
+        "PUBLIC_URL": env.get("CRATER_PUBLIC_URL", "").rstrip("/"),  # for links in mails
+        "TIME_LIMITS": parse_time_limits(env.get("CRATER_TIME_LIMITS", "")),
+        "CUSTOM_IMAGES": _flag(env.get("CRATER_CUSTOM_IMAGES"), default=True),  # free text besides the list
+        "MAX_JUPYTER_PER_USER": _int(env, "CRATER_MAX_JUPYTER_PER_USER", 2),
+        "LOG_TAIL_LINES": _int(env, "CRATER_LOG_TAIL_LINES", 500),
+        "SYNC_STALE_SECONDS": _int(env, "CRATER_SYNC_STALE_SECONDS", 60),
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
         # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on

@@ -129,6 +129,39 @@ class Factory:
             db.session.commit()
             return account.id
 
+    def job(self, user_id, account_id, job_type="batch", state="Succeeded", **kw) -> int:
+        from portal.models import Job
+
+        kw.setdefault("display_name", f"{job_type} job")
+        kw.setdefault("image", "pytorch/pytorch:2.4")
+        kw.setdefault("spec", {"job_type": job_type, "display_name": kw["display_name"], "image": kw["image"],
+                               "command": "python train.py", "gpus": kw.get("gpus", 0), "cpu_milli": 2000,
+                               "memory_mib": 8192, "time_limit_seconds": 3600})
+        with self.app.app_context():
+            job = Job(user_id=user_id, account_id=account_id, job_type=job_type, state=state, **kw)
+            db.session.add(job)
+            db.session.commit()
+            return job.id
+
+    def template(self, user_id, account_id, name="tpl", shared=False, job_type="batch") -> int:
+        from portal.models import JobTemplate
+
+        with self.app.app_context():
+            t = JobTemplate(user_id=user_id, account_id=account_id, name=name, job_type=job_type, shared=shared,
+                            spec={"job_type": job_type, "display_name": name, "image": "busybox:1", "command": "true"})
+            db.session.add(t)
+            db.session.commit()
+            return t.id
+
+    def image(self, reference="pytorch/pytorch:2.4", job_types="jupyter,batch,distributed") -> int:
+        from portal.models import Image
+
+        with self.app.app_context():
+            i = Image(reference=reference, job_types=job_types)
+            db.session.add(i)
+            db.session.commit()
+            return i.id
+
     def query(self, fn):
         with self.app.app_context():
             return fn(db.session)

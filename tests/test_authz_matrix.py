@@ -18,6 +18,7 @@ ADMIN_PAGE = statuses(302, 403, 403, 403, 200)
 ADMIN_ACTION = statuses(302, 403, 403, 403, 303)
 MANAGER_PAGE = statuses(302, 403, 200, 403, 200)
 MANAGER_ACTION = statuses(302, 403, 303, 403, 303)
+JOB_VIEW = statuses(302, 200, 200, 404, 200)  # owner, the account's manager, admin; others 404
 
 # (method, endpoint) -> (form data, expected statuses)
 MATRIX = {
@@ -43,11 +44,31 @@ MATRIX = {
     ("GET", "admin_accounts.edit"): (None, ADMIN_PAGE),
     ("POST", "admin_accounts.update"): ({"display_name": "Own", "gpu_quota": "8"}, ADMIN_ACTION),
     ("GET", "admin_accounts.confirm_delete"): (None, ADMIN_PAGE),
-    ("POST", "admin_accounts.delete"): (None, ADMIN_ACTION),
+    ("POST", "admin_accounts.delete"): (None, statuses(302, 403, 403, 403, 409)),  # own-lab has a job
     ("POST", "admin_accounts.add_member"): ({"username": "outsider", "role": "member"}, MANAGER_ACTION),
     ("POST", "admin_accounts.update_member"): ({"role": "member", "gpu_cap": "2"}, MANAGER_ACTION),
     ("GET", "admin_accounts.confirm_remove_member"): (None, MANAGER_PAGE),
     ("POST", "admin_accounts.remove_member"): (None, MANAGER_ACTION),
+    # jobs: `job` belongs to "user" in own-lab (ended), the template is the user's, shared in own-lab
+    ("GET", "jobs.index"): (None, statuses(302, 200, 200, 200, 200)),
+    ("GET", "jobs.admin_index"): (None, statuses(302, 403, 403, 403, 302)),
+    ("GET", "jobs.new"): (None, statuses(302, 200, 200, 200, 200)),
+    ("GET", "jobs.new_form"): (None, statuses(302, 200, 200, 200, 200)),
+    ("POST", "jobs.submit"): ({"display_name": ""}, statuses(302, 422, 422, 422, 422)),
+    ("GET", "jobs.show"): (None, JOB_VIEW),
+    ("GET", "jobs.status"): (None, JOB_VIEW),
+    ("GET", "jobs.logs"): (None, JOB_VIEW),
+    ("GET", "jobs.download_logs"): (None, JOB_VIEW),
+    ("GET", "jobs.clone"): (None, JOB_VIEW),
+    ("GET", "jobs.open_jupyter"): (None, statuses(302, 409, 404, 404, 404)),  # the owner's only; not running
+    ("POST", "jobs.stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended
+    ("POST", "jobs.delete"): (None, statuses(302, 303, 303, 404, 303)),
+    ("POST", "jobs.save_template"): ({"name": "mine"}, statuses(302, 303, 303, 404, 303)),
+    ("GET", "jobs.templates"): (None, statuses(302, 200, 200, 200, 200)),
+    ("POST", "jobs.delete_template"): (None, statuses(302, 303, 404, 404, 303)),
+    ("GET", "jobs.images"): (None, ADMIN_PAGE),
+    ("POST", "jobs.add_image"): ({"reference": "busybox:1.36", "job_types": "batch"}, ADMIN_ACTION),
+    ("POST", "jobs.delete_image"): (None, ADMIN_ACTION),
 }
 
 
@@ -69,6 +90,9 @@ def people(make):
     ids["own"] = make.account("own-lab", members={ids["mgr_own"]: "manager", ids["user"]: "member",
                                                   ids["inactive"]: "member"})
     make.account("other-lab", members={ids["mgr_other"]: "manager", ids["user"]: "member"})
+    ids["job"] = make.job(ids["user"], ids["own"], job_type="jupyter", last_log="done\n")
+    ids["template"] = make.template(ids["user"], ids["own"], shared=True)
+    ids["image"] = make.image()
     return ids
 
 
@@ -82,7 +106,8 @@ def test_every_route_is_in_the_matrix(app):
 def test_route_answers_role_as_expected(app, new_client, people, method, endpoint, role):
     data, expected = MATRIX[(method, endpoint)]
     rule = next(r for m, r in rules(app) if m == method and r.endpoint == endpoint)
-    url = fill(rule, {"account_id": people["own"], "user_id": people["user"]})
+    url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
+                      "job_type": "batch", "template_id": people["template"], "image_id": people["image"]})
     client = new_client()
     if role != "anon":
         client.login(people[role])
@@ -92,5 +117,5 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
         response = client.post(url, data)
     assert response.status_code == expected[role], response.get_data(as_text=True)[:500]
     if response.status_code == 302 and expected[role] == 302 and endpoint not in (
-            "auth.login", "auth.login_sso", "auth.logout_post"):
+            "auth.login", "auth.login_sso", "auth.logout_post") and (endpoint, role) != ("jobs.admin_index", "admin"):
         assert response.location.startswith("/login")

@@ -1,7 +1,7 @@
 """Every state-changing route refuses a request without a valid CSRF token, and writes nothing."""
 import pytest
 
-from portal.models import AuditEntry, Membership, User
+from portal.models import AuditEntry, Image, Job, JobTemplate, Membership, User
 from routes import STATE_CHANGING, fill, rules
 
 
@@ -10,12 +10,16 @@ def world(make):
     admin = make.user("root", role="admin")
     member = make.user("bob")
     account = make.account("vision", members={admin: "manager", member: "member"})
-    return {"admin": admin, "user_id": member, "account_id": account}
+    job = make.job(admin, account, state="Running")
+    return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "job_type": "batch",
+            "template_id": make.template(admin, account), "image_id": make.image()}
 
 
 def snapshot(make):
     return make.query(lambda s: (s.query(AuditEntry).count(), s.query(Membership).count(),
-                                 [(u.role, u.active) for u in s.query(User).order_by(User.id)]))
+                                 [(u.role, u.active) for u in s.query(User).order_by(User.id)],
+                                 [(j.state, j.hidden) for j in s.query(Job).order_by(Job.id)],
+                                 s.query(Job).count(), s.query(JobTemplate).count(), s.query(Image).count()))
 
 
 def test_there_are_state_changing_routes_to_check(app):

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import event
 
 from portal.extensions import db
-from portal.models import Account, AccountGpuQuota, AuditEntry, Membership, User
+from portal.models import Account, AccountGpuQuota, AuditEntry, Job, Membership, User
 
 
 @contextmanager
@@ -39,6 +39,10 @@ def crowd(app, make):
             account.memberships = [Membership(user_id=users[n].id, role="manager"),
                                    Membership(user_id=users[n + 1].id, role="member")]
             s.add(account)
+        accounts = s.query(Account).all()
+        s.add_all(Job(user_id=admin if n % 2 else users[n % 120].id, account_id=accounts[n % 60].id, job_type="batch",
+                      state=("Running", "Succeeded", "Pending", "Failed")[n % 4], display_name=f"任务 {n}", gpus=n % 3,
+                      gpu_model="A100") for n in range(150))
         s.add_all(AuditEntry(actor_id=admin, actor_name="root", action="user.role", target_type="user",
                              target_id=str(n), detail={"n": n}) for n in range(200))
         s.commit()
@@ -50,7 +54,11 @@ def crowd(app, make):
 
 @pytest.mark.parametrize("url, limit", [
     ("/admin/users", 3), ("/admin/users?q=user0&page=2", 3), ("/admin/accounts", 3),
-    ("/admin/accounts?q=lab", 3), ("/admin/audit", 3), ("/", 3),
+    ("/admin/accounts?q=lab", 3), ("/admin/audit", 3),
+    # home: user, memberships, their model quotas, heartbeat, my active jobs, usage of all my accounts, free GPUs
+    ("/", 7),
+    # job lists: user, managed accounts (scope tabs), my accounts (filter), heartbeat, count, page
+    ("/jobs", 6), ("/jobs?scope=all&state=active&sort=gpus", 6), ("/jobs?scope=account&q=任务", 6),
 ])
 def test_list_pages_use_a_fixed_number_of_queries(app, client, crowd, url, limit):
     admin, _ = crowd
@@ -60,6 +68,18 @@ def test_list_pages_use_a_fixed_number_of_queries(app, client, crowd, url, limit
         response = client.get(url)
     assert response.status_code == 200
     assert len(statements) <= limit, "\n\n".join(statements)
+
+
+def test_polled_fragments_are_cheap(app, client, crowd, make):
+    admin, _ = crowd
+    client.login(admin)
+    job = make.query(lambda s: s.query(Job).filter(Job.state == "Pending", Job.gpus > 0).first().id)
+    for url, limit in ((f"/jobs/{job}/status", 9), ("/jobs?scope=all&page=2", 4)):
+        headers = {"HX-Request": "true", "HX-Target": "jobs-table"}
+        with count_queries(app) as statements:
+            assert client.get(url, headers=headers).status_code == 200
+        # status: user, job, events + the pending outlook (ahead, waiting, free GPUs, running jobs)
+        assert len(statements) <= limit, "\n\n".join(statements)
 
 
 def test_account_page_with_members(app, client, crowd):

@@ -3,6 +3,7 @@ a job's objects idempotently, reading logs. API errors become ClusterError with 
 can read and whether retrying may help. The only module that talks to the cluster."""
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -120,6 +121,22 @@ class Cluster:
             return job, [sanitize(p) for p in pods]
         except (ApiException, OSError) as exc:
             raise _error(exc) from exc
+
+    def jupyter_token(self, job_id: int) -> str:
+        """The access token of a JupyterLab job, read from its Secret (the only place it is kept)."""
+        try:
+            secret = self.core.read_namespaced_secret(name_of(job_id), self.settings.namespace)
+        except (ApiException, OSError) as exc:
+            raise _error(exc) from exc
+        data = secret.data or {}
+        if "token" in data:
+            return base64.b64decode(data["token"]).decode()
+        return (secret.string_data or {}).get("token", "")
+
+    def jupyter_url(self, job_id: int) -> str:
+        """Where the job's JupyterLab is published: the ingress host (https) and its path."""
+        path = f"{self.settings.jupyter_base_path.rstrip('/')}/{name_of(job_id)}/"
+        return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
 
     def log(self, pod: str, tail_lines: int = 500) -> str:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from .client import Cluster
+from .client import Cluster, ClusterError
 from .manifests import ClusterSettings
 
 EXTENSION = "crater_cluster"
@@ -18,5 +18,20 @@ def settings_from(config) -> ClusterSettings:
 def cluster_for(app: Flask) -> Cluster:
     cluster = app.extensions.get(EXTENSION)
     if cluster is None:
-        cluster = app.extensions[EXTENSION] = Cluster.connect(app.config["KUBECONFIG"], settings_from(app.config))
+        try:
+            cluster = Cluster.connect(app.config["KUBECONFIG"], settings_from(app.config))
+        except Exception as exc:  # noqa: BLE001  no kubeconfig, not in a cluster, unreadable file
+            raise ClusterError(f"The cluster is not configured: {exc}", retryable=True) from None
+        app.extensions[EXTENSION] = cluster
     return cluster
+
+
+class LazyCluster:
+    """The app's Cluster, connected on first use: views hand it to services, which call it only
+    after their authorization and state checks (so a refused request never touches the cluster)."""
+
+    def __init__(self, app: Flask):
+        self._app = app
+
+    def __getattr__(self, name):
+        return getattr(cluster_for(self._app), name)

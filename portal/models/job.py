@@ -34,6 +34,9 @@ class Job(db.Model):
         Index("ix_jobs_account_state", "account_id", "state"),
         Index("ix_jobs_user_state", "user_id", "state"),
         Index("ix_jobs_state_id", "state", "id"),
+        Index("ix_jobs_user_hidden_id", "user_id", "hidden", "id"),
+        Index("ix_jobs_account_hidden_id", "account_id", "hidden", "id"),
+        Index("ix_jobs_model_state", "gpu_model", "state"),
         UniqueConstraint("user_id", "idempotency_key"),
     )
 
@@ -58,6 +61,8 @@ class Job(db.Model):
     notify: Mapped[bool] = mapped_column(Boolean, default=False)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # deleted from lists; the audit keeps it
     last_log: Mapped[str | None] = mapped_column(Text)  # the last lines, kept when the job ends
+    pods: Mapped[list | None] = mapped_column(JSONText)  # [{name, node, phase, reason, restarts, exit_code, started_at}]
+    notified_at: Mapped[datetime | None] = mapped_column(DateTime)  # the end-of-job mail went out
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -68,6 +73,10 @@ class Job(db.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def gpus_per_worker(self) -> int:
+        return self.gpus // max(1, self.workers)
 
 
 class JobEvent(db.Model):
@@ -85,3 +94,37 @@ class JobEvent(db.Model):
     object_name: Mapped[str] = mapped_column(String(253), default="")
     count: Mapped[int] = mapped_column(Integer, default=1)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class JobTemplate(db.Model):
+    """A saved submission form: the owner's, and shared with an account's members when `shared`."""
+
+    __tablename__ = "job_templates"
+    __table_args__ = (Index("ix_job_templates_account_shared", "account_id", "shared"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    job_type: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict] = mapped_column(JSONText)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    user = relationship("User")
+    account = relationship("Account")
+
+
+class Image(db.Model):
+    """The admin-kept list of container images offered in the submission forms."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(String(512), unique=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    job_types: Mapped[str] = mapped_column(String(64), default="jupyter,batch,distributed")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def offered_for(self, job_type: str) -> bool:
+        return job_type in self.job_types.split(",")

@@ -45,7 +45,7 @@ class Submission:
     annotations: tuple[tuple[str, str], ...] = field(default=())
 
 
-def submit_job(actor: Actor, form: Submission, cluster: Cluster) -> Job:
+def submit_job(actor: Actor, form: Submission, cluster: Cluster, jupyter_limit: int | None = None) -> Job:
     """Admit, create, mark Pending; or end SubmitError with nothing left in the cluster. The same
     idempotency key from the same user returns the first job (a double-clicked submit)."""
     user = actor.user
@@ -62,7 +62,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster) -> Job:
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
               idempotency_key=form.idempotency_key or None, spec=_spec(form))
     try:
-        job = quota.admit(user.id, account.id, ask, job)
+        job = quota.admit(user.id, account.id, ask, job, jupyter_limit=jupyter_limit)
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user.id, form.idempotency_key)
@@ -98,12 +98,12 @@ def _by_key(user_id: int, key: str) -> Job | None:
 
 def _spec(form: Submission) -> dict:
     """The submitted form without secrets (there are none in it: the Jupyter token never is)."""
-    return {"job_type": form.job_type, "image": form.image,
+    return {"job_type": form.job_type, "display_name": form.display_name, "image": form.image,
             "command": form.command if isinstance(form.command, str) else list(form.command),
             "env": [list(pair) for pair in form.env], "gpu_model": form.gpu_model, "gpus": form.gpus,
             "cpu_milli": form.cpu_milli, "memory_mib": form.memory_mib, "shm_mib": form.shm_mib,
             "working_dir": form.working_dir, "time_limit_seconds": form.time_limit_seconds, "workers": form.workers,
-            "mount_home": form.mount_home, "mount_share": form.mount_share}
+            "mount_home": form.mount_home, "mount_share": form.mount_share, "notify": form.notify}
 
 
 def _request(job: Job, form: Submission, user: User, account: Account) -> JobRequest:
@@ -156,3 +156,42 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster) -> Job:
     audit.record(actor, "job.stop", "job", job.id, {"reason": job.reason})
     db.session.commit()
     return job
+
+
+def delete_job(actor: Actor, job_id: int) -> Job:
+    """Hide an ended job from every list (the row and the audit log keep it)."""
+    job = get_job(actor, job_id)
+    if job.is_active:
+        raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=job.state))
+    job.hidden = True
+    audit.record(actor, "job.delete", "job", job.id, {"name": job.display_name})
+    db.session.commit()
+    return job
+
+
+def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: int = 500) -> tuple[Job, str, bool]:
+    """(job, text, live): the last `lines` of a pod's log from the cluster while the job is
+    active; once it has ended (or when the cluster cannot answer) the lines the syncer kept."""
+    job = get_job(actor, job_id)
+    pods = [p["name"] for p in job.pods or []]
+    if job.is_active and pods:
+        name = pod if pod in pods else pods[0]
+        try:
+            return job, cluster.log(name, tail_lines=lines), True
+        except ClusterError:
+            pass
+    return job, job.last_log or "", False
+
+
+def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, str]:
+    """(url, token) of the owner's running JupyterLab job. Only the owner: a manager or an admin
+    may see the job but never gets into the notebook. The token is read from the cluster."""
+    job = get_job(actor, job_id)
+    if job.job_type != "jupyter" or actor.user is None or job.user_id != actor.user.id:
+        raise NotFound(_("No JupyterLab of yours here."))
+    if job.state != JobState.RUNNING.value:
+        raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=job.state))
+    try:
+        return cluster.jupyter_url(job.id), cluster.jupyter_token(job.id)
+    except ClusterError as exc:
+        raise Conflict(_("The cluster could not answer now: %(error)s", error=exc.message)) from None

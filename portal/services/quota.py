@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, utcnow
+from ..models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, User, utcnow
 from .errors import DomainError, Forbidden, NotFound
 
 
@@ -57,8 +57,9 @@ def usage(account_id: int, user_id: int | None = None) -> dict:
     return result
 
 
-def admit(user_id: int, account_id: int, ask: Ask, job: Job) -> Job:
-    """Insert `job` (state Submitting) if the account's quotas and the member's cap allow `ask`;
+def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None) -> Job:
+    """Insert `job` (state Submitting) if the account's quotas and the member's cap allow `ask`
+    (and, for a JupyterLab job, the user's limit of concurrent JupyterLab jobs in all accounts);
     commit. Raises QuotaExceeded (nothing written) otherwise."""
     try:
         account = _lock_account(account_id)
@@ -73,6 +74,8 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job) -> Job:
                                   name=account.name, date=account.expires_on.isoformat()))
         used = usage(account_id, user_id)
         _check(account, member, used, ask)
+        if job.job_type == "jupyter" and jupyter_limit is not None:
+            _check_jupyter(user_id, jupyter_limit)
         job.state, job.user_id, job.account_id = "Submitting", user_id, account_id
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
@@ -106,6 +109,17 @@ def _check(account: Account, member: Membership, used: dict, ask: Ask) -> None:
     if member.gpu_cap is not None and used["member_gpus"] + ask.gpus > member.gpu_cap:
         raise QuotaExceeded(_("Your GPU cap in account %(name)s is %(limit)s; you use %(used)s and this job asks for %(ask)s.",
                               name=name, limit=member.gpu_cap, used=used["member_gpus"], ask=ask.gpus))
+
+
+def _check_jupyter(user_id: int, limit: int) -> None:
+    """The per-user JupyterLab limit spans accounts, so the user's row is locked too (MySQL)."""
+    if db.session.get_bind().dialect.name != "sqlite":
+        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    running = db.session.execute(select(func.count(Job.id)).where(
+        Job.user_id == user_id, Job.job_type == "jupyter", Job.state.in_(ACTIVE_STATES))).scalar_one()
+    if running + 1 > limit:
+        raise QuotaExceeded(_("You already have %(used)s of at most %(limit)s JupyterLab jobs; stop one first.",
+                              used=running, limit=limit))
 
 
 def _cores(milli: int) -> str:

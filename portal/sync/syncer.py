@@ -32,7 +32,8 @@ from ..cluster.client import Cluster
 from ..cluster.manifests import MANAGED_BY
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..models import ACTIVE_STATES, Job, JobEvent, Node, SyncHeartbeat
+from ..models import ACTIVE_STATES, Job, JobEvent, Node, SyncHeartbeat, utcnow
+from ..services import notify
 
 log = logging.getLogger("crater.sync")
 LEASE_NAME = "crater-syncer"
@@ -71,6 +72,7 @@ class Syncer:
         self._dirty_nodes: set[str] = set()
         self._events: dict[str, dict] = {}  # Event uid -> event, waiting to be written
         self._wake = threading.Event()
+        self._to_notify: set[int] = set()
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -377,6 +379,8 @@ class Syncer:
             row = rows.get(job_id)
             if row is None or row.state in FINAL:
                 self._missing.pop(job_id, None)
+                if row is not None and row.notify and row.notified_at is None:
+                    self._to_notify.add(job_id)
                 continue
             with self._lock:
                 job_obj = self._jobs.get(job_id)
@@ -387,6 +391,8 @@ class Syncer:
                 first = self._missing.setdefault(job_id, now)
                 if now - first >= LOST_GRACE:
                     self._set(row, "Lost", "Lost", "The job's Kubernetes objects disappeared.", None, None, None)
+                    if row.notify:
+                        self._to_notify.add(job_id)
                     self._missing.pop(job_id, None)
                 else:
                     self._wake.set()
@@ -395,9 +401,27 @@ class Syncer:
             status = from_cluster(job_obj, pods)
             started = _parse(status.started_at) if status.state != "Pending" else None
             kept_log = self._collect_logs(pods) if status.state in FINAL and row.last_log is None else None
+            pods_now = [{"name": p.name, "node": p.node, "phase": p.phase, "restarts": p.restarts, "reason": p.reason}
+                        for p in sorted(status.pods, key=lambda p: p.name)]
             self._set(row, status.state, status.reason, status.message, status.exit_code, started,
-                      _parse(status.finished_at), kept_log)
+                      _parse(status.finished_at), kept_log, pods_now if pods_now or not row.pods else None)
+            if status.state in FINAL and row.notify:
+                self._to_notify.add(job_id)
         db.session.commit()
+        self._notify()
+
+    def _notify(self) -> None:
+        """Mail the owners of jobs that ended (once: notified_at is set when the mail went out)."""
+        if not self._to_notify:
+            return
+        ids, self._to_notify = self._to_notify, set()
+        for job in db.session.execute(select(Job).where(Job.id.in_(ids), Job.notified_at.is_(None),
+                                                        Job.state.in_(FINAL))).scalars():
+            if notify.job_ended(job):
+                db.session.execute(update(Job).where(Job.id == job.id).values(notified_at=utcnow()))
+                db.session.commit()
+            else:
+                self._to_notify.add(job.id)  # the mail server is away: next round
 
     def _collect_logs(self, pods: list[dict]) -> str:
         """The last lines of every pod of an ending job, so they stay readable after the pods go."""
@@ -436,9 +460,11 @@ class Syncer:
                 db.session.execute(JobEvent.__table__.delete().where(JobEvent.id.in_(stale)))
         db.session.commit()
 
-    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at, last_log=None) -> None:
+    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at, last_log=None, pods=None) -> None:
         """Guarded: the row changes only while it is not final (a concurrent Stop wins)."""
         values = {"state": state, "reason": reason or "", "message": (message or "")[:2000]}
+        if pods is not None:
+            values["pods"] = pods
         if last_log is not None:
             values["last_log"] = last_log
         if exit_code is not None:

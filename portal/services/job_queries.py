@@ -1,0 +1,202 @@
+"""What the job pages and the home page read: job lists with filters and sorting, a pending job's
+outlook (its place in the queue and an estimated start), quota usage, free GPUs per model and the
+age of the cluster data. Reads the DB only: the syncer keeps it current, no request asks Kubernetes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask_babel import gettext as _
+from sqlalchemy import and_, case, func, select
+
+from ..extensions import db
+from ..models import ACTIVE_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
+from .context import Actor
+from .errors import Forbidden
+from .pagination import Page, contains_text, paginate
+
+SCOPES = ("mine", "account", "all")
+SORTS = {  # name -> (column, descending first)
+    "newest": (Job.id, True), "oldest": (Job.id, False), "name": (Job.display_name, False),
+    "state": (Job.state, False), "gpus": (Job.gpus, True),
+}
+LIST_COLUMNS = (Job.id, Job.display_name, Job.job_type, Job.state, Job.reason, Job.gpus, Job.gpu_model,
+                Job.workers, Job.created_at, Job.started_at, Job.finished_at, Job.user_id, Job.account_id)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    scope: str = "mine"
+    state: str = ""  # a JobState value, or "active"
+    job_type: str = ""
+    account_id: int | None = None
+    text: str = ""
+    sort: str = "newest"
+
+
+def managed_account_ids(actor: Actor) -> list[int]:
+    return list(db.session.execute(select(Membership.account_id).where(
+        Membership.user_id == actor.user.id, Membership.role == MemberRole.MANAGER.value)).scalars())
+
+
+def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
+    """A page of jobs as mappings (job columns plus `username` and `account`). Scopes: mine; the
+    accounts I manage (all accounts for admins); all (admins only)."""
+    where = [Job.hidden.is_(False)]
+    if f.scope == "mine":
+        where.append(Job.user_id == actor.user.id)
+    elif f.scope == "account":
+        if not actor.is_admin:
+            managed = managed_account_ids(actor)
+            if not managed:
+                raise Forbidden(_("You do not manage any account."))
+            where.append(Job.account_id.in_(managed))
+    elif f.scope == "all":
+        actor.require_admin()
+    if f.state == "active":
+        where.append(Job.state.in_(ACTIVE_STATES))
+    elif f.state:
+        where.append(Job.state == f.state)
+    if f.job_type:
+        where.append(Job.job_type == f.job_type)
+    if f.account_id:
+        where.append(Job.account_id == f.account_id)
+    if f.text:
+        where.append(contains_text(f.text, Job.display_name, Job.image) if not f.text.isdigit()
+                     else (Job.id == int(f.text)) | contains_text(f.text, Job.display_name))
+    column, desc = SORTS.get(f.sort, SORTS["newest"])
+    order = [column.desc() if desc else column.asc()]
+    if column is not Job.id:
+        order.append(Job.id.desc())
+    stmt = (select(*LIST_COLUMNS, User.username, Account.name.label("account"))
+            .join(User, User.id == Job.user_id).join(Account, Account.id == Job.account_id)
+            .where(*where).order_by(*order))
+    return paginate(stmt, page, per_page, rows="mappings")
+
+
+def any_changeable(rows) -> bool:
+    return any(r["state"] in ACTIVE_STATES for r in rows)
+
+
+# ---- a pending job's outlook ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outlook:
+    position: int  # 1 = next in line among pending jobs wanting the same GPU model
+    waiting: int  # pending jobs wanting that model
+    free_gpus: int  # free GPUs of that model on schedulable nodes now
+    estimated_start: datetime | None  # None: cannot tell (running jobs without time limits)
+    reason: str  # in words
+
+
+def outlook(job: Job) -> Outlook | None:
+    """For a pending GPU job: how many same-model pending jobs were submitted before it, and when
+    enough GPUs should be free for it and those before it, counting the time limits of running
+    jobs on that model (each ends at the latest when its limit is reached)."""
+    if job.state != JobState.PENDING.value or not job.gpus:
+        return None
+    same_model = Job.gpu_model == job.gpu_model
+    ahead_count, ahead_gpus = db.session.execute(
+        select(func.count(Job.id), func.coalesce(func.sum(Job.gpus), 0))
+        .where(Job.state == JobState.PENDING.value, same_model, Job.gpus > 0, Job.id < job.id)).one()
+    waiting = db.session.execute(select(func.count(Job.id)).where(
+        Job.state == JobState.PENDING.value, same_model, Job.gpus > 0)).scalar_one()
+    nodes = select(func.coalesce(func.sum(Node.gpus - Node.gpus_requested), 0)).where(
+        Node.ready.is_(True), Node.unschedulable.is_(False), Node.gpus > 0)
+    if job.gpu_model:
+        nodes = nodes.where(Node.gpu_model == job.gpu_model)
+    free = max(0, int(db.session.execute(nodes).scalar_one()))
+    needed = int(ahead_gpus) + job.gpus
+    running = select(Job.started_at, Job.time_limit_seconds, Job.gpus).where(
+        Job.state == JobState.RUNNING.value, Job.gpus > 0)
+    if job.gpu_model:
+        running = running.where(same_model)
+    now = utcnow()
+    ends = []
+    unbounded = False
+    for started, limit, gpus in db.session.execute(running):
+        if not limit:
+            unbounded = True
+            continue
+        ends.append((max(now, (started or now) + timedelta(seconds=limit)), gpus))
+    estimate, available = None, free
+    if available >= needed:
+        estimate = now
+    else:
+        for end, gpus in sorted(ends):
+            available += gpus
+            if available >= needed:
+                estimate = end
+                break
+    if job.reason == "Unschedulable" or free < job.gpus:
+        reason = _("Waiting for %(gpus)s %(model)s GPU(s): %(free)s free now, %(ahead)s job(s) ahead asking for %(ahead_gpus)s.",
+                   gpus=job.gpus, model=job.gpu_model or _("any model"), free=free, ahead=ahead_count, ahead_gpus=ahead_gpus)
+    else:
+        reason = _("GPUs are free; the cluster is starting the job.")
+    if estimate is None and unbounded:
+        reason += " " + _("Some running jobs have no time limit, so no start time can be promised.")
+    return Outlook(position=int(ahead_count) + 1, waiting=int(waiting), free_gpus=free,
+                   estimated_start=estimate, reason=reason)
+
+
+def job_events(job_id: int, limit: int = 50) -> list[JobEvent]:
+    return list(db.session.execute(select(JobEvent).where(JobEvent.job_id == job_id)
+                                   .order_by(JobEvent.last_seen.desc(), JobEvent.id.desc()).limit(limit)).scalars())
+
+
+# ---- home ----------------------------------------------------------------------------------
+
+def active_jobs(actor: Actor, limit: int = 20) -> list:
+    stmt = (select(*LIST_COLUMNS, Account.name.label("account")).join(Account, Account.id == Job.account_id)
+            .where(Job.user_id == actor.user.id, Job.state.in_(ACTIVE_STATES), Job.hidden.is_(False))
+            .order_by(Job.id.desc()).limit(limit))
+    return list(db.session.execute(stmt).mappings())
+
+
+def usage_by_account(account_ids: list[int]) -> dict[int, dict]:
+    """What the active jobs of each account hold: one grouped query for all of them."""
+    if not account_ids:
+        return {}
+    rows = db.session.execute(
+        select(Job.account_id, func.coalesce(func.sum(Job.gpus), 0), func.coalesce(func.sum(Job.cpu_milli), 0),
+               func.coalesce(func.sum(Job.memory_mib), 0), func.count(Job.id))
+        .where(Job.account_id.in_(account_ids), Job.state.in_(ACTIVE_STATES)).group_by(Job.account_id))
+    result = {a: {"gpus": 0, "cpu": 0.0, "memory_gib": 0.0, "jobs": 0} for a in account_ids}
+    for account_id, gpus, cpu, memory, count in rows:
+        result[account_id] = {"gpus": int(gpus), "cpu": int(cpu) / 1000, "memory_gib": int(memory) / 1024, "jobs": int(count)}
+    return result
+
+
+def gpu_models() -> list[str]:
+    """The GPU models present on the cluster's nodes (for the submission forms)."""
+    return list(db.session.execute(select(Node.gpu_model).where(Node.gpu_model != "", Node.gpus > 0)
+                                   .group_by(Node.gpu_model).order_by(Node.gpu_model)).scalars())
+
+
+def max_gpus_per_node(model: str = "") -> int:
+    stmt = select(func.coalesce(func.max(Node.gpus), 0))
+    if model:
+        stmt = stmt.where(Node.gpu_model == model)
+    return int(db.session.execute(stmt).scalar_one())
+
+
+def free_gpus_by_model() -> list[dict]:
+    """Per GPU model: GPUs in total, in use, free on schedulable nodes, and the largest free block
+    on one node (what a single-node job can get right now)."""
+    schedulable = and_(Node.ready.is_(True), Node.unschedulable.is_(False))
+    free = case((schedulable, Node.gpus - Node.gpus_requested), else_=0)
+    rows = db.session.execute(
+        select(Node.gpu_model, func.sum(Node.gpus), func.sum(Node.gpus_requested), func.sum(free), func.max(free),
+               func.count(Node.name))
+        .where(Node.gpus > 0).group_by(Node.gpu_model).order_by(Node.gpu_model))
+    return [{"model": m or _("unlabelled"), "total": int(t), "used": int(u), "free": max(0, int(f)),
+             "largest": max(0, int(mx)), "nodes": int(n)} for m, t, u, f, mx, n in rows]
+
+
+def sync_age() -> int | None:
+    """Seconds since the syncer last wrote its heartbeat (None: it never ran)."""
+    beat = db.session.execute(select(SyncHeartbeat.beat_at).where(SyncHeartbeat.id == 1)).scalar_one_or_none()
+    if beat is None:
+        return None
+    return max(0, int((utcnow() - beat).total_seconds()))

@@ -1,0 +1,287 @@
+"""/jobs: the job list (mine, my accounts', all), the submission forms, a job's detail page with
+its polled status fragment, logs, and the actions stop, delete, clone, save as template and open
+JupyterLab. Lists and polled fragments read the DB only; the cluster is called for what a user
+just asked for (submit, stop, logs, the JupyterLab token)."""
+from __future__ import annotations
+
+import re
+
+import yaml
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+
+from ..cluster.setup import LazyCluster
+from ..config import JOB_TYPES
+from ..models import JobState
+from ..services import accounts, job_queries, job_templates, jobs
+from ..services.errors import DomainError
+from ..services.quota import QuotaExceeded
+from .context import actor, htmx_target, is_htmx, page_arg, per_page
+from .forms import CsrfOnlyForm
+from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
+
+bp = Blueprint("jobs", __name__)
+STATES = [s.value for s in JobState]
+SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _cluster() -> LazyCluster:
+    return LazyCluster(current_app._get_current_object())
+
+
+def _filters() -> job_queries.JobFilter:
+    args = request.args
+    scope = args.get("scope", "mine")
+    return job_queries.JobFilter(
+        scope=scope if scope in job_queries.SCOPES else "mine",
+        state=args.get("state", "") if args.get("state", "") in STATES + ["active"] else "",
+        job_type=args.get("type", "") if args.get("type", "") in JOB_TYPES else "",
+        account_id=args.get("account", type=int), text=args.get("q", "").strip()[:100],
+        sort=args.get("sort", "newest") if args.get("sort") in job_queries.SORTS else "newest")
+
+
+def _stale():
+    age = job_queries.sync_age()
+    limit = current_app.config["SYNC_STALE_SECONDS"]
+    return {"age": age} if age is None or age > limit else None
+
+
+@bp.get("/jobs")
+@login_required
+def index():
+    """Jobs with filters, sorting and pagination; the table polls while a shown job can change."""
+    f = _filters()
+    page = job_queries.list_jobs(actor(), f, page_arg(), per_page())
+    args = {"scope": f.scope, "state": f.state, "type": f.job_type, "account": f.account_id or "", "q": f.text,
+            "sort": f.sort}
+    context = dict(page=page, f=f, args=args, live=job_queries.any_changeable(page.items), stale=_stale())
+    if htmx_target() == "jobs-table":
+        return render_template("jobs/_table.html", **context)
+    scopes = ["mine"]
+    if current_user.is_admin or job_queries.managed_account_ids(actor()):
+        scopes.append("account")
+    if current_user.is_admin:
+        scopes.append("all")
+    return render_template("jobs/index.html", scopes=scopes, states=STATES, types=TYPE_LABELS,
+                           my_accounts=accounts.my_memberships(current_user), **context)
+
+
+@bp.get("/admin/jobs")
+@login_required
+def admin_index():
+    actor().require_admin()
+    return redirect(url_for(".index", scope="all"))
+
+
+# ---- submission ----------------------------------------------------------------------------
+
+@bp.get("/jobs/new")
+@login_required
+def new():
+    """Pick a job type (and see the templates I can start from)."""
+    templates = job_templates.list_templates(actor(), 1, 10)
+    return render_template("jobs/new.html", types=TYPE_LABELS, help=TYPE_HELP, templates=templates.items)
+
+
+def _form(job_type: str, data: dict | None = None) -> JobForm:
+    if job_type not in JOB_TYPES:
+        abort(404)
+    limits = current_app.config["TIME_LIMITS"][job_type]
+    form = JobForm(data=data) if data is not None else JobForm()
+    memberships = accounts.my_memberships(current_user)
+    models = job_queries.gpu_models()
+    chosen = form.gpu_model.data if form.gpu_model.data in models else ""
+    return form.setup(job_type, [m.account for m in memberships], models, job_queries.max_gpus_per_node(chosen), limits)
+
+
+def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
+    images = job_templates.images_for(job_type)
+    return render_template("jobs/form.html", form=form, job_type=job_type, type_label=TYPE_LABELS[job_type],
+                           images=images, custom_images=current_app.config["CUSTOM_IMAGES"],
+                           mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
+                           limits=current_app.config["TIME_LIMITS"][job_type], source=source), status
+
+
+@bp.get("/jobs/new/<job_type>")
+@login_required
+def new_form(job_type):
+    """The form for one job type; ?template=<id> starts from a saved template."""
+    data, source = None, None
+    template_id = request.args.get("template", type=int)
+    if template_id:
+        template = job_templates.get_template(actor(), template_id)
+        if template.job_type != job_type:
+            return redirect(url_for(".new_form", job_type=template.job_type, template=template.id))
+        data, source = form_data_from_spec(template.spec), template
+    return _render_form(_form(job_type, data), job_type, source=source)
+
+
+@bp.post("/jobs/new/<job_type>")
+@login_required
+def submit(job_type):
+    """Validate, admit against the quota, create in the cluster; field errors come back as 422."""
+    form = _form(job_type)
+    if not form.validate_on_submit():
+        return _render_form(form, job_type, 422)
+    if not current_app.config["CUSTOM_IMAGES"]:
+        offered = {i.reference for i in job_templates.images_for(job_type)}
+        if form.image.data.strip() not in offered:
+            form.image.errors.append(_("Choose one of the offered images."))
+            return _render_form(form, job_type, 422)
+    try:
+        job = jobs.submit_job(actor(), form.to_submission(job_type), _cluster(),
+                              jupyter_limit=current_app.config["MAX_JUPYTER_PER_USER"])
+    except QuotaExceeded as exc:
+        form.form_errors.append(str(exc))
+        return _render_form(form, job_type, 409)
+    if job.reason == "SubmitError":
+        flash(_("The cluster refused the job: %(error)s", error=job.message), "error")
+    else:
+        flash(_("Job %(name)s submitted.", name=job.display_name), "success")
+    return redirect(url_for(".show", job_id=job.id), 303)
+
+
+@bp.get("/jobs/<int:job_id>/clone")
+@login_required
+def clone(job_id):
+    """The job's form again, prefilled (a new name and a new submission key)."""
+    job = jobs.get_job(actor(), job_id)
+    data = form_data_from_spec(dict(job.spec or {}, account_id=job.account_id))
+    data["display_name"] = _("%(name)s (copy)", name=job.display_name)[:128]
+    return _render_form(_form(job.job_type, data), job.job_type, source=job)
+
+
+# ---- one job -------------------------------------------------------------------------------
+
+def _status_context(job):
+    return dict(job=job, outlook=job_queries.outlook(job), events=job_queries.job_events(job.id, 20),
+                is_owner=job.user_id == current_user.id, form=CsrfOnlyForm())
+
+
+@bp.get("/jobs/<int:job_id>")
+@login_required
+def show(job_id):
+    """Summary, state and reason in words, pods, events, logs and the submitted spec."""
+    job = jobs.get_job(actor(), job_id)
+    spec_yaml = yaml.safe_dump(job.spec or {}, allow_unicode=True, sort_keys=False)
+    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=_stale(), **_status_context(job))
+
+
+@bp.get("/jobs/<int:job_id>/status")
+@login_required
+def status(job_id):
+    """The polled part of the detail page (DB only); it stops polling once the job has ended."""
+    job = jobs.get_job(actor(), job_id)
+    return render_template("jobs/_status.html", **_status_context(job))
+
+
+@bp.get("/jobs/<int:job_id>/logs")
+@login_required
+def logs(job_id):
+    """The last lines of a pod's log (live while the job runs, kept lines once it has ended)."""
+    lines = min(max(request.args.get("lines", current_app.config["LOG_TAIL_LINES"], type=int) or 1, 1), 10000)
+    job, text, live = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), lines)
+    template = "jobs/_logs.html" if is_htmx() else "jobs/logs.html"
+    return render_template(template, job=job, text=text, live=live, lines=lines, pod=request.args.get("pod", ""))
+
+
+@bp.get("/jobs/<int:job_id>/logs/download")
+@login_required
+def download_logs(job_id):
+    job, text, _live = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), 10000)
+    name = SAFE_FILENAME.sub("-", f"crater-{job.id}-{request.args.get('pod', '') or 'log'}")[:100]
+    return Response(text, mimetype="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}.txt"'})
+
+
+@bp.get("/jobs/<int:job_id>/jupyter")
+@login_required
+def open_jupyter(job_id):
+    """The owner's way into a running JupyterLab: a redirect carrying the token from the Secret."""
+    url, token = jobs.jupyter_access(actor(), job_id, _cluster())
+    return redirect(f"{url}?token={token}", 303)
+
+
+def _back_to_job(job, message: str):
+    if is_htmx():
+        return render_template("jobs/_status.html", flash_now=message, **_status_context(job))
+    flash(message, "success")
+    return redirect(url_for(".show", job_id=job.id), 303)
+
+
+@bp.post("/jobs/<int:job_id>/stop")
+@login_required
+def stop(job_id):
+    """Stop a pending or running job (owner, the account's managers, admins)."""
+    job = jobs.stop_job(actor(), job_id, _cluster())
+    return _back_to_job(job, _("Job %(name)s stopped.", name=job.display_name))
+
+
+@bp.post("/jobs/<int:job_id>/delete")
+@login_required
+def delete(job_id):
+    """Hide an ended job from the lists; the audit log keeps it."""
+    job = jobs.delete_job(actor(), job_id)
+    flash(_("Job %(name)s deleted.", name=job.display_name), "success")
+    if is_htmx():
+        return "", 200, {"HX-Redirect": url_for(".index")}
+    return redirect(url_for(".index"), 303)
+
+
+@bp.post("/jobs/<int:job_id>/template")
+@login_required
+def save_template(job_id):
+    """Save the job's form as a template (shared with the account's members if asked)."""
+    template = job_templates.save_template(actor(), job_id, request.form.get("name", ""),
+                                           request.form.get("shared") == "y")
+    flash(_("Template %(name)s saved.", name=template.name), "success")
+    return redirect(url_for(".show", job_id=job_id), 303)
+
+
+# ---- templates and images ------------------------------------------------------------------
+
+@bp.get("/templates")
+@login_required
+def templates():
+    page = job_templates.list_templates(actor(), page_arg(), per_page())
+    return render_template("jobs/templates.html", page=page, types=TYPE_LABELS, form=CsrfOnlyForm())
+
+
+@bp.post("/templates/<int:template_id>/delete")
+@login_required
+def delete_template(template_id):
+    job_templates.delete_template(actor(), template_id)
+    flash(_("Template deleted."), "success")
+    return redirect(url_for(".templates"), 303)
+
+
+@bp.get("/admin/images")
+@login_required
+def images():
+    return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=TYPE_LABELS,
+                           form=CsrfOnlyForm(), errors={}, values={})
+
+
+@bp.post("/admin/images")
+@login_required
+def add_image():
+    actor().require_admin()
+    values = {"reference": request.form.get("reference", "")[:600], "description": request.form.get("description", ""),
+              "job_types": request.form.getlist("job_types")}
+    try:
+        image = job_templates.add_image(actor(), values["reference"], values["description"], values["job_types"])
+    except DomainError as exc:
+        return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=TYPE_LABELS,
+                               form=CsrfOnlyForm(), errors=getattr(exc, "errors", {}), values=values), 422
+    flash(_("Image %(ref)s added.", ref=image.reference), "success")
+    return redirect(url_for(".images"), 303)
+
+
+@bp.post("/admin/images/<int:image_id>/delete")
+@login_required
+def delete_image(image_id):
+    actor().require_admin()
+    job_templates.delete_image(actor(), image_id)
+    flash(_("Image removed from the list."), "success")
+    return redirect(url_for(".images"), 303)
+
