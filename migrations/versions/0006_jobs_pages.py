@@ -63,10 +63,6 @@ def downgrade():
         batch_op.drop_column('notified_at')
         batch_op.drop_column('pods')
 
-    with op.batch_alter_table('job_templates', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_job_templates_user_id'))
-        batch_op.drop_index('ix_job_templates_account_shared')
-
-    op.drop_table('job_templates')
+    op.drop_table('job_templates')  # its indexes go with it (MySQL refuses to drop an FK's index first)
     op.drop_table('images')
     # ### end Alembic commands ###

@@ -57,12 +57,12 @@ class JobForm(FlaskForm):
         IMAGE_REFERENCE, message=_l("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime."))])
     command_mode = SelectField(_l("Command is"), choices=[SelectChoice("shell", _l("shell text (run with /bin/sh -c)")),
                                                          SelectChoice("argv", _l("arguments, one per line"))], default="shell")
-    command = TextAreaField(_l("Command"), validators=[Optional(), Length(max=8000)])
+    command = TextAreaField(_l("Command"), validators=[Length(max=8000)])
     env = TextAreaField(_l("Environment variables"), validators=[Optional(), Length(max=8000)],
                         description=_l("One NAME=value per line."))
     gpu_model = SelectField(_l("GPU model"), default="")
     gpus = IntegerField(_l("GPUs"), default=1, validators=[Optional(), NumberRange(min=0)])
-    workers = IntegerField(_l("Workers"), default=2, validators=[Optional(), NumberRange(min=2, max=64)],
+    workers = IntegerField(_l("Workers"), default=2, validators=[NumberRange(min=2, max=64)],
                            description=_l("Pods; each gets the GPUs, CPU and memory below."))
     cpu = DecimalField(_l("CPU cores"), default=Decimal("4"), places=1,
                        validators=[DataRequired(), NumberRange(min=Decimal("0.1"), max=256)])

@@ -1,0 +1,365 @@
+"""The job pages through HTTP, with the portal's real client talking to kubesim and the syncer
+running: the forms (field errors, quota refusals, ignored host/privilege fields, double submits),
+the list (scopes, filters, sorting, polling only while something can change), the detail page
+(reasons, outlook, pods, events, logs), the actions (stop, delete, clone, templates) and JupyterLab
+access for the owner only."""
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from kubesim_fixtures import wait_for
+from portal.extensions import db
+from portal.models import AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
+from portal.sync.syncer import Syncer
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+@pytest.fixture
+def cluster_sim(fresh_sim):
+    return fresh_sim()
+
+
+@pytest.fixture
+def app_config(cluster_sim, tmp_path):
+    sim = cluster_sim[0]
+    return {"KUBECONFIG": str(sim.write_kubeconfig(tmp_path / "kc")), "SHARED_PVC": "crater-shared",
+            "MAX_JUPYTER_PER_USER": 1}
+
+
+@pytest.fixture
+def people(make):
+    ids = {"alice": make.user("alice"), "bob": make.user("bob"), "carol": make.user("carol"),
+           "dave": make.user("dave"), "root": make.user("root", role="admin")}
+    ids["lab"] = make.account("vision-lab", gpu_quota=8, members={ids["alice"]: "member", ids["bob"]: "member",
+                                                                  ids["carol"]: "manager"})
+    ids["other"] = make.account("nlp-lab", members={ids["dave"]: "manager"})
+    return ids
+
+
+@pytest.fixture
+def syncer(app):
+    from portal.cluster.setup import cluster_for
+    s = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
+    wait_for(lambda: _q(app, lambda: db.session.query(Node).count()), timeout=10, what="node inventory")
+    yield s
+    s.stop()
+
+
+def _q(app, fn):
+    with app.app_context():
+        try:
+            return fn()
+        finally:
+            db.session.remove()
+
+
+def as_(new_client, user_id):
+    return new_client().login(user_id)
+
+
+def batch_form(people, **kw):
+    data = {"display_name": "训练 ResNet", "account_id": str(people["lab"]), "image": "pytorch/pytorch:2.4",
+            "command": "python train.py --epochs 3", "command_mode": "shell", "env": "SEED=1\nMODE=fast",
+            "gpu_model": A100, "gpus": "1", "cpu": "4", "memory_gib": "16", "shm_gib": "2",
+            "working_dir": "/workspace", "time_limit_hours": "2", "mount_home": "y", "idempotency_key": "k" * 16}
+    data.update(kw)
+    return data
+
+
+def job_rows(app):
+    return _q(app, lambda: [(j.id, j.state, j.user_id) for j in db.session.query(Job).order_by(Job.id)])
+
+
+def wait_state(app, job_id, state, timeout=20):
+    return wait_for(lambda: _q(app, lambda: db.session.get(Job, job_id).state == state), timeout=timeout,
+                    what=f"job {job_id} {state}")
+
+
+def test_a_batch_job_submitted_through_the_form_runs_and_explains_itself(app, new_client, people, syncer, cluster_sim):
+    sim, core, batch = cluster_sim
+    alice = as_(new_client, people["alice"])
+    form_page = alice.get("/jobs/new/batch").get_data(as_text=True)
+    assert A100 in form_page and 'name="idempotency_key"' in form_page
+    response = alice.post("/jobs/new/batch", batch_form(people))
+    assert response.status_code == 303, response.get_data(as_text=True)[:2000]
+    job_id = int(response.location.rsplit("/", 1)[1])
+    pod = wait_for(lambda: core.list_namespaced_pod("crater-jobs", label_selector=f"crater.io/job-id={job_id}").items)[0]
+    container = pod.spec.containers[0]
+    assert container.command == ["/bin/sh", "-c", "python train.py --epochs 3"]
+    assert container.working_dir == "/workspace"
+    assert container.resources.limits["nvidia.com/gpu"] == "1" and container.resources.requests["memory"] == "16384Mi"
+    assert {e.name: e.value for e in container.env} == {"SEED": "1", "MODE": "fast"}
+    assert pod.spec.node_selector == {"nvidia.com/gpu.product": A100}
+    mounts = {m.mount_path: m.sub_path for m in container.volume_mounts}
+    assert mounts == {"/home/alice": "users/alice", "/dev/shm": None}
+    assert batch.read_namespaced_job(f"crater-{job_id}", "crater-jobs").spec.active_deadline_seconds == 7200
+    wait_state(app, job_id, "Succeeded")
+    page = alice.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Finished successfully" in page and "hx-trigger=\"every 2s\"" not in page
+    assert "python train.py --epochs 3" in page  # the spec as YAML
+    assert f"crater-{job_id}-" in page  # the pods table
+    logs = alice.get(f"/jobs/{job_id}/logs").get_data(as_text=True)
+    assert "kept when the job ended" in logs and "step" in logs
+    download = alice.get(f"/jobs/{job_id}/logs/download")
+    assert download.headers["Content-Disposition"].startswith("attachment;") and b"step" in download.data
+    # bob, a plain member of the same account, does not see alice's job
+    bob = as_(new_client, people["bob"])
+    for url in (f"/jobs/{job_id}", f"/jobs/{job_id}/logs", f"/jobs/{job_id}/clone", f"/jobs/{job_id}/status"):
+        assert bob.get(url).status_code == 404
+    assert bob.post(f"/jobs/{job_id}/stop").status_code == 404
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"display_name": ""}, "display_name", "This field is required"),
+    ({"image": "not an image!"}, "image", "image reference"),
+    ({"gpus": "99"}, "gpus", "At most 8 GPUs"),
+    ({"gpu_model": "Made-Up-GPU"}, "gpu_model", "Not a valid choice"),
+    ({"time_limit_hours": "9999"}, "time_limit_hours", "Between 0.1 and 336"),
+    ({"env": "MASTER_ADDR=evil"}, "env", "is set by Crater"),
+    ({"env": "no equals sign"}, "env", "NAME=value"),
+    ({"shm_gib": "64"}, "shm_gib", "Shared memory counts"),
+    ({"command": "   "}, "command", "What should the job run?"),
+    ({"working_dir": "relative/path"}, "working_dir", "absolute path"),
+    ({"account_id": "999999"}, "account_id", "Not a valid choice"),
+    ({"cpu": "-1"}, "cpu", "Number must be"),
+])
+def test_bad_input_gets_field_errors_and_creates_nothing(app, new_client, people, syncer, cluster_sim, change, field,
+                                                         message):
+    alice = as_(new_client, people["alice"])
+    response = alice.post("/jobs/new/batch", batch_form(people, **change))
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert message in body
+    assert re.search(rf'id="{field}"[^>]*aria-invalid="true"|aria-invalid="true"[^>]*id="{field}"', body)
+    assert job_rows(app) == []
+    assert cluster_sim[2].list_namespaced_job("crater-jobs").items == []
+
+
+def test_an_account_the_user_does_not_belong_to_is_refused(app, new_client, people, syncer):
+    response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people, account_id=str(people["other"])))
+    assert response.status_code == 422 and job_rows(app) == []
+
+
+def test_posted_host_and_privilege_fields_never_reach_the_pod(app, new_client, people, syncer, cluster_sim):
+    core = cluster_sim[1]
+    hostile = {"privileged": "true", "hostPath": "/", "hostNetwork": "true", "hostPID": "true", "hostPort": "22",
+               "capabilities": "SYS_ADMIN", "serviceAccountName": "default", "automountServiceAccountToken": "true",
+               "securityContext": '{"privileged": true}', "volumes": "hostPath:/etc"}
+    response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people, **hostile))
+    assert response.status_code == 303
+    pod = wait_for(lambda: core.list_namespaced_pod("crater-jobs").items)[0]
+    spec = core.api_client.sanitize_for_serialization(pod)["spec"]
+    assert not any(k in spec for k in ("hostNetwork", "hostPID", "hostIPC", "serviceAccountName"))
+    assert spec["automountServiceAccountToken"] is False
+    assert all("hostPath" not in v for v in spec.get("volumes", []))
+    container = spec["containers"][0]
+    assert container["securityContext"] == {"privileged": False, "allowPrivilegeEscalation": False}
+    assert all("hostPort" not in p for p in container.get("ports", []))
+
+
+def test_a_double_submit_makes_one_job(app, new_client, people, syncer):
+    alice = as_(new_client, people["alice"])
+    first = alice.post("/jobs/new/batch", batch_form(people))
+    second = alice.post("/jobs/new/batch", batch_form(people))
+    assert first.status_code == second.status_code == 303 and first.location == second.location
+    assert len(job_rows(app)) == 1
+
+
+def test_quota_and_jupyter_limit_refusals_show_on_the_form(app, new_client, people, syncer, cluster_sim):
+    alice = as_(new_client, people["alice"])
+    response = alice.post("/jobs/new/batch", batch_form(people, gpus="8", gpu_model=""))
+    assert response.status_code == 303
+    refused = alice.post("/jobs/new/batch", batch_form(people, idempotency_key="second-key-0001"))
+    assert refused.status_code == 409
+    assert "uses 8 of 8 GPUs; this job asks for 1" in refused.get_data(as_text=True)
+    jupyter = {"display_name": "nb", "account_id": str(people["lab"]), "image": "quay.io/jupyter/pytorch-notebook",
+               "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1", "idempotency_key": "nb-0000001"}
+    assert alice.post("/jobs/new/jupyter", jupyter).status_code == 303
+    again = alice.post("/jobs/new/jupyter", dict(jupyter, idempotency_key="nb-0000002"))
+    assert again.status_code == 409 and "1 of at most 1 JupyterLab" in again.get_data(as_text=True)
+    assert len(job_rows(app)) == 2
+
+
+def test_jupyter_opens_for_its_owner_only_and_the_token_stays_in_the_cluster(app, new_client, people, syncer,
+                                                                            cluster_sim, database_url):
+    core = cluster_sim[1]
+    alice = as_(new_client, people["alice"])
+    response = alice.post("/jobs/new/jupyter", {
+        "display_name": "笔记本", "account_id": str(people["lab"]), "image": "quay.io/jupyter/pytorch-notebook",
+        "gpu_model": A100, "gpus": "1", "cpu": "2", "memory_gib": "8", "time_limit_hours": "4",
+        "idempotency_key": "jupyter-key-1"})
+    job_id = int(response.location.rsplit("/", 1)[1])
+    assert alice.get(f"/jobs/{job_id}/jupyter").status_code in (303, 409)  # 409 until it runs
+    wait_state(app, job_id, "Running")
+    page = alice.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "Open JupyterLab" in page
+    opened = alice.get(f"/jobs/{job_id}/jupyter")
+    assert opened.status_code == 303
+    secret = core.read_namespaced_secret(f"crater-{job_id}", "crater-jobs")
+    import base64
+    token = base64.b64decode(secret.data["token"]).decode()
+    assert opened.location == f"/jupyter/crater-{job_id}/?token={token}"
+    carol = as_(new_client, people["carol"])  # the account's manager sees the job, not the notebook
+    assert carol.get(f"/jobs/{job_id}").status_code == 200
+    assert "Open JupyterLab" not in carol.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert carol.get(f"/jobs/{job_id}/jupyter").status_code == 404
+    assert as_(new_client, people["root"]).get(f"/jobs/{job_id}/jupyter").status_code == 404
+
+    def dump():
+        rows = []
+        for table in db.metadata.sorted_tables:
+            rows += [str(tuple(r)) for r in db.session.execute(table.select())]
+        return "\n".join(rows)
+    assert token not in _q(app, dump)
+    # stop it from the page (htmx swaps the status block)
+    stopped = alice.post(f"/jobs/{job_id}/stop", htmx=True)
+    assert stopped.status_code == 200 and "Stopped by its owner" in stopped.get_data(as_text=True)
+    wait_for(lambda: not core.list_namespaced_secret("crater-jobs").items, what="secret removed")
+
+
+def test_a_cluster_failure_during_submit_ends_submit_error_without_orphans(app, new_client, people, syncer, cluster_sim):
+    sim, core, batch = cluster_sim
+    sim.faults.set(error_code=503, path_prefix="/apis/batch/v1/namespaces/crater-jobs/jobs")
+    try:
+        response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people))
+    finally:
+        sim.faults.clear()
+    assert response.status_code == 303
+    job_id = int(response.location.rsplit("/", 1)[1])
+    assert _q(app, lambda: (db.session.get(Job, job_id).state, db.session.get(Job, job_id).reason)) == ("Failed", "SubmitError")
+    page = as_(new_client, people["alice"]).get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "The cluster refused the job" in page
+    assert batch.list_namespaced_job("crater-jobs").items == [] and core.list_namespaced_service("crater-jobs").items == []
+
+
+def test_stop_delete_clone_and_templates(app, new_client, people, syncer, cluster_sim):
+    batch = cluster_sim[2]
+    alice, bob = as_(new_client, people["alice"]), as_(new_client, people["bob"])
+    response = alice.post("/jobs/new/batch", batch_form(people, command="sleep infinity"))
+    job_id = int(response.location.rsplit("/", 1)[1])
+    assert alice.post(f"/jobs/{job_id}/delete").status_code == 409  # still active
+    carol = as_(new_client, people["carol"])  # the account's manager may stop it
+    assert carol.post(f"/jobs/{job_id}/stop").status_code == 303
+    assert _q(app, lambda: (db.session.get(Job, job_id).state, db.session.get(Job, job_id).reason)) == ("Stopped", "StoppedByAdmin")
+    wait_for(lambda: not batch.list_namespaced_job("crater-jobs").items, what="job deleted in the cluster")
+    # clone: the same values, a new name and key
+    clone = alice.get(f"/jobs/{job_id}/clone").get_data(as_text=True)
+    assert "训练 ResNet (copy)" in clone and "sleep infinity" in clone and 'value="16"' in clone
+    assert 'value="kkkkkkkkkkkkkkkk"' not in clone
+    # save as a shared template; bob (same account) sees and uses it, dave (other account) does not
+    assert alice.post(f"/jobs/{job_id}/template", {"name": "ResNet 模板", "shared": "y"}).status_code == 303
+    template_id = _q(app, lambda: db.session.execute(select(JobTemplate.id)).scalar_one())
+    assert "ResNet 模板" in bob.get("/templates").get_data(as_text=True)
+    used = bob.get(f"/jobs/new/batch?template={template_id}").get_data(as_text=True)
+    assert "sleep infinity" in used
+    dave = as_(new_client, people["dave"])
+    assert "ResNet 模板" not in dave.get("/templates").get_data(as_text=True)
+    assert dave.get(f"/jobs/new/batch?template={template_id}").status_code == 404
+    assert bob.post(f"/templates/{template_id}/delete").status_code == 404  # only its owner
+    assert alice.post(f"/templates/{template_id}/delete").status_code == 303
+    # delete the ended job: gone from lists, kept in the audit log
+    assert alice.post(f"/jobs/{job_id}/delete").status_code == 303
+    assert f"/jobs/{job_id}\"" not in alice.get("/jobs").get_data(as_text=True)
+    assert alice.get(f"/jobs/{job_id}").status_code == 404
+    assert _q(app, lambda: db.session.query(AuditEntry).filter_by(action="job.delete").count()) == 1
+
+
+def test_list_scopes_filters_sorting_and_polling(app, new_client, people, make):
+    alice, lab, other = people["alice"], people["lab"], people["other"]
+    make.job(alice, lab, display_name="alpha run", state="Succeeded")
+    make.job(alice, lab, display_name="beta notebook", job_type="jupyter", state="Failed", reason="OOMKilled")
+    make.job(people["bob"], lab, display_name="bob's run", state="Succeeded")
+    make.job(people["dave"], other, display_name="dave's run", state="Running")
+    client = as_(new_client, alice)
+    mine = client.get("/jobs").get_data(as_text=True)
+    assert "alpha run" in mine and "beta notebook" in mine and "bob&#39;s run" not in mine
+    assert 'hx-trigger="every 3s"' not in mine  # nothing of alice's can change
+    assert client.get("/jobs?scope=all").status_code == 403
+    assert client.get("/jobs?scope=account").status_code == 403
+    assert "beta notebook" not in client.get("/jobs?type=batch").get_data(as_text=True)
+    assert "alpha run" not in client.get("/jobs?state=Failed").get_data(as_text=True)
+    assert "alpha run" not in client.get("/jobs?q=beta").get_data(as_text=True)
+    by_name = client.get("/jobs?sort=name").get_data(as_text=True)
+    assert by_name.index("alpha run") < by_name.index("beta notebook")
+    newest = client.get("/jobs").get_data(as_text=True)
+    assert newest.index("beta notebook") < newest.index("alpha run")
+    carol = as_(new_client, people["carol"]).get("/jobs?scope=account").get_data(as_text=True)
+    assert "bob&#39;s run" in carol and "alpha run" in carol and "dave" not in carol
+    root = as_(new_client, people["root"])
+    everything = root.get("/jobs?scope=all").get_data(as_text=True)
+    assert "dave&#39;s run" in everything and 'hx-trigger="every 3s"' in everything  # a running job is shown
+    fragment = root.get("/jobs?scope=all&state=Running", headers={"HX-Request": "true", "HX-Target": "jobs-table"})
+    body = fragment.get_data(as_text=True)
+    assert body.lstrip().startswith('<div id="jobs-table"') and "<html" not in body and "dave&#39;s run" in body
+    assert root.get("/admin/jobs").location.endswith("/jobs?scope=all")
+
+
+def test_a_pending_job_explains_its_place_and_estimated_start(app, new_client, people, make):
+    alice, lab = people["alice"], people["lab"]
+    now = utcnow()
+
+    def nodes():
+        db.session.add_all([Node(name="a1", gpu_model=A100, gpus=8, gpus_requested=8, ready=True),
+                            Node(name="a2", gpu_model=A100, gpus=8, gpus_requested=6, ready=True),
+                            Node(name="r1", gpu_model="RTX-4090", gpus=4, gpus_requested=0, ready=True)])
+        db.session.commit()
+    _q(app, nodes)
+    make.job(people["bob"], lab, state="Running", gpus=8, gpu_model=A100, started_at=now - timedelta(hours=1),
+             time_limit_seconds=3 * 3600)
+    make.job(people["bob"], lab, state="Running", gpus=6, gpu_model=A100, started_at=now - timedelta(minutes=30),
+             time_limit_seconds=3600)
+    make.job(people["bob"], lab, state="Pending", gpus=4, gpu_model=A100, reason="Unschedulable")
+    mine = make.job(alice, lab, state="Pending", gpus=4, gpu_model=A100, reason="Unschedulable",
+                    message="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    make.job(alice, lab, state="Pending", gpus=2, gpu_model="RTX-4090")  # another model: not ahead
+    page = as_(new_client, alice).get(f"/jobs/{mine}/status").get_data(as_text=True)
+    assert "Place in line: 2 of 2 pending jobs" in page
+    assert "2 free now, 1 job(s) ahead asking for 4" in page
+    # 2 free + 6 freed when the 1-hour job reaches its limit (in 30 min) = 8 >= 4 ahead + 4 mine
+    expected = (now + timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M")
+    assert f"Estimated start: {expected}" in page
+    assert "Insufficient nvidia.com/gpu" in page
+    assert 'hx-trigger="every 2s"' in page
+
+
+def test_home_shows_active_jobs_quota_usage_free_gpus_and_stale_data(app, new_client, people, make):
+    alice, lab = people["alice"], people["lab"]
+    _q(app, lambda: (db.session.add_all([Node(name="a1", gpu_model=A100, gpus=8, gpus_requested=3, ready=True),
+                                         Node(name="a2", gpu_model=A100, gpus=8, gpus_requested=0, ready=True,
+                                              unschedulable=True)]), db.session.commit()))
+    make.job(alice, lab, display_name="running one", state="Running", gpus=3, gpu_model=A100)
+    make.job(alice, lab, display_name="old one", state="Succeeded", gpus=2)
+    page = as_(new_client, alice).get("/").get_data(as_text=True)
+    assert "running one" in page and "old one" not in page
+    assert '<meter min="0" max="8" high="7.2" value="3">' in page
+    assert re.search(rf"<td>{A100}</td><td><strong>5</strong></td><td>3</td><td>16</td><td>5</td>", page)
+    assert "syncer has not run yet" in page
+    _q(app, lambda: (db.session.add(SyncHeartbeat(id=1, holder="x", beat_at=utcnow())), db.session.commit()))
+    assert "syncer" not in as_(new_client, alice).get("/").get_data(as_text=True)
+    _q(app, lambda: (db.session.execute(text("UPDATE sync_heartbeat SET beat_at = :t"), {"t": utcnow() - timedelta(minutes=5)}),
+                     db.session.commit()))
+    assert "Cluster data is 300 s old" in as_(new_client, alice).get("/").get_data(as_text=True)
+
+
+def test_admins_keep_the_image_list(app, new_client, people, make):
+    root = as_(new_client, people["root"])
+    bad = root.post("/admin/images", {"reference": "Not Valid!", "job_types": "batch"})
+    assert bad.status_code == 422 and "image reference" in bad.get_data(as_text=True)
+    assert root.post("/admin/images", {"reference": "pytorch/pytorch:2.4", "description": "PyTorch",
+                                       "job_types": ["batch", "distributed"]}).status_code == 303
+    assert root.post("/admin/images", {"reference": "pytorch/pytorch:2.4", "job_types": "batch"}).status_code == 422
+    alice = as_(new_client, people["alice"])
+    assert '<option value="pytorch/pytorch:2.4">' in alice.get("/jobs/new/batch").get_data(as_text=True)
+    assert '<option value="pytorch/pytorch:2.4">' not in alice.get("/jobs/new/jupyter").get_data(as_text=True)
+
+
+def test_without_custom_images_only_listed_images_are_accepted(app, new_client, people, make):
+    app.config["CUSTOM_IMAGES"] = False
+    make.image("pytorch/pytorch:2.4", job_types="batch")
+    _q(app, lambda: (db.session.add(Node(name="a1", gpu_model=A100, gpus=8, ready=True)), db.session.commit()))
+    response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people, image="evil/miner:latest"))
+    assert response.status_code == 422 and "Choose one of the offered images" in response.get_data(as_text=True)
+    assert job_rows(app) == []
