@@ -363,3 +363,53 @@ def test_without_custom_images_only_listed_images_are_accepted(app, new_client, 
     response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people, image="evil/miner:latest"))
     assert response.status_code == 422 and "Choose one of the offered images" in response.get_data(as_text=True)
     assert job_rows(app) == []
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it receives."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    class Keep(Message):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def handle_message(self, message):
+            self.messages.append(message)
+
+    import socket
+    with socket.socket() as probe:  # aiosmtpd needs the port up front
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handler = Keep()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield controller, handler.messages
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("language, subject", [("en", "succeeded"), ("zh", "成功")])
+def test_the_owner_gets_a_mail_when_the_job_ends(app, new_client, people, syncer, smtp_server, language, subject):
+    controller, inbox = smtp_server
+    app.config.update(SMTP_URL=f"smtp://127.0.0.1:{controller.port}", PUBLIC_URL="https://crater.example.edu")
+    _q(app, lambda: (db.session.execute(text("UPDATE users SET language = :l WHERE id = :i"),
+                                        {"l": language, "i": people["alice"]}), db.session.commit()))
+    alice = as_(new_client, people["alice"])
+    noisy = alice.post("/jobs/new/batch", batch_form(people, notify="y"))
+    quiet = alice.post("/jobs/new/batch", batch_form(people, idempotency_key="quiet-key-0001"))
+    noisy_id, quiet_id = (int(r.location.rsplit("/", 1)[1]) for r in (noisy, quiet))
+    wait_state(app, noisy_id, "Succeeded")
+    wait_state(app, quiet_id, "Succeeded")
+    wait_for(lambda: inbox, timeout=10, what="a mail")
+    wait_for(lambda: _q(app, lambda: db.session.get(Job, noisy_id).notified_at), what="notified_at")
+    assert len(inbox) == 1  # only the job that asked, and only once
+    mail = inbox[0]
+    from email.header import decode_header, make_header
+    title = str(make_header(decode_header(mail["Subject"])))
+    assert mail["To"] == "alice@example.edu" and subject in title and f"#{noisy_id}" in title
+    assert f"https://crater.example.edu/jobs/{noisy_id}" in mail.get_payload(decode=True).decode()
+    assert _q(app, lambda: db.session.get(Job, quiet_id).notified_at) is None
