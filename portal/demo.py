@@ -1,8 +1,10 @@
 """`crater demo`: the portal on its embedded default, ready to click through.
 
-Starts a local OpenID Connect provider (oidc-provider-mock) as the "university SSO", migrates the
-SQLite database under instance/, seeds demo users and accounts (idempotent) and serves the portal
-with Flask's threaded server. Development only: never run this in production.
+Starts a local OpenID Connect provider (oidc-provider-mock) as the "university SSO" and kubesim
+with its demo cluster (2 x 8 A100, 2 x 4 RTX 4090, 2 CPU-only nodes) as the cluster, migrates the
+SQLite database under instance/, seeds demo users, accounts and images (idempotent), runs the
+syncer in-process and serves the portal with Flask's threaded server. Development only: never run
+this in production.
 """
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ DEMO_ACCOUNTS = [
 ]
 
 
+DEMO_IMAGES = [
+    ("quay.io/jupyter/pytorch-notebook:cuda12-python-3.11", "JupyterLab with PyTorch and CUDA 12", "jupyter"),
+    ("pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime", "PyTorch 2.4, CUDA 12.1", "batch,distributed"),
+    ("nvcr.io/nvidia/pytorch:24.08-py3", "NVIDIA NGC PyTorch 24.08", "jupyter,batch,distributed"),
+]
+
+
 def run_demo(host: str, port: int) -> None:
     import warnings
 
@@ -39,21 +48,28 @@ def run_demo(host: str, port: int) -> None:
     from . import create_app
     from .cli import _ensure_instance_folder
 
+    from kubesim import KubeSim
+
+    from .cluster.setup import cluster_for
+    from .sync.syncer import Syncer
+
     mock_users = [MockUser(sub=u, claims={"preferred_username": u, "name": n, "email": e, "groups": g})
                   for u, n, e, g in DEMO_USERS]
-    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso:
+    instance = Path(__file__).resolve().parent.parent / "instance"
+    _ensure_instance_folder(instance)
+    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim() as sim:
         issuer = f"http://localhost:{sso.server_port}"
-        instance = Path(__file__).resolve().parent.parent / "instance"
-        _ensure_instance_folder(instance)
+        kubeconfig = sim.write_kubeconfig(instance / "kubesim-kubeconfig")
         app = create_app({
             "SECRET_KEY": _demo_secret(instance),
             "OIDC_ISSUER": issuer, "OIDC_CLIENT_SECRET": "demo", "OIDC_ADMIN_GROUP": "crater-admins",
-            "OIDC_PROVIDER_NAME": "Demo SSO",
+            "OIDC_PROVIDER_NAME": "Demo SSO", "KUBECONFIG": str(kubeconfig),
         })
         with app.app_context():
             from flask_migrate import upgrade
             upgrade()
             admin_password = _seed(issuer, instance)
+        syncer = Syncer(app, cluster_for(app), lease_seconds=6).start()
         url = f"http://localhost:{port}/"
         click.echo(f"""
   Crater demo is running:  {url}
@@ -63,9 +79,14 @@ def run_demo(host: str, port: int) -> None:
     carol  manager of nlp-lab         dora   administrator (SSO group crater-admins)
   or with the local form:  admin / {admin_password}
 
+  The cluster is kubesim's demo cluster at {sim.url} (kubeconfig: instance/kubesim-kubeconfig):
+  2 nodes x 8 A100, 2 x 4 RTX 4090, 2 CPU-only. A batch job runs 30 s unless its pod says otherwise.
   Press Ctrl+C to stop. Data lives in instance/crater.sqlite3.
 """)
-        run_simple(host, port, app, threaded=True, use_reloader=False)
+        try:
+            run_simple(host, port, app, threaded=True, use_reloader=False)
+        finally:
+            syncer.stop()
 
 
 def _demo_secret(instance: Path) -> str:
@@ -110,6 +131,9 @@ def _seed(issuer: str, instance: Path) -> str:
             memory_quota_gib=mem, max_jobs=jobs, description="Demo account"))
         for username, role in members.items():
             accounts.add_member(SYSTEM, account.id, username, role, None)
+    from .models import Image
+    if db.session.execute(select(Image.id)).first() is None:
+        db.session.add_all(Image(reference=ref, description=text, job_types=types) for ref, text, types in DEMO_IMAGES)
     # An admin who signs in through SSO later keeps the same row (issuer may differ per port).
     for user in db.session.execute(select(User).where(User.auth_source == AuthSource.OIDC.value)).scalars():
         user.oidc_issuer = issuer

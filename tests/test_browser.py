@@ -96,3 +96,82 @@ def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_i
     assert page.evaluate("window.__notReloaded") is True
     # No CSP violation or failed resource on our pages (the deliberate 422 aside).
     assert [e for e in errors if e[0].startswith(base) and "status of 422" not in e[2]] == []
+
+
+@pytest.fixture
+def live_cluster_portal(tmp_path, fresh_sim):
+    """The portal on a real HTTP server with kubesim (2x speed) and the syncer running."""
+    from portal.cluster.setup import cluster_for
+    from portal.sync.syncer import Syncer
+
+    sim = fresh_sim(time_scale=2)[0]
+    url = "sqlite:///" + str(tmp_path / "jobs.sqlite3")
+    migrate_fresh(url)
+    app = create_app(base_config(url, TESTING=False, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc"))))
+    syncer = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
+    server = make_server("localhost", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://localhost:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+    syncer.stop()
+
+
+def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(browser, live_cluster_portal, tmp_path):
+    app, base = live_cluster_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    make.account("vision-lab", gpu_quota=8, members={alice: "member"})
+    page = browser.new_page(locale="en-US")
+    errors = []
+    page.on("console", lambda msg: errors.append((page.url, msg.text[:150])) if msg.type == "error" else None)
+    page.goto(base + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", "alice-password-1")
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(base + "/")
+
+    # The GPU models come from the node inventory the syncer keeps.
+    page.goto(base + "/jobs/new")
+    page.click("#new-batch")
+    page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
+    page.fill("#display_name", "训练 ResNet")
+    page.select_option("#account_id", label="Vision-Lab")
+    page.fill("#image", "pytorch/pytorch:2.4")
+    page.fill("#command", "python train.py")
+    page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
+    page.fill("#gpus", "2")
+    page.click("#submit-job")
+    page.wait_for_selector("#job-status")
+    assert "Job 训练 ResNet submitted." in page.inner_text("#flash")
+    assert page.inner_text("#job-status .state") in ("Pending", "Running")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector("#job-status .state-running", timeout=20000)
+    page.wait_for_selector("#job-status .state-succeeded", timeout=40000)
+    assert page.evaluate("window.__notReloaded") is True  # the status block was polled, not reloaded
+    assert "Finished successfully." in page.inner_text("#job-reason")
+    page.click("#show-logs")
+    page.wait_for_selector("#log-text")
+    assert "step" in page.inner_text("#log-text")
+    assert page.evaluate("window.__notReloaded") is True
+    page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
+
+    # A JupyterLab job: the link appears for its owner once it runs; then stop it.
+    page.goto(base + "/jobs/new/jupyter")
+    page.fill("#display_name", "notebook")
+    page.fill("#image", "quay.io/jupyter/pytorch-notebook")
+    page.fill("#gpus", "1")
+    page.click("#submit-job")
+    page.wait_for_selector("#job-status")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector("#open-jupyter", timeout=20000)
+    assert "/jupyter" in page.get_attribute("#open-jupyter", "href")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#stop-job")
+    page.wait_for_selector("#job-status .state-stopped")
+    assert page.evaluate("window.__notReloaded") is True
+    assert "Stopped by its owner." in page.inner_text("#job-reason")
+    page.goto(base + "/jobs")
+    assert "notebook" in page.inner_text("#jobs-table") and "训练 ResNet" in page.inner_text("#jobs-table")
+    assert [e for e in errors if e[0].startswith(base)] == []
