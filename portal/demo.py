@@ -55,15 +55,18 @@ def run_demo(host: str, port: int) -> None:
 
     mock_users = [MockUser(sub=u, claims={"preferred_username": u, "name": n, "email": e, "groups": g})
                   for u, n, e, g in DEMO_USERS]
-    instance = Path(__file__).resolve().parent.parent / "instance"
+    import os
+    instance = Path(os.environ.get("CRATER_DEMO_INSTANCE") or Path(__file__).resolve().parent.parent / "instance")
     _ensure_instance_folder(instance)
-    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim() as sim:
+    scale = float(os.environ.get("CRATER_DEMO_TIME_SCALE", "1"))  # tests run the demo faster
+    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim(time_scale=scale) as sim:
         issuer = f"http://localhost:{sso.server_port}"
         kubeconfig = sim.write_kubeconfig(instance / "kubesim-kubeconfig")
         app = create_app({
             "SECRET_KEY": _demo_secret(instance),
             "OIDC_ISSUER": issuer, "OIDC_CLIENT_SECRET": "demo", "OIDC_ADMIN_GROUP": "crater-admins",
             "OIDC_PROVIDER_NAME": "Demo SSO", "KUBECONFIG": str(kubeconfig),
+            "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(instance / "crater.sqlite3"),
         })
         with app.app_context():
             from flask_migrate import upgrade
@@ -79,9 +82,9 @@ def run_demo(host: str, port: int) -> None:
     carol  manager of nlp-lab         dora   administrator (SSO group crater-admins)
   or with the local form:  admin / {admin_password}
 
-  The cluster is kubesim's demo cluster at {sim.url} (kubeconfig: instance/kubesim-kubeconfig):
+  The cluster is kubesim's demo cluster at {sim.url} (kubeconfig: {kubeconfig}):
   2 nodes x 8 A100, 2 x 4 RTX 4090, 2 CPU-only. A batch job runs 30 s unless its pod says otherwise.
-  Press Ctrl+C to stop. Data lives in instance/crater.sqlite3.
+  Press Ctrl+C to stop. Data lives in {instance / "crater.sqlite3"}.
 """)
         try:
             run_simple(host, port, app, threaded=True, use_reloader=False)

@@ -413,3 +413,27 @@ def test_the_owner_gets_a_mail_when_the_job_ends(app, new_client, people, syncer
     assert mail["To"] == "alice@example.edu" and subject in title and f"#{noisy_id}" in title
     assert f"https://crater.example.edu/jobs/{noisy_id}" in mail.get_payload(decode=True).decode()
     assert _q(app, lambda: db.session.get(Job, quiet_id).notified_at) is None
+
+
+def test_a_status_poll_that_is_up_to_date_gets_204(app, new_client, people, make):
+    running = make.job(people["alice"], people["lab"], state="Running", version=3)
+    pending = make.job(people["alice"], people["lab"], state="Pending", version=3, gpus=1, gpu_model=A100)
+    alice = as_(new_client, people["alice"])
+    assert alice.get(f"/jobs/{running}/status?v=3").status_code == 204
+    changed = alice.get(f"/jobs/{running}/status?v=2")
+    assert changed.status_code == 200 and f"/jobs/{running}/status?v=3" in changed.get_data(as_text=True)
+    assert alice.get(f"/jobs/{pending}/status?v=3").status_code == 200  # its place in line may have changed
+    assert as_(new_client, people["bob"]).get(f"/jobs/{running}/status?v=3").status_code == 404
+
+
+def test_the_syncer_bumps_the_version_when_the_job_changes(app, new_client, people, syncer):
+    response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people))
+    job_id = int(response.location.rsplit("/", 1)[1])
+    versions = []
+
+    def seen():
+        job = db.session.get(Job, job_id)
+        versions.append(job.version)
+        return job.state == "Succeeded" and job.version
+    final = wait_for(lambda: _q(app, seen), timeout=20, what="job done")
+    assert final >= 3 and versions == sorted(versions)  # pending events, running, succeeded at least

@@ -37,6 +37,8 @@ class Job(db.Model):
         Index("ix_jobs_user_hidden_id", "user_id", "hidden", "id"),
         Index("ix_jobs_account_hidden_id", "account_id", "hidden", "id"),
         Index("ix_jobs_model_state", "gpu_model", "state"),
+        Index("ix_jobs_gpus_id", "gpus", "id"),  # the job list sorted by GPUs
+        Index("ix_jobs_name_id", "display_name", "id"),  # ... and by name
         UniqueConstraint("user_id", "idempotency_key"),
     )
 
@@ -63,6 +65,9 @@ class Job(db.Model):
     last_log: Mapped[str | None] = mapped_column(Text)  # the last lines, kept when the job ends
     pods: Mapped[list | None] = mapped_column(JSONText)  # [{name, node, phase, reason, restarts, exit_code, started_at}]
     notified_at: Mapped[datetime | None] = mapped_column(DateTime)  # the end-of-job mail went out
+    # Bumped on every change the detail page shows (state, pods, events): a poll that already has
+    # this version gets 204 No Content without rendering anything.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -47,15 +47,24 @@ class Page:
         return (self.page - 1) * self.per_page + len(self.items)
 
 
-def paginate(stmt: Select, page: int, per_page: int, rows: str = "scalars") -> Page:
+def paginate(stmt: Select, page: int, per_page: int, rows: str = "scalars", count_stmt: Select | None = None) -> Page:
     """Run `stmt` for one page. `rows`: "scalars" (the first column of each row), "tuples" or
-    "mappings" (column name -> value)."""
+    "mappings" (column name -> value). `count_stmt`: a cheaper statement matching the same rows."""
     page = min(max(1, page), MAX_PAGE)
     offset = (page - 1) * per_page
     cap = offset + COUNT_AHEAD * per_page + 1
-    matching = (stmt.with_only_columns(literal_column("1"), maintain_column_froms=True)
+    matching = ((count_stmt if count_stmt is not None else stmt).with_only_columns(literal_column("1"), maintain_column_froms=True)
                 .order_by(None).limit(cap).subquery())
-    counted = db.session.execute(select(func.count()).select_from(matching)).scalar_one()
+    count = select(func.count()).select_from(matching)
+    if rows == "mappings":
+        # One round trip: the capped count rides along as an uncorrelated scalar subquery (the
+        # database evaluates it once). Only a page past the end needs the count on its own.
+        result = list(db.session.execute(stmt.add_columns(count.scalar_subquery().label("_total"))
+                                         .limit(per_page).offset(offset)).mappings())
+        counted = result[0]["_total"] if result else db.session.execute(count).scalar_one()
+        items = [{k: v for k, v in r.items() if k != "_total"} for r in result]
+        return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
+    counted = db.session.execute(count).scalar_one()
     items = []
     if counted > offset:
         result = db.session.execute(stmt.limit(per_page).offset(offset))

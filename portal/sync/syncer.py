@@ -453,6 +453,7 @@ class Syncer:
             row.last_seen = _parse(ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp"))
             db.session.add(row)
         db.session.flush()
+        db.session.execute(update(Job).where(Job.id.in_(known)).values(version=Job.version + 1))
         for job_id in known:  # keep the newest KEEP_EVENTS per job
             stale = db.session.execute(select(JobEvent.id).where(JobEvent.job_id == job_id)
                                        .order_by(JobEvent.last_seen.desc(), JobEvent.id.desc()).offset(KEEP_EVENTS)).scalars().all()
@@ -475,7 +476,8 @@ class Syncer:
             values["finished_at"] = finished_at
         if all(getattr(row, k) == v for k, v in values.items()):
             return
-        db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL)).values(**values))
+        db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL))
+                           .values(version=Job.version + 1, **values))
 
 
 def _event_job_id(event: dict) -> int:

@@ -19,6 +19,7 @@ from ..services.errors import DomainError
 from ..services.quota import QuotaExceeded
 from .context import actor, htmx_target, is_htmx, page_arg, per_page
 from .forms import CsrfOnlyForm
+from .job_rows import render_rows
 from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
@@ -55,16 +56,18 @@ def index():
     page = job_queries.list_jobs(actor(), f, page_arg(), per_page())
     args = {"scope": f.scope, "state": f.state, "type": f.job_type, "account": f.account_id or "", "q": f.text,
             "sort": f.sort}
-    context = dict(page=page, f=f, args=args, live=job_queries.any_changeable(page.items), stale=_stale())
+    context = dict(page=page, f=f, args=args, live=job_queries.any_changeable(page.items), stale=_stale(),
+                   rows_html=render_rows(page.items, others=f.scope != "mine"))
     if htmx_target() == "jobs-table":
         return render_template("jobs/_table.html", **context)
+    mine = job_queries.my_account_choices(actor())
     scopes = ["mine"]
-    if current_user.is_admin or job_queries.managed_account_ids(actor()):
+    if current_user.is_admin or any(m["role"] == "manager" for m in mine):
         scopes.append("account")
     if current_user.is_admin:
         scopes.append("all")
-    return render_template("jobs/index.html", scopes=scopes, states=STATES, types=TYPE_LABELS,
-                           my_accounts=accounts.my_memberships(current_user), **context)
+    return render_template("jobs/index.html", scopes=scopes, states=STATES, types=TYPE_LABELS, my_accounts=mine,
+                           **context)
 
 
 @bp.get("/admin/jobs")
@@ -171,8 +174,12 @@ def show(job_id):
 @bp.get("/jobs/<int:job_id>/status")
 @login_required
 def status(job_id):
-    """The polled part of the detail page (DB only); it stops polling once the job has ended."""
+    """The polled part of the detail page (DB only); it stops polling once the job has ended.
+    A poll that already shows the job's current version gets 204 (htmx keeps the block); a
+    pending job's place in line depends on other jobs, so it is always rendered."""
     job = jobs.get_job(actor(), job_id)
+    if request.args.get("v", type=int) == job.version and job.state != JobState.PENDING.value:
+        return "", 204
     return render_template("jobs/_status.html", **_status_context(job))
 
 
