@@ -437,3 +437,25 @@ def test_the_syncer_bumps_the_version_when_the_job_changes(app, new_client, peop
         return job.state == "Succeeded" and job.version
     final = wait_for(lambda: _q(app, seen), timeout=20, what="job done")
     assert final >= 3 and versions == sorted(versions)  # pending events, running, succeeded at least
+
+
+def test_a_distributed_job_through_the_form(app, new_client, people, syncer, cluster_sim):
+    sim, core, batch = cluster_sim
+    alice = as_(new_client, people["alice"])
+    response = alice.post("/jobs/new/distributed", batch_form(people, workers="2", gpus="2", command="torchrun train.py",
+                                                              mount_home="", shm_gib="0"))
+    assert response.status_code == 303, response.get_data(as_text=True)[:1500]
+    job_id = int(response.location.rsplit("/", 1)[1])
+    job = batch.read_namespaced_job(f"crater-{job_id}", "crater-jobs")
+    assert (job.spec.completion_mode, job.spec.completions, job.spec.parallelism) == ("Indexed", 2, 2)
+    assert core.read_namespaced_service(f"crater-{job_id}", "crater-jobs").spec.cluster_ip == "None"
+    assert _q(app, lambda: (db.session.get(Job, job_id).gpus, db.session.get(Job, job_id).workers)) == (4, 2)
+    wait_state(app, job_id, "Running")
+    pods = wait_for(lambda: (lambda p: p if len(p or []) == 2 else None)(_q(app, lambda: db.session.get(Job, job_id).pods)))
+    second = sorted(p["name"] for p in pods)[1]
+    logs = alice.get(f"/jobs/{job_id}/logs?pod={second}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "live from the cluster" in logs and f'class="current">{second}<' in logs
+    # a manager's view of the account's jobs, from the account page
+    carol = as_(new_client, people["carol"])
+    assert f"/jobs?scope=account&amp;account={people['lab']}" in carol.get(f"/admin/accounts/{people['lab']}").get_data(as_text=True)
+    assert "训练 ResNet" in carol.get(f"/jobs?scope=account&account={people['lab']}").get_data(as_text=True)
