@@ -175,18 +175,22 @@ def load_python(port: int, path: str, cookie: str, seconds: int, connections: in
     return len(latencies) / (time.perf_counter() - start), latencies[int(len(latencies) * 0.99)] * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default="")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--accounts", type=int, default=500)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+def arguments(doc: str, **defaults) -> argparse.ArgumentParser:
+    """The options every page benchmark takes; `defaults`: its own integer options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--database-url", default="", help="default: SQLite under a temp dir")
+    for name, value in dict(defaults, seconds=5, connections=8, workers=2).items():
+        parser.add_argument(f"--{name}", type=int, default=value)
+    return parser
 
-    tmp = tempfile.mkdtemp(prefix="crater-bench-")
-    url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
+
+def database_url(args) -> str:
+    return args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='crater-bench-')}/bench.sqlite3"
+
+
+def main() -> None:
+    args = arguments(__doc__, users=10_000, accounts=500).parse_args()
+    url = database_url(args)
     backend = url.split(":", 1)[0]
     print(f"seeding {args.users} users and {args.accounts} accounts into {backend} ...", flush=True)
     seed(url, args.users, args.accounts)
@@ -210,7 +214,8 @@ def main() -> None:
         rps, p99 = results[name]
         q = queries.get(path, 0)
         print(f"{name:32} {rps:8.0f} {p99:8.1f} {rps / trivial:10.2f} {q:8d}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if not args.database_url:
+        shutil.rmtree(url.removeprefix("sqlite:///").rsplit("/", 1)[0], ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,16 @@ plus loopback). Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from http.client import HTTPConnection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_pages import ADMIN_PASSWORD, SECRET, gunicorn, load_python, login_cookie  # noqa: E402
+from admin_pages import ADMIN_PASSWORD, SECRET, arguments, database_url, gunicorn, load_python, login_cookie  # noqa: E402
 
 STATES = ["Succeeded"] * 6 + ["Failed"] * 2 + ["Stopped", "Lost"]
 NAMES = ["resnet50 训练", "bert finetune", "llama 推理", "notebook", "diffusion", "ablation"]
@@ -112,20 +110,8 @@ def sequential_p95(port: int, path: str, headers: dict, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default="")
-    parser.add_argument("--jobs", type=int, default=200_000)
-    parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--accounts", type=int, default=200)
-    parser.add_argument("--active", type=int, default=60)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--sequential", type=int, default=300)
-    args = parser.parse_args()
-
-    tmp = tempfile.mkdtemp(prefix="crater-bench-")
-    url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
+    args = arguments(__doc__, jobs=200_000, users=2_000, accounts=200, active=60, sequential=300).parse_args()
+    url = database_url(args)
     print(f"seeding {args.jobs} jobs ({args.active} active), {args.users} users, {args.accounts} accounts into "
           f"{url.split(':', 1)[0]} ...", flush=True)
     t = time.perf_counter()

@@ -3,6 +3,7 @@ provider, switches the interface to Chinese and adds a member to an account with
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -31,19 +32,26 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def live_portal(tmp_path, oidc_issuer):
+@contextmanager
+def serving(tmp_path, **config):
     """The portal on a real HTTP server on loopback, on its own SQLite database."""
     url = "sqlite:///" + str(tmp_path / "browser.sqlite3")
     migrate_fresh(url)
-    app = create_app(base_config(url, OIDC_ISSUER=oidc_issuer, OIDC_CLIENT_SECRET="s", OIDC_ADMIN_GROUP="gpu-admins",
-                                 TESTING=False))
+    app = create_app(base_config(url, TESTING=False, **config))
     server = make_server("localhost", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield app, f"http://localhost:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield app, f"http://localhost:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live_portal(tmp_path, oidc_issuer):
+    with serving(tmp_path, OIDC_ISSUER=oidc_issuer, OIDC_CLIENT_SECRET="s", OIDC_ADMIN_GROUP="gpu-admins") as live:
+        yield live
 
 
 def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_issuer, tmp_path):
@@ -105,17 +113,10 @@ def live_cluster_portal(tmp_path, fresh_sim):
     from portal.sync.syncer import Syncer
 
     sim = fresh_sim(time_scale=2)[0]
-    url = "sqlite:///" + str(tmp_path / "jobs.sqlite3")
-    migrate_fresh(url)
-    app = create_app(base_config(url, TESTING=False, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc"))))
-    syncer = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
-    server = make_server("localhost", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://localhost:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
-    syncer.stop()
+    with serving(tmp_path, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc"))) as (app, base):
+        syncer = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
+        yield app, base
+        syncer.stop()
 
 
 def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(browser, live_cluster_portal, tmp_path):

@@ -144,6 +144,19 @@ def test_vanished_objects_make_a_job_lost_but_a_stop_stays_stopped(app, world):
     assert row(app, stopped)[:2] == ("Stopped", "StoppedByUser")
 
 
+def test_a_submission_abandoned_half_way_ends_submit_error(app, world, make):
+    """The web process died after inserting the row and before creating anything: the job does
+    not stay Submitting; a fresh submission in flight is left alone."""
+    from datetime import timedelta
+
+    from portal.models import utcnow
+    abandoned = make.job(world["alice"], world["lab"], state="Submitting", created_at=utcnow() - timedelta(minutes=10))
+    in_flight = make.job(world["alice"], world["lab"], state="Submitting")
+    world["syncer"]()
+    assert wait_state(app, abandoned, "Failed")[1] == "SubmitError"
+    assert row(app, in_flight)[0] == "Submitting"
+
+
 def test_heartbeat(app, world):
     s = world["syncer"]()
     wait_for(s.leading.is_set)

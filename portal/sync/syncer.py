@@ -39,6 +39,7 @@ log = logging.getLogger("crater.sync")
 LEASE_NAME = "crater-syncer"
 FINAL = ("Succeeded", "Failed", "Stopped", "Lost")
 LOST_GRACE = 5.0
+SUBMIT_GRACE = 120.0  # seconds a job may stay Submitting without cluster objects
 MAX_BACKOFF = 30.0
 KEEP_EVENTS = 50  # per job
 KEEP_LOG_LINES = 200  # per pod, kept in the DB when a job ends
@@ -387,7 +388,15 @@ class Syncer:
                 pods = list(self._pods.get(job_id, {}).values())
             if job_obj is None:
                 if row.state == "Submitting":
-                    continue  # being created right now
+                    # Being created right now, unless the web process died in between: after
+                    # SUBMIT_GRACE the row ends SubmitError instead of staying Submitting for ever.
+                    if (utcnow() - row.created_at).total_seconds() < SUBMIT_GRACE:
+                        self._missing.setdefault(job_id, now)
+                    else:
+                        self._set(row, "Failed", "SubmitError", "The portal stopped while submitting this job; "
+                                  "nothing was created in the cluster. Submit it again.", None, None, utcnow())
+                        self._missing.pop(job_id, None)
+                    continue
                 first = self._missing.setdefault(job_id, now)
                 if now - first >= LOST_GRACE:
                     self._set(row, "Lost", "Lost", "The job's Kubernetes objects disappeared.", None, None, None)
