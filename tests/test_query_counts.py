@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import event
 
 from portal.extensions import db
-from portal.models import Account, AccountGpuQuota, AuditEntry, Job, Membership, User
+from portal.models import Account, AccountGpuQuota, AuditEntry, Job, JobTemplate, Membership, User
 
 
 @contextmanager
@@ -43,6 +43,8 @@ def crowd(app, make):
         s.add_all(Job(user_id=admin if n % 2 else users[n % 120].id, account_id=accounts[n % 60].id, job_type="batch",
                       state=("Running", "Succeeded", "Pending", "Failed")[n % 4], display_name=f"任务 {n}", gpus=n % 3,
                       gpu_model="A100") for n in range(150))
+        s.add_all(JobTemplate(user_id=admin if n % 2 else users[n].id, account_id=accounts[n % 60].id, name=f"t{n}",
+                              job_type="batch", spec={}, shared=True) for n in range(40))
         s.add_all(AuditEntry(actor_id=admin, actor_name="root", action="user.role", target_type="user",
                              target_id=str(n), detail={"n": n}) for n in range(200))
         s.commit()
@@ -59,6 +61,8 @@ def crowd(app, make):
     ("/", 7),
     # job lists: user, managed accounts (scope tabs), my accounts (filter), heartbeat, count, page
     ("/jobs", 6), ("/jobs?scope=all&state=active&sort=gpus", 6), ("/jobs?scope=account&q=任务", 6),
+    # templates: user, count, page (with owners and accounts joined)
+    ("/templates", 3),
 ])
 def test_list_pages_use_a_fixed_number_of_queries(app, client, crowd, url, limit):
     admin, _ = crowd

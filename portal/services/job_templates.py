@@ -6,6 +6,7 @@ import re
 
 from flask_babel import gettext as _
 from sqlalchemy import or_, select
+from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import Image, JobTemplate, Membership
@@ -40,7 +41,7 @@ def save_template(actor: Actor, job_id: int, name: str, shared: bool) -> JobTemp
 
 def list_templates(actor: Actor, page: int, per_page: int) -> Page:
     """My templates and those shared in accounts I belong to."""
-    stmt = (select(JobTemplate).where(or_(JobTemplate.user_id == actor.user.id,
+    stmt = (select(JobTemplate).options(joinedload(JobTemplate.user), joinedload(JobTemplate.account)).where(or_(JobTemplate.user_id == actor.user.id,
                                           JobTemplate.shared.is_(True) & JobTemplate.account_id.in_(_member_account_ids(actor))))
             .order_by(JobTemplate.name, JobTemplate.id))
     return paginate(stmt, page, per_page)
