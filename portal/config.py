@@ -94,6 +94,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "MAX_JUPYTER_PER_USER": _int(env, "CRATER_MAX_JUPYTER_PER_USER", 2),
         "LOG_TAIL_LINES": _int(env, "CRATER_LOG_TAIL_LINES", 500),
         "SYNC_STALE_SECONDS": _int(env, "CRATER_SYNC_STALE_SECONDS", 60),
+        "SHORT_CACHE_SECONDS": _int(env, "CRATER_SHORT_CACHE_SECONDS", 2),
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
         # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on

@@ -46,7 +46,7 @@ def database_url(request, tmp_path_factory):
 def base_config(url: str, **extra) -> dict:
     cfg = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret-key-" + "x" * 32,
            "OIDC_ISSUER": "", "LOCAL_LOGIN": True, "DEBUG_HEADER_LOGIN": False, "PAGE_SIZE": 50,
-           "SESSION_COOKIE_SECURE": False}
+           "SESSION_COOKIE_SECURE": False, "SHORT_CACHE_SECONDS": 0}
     cfg.update(extra)
     return cfg
 

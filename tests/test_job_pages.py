@@ -459,3 +459,14 @@ def test_a_distributed_job_through_the_form(app, new_client, people, syncer, clu
     carol = as_(new_client, people["carol"])
     assert f"/jobs?scope=account&amp;account={people['lab']}" in carol.get(f"/admin/accounts/{people['lab']}").get_data(as_text=True)
     assert "训练 ResNet" in carol.get(f"/jobs?scope=account&account={people['lab']}").get_data(as_text=True)
+
+
+def test_the_heartbeat_is_read_at_most_every_few_seconds_when_cached(app, new_client, people):
+    import time
+    app.config["SHORT_CACHE_SECONDS"] = 1
+    alice = as_(new_client, people["alice"])
+    assert "syncer has not run yet" in alice.get("/").get_data(as_text=True)
+    _q(app, lambda: (db.session.add(SyncHeartbeat(id=1, holder="x", beat_at=utcnow())), db.session.commit()))
+    assert "syncer has not run yet" in alice.get("/jobs").get_data(as_text=True)  # the cached reading
+    time.sleep(1.1)
+    assert "syncer" not in alice.get("/jobs").get_data(as_text=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -133,3 +133,10 @@ class Image(db.Model):
 
     def offered_for(self, job_type: str) -> bool:
         return job_type in self.job_types.split(",")
+
+
+@event.listens_for(Job, "before_update")
+def _bump_version(mapper, connection, target: Job) -> None:
+    """Every ORM change of a job is a new version (Core updates in the syncer bump it themselves),
+    so a page holding an older version knows to render the job again."""
+    target.version = (target.version or 0) + 1

@@ -12,6 +12,7 @@ from sqlalchemy import and_, case, func, select
 
 from ..extensions import db
 from ..models import ACTIVE_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
+from ..cache import short_cached
 from .context import Actor
 from .errors import Forbidden
 from .pagination import Page, contains_text, paginate
@@ -35,10 +36,11 @@ class JobFilter:
 
 
 def my_account_choices(actor: Actor) -> list:
-    """(id, name, role) of the accounts I belong to, for the list's filter and scope tabs."""
-    return list(db.session.execute(select(Account.id, Account.name, Membership.role).join(
-        Membership, Membership.account_id == Account.id).where(Membership.user_id == actor.user.id)
-        .order_by(Account.name)).mappings())
+    """(id, name, role) of the accounts I belong to, for the list's filter and scope tabs (may be
+    a few seconds old: the scopes themselves are checked in `list_jobs`)."""
+    return short_cached(("accounts-of", actor.user.id), lambda: [dict(r) for r in db.session.execute(
+        select(Account.id, Account.name, Membership.role).join(Membership, Membership.account_id == Account.id)
+        .where(Membership.user_id == actor.user.id).order_by(Account.name)).mappings()])
 
 
 def managed_account_ids(actor: Actor) -> list[int]:
@@ -47,8 +49,9 @@ def managed_account_ids(actor: Actor) -> list[int]:
 
 
 def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
-    """A page of jobs as mappings (job columns plus `username` and `account`). Scopes: mine; the
-    accounts I manage (all accounts for admins); all (admins only)."""
+    """A page of jobs as mappings of (id, version, state, created_at): enough to know whether a
+    cached rendering of the row is current; `list_rows` gives the rest for the others. Scopes:
+    mine; the accounts I manage (all accounts for admins); all (admins only)."""
     where = [Job.hidden.is_(False)]
     if f.scope == "mine":
         where.append(Job.user_id == actor.user.id)
@@ -76,14 +79,20 @@ def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
     order = [column.desc(), Job.id.desc()] if desc else [column.asc(), Job.id.asc()]
     if column is Job.id:
         order = order[:1]
-    # STRAIGHT_JOIN: MySQL would otherwise start from the small accounts table and sort every
-    # job of every account; walking jobs in index order and looking up names is what we want.
+    stmt = select(Job.id, Job.version, Job.state, Job.created_at).where(*where).order_by(*order)
+    return paginate(stmt, page, per_page, rows="mappings")
+
+
+def list_rows(job_ids) -> dict[int, dict]:
+    """What a list row shows, for the given jobs: job columns plus `username` and `account`."""
+    if not job_ids:
+        return {}
+    # STRAIGHT_JOIN: walk the given jobs and look up names (MySQL may otherwise start elsewhere).
     stmt = (select(*LIST_COLUMNS, User.username, Account.name.label("account"))
             .prefix_with("STRAIGHT_JOIN", dialect="mysql")
             .join(User, User.id == Job.user_id).join(Account, Account.id == Job.account_id)
-            .where(*where).order_by(*order))
-    counted = select(Job.id).where(*where)  # every job has its user and account: no joins to count
-    return paginate(stmt, page, per_page, rows="mappings", count_stmt=counted)
+            .where(Job.id.in_(list(job_ids))))
+    return {r["id"]: r for r in db.session.execute(stmt).mappings()}
 
 
 def any_changeable(rows) -> bool:
@@ -206,8 +215,10 @@ def free_gpus_by_model() -> list[dict]:
 
 
 def sync_age() -> int | None:
-    """Seconds since the syncer last wrote its heartbeat (None: it never ran)."""
-    beat = db.session.execute(select(SyncHeartbeat.beat_at).where(SyncHeartbeat.id == 1)).scalar_one_or_none()
+    """Seconds since the syncer last wrote its heartbeat (None: it never ran). The heartbeat is
+    read at most every CRATER_SHORT_CACHE_SECONDS per process; the syncer beats every 5 s."""
+    beat = short_cached("heartbeat", lambda: db.session.execute(
+        select(SyncHeartbeat.beat_at).where(SyncHeartbeat.id == 1)).scalar_one_or_none())
     if beat is None:
         return None
     return max(0, int((utcnow() - beat).total_seconds()))

@@ -150,7 +150,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster) -> Job:
     except ClusterError as exc:
         raise Conflict(_("The cluster could not stop the job now: %(error)s", error=exc.message)) from None
     by_owner = actor.user is not None and actor.user.id == job.user_id
-    job.state, job.finished_at, job.version = JobState.STOPPED.value, utcnow(), job.version + 1
+    job.state, job.finished_at = JobState.STOPPED.value, utcnow()
     job.reason = "StoppedByUser" if by_owner else "StoppedByAdmin"
     job.message = _("Stopped by %(name)s.", name=actor.name)
     audit.record(actor, "job.stop", "job", job.id, {"reason": job.reason})

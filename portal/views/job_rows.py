@@ -1,33 +1,56 @@
-"""The job list's rows as HTML, cached per process. A row's HTML depends only on the values shown
-and the language, so those are the cache key: a changed job simply gets a new entry, and nothing
-ever needs invalidating. The cache is bounded (least recently used go first) and safe to lose."""
+"""The job list's rows as HTML, cached per app and process. What a row shows changes only with
+the job's version (bumped on every change of its state, reason or pods; names and resources never
+change), so (id, version, created_at, language, column set) is the cache key: a changed job gets
+a new entry and nothing needs invalidating. A page therefore reads only (id, version, state) per
+job and the full columns of the rows it has not rendered yet. Bounded (least recently used go
+first) and safe to lose."""
 from __future__ import annotations
 
 from collections import OrderedDict
 from threading import Lock
 
-from flask import get_template_attribute, url_for
+from flask import current_app, get_template_attribute, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from markupsafe import Markup
 
 
+from ..services.job_queries import list_rows
+
 MAX_ROWS = 20_000
-_cache: OrderedDict[tuple, str] = OrderedDict()
+EXTENSION = "crater_job_rows"
 _lock = Lock()
 
 
+_labels_by_locale: dict[str, dict] = {}
+
+
+def list_labels() -> dict:
+    """The job list's fixed words in the request's language, translated once per process."""
+    locale = str(get_locale())
+    labels = _labels_by_locale.get(locale)
+    if labels is None:
+        labels = _labels_by_locale[locale] = {
+            "states": {"Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
+                       "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")},
+            "types": {"jupyter": _("JupyterLab"), "batch": _("Batch"), "distributed": _("Distributed")},
+            "sorts": {"newest": _("newest first"), "oldest": _("oldest first"), "name": _("name"), "state": _("state"),
+                      "gpus": _("most GPUs")},
+            "scopes": {"mine": _("Mine"), "account": _("My accounts"), "all": _("All")},
+        }
+    return labels
+
+
 def _labels() -> tuple[dict, dict]:
-    states = {"Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
-              "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")}
-    types = {"jupyter": _("JupyterLab"), "batch": _("Batch"), "distributed": _("Distributed")}
-    return states, types
+    labels = list_labels()
+    return labels["states"], labels["types"]
 
 
 def render_rows(rows, others: bool) -> Markup:
     """The <tr> elements for `rows` (mappings from job_queries.list_jobs)."""
     locale = str(get_locale())
-    keys = [(locale, others, tuple(r.values())) for r in rows]
+    keys = [(locale, others, r["id"], r["version"], r["created_at"]) for r in rows]
+    _cache = current_app.extensions.setdefault(EXTENSION, OrderedDict())
     with _lock:
         found = [_cache.get(k) for k in keys]
         for k, html in zip(keys, found):
@@ -38,10 +61,12 @@ def render_rows(rows, others: bool) -> Markup:
         states, types = _labels()
         base = url_for("jobs.index")
         fresh = {}
+        full = list_rows([r["id"] for r, html in zip(rows, found) if html is None])
         for i, (k, r) in enumerate(zip(keys, rows)):
             if found[i] is None:
-                found[i] = fresh[k] = str(macro(r, base, states.get(r["state"], r["state"]),
-                                                types.get(r["job_type"], r["job_type"]), others))
+                row = full[r["id"]]
+                found[i] = fresh[k] = str(macro(row, base, states.get(row["state"], row["state"]),
+                                                types.get(row["job_type"], row["job_type"]), others))
         with _lock:
             _cache.update(fresh)
             while len(_cache) > MAX_ROWS:

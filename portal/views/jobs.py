@@ -19,7 +19,7 @@ from ..services.errors import DomainError
 from ..services.quota import QuotaExceeded
 from .context import actor, htmx_target, is_htmx, page_arg, per_page
 from .forms import CsrfOnlyForm
-from .job_rows import render_rows
+from .job_rows import list_labels, render_rows
 from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
@@ -66,8 +66,7 @@ def index():
         scopes.append("account")
     if current_user.is_admin:
         scopes.append("all")
-    return render_template("jobs/index.html", scopes=scopes, states=STATES, types=TYPE_LABELS, my_accounts=mine,
-                           **context)
+    return render_template("jobs/index.html", scopes=scopes, L=list_labels(), my_accounts=mine, **context)
 
 
 @bp.get("/admin/jobs")
