@@ -282,6 +282,8 @@ def test_list_scopes_filters_sorting_and_polling(app, new_client, people, make):
     assert "beta notebook" not in client.get("/jobs?type=batch").get_data(as_text=True)
     assert "alpha run" not in client.get("/jobs?state=Failed").get_data(as_text=True)
     assert "alpha run" not in client.get("/jobs?q=beta").get_data(as_text=True)
+    assert "No jobs match." in client.get("/jobs?q=%25").get_data(as_text=True)  # % is literal, not a wildcard
+    assert "alpha run" not in client.get("/jobs?q=a_ph").get_data(as_text=True)  # nor is _
     by_name = client.get("/jobs?sort=name").get_data(as_text=True)
     assert by_name.index("alpha run") < by_name.index("beta notebook")
     newest = client.get("/jobs").get_data(as_text=True)

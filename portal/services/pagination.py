@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, literal_column, or_, select
+from sqlalchemy import Select, bindparam, func, literal_column, or_, select
 
 from ..extensions import db
 
@@ -47,32 +47,56 @@ class Page:
         return (self.page - 1) * self.per_page + len(self.items)
 
 
+def page_statements(stmt: Select, count_stmt: Select | None = None) -> tuple[Select, Select]:
+    """(page, count) statements for `stmt` with bind parameters cap, lim and off, so a caller may
+    build them once and run them for any page. The page carries the capped count as `_total`: one
+    round trip, the count being an uncorrelated scalar subquery the database evaluates once."""
+    matching = ((count_stmt if count_stmt is not None else stmt)
+                .with_only_columns(literal_column("1"), maintain_column_froms=True)
+                .order_by(None).limit(bindparam("cap")).subquery())
+    count = select(func.count()).select_from(matching)
+    page = stmt.add_columns(count.scalar_subquery().label("_total")).limit(bindparam("lim")).offset(bindparam("off"))
+    return page, count
+
+
+def run_page(statements: tuple[Select, Select], page: int, per_page: int, params: dict | None = None) -> Page:
+    """One page of mappings from `page_statements`; only a page past the end counts separately."""
+    page_stmt, count = statements
+    page = min(max(1, page), MAX_PAGE)
+    offset = (page - 1) * per_page
+    cap = offset + COUNT_AHEAD * per_page + 1
+    values = {**(params or {}), "cap": cap, "lim": per_page, "off": offset}
+    result = list(db.session.execute(page_stmt, values).mappings())
+    counted = result[0]["_total"] if result else db.session.execute(count, values).scalar_one()
+    items = [{k: v for k, v in r.items() if k != "_total"} for r in result]
+    return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
+
+
 def paginate(stmt: Select, page: int, per_page: int, rows: str = "scalars", count_stmt: Select | None = None) -> Page:
     """Run `stmt` for one page. `rows`: "scalars" (the first column of each row), "tuples" or
     "mappings" (column name -> value). `count_stmt`: a cheaper statement matching the same rows."""
+    if rows == "mappings":
+        return run_page(page_statements(stmt, count_stmt), page, per_page)
     page = min(max(1, page), MAX_PAGE)
     offset = (page - 1) * per_page
     cap = offset + COUNT_AHEAD * per_page + 1
     matching = ((count_stmt if count_stmt is not None else stmt).with_only_columns(literal_column("1"), maintain_column_froms=True)
                 .order_by(None).limit(cap).subquery())
-    count = select(func.count()).select_from(matching)
-    if rows == "mappings":
-        # One round trip: the capped count rides along as an uncorrelated scalar subquery (the
-        # database evaluates it once). Only a page past the end needs the count on its own.
-        result = list(db.session.execute(stmt.add_columns(count.scalar_subquery().label("_total"))
-                                         .limit(per_page).offset(offset)).mappings())
-        counted = result[0]["_total"] if result else db.session.execute(count).scalar_one()
-        items = [{k: v for k, v in r.items() if k != "_total"} for r in result]
-        return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
-    counted = db.session.execute(count).scalar_one()
+    counted = db.session.execute(select(func.count()).select_from(matching)).scalar_one()
     items = []
     if counted > offset:
         result = db.session.execute(stmt.limit(per_page).offset(offset))
-        items = list(result.scalars() if rows == "scalars" else result.mappings() if rows == "mappings" else result)
+        items = list(result.scalars() if rows == "scalars" else result)
     return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
 
 
-def contains_text(text: str, *columns):
-    """A WHERE clause: any of `columns` contains `text` literally (% and _ are not wildcards)."""
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, literally (% and _ are not wildcards)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+def contains_text(text, *columns):
+    """A WHERE clause: any of `columns` contains `text` literally; `text` may be a bindparam
+    that will carry a `like_pattern`."""
+    pattern = like_pattern(text) if isinstance(text, str) else text
     return or_(*(column.like(pattern, escape="\\") for column in columns))
