@@ -64,7 +64,10 @@ def render_rows(rows, others: bool) -> Markup:
         full = list_rows([r["id"] for r, html in zip(rows, found) if html is None])
         for i, (k, r) in enumerate(zip(keys, rows)):
             if found[i] is None:
-                row = full[r["id"]]
+                row = full.get(r["id"])
+                if row is None:  # gone between the two reads
+                    found[i] = ""
+                    continue
                 found[i] = fresh[k] = str(macro(row, base, states.get(row["state"], row["state"]),
                                                 types.get(row["job_type"], row["job_type"]), others))
         with _lock:
