@@ -57,12 +57,12 @@ class Job(db.Model):
     memory_mib: Mapped[int] = mapped_column(Integer, default=0)  # in total
     workers: Mapped[int] = mapped_column(Integer, default=1)
     time_limit_seconds: Mapped[int] = mapped_column(Integer, default=0)
-    spec: Mapped[dict | None] = mapped_column(JSONText)  # the submitted form, for clone and the YAML view
+    spec: Mapped[dict | None] = mapped_column(JSONText, deferred=True)  # the submitted form, for clone and the YAML view
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     notify: Mapped[bool] = mapped_column(Boolean, default=False)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)  # deleted from lists; the audit keeps it
-    last_log: Mapped[str | None] = mapped_column(Text)  # the last lines, kept when the job ends
+    last_log: Mapped[str | None] = mapped_column(Text, deferred=True)  # the last lines, kept when the job ends
     pods: Mapped[list | None] = mapped_column(JSONText)  # [{name, node, phase, reason, restarts, exit_code, started_at}]
     notified_at: Mapped[datetime | None] = mapped_column(DateTime)  # the end-of-job mail went out
     # Bumped on every change the detail page shows (state, pods, events): a poll that already has

@@ -132,7 +132,17 @@ def get_job(actor: Actor, job_id: int) -> Job:
     return job
 
 
-def _may_see(actor: Actor, job: Job) -> bool:
+def poll_state(actor: Actor, job_id: int) -> tuple[int, str]:
+    """(version, state) of a job the actor may see, read without loading the job: what a status
+    poll needs to tell whether anything changed. NotFound like `get_job`."""
+    row = db.session.execute(select(Job.user_id, Job.account_id, Job.hidden, Job.version, Job.state)
+                             .where(Job.id == job_id)).one_or_none()
+    if row is None or row.hidden or not _may_see(actor, row):
+        raise NotFound(_("No such job."))
+    return row.version, row.state
+
+
+def _may_see(actor: Actor, job) -> bool:
     if actor.is_admin or job.user_id == actor.user.id:
         return True
     return db.session.execute(select(Membership.id).where(

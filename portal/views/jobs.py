@@ -176,9 +176,12 @@ def status(job_id):
     """The polled part of the detail page (DB only); it stops polling once the job has ended.
     A poll that already shows the job's current version gets 204 (htmx keeps the block); a
     pending job's place in line depends on other jobs, so it is always rendered."""
+    seen = request.args.get("v", type=int)
+    if seen is not None:
+        version, state = jobs.poll_state(actor(), job_id)
+        if seen == version and state != JobState.PENDING.value:
+            return "", 204
     job = jobs.get_job(actor(), job_id)
-    if request.args.get("v", type=int) == job.version and job.state != JobState.PENDING.value:
-        return "", 204
     return render_template("jobs/_status.html", **_status_context(job))
 
 
