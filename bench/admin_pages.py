@@ -32,15 +32,13 @@ SECRET = "bench-secret-key-" + "x" * 32
 ADMIN_PASSWORD = "bench admin password"
 
 
-def seed(url: str, users: int, accounts: int) -> None:
-    """Fresh schema (real migrations) and the rows, inserted in bulk."""
+def fresh_app(url: str):
+    """An app on a schema the migrations build from scratch (whatever the database held is dropped)."""
     from flask_migrate import upgrade
-    from sqlalchemy import insert, text
-    from werkzeug.security import generate_password_hash
+    from sqlalchemy import text
 
     from portal import create_app
     from portal.extensions import db
-    from portal.models import Account, AccountGpuQuota, Membership, User, utcnow
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET})
     with app.app_context():
@@ -48,10 +46,33 @@ def seed(url: str, users: int, accounts: int) -> None:
         db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
         db.session.commit()
         upgrade()
+    return app
+
+
+def insert_admin(now) -> None:
+    """The local administrator the benchmarks sign in as (`login_cookie`)."""
+    from sqlalchemy import insert
+    from werkzeug.security import generate_password_hash
+
+    from portal.extensions import db
+    from portal.models import User
+
+    db.session.execute(insert(User), [
+        {"username": "aaa-admin", "role": "admin", "active": True, "auth_source": "local", "display_name": "Admin",
+         "email": "admin@example.edu", "password_hash": generate_password_hash(ADMIN_PASSWORD), "created_at": now}])
+
+
+def seed(url: str, users: int, accounts: int) -> None:
+    """Fresh schema (real migrations) and the rows, inserted in bulk."""
+    from sqlalchemy import insert, text
+
+    from portal.extensions import db
+    from portal.models import Account, AccountGpuQuota, Membership, User, utcnow
+
+    app = fresh_app(url)
+    with app.app_context():
         now = utcnow()
-        db.session.execute(insert(User), [
-            {"username": "aaa-admin", "role": "admin", "active": True, "auth_source": "local", "display_name": "Admin",
-             "email": "admin@example.edu", "password_hash": generate_password_hash(ADMIN_PASSWORD), "created_at": now}])
+        insert_admin(now)
         db.session.execute(insert(User), [
             {"username": f"user{n:05d}", "display_name": f"研究员 {n}", "email": f"user{n}@example.edu",
              "role": "user", "active": n % 50 != 0, "auth_source": "oidc", "oidc_issuer": "https://sso.example.edu",

@@ -19,7 +19,8 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_pages import ADMIN_PASSWORD, SECRET, arguments, database_url, gunicorn, load_python, login_cookie  # noqa: E402
+from admin_pages import (arguments, database_url, fresh_app, gunicorn, insert_admin, load_python,  # noqa: E402
+                         login_cookie)
 
 STATES = ["Succeeded"] * 6 + ["Failed"] * 2 + ["Stopped", "Lost"]
 NAMES = ["resnet50 训练", "bert finetune", "llama 推理", "notebook", "diffusion", "ablation"]
@@ -28,24 +29,15 @@ NAMES = ["resnet50 训练", "bert finetune", "llama 推理", "notebook", "diffus
 def seed(url: str, jobs: int, users: int, accounts: int, active: int) -> tuple[int, int]:
     """Schema from the migrations, then users, accounts, memberships and `jobs` jobs in bulk. The
     admin owns 1 job in 40 (5,000 of 200,000). Returns the ids of a running and a pending job."""
-    from flask_migrate import upgrade
     from sqlalchemy import insert, text
-    from werkzeug.security import generate_password_hash
 
-    from portal import create_app
     from portal.extensions import db
     from portal.models import Account, Job, Membership, Node, SyncHeartbeat, User, utcnow
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET})
+    app = fresh_app(url)
     with app.app_context():
-        db.drop_all()
-        db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        db.session.commit()
-        upgrade()
         now = utcnow()
-        db.session.execute(insert(User), [
-            {"username": "aaa-admin", "role": "admin", "active": True, "auth_source": "local", "display_name": "Admin",
-             "email": "admin@example.edu", "password_hash": generate_password_hash(ADMIN_PASSWORD), "created_at": now}])
+        insert_admin(now)
         db.session.execute(insert(User), [
             {"username": f"user{n:05d}", "display_name": f"研究员 {n}", "email": f"user{n}@example.edu", "role": "user",
              "active": True, "auth_source": "oidc", "oidc_issuer": "https://sso", "oidc_subject": f"s{n}",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main():
@@ -31,11 +32,10 @@ def main():
     parser.add_argument("--jobs", type=int, default=500)
     args = parser.parse_args()
 
-    from flask_migrate import upgrade
-    from sqlalchemy import select, text
+    from sqlalchemy import select
 
+    from admin_pages import fresh_app
     from kubesim import KubeSim
-    from portal import create_app
     from portal.cluster.client import Cluster
     from portal.cluster.manifests import ClusterSettings
     from portal.extensions import db
@@ -50,12 +50,8 @@ def main():
         {"name": "gpu", "count": 100, "cpu": 256, "memory": "2048Gi", "gpu": {"model": "A100", "count": 8}}]}
     sim = KubeSim(cluster=cluster_def, time_scale=1.0).start()
     kubeconfig = sim.write_kubeconfig(folder / "kubeconfig")
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "b" * 40})
+    app = fresh_app(url)
     with app.app_context():
-        db.drop_all()
-        db.session.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        db.session.commit()
-        upgrade()
         user = User(username="bench", auth_source="local")
         account = Account(name="bench-lab", gpu_quota=100000)
         db.session.add_all([user, account])
