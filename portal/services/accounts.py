@@ -100,12 +100,12 @@ def get_account(actor: Actor, account_id: int) -> Account:
     account = db.session.get(Account, account_id, options=[joinedload(Account.gpu_model_quotas)])
     if account is None:
         raise NotFound(_("No such account."))
-    if not actor.is_admin and not _is_manager(actor.user, account.id):
+    if not actor.is_admin and not is_manager(actor.user, account.id):
         raise Forbidden(_("Only administrators and this account's managers can manage it."))
     return account
 
 
-def _is_manager(user: User | None, account_id: int) -> bool:
+def is_manager(user: User | None, account_id: int) -> bool:
     if user is None:
         return False
     return db.session.execute(

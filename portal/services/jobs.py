@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
-from ..models import Account, Job, JobState, Membership, MemberRole, User, utcnow
-from . import audit, quota
+from ..models import Account, Job, JobState, User, utcnow
+from . import accounts, audit, quota
 from .context import Actor
 from .errors import Conflict, NotFound
 
@@ -143,11 +143,7 @@ def poll_state(actor: Actor, job_id: int) -> tuple[int, str]:
 
 
 def _may_see(actor: Actor, job) -> bool:
-    if actor.is_admin or job.user_id == actor.user.id:
-        return True
-    return db.session.execute(select(Membership.id).where(
-        Membership.account_id == job.account_id, Membership.user_id == actor.user.id,
-        Membership.role == MemberRole.MANAGER.value)).first() is not None
+    return actor.is_admin or job.user_id == actor.user.id or accounts.is_manager(actor.user, job.account_id)
 
 
 def stop_job(actor: Actor, job_id: int, cluster: Cluster) -> Job:

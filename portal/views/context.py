@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, request
 from flask_login import current_user
 
+from ..services import job_queries
 from ..services.context import Actor
 
 
@@ -25,3 +26,9 @@ def is_htmx() -> bool:
 
 def htmx_target() -> str:
     return request.headers.get("HX-Target", "") if is_htmx() else ""
+
+
+def stale_notice() -> dict | None:
+    """{"age": seconds or None} when the syncer's data is too old to trust (None: fresh)."""
+    age = job_queries.sync_age()
+    return {"age": age} if age is None or age > current_app.config["SYNC_STALE_SECONDS"] else None

@@ -1,7 +1,7 @@
 """The home page and the language switch."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session
+from flask import Blueprint, flash, redirect, render_template, request, session
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
@@ -9,7 +9,7 @@ from ..auth.views import safe_next
 from ..config import LANGUAGES
 from ..models import utcnow
 from ..services import accounts, job_queries, users
-from .context import actor
+from .context import actor, stale_notice
 from .forms import CsrfOnlyForm
 
 bp = Blueprint("home", __name__)
@@ -21,12 +21,10 @@ def index():
     """My active jobs, my accounts with their quota usage, free GPUs per model."""
     memberships = accounts.my_memberships(current_user)
     me = actor()
-    age = job_queries.sync_age()
-    stale = {"age": age} if age is None or age > current_app.config["SYNC_STALE_SECONDS"] else None
     return render_template("home/index.html", memberships=memberships, today=utcnow().date(),
                            active=job_queries.active_jobs(me),
                            usage=job_queries.usage_by_account([m.account_id for m in memberships]),
-                           free=job_queries.free_gpus_by_model(), stale=stale)
+                           free=job_queries.free_gpus_by_model(), stale=stale_notice())
 
 
 @bp.post("/settings/language")

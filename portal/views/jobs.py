@@ -17,7 +17,7 @@ from ..models import JobState
 from ..services import accounts, job_queries, job_templates, jobs
 from ..services.errors import DomainError
 from ..services.quota import QuotaExceeded
-from .context import actor, htmx_target, is_htmx, page_arg, per_page
+from .context import actor, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm
 from .job_rows import list_labels, render_rows
 from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
@@ -42,12 +42,6 @@ def _filters() -> job_queries.JobFilter:
         sort=args.get("sort", "newest") if args.get("sort") in job_queries.SORTS else "newest")
 
 
-def _stale():
-    age = job_queries.sync_age()
-    limit = current_app.config["SYNC_STALE_SECONDS"]
-    return {"age": age} if age is None or age > limit else None
-
-
 @bp.get("/jobs")
 @login_required
 def index():
@@ -56,7 +50,7 @@ def index():
     page = job_queries.list_jobs(actor(), f, page_arg(), per_page())
     args = {"scope": f.scope, "state": f.state, "type": f.job_type, "account": f.account_id or "", "q": f.text,
             "sort": f.sort}
-    context = dict(page=page, f=f, args=args, live=job_queries.any_changeable(page.items), stale=_stale(),
+    context = dict(page=page, f=f, args=args, live=job_queries.any_changeable(page.items), stale=stale_notice(),
                    rows_html=render_rows(page.items, others=f.scope != "mine"))
     if htmx_target() == "jobs-table":
         return render_template("jobs/_table.html", **context)
@@ -167,7 +161,7 @@ def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
     job = jobs.get_job(actor(), job_id)
     spec_yaml = yaml.safe_dump(job.spec or {}, allow_unicode=True, sort_keys=False)
-    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=_stale(), **_status_context(job))
+    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=stale_notice(), **_status_context(job))
 
 
 @bp.get("/jobs/<int:job_id>/status")
