@@ -41,11 +41,6 @@ def list_labels() -> dict:
     return labels
 
 
-def _labels() -> tuple[dict, dict]:
-    labels = list_labels()
-    return labels["states"], labels["types"]
-
-
 def render_rows(rows, others: bool) -> Markup:
     """The <tr> elements for `rows` (mappings from job_queries.list_jobs)."""
     locale = str(get_locale())
@@ -58,7 +53,6 @@ def render_rows(rows, others: bool) -> Markup:
                 _cache.move_to_end(k)
     if any(html is None for html in found):
         macro = get_template_attribute("jobs/_row.html", "row")
-        states, types = _labels()
         base = url_for("jobs.index")
         fresh = {}
         full = list_rows([r["id"] for r, html in zip(rows, found) if html is None])
@@ -68,8 +62,7 @@ def render_rows(rows, others: bool) -> Markup:
                 if row is None:  # gone between the two reads
                     found[i] = ""
                     continue
-                found[i] = fresh[k] = str(macro(row, base, states.get(row["state"], row["state"]),
-                                                types.get(row["job_type"], row["job_type"]), others))
+                found[i] = fresh[k] = str(macro(row, base, others))
         with _lock:
             _cache.update(fresh)
             while len(_cache) > MAX_ROWS:

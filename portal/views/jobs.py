@@ -23,6 +23,7 @@ from .job_rows import list_labels, render_rows
 from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
+bp.add_app_template_global(list_labels, "job_labels")
 STATES = [s.value for s in JobState]
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -60,7 +61,7 @@ def index():
         scopes.append("account")
     if current_user.is_admin:
         scopes.append("all")
-    return render_template("jobs/index.html", scopes=scopes, L=list_labels(), my_accounts=mine, **context)
+    return render_template("jobs/index.html", scopes=scopes, my_accounts=mine, **context)
 
 
 @bp.get("/admin/jobs")
