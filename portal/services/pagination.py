@@ -1,10 +1,11 @@
 """Listing helpers: pagination and substring search.
 
-Pagination costs two queries: a count, then one LIMIT/OFFSET page. The count stops at ten pages
-beyond the current one (`COUNT_AHEAD`), so its cost grows with the page number, not with the table:
-on 10,000 users InnoDB would otherwise walk a whole index on every request. Below the cap the total
-is exact; above it the page says "more than N". (A COUNT(*) OVER () window in the page query would
-save a round trip but makes the database number every matching row: ~30x slower on 10,000 users.)
+Pagination costs one query: the LIMIT/OFFSET page, carrying a count that stops at ten pages beyond
+the current one (`COUNT_AHEAD`) as an uncorrelated scalar subquery, so its cost grows with the page
+number, not with the table: on 10,000 users InnoDB would otherwise walk a whole index on every
+request. Below the cap the total is exact; above it the page says "more than N". Only a page past
+the end counts on its own. (A COUNT(*) OVER () window would make the database number every
+matching row: ~30x slower on 10,000 users.)
 """
 from __future__ import annotations
 
@@ -59,35 +60,32 @@ def page_statements(stmt: Select, count_stmt: Select | None = None) -> tuple[Sel
     return page, count
 
 
-def run_page(statements: tuple[Select, Select], page: int, per_page: int, params: dict | None = None) -> Page:
-    """One page of mappings from `page_statements`; only a page past the end counts separately."""
+def run_page(statements: tuple[Select, Select], page: int, per_page: int, params: dict | None = None,
+             rows: str = "mappings") -> Page:
+    """One page from `page_statements`; only a page past the end counts separately. `rows`:
+    "mappings" (column name -> value), "scalars" (the first column of each row) or "tuples"."""
     page_stmt, count = statements
     page = min(max(1, page), MAX_PAGE)
     offset = (page - 1) * per_page
     cap = offset + COUNT_AHEAD * per_page + 1
     values = {**(params or {}), "cap": cap, "lim": per_page, "off": offset}
-    result = list(db.session.execute(page_stmt, values).mappings())
-    counted = result[0]["_total"] if result else db.session.execute(count, values).scalar_one()
-    items = [{k: v for k, v in r.items() if k != "_total"} for r in result]
+    result = db.session.execute(page_stmt, values)
+    if rows == "mappings":
+        found = list(result.mappings())
+        totals = [r["_total"] for r in found]
+        items = [{k: v for k, v in r.items() if k != "_total"} for r in found]
+    else:
+        found = list(result)
+        totals = [r[-1] for r in found]
+        items = [r[0] for r in found] if rows == "scalars" else [tuple(r[:-1]) for r in found]
+    counted = totals[0] if totals else db.session.execute(count, values).scalar_one()
     return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
 
 
 def paginate(stmt: Select, page: int, per_page: int, rows: str = "scalars", count_stmt: Select | None = None) -> Page:
-    """Run `stmt` for one page. `rows`: "scalars" (the first column of each row), "tuples" or
-    "mappings" (column name -> value). `count_stmt`: a cheaper statement matching the same rows."""
-    if rows == "mappings":
-        return run_page(page_statements(stmt, count_stmt), page, per_page)
-    page = min(max(1, page), MAX_PAGE)
-    offset = (page - 1) * per_page
-    cap = offset + COUNT_AHEAD * per_page + 1
-    matching = ((count_stmt if count_stmt is not None else stmt).with_only_columns(literal_column("1"), maintain_column_froms=True)
-                .order_by(None).limit(cap).subquery())
-    counted = db.session.execute(select(func.count()).select_from(matching)).scalar_one()
-    items = []
-    if counted > offset:
-        result = db.session.execute(stmt.limit(per_page).offset(offset))
-        items = list(result.scalars() if rows == "scalars" else result)
-    return Page(items=items, page=page, per_page=per_page, total=min(counted, cap - 1), exact=counted < cap)
+    """Run `stmt` for one page (see `run_page` for `rows`). `count_stmt`: a cheaper statement
+    matching the same rows."""
+    return run_page(page_statements(stmt, count_stmt), page, per_page, rows=rows)
 
 
 def like_pattern(text: str) -> str:
