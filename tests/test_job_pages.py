@@ -472,3 +472,18 @@ def test_the_heartbeat_is_read_at_most_every_few_seconds_when_cached(app, new_cl
     assert "syncer has not run yet" in alice.get("/jobs").get_data(as_text=True)  # the cached reading
     time.sleep(1.1)
     assert "syncer" not in alice.get("/jobs").get_data(as_text=True)
+
+
+def test_a_listed_job_that_changes_is_shown_changed(app, new_client, people, make):
+    """List rows are cached by the job's version: any change to a job must show on the next list."""
+    job = make.job(people["alice"], people["lab"], state="Running", display_name="cached run")
+    alice = as_(new_client, people["alice"])
+    assert "state-running" in alice.get("/jobs").get_data(as_text=True)
+
+    def fail(s):
+        row = s.get(Job, job)
+        row.state, row.reason = "Failed", "OOMKilled"
+        s.commit()
+    make.query(fail)
+    page = alice.get("/jobs").get_data(as_text=True)
+    assert "state-failed" in page and "OOMKilled" in page and "state-running" not in page
