@@ -42,7 +42,7 @@ def main():
     from portal.models import Account, Job, Membership, User
     from portal.services import jobs
     from portal.services.context import Actor
-    from portal.sync.syncer import Syncer
+    from portal.sync.syncer import SyncSettings, Syncer
 
     folder = Path(tempfile.mkdtemp(prefix="crater-pipeline-"))
     url = args.database_url or f"sqlite:///{folder}/bench.sqlite3"
@@ -102,7 +102,8 @@ def main():
             job_id = int(obj["metadata"]["labels"].get("crater.io/job-id", 0))
             changed.setdefault(job_id, time.perf_counter())
     sim.store.listeners.append(on_change)
-    syncer = Syncer(app, Cluster.connect(str(kubeconfig), ClusterSettings(namespace="crater-jobs")), lease_seconds=15).start()
+    syncer = Syncer(app, Cluster.connect(str(kubeconfig), ClusterSettings(namespace="crater-jobs")),
+                    settings=SyncSettings(lease_seconds=15)).start()
     seen: dict[int, float] = {}
     polling = threading.Event()
 

@@ -1,4 +1,4 @@
-"""python -m kubesim serve --cluster FILE --port N --kubeconfig OUT [--tls] [--token T]
+"""python -m kubesim serve --cluster FILE --port N --kubeconfig OUT [--tls | --tls-dir DIR] [--state FILE] [--token T]
 
 Runs the simulated cluster as a process until interrupted, after writing a kubeconfig for it.
 Faults are injected through the control endpoint (POST /kubesim/faults, /kubesim/drop-watches,
@@ -22,11 +22,13 @@ def main(argv=None) -> None:
     serve.add_argument("--kubeconfig", help="write a kubeconfig for the server here")
     serve.add_argument("--token", action="append", help=f"accepted bearer token (default {DEFAULT_TOKEN})")
     serve.add_argument("--tls", action="store_true", help="serve HTTPS with a generated CA (kubectl sends tokens only over TLS)")
+    serve.add_argument("--state", metavar="FILE", help="keep every object here across restarts (resourceVersions keep increasing)")
+    serve.add_argument("--tls-dir", metavar="DIR", help="serve HTTPS with the CA and certificate kept in DIR (made on first use)")
     serve.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
     args = parser.parse_args(argv)
 
     sim = KubeSim(cluster=args.cluster, host=args.host, port=args.port, tokens=args.token or (DEFAULT_TOKEN,),
-                  tls=args.tls, time_scale=args.time_scale).start()
+                  tls=args.tls, time_scale=args.time_scale, state_file=args.state, tls_dir=args.tls_dir).start()
     if args.kubeconfig:
         sim.write_kubeconfig(args.kubeconfig)
     print(f"kubesim serving {sim.url}" + (f", kubeconfig {args.kubeconfig}" if args.kubeconfig else ""), flush=True)

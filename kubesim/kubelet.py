@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from . import errors, quantity
 from .resources import core
@@ -159,6 +160,16 @@ class Kubelet:
 
     def _admit(self, pod, now):
         workload = workload_of(pod, self.sim.default_run_seconds)
+        since = _running_since(pod)
+        if since is not None:  # the control plane restarted: the container kept running on its node
+            state = self.states[pod["metadata"]["uid"]] = PodState("running", math.inf, workload, started=since)
+            restarts = sum(c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses", []))
+            state.restarts = restarts
+            if workload.run_seconds is not None:
+                state.due = since + workload.run_seconds
+            self.sim.allocate_gpus(pod)
+            self._start_progress(pod, state, since)
+            return
         self.states[pod["metadata"]["uid"]] = PodState("pulling", now + workload.pull_seconds, workload)
         image = pod["spec"]["containers"][0]["image"]
         self._event(pod, "Pulling", f'Pulling image "{image}"')
@@ -354,6 +365,18 @@ class Kubelet:
         if w.log_profile == "training":
             return "Training finished. Saved checkpoint to /workspace/checkpoints/final.pt"
         return "done"
+
+
+def _running_since(pod: dict) -> float | None:
+    """When the pod's first container started running, if it is running (as the API says)."""
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        started = (status.get("state", {}).get("running") or {}).get("startedAt")
+        if started:
+            try:
+                return datetime.strptime(started[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+            except ValueError:
+                return None
+    return None
 
 
 def _scheduled(status: dict) -> dict | None:

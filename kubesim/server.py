@@ -7,6 +7,7 @@ import json
 import select
 import socket
 import ssl
+import struct
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from . import errors
+from .faults import ConnectionReset, Garbage
 
 
 class Server(ThreadingHTTPServer):
@@ -79,8 +81,10 @@ class Handler(BaseHTTPRequestHandler):
             self._authenticate()
             if url.path.startswith("/kubesim/"):
                 return self._send_json(200, self.server.api.control(method, url.path, query, body))
-            self.server.faults.before_request(url.path)
+            lose_answer = self.server.faults.before_request(url.path, method)
             result = self.server.api.handle(method, url.path, query, body, self.headers)
+            if lose_answer is not None:
+                raise ConnectionReset()
             if result.stream is not None:
                 return self._send_stream(result)
             if result.text is not None:
@@ -90,6 +94,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(result.code, result.body)
         except errors.ApiError as exc:
             self._send_json(exc.code, exc.status())
+        except ConnectionReset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+        except Garbage:
+            self._send_bytes(200, b"<html>this is not the API you are looking for")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # noqa: BLE001  a bug in kubesim must still answer like a server

@@ -8,7 +8,9 @@ faults, the node inventory, pod logs and the garbage collector; tests embed it, 
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
 import time
 import zlib
@@ -36,13 +38,15 @@ DEFAULT_TOKEN = "kubesim-token"
 class KubeSim:
     def __init__(self, cluster=None, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,),
                  history: int = 100_000, bookmark_interval: float = 5.0, time_scale: float = 1.0,
-                 tls: bool = False, controllers: bool = True, tick: float = 0.05):
+                 tls: bool = False, controllers: bool = True, tick: float = 0.05, state_file=None, tls_dir=None):
         self.definition = clusters.load(cluster)
-        self.host, self.port, self.tls = host, port, tls
+        self.host, self.port, self.tls = host, port, tls or bool(tls_dir)
+        self.tls_dir = Path(tls_dir) if tls_dir else None
+        self.state_file = Path(state_file) if state_file else None
         self._ca_data = ""
         self.tokens = set(tokens)
         self.time_scale = float(self.definition.get("timeScale", time_scale))
-        self._t0 = time.time()
+        self._real0 = self._sim0 = time.time()
         self.store = Store(history=history, validator=validation.validate, defaulter=defaults.apply, clock=self.clock)
         self.recorder = Recorder(self.store, self.clock)
         self.default_run_seconds = float(self.definition.get("defaultRunSeconds", 30))
@@ -62,6 +66,9 @@ class KubeSim:
         self.store.listeners.append(self._index_owners)
         self.server: Server | None = None
         self._thread: threading.Thread | None = None
+        self._saver: threading.Thread | None = None
+        if self.state_file and self.state_file.exists():
+            self._load_state()
         self._populate()
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -73,11 +80,44 @@ class KubeSim:
                                                             "spec": {"finalizers": ["kubernetes"]},
                                                             "status": {"phase": "Active"}})
         for node in clusters.nodes(self.definition):
-            self.store.create(core("nodes"), "", node)
+            if self.store.find(core("nodes"), "", node["metadata"]["name"]) is None:
+                self.store.create(core("nodes"), "", node)
 
     def clock(self) -> float:
-        """Simulated time: real time since start, times time_scale, from the real start time."""
-        return self._t0 + (time.time() - self._t0) * self.time_scale
+        """Simulated time: real time since start, times time_scale, from the real start time (or,
+        after a restart from --state, from the simulated time it had then)."""
+        return self._sim0 + (time.time() - self._real0) * self.time_scale
+
+    # ---- persistence: a restartable control plane ------------------------------------------
+
+    def save_state(self) -> None:
+        """Write every object, the resourceVersion counter, the containers' logs and the simulated
+        time to the state file (atomically: a crash mid-write leaves the previous file)."""
+        with self.store.lock:
+            state = {"store": self.store.snapshot(), "simTime": self.clock(), "realTime": time.time(),
+                     "logs": [[list(key), lines] for key, lines in self.logs.items()]}
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps(state, separators=(",", ":")))
+        os.replace(tmp, self.state_file)
+        self._saved_rv = self.store.rv
+
+    def _load_state(self) -> None:
+        state = json.loads(self.state_file.read_text())
+        self.store.restore(state.get("store") or {})
+        # The nodes kept running while the API server was away: simulated time went on.
+        self._sim0 = float(state.get("simTime", self._real0)) + (self._real0 - float(state.get("realTime", self._real0))) * self.time_scale
+        for key, lines in state.get("logs") or []:
+            self.logs[tuple(key)] = [tuple(entry) for entry in lines]
+        self._saved_rv = self.store.rv
+
+    def _save_loop(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.store.rv != getattr(self, "_saved_rv", -1):
+                try:
+                    self.save_state()
+                except OSError:
+                    import traceback
+                    traceback.print_exc()
 
     def tick_seconds_sim(self) -> float:
         return self.tick * self.time_scale
@@ -121,7 +161,7 @@ class KubeSim:
         context = None
         if self.tls:
             from .tls import server_context
-            context, self._ca_data = server_context(self.host)
+            context, self._ca_data = server_context(self.host, self.tls_dir)
         self.server = Server((self.host, self.port), self.api, self.tokens, self.faults, context)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=serve_forever_in, args=(self.server,), name="kubesim-api", daemon=True)
@@ -132,6 +172,10 @@ class KubeSim:
             self._loop = threading.Thread(target=self._run_controllers, args=controllers, name="kubesim-controllers",
                                           daemon=True)
             self._loop.start()
+        if self.state_file:
+            self._stopping.clear()
+            self._saver = threading.Thread(target=self._save_loop, name="kubesim-state", daemon=True)
+            self._saver.start()
         return self
 
     def stop(self) -> None:
@@ -147,6 +191,11 @@ class KubeSim:
             self.server.shutdown()
             self._thread.join(5)
             self.server = None
+        if self._saver is not None:
+            self._saver.join(5)
+            self._saver = None
+        if self.state_file:
+            self.save_state()
 
     def __enter__(self):
         return self.start()
@@ -356,13 +405,15 @@ class KubeSim:
 
     def control(self, method: str, path: str, query: dict, body) -> dict:
         """POST /kubesim/faults {"errorCode": 503, "errorRate": 1, "errorCount": -1, "delay": 0.2,
-        "pathPrefix": "/apis/batch"}; POST /kubesim/drop-watches; POST /kubesim/expire;
+        "pathPrefix": "/apis/batch", "methods": ["POST"], "reset": false, "resetAfter": false,
+        "garbage": false} (or {"rules": [...]} for several at once; DELETE clears); POST /kubesim/drop-watches; POST /kubesim/expire;
         POST /kubesim/nodes/NAME/ready {"ready": false}; GET /kubesim/faults."""
         body = body or {}
         if path == "/kubesim/faults":
             if method == "POST":
-                self.faults.set(int(body.get("errorCode", 0)), float(body.get("errorRate", 1.0)),
-                                int(body.get("errorCount", -1)), float(body.get("delay", 0.0)), body.get("pathPrefix", ""))
+                from .faults import Rule
+                rules = body.get("rules") if isinstance(body.get("rules"), list) else [body]
+                self.faults.replace([Rule.from_json(r) for r in rules])
             elif method == "DELETE":
                 self.faults.clear()
             return self.faults.describe()

@@ -422,6 +422,33 @@ class Store:
 
     # ---- faults -----------------------------------------------------------------------------
 
+    # ---- persistence (kubesim serve --state) ---------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Every object and the resourceVersion counter, as JSON-ready data."""
+        with self.lock:
+            return {"resourceVersion": self.rv,
+                    "objects": {key: list(objs.values()) for key, objs in self.objects.items() if objs}}
+
+    def restore(self, snapshot: dict) -> None:
+        """Load a snapshot into an empty store, as etcd would give it back after a restart: the
+        same objects and versions, no change history (a watch from before gets 410 Gone)."""
+        by_key = {r.key: r for r in RESOURCES}
+        with self.lock:
+            for key, objects in (snapshot.get("objects") or {}).items():
+                rtype = by_key.get(key)
+                if rtype is None:
+                    continue
+                for obj in objects:
+                    meta = obj["metadata"]
+                    name_key = (meta.get("namespace", "") if rtype.namespaced else "", meta["name"])
+                    self.objects[key][name_key] = obj
+                    self.raw[key][name_key] = encode(obj)
+                    for pair in (meta.get("labels") or {}).items():
+                        self.label_index[key].setdefault(pair, set()).add(name_key)
+            self.rv = max(self.rv, int(snapshot.get("resourceVersion") or 0))
+            self.compacted_rv = self.rv
+
     def drop_watches(self) -> None:
         with self.lock:
             self.watch_epoch += 1

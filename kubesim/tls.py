@@ -53,13 +53,21 @@ def make_certificates(host: str) -> tuple[bytes, bytes, bytes]:
             key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
-def server_context(host: str) -> tuple[ssl.SSLContext, str]:
-    """An SSL context serving a fresh certificate, and the CA as base64 (certificate-authority-data)."""
-    ca_pem, cert_pem, key_pem = make_certificates(host)
-    folder = Path(tempfile.mkdtemp(prefix="kubesim-tls-"))
-    (folder / "tls.crt").write_bytes(cert_pem + ca_pem)
-    (folder / "tls.key").write_bytes(key_pem)
-    (folder / "tls.key").chmod(0o600)
+def server_context(host: str, folder: Path | None = None) -> tuple[ssl.SSLContext, str]:
+    """An SSL context serving a certificate, and the CA as base64 (certificate-authority-data).
+    With `folder`, the CA and certificate kept there are used again (made on first use), so a
+    restarted server keeps its identity and existing kubeconfigs stay valid."""
+    if folder is not None and (folder / "ca.crt").exists() and (folder / "tls.crt").exists() and (folder / "tls.key").exists():
+        ca_pem = (folder / "ca.crt").read_bytes()
+    else:
+        ca_pem, cert_pem, key_pem = make_certificates(host)
+        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="kubesim-tls-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tls.key").touch(0o600)
+        (folder / "tls.key").chmod(0o600)
+        (folder / "tls.key").write_bytes(key_pem)
+        (folder / "tls.crt").write_bytes(cert_pem + ca_pem)
+        (folder / "ca.crt").write_bytes(ca_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
     return context, base64.b64encode(ca_pem).decode()

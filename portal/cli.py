@@ -71,23 +71,36 @@ def demo(host, port):
 @with_appcontext
 def sync():
     """Run the syncer: watch the cluster and keep job states in the database current. Several
-    replicas may run; one holds the lease and works. Stops on SIGTERM or Ctrl+C."""
+    replicas may run; one holds the lease and works. Stops on SIGTERM or Ctrl+C (exit 0); exits 1
+    when one of its loops cannot be kept running, so that Kubernetes restarts it."""
+    import logging
     import signal
     import threading
 
     from flask import current_app
 
-    from .cluster.setup import cluster_for
+    from .cluster.client import ClusterError
+    from .cluster.setup import connect
     from .sync.syncer import Syncer
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = current_app._get_current_object()
-    syncer = Syncer(app, cluster_for(app)).start()
+    try:
+        cluster = connect(app.config)
+    except ClusterError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    syncer = Syncer(app, cluster).start()
     click.echo(f"syncer {syncer.identity} started (namespace {app.config['JOB_NAMESPACE']})")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    done.wait()
+    while not done.wait(1.0) and syncer.healthy():
+        pass
     syncer.stop()
+    if syncer.failed or not done.is_set():
+        click.echo(f"error: the syncer's loop {syncer.failed or '?'} stopped; exiting so that it is restarted", err=True)
+        sys.exit(1)
 
 
 def register(app: Flask) -> None:

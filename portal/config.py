@@ -36,7 +36,7 @@ def _int(environ, name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
-JOB_TYPES = ("jupyter", "batch", "distributed")
+from .vocabulary import JOB_TYPES  # noqa: E402,F401  (re-exported)
 DEFAULT_TIME_LIMITS = {"jupyter": (24, 168), "batch": (72, 336), "distributed": (72, 336)}  # hours: default, max
 
 
@@ -54,6 +54,19 @@ def parse_time_limits(raw: str) -> dict[str, tuple[float, float]]:
             raise ConfigError(f"CRATER_TIME_LIMITS: {part!r} needs a job type and 0 < default <= max")
         limits[name.strip()] = (default_h, max_h)
     return limits
+
+
+def _seconds(environ, name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value < 86400 * 30:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def default_database_url(instance_path: str) -> str:
@@ -95,6 +108,14 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "LOG_TAIL_LINES": _int(env, "CRATER_LOG_TAIL_LINES", 500),
         "SYNC_STALE_SECONDS": _int(env, "CRATER_SYNC_STALE_SECONDS", 60),
         "SHORT_CACHE_SECONDS": _int(env, "CRATER_SHORT_CACHE_SECONDS", 2),
+        # Every call to another system has a timeout (seconds).
+        "CLUSTER_TIMEOUT": _seconds(env, "CRATER_CLUSTER_TIMEOUT", 5.0),
+        "SMTP_TIMEOUT": _seconds(env, "CRATER_SMTP_TIMEOUT", 10.0),
+        # The syncer.
+        "LEASE_SECONDS": _seconds(env, "CRATER_LEASE_SECONDS", 15.0),
+        "WATCH_TIMEOUT": _seconds(env, "CRATER_WATCH_TIMEOUT", 300.0),
+        "RECONCILE_SECONDS": _seconds(env, "CRATER_RECONCILE_SECONDS", 10.0),
+        "ORPHAN_GRACE_SECONDS": _seconds(env, "CRATER_ORPHAN_GRACE_SECONDS", 300.0),
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
         # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on

@@ -51,7 +51,7 @@ def run_demo(host: str, port: int) -> None:
     from kubesim import KubeSim
 
     from .cluster.setup import cluster_for
-    from .sync.syncer import Syncer
+    from .sync.syncer import SyncSettings, Syncer
 
     mock_users = [MockUser(sub=u, claims={"preferred_username": u, "name": n, "email": e, "groups": g})
                   for u, n, e, g in DEMO_USERS]
@@ -72,7 +72,7 @@ def run_demo(host: str, port: int) -> None:
             from flask_migrate import upgrade
             upgrade()
             admin_password = _seed(issuer, instance)
-        syncer = Syncer(app, cluster_for(app), lease_seconds=6).start()
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=6)).start()
         url = f"http://localhost:{port}/"
         click.echo(f"""
   Crater demo is running:  {url}

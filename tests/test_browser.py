@@ -110,11 +110,11 @@ def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_i
 def live_cluster_portal(tmp_path, fresh_sim):
     """The portal on a real HTTP server with kubesim (2x speed) and the syncer running."""
     from portal.cluster.setup import cluster_for
-    from portal.sync.syncer import Syncer
+    from portal.sync.syncer import SyncSettings, Syncer
 
     sim = fresh_sim(time_scale=2)[0]
     with serving(tmp_path, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc"))) as (app, base):
-        syncer = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5)).start()
         yield app, base
         syncer.stop()
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from kubesim_fixtures import wait_for
 from portal.extensions import db
 from portal.models import AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
-from portal.sync.syncer import Syncer
+from portal.sync.syncer import SyncSettings, Syncer
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -42,7 +42,7 @@ def people(make):
 @pytest.fixture
 def syncer(app):
     from portal.cluster.setup import cluster_for
-    s = Syncer(app, cluster_for(app), lease_seconds=3, watch_timeout=5).start()
+    s = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5)).start()
     wait_for(lambda: _q(app, lambda: db.session.query(Node).count()), timeout=10, what="node inventory")
     yield s
     s.stop()
@@ -113,7 +113,7 @@ def test_a_batch_job_submitted_through_the_form_runs_and_explains_itself(app, ne
 
 
 @pytest.mark.parametrize("change, field, message", [
-    ({"display_name": ""}, "display_name", "This field is required"),
+    ({"display_name": ""}, "display_name", "Give the job a name"),
     ({"image": "not an image!"}, "image", "image reference"),
     ({"gpus": "99"}, "gpus", "At most 8 GPUs"),
     ({"gpu_model": "Made-Up-GPU"}, "gpu_model", "Not a valid choice"),
@@ -124,7 +124,7 @@ def test_a_batch_job_submitted_through_the_form_runs_and_explains_itself(app, ne
     ({"command": "   "}, "command", "What should the job run?"),
     ({"working_dir": "relative/path"}, "working_dir", "absolute path"),
     ({"account_id": "999999"}, "account_id", "Not a valid choice"),
-    ({"cpu": "-1"}, "cpu", "Number must be"),
+    ({"cpu": "-1"}, "cpu", "Between 0.1 and 256 CPU cores"),
 ])
 def test_bad_input_gets_field_errors_and_creates_nothing(app, new_client, people, syncer, cluster_sim, change, field,
                                                          message):

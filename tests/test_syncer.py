@@ -10,15 +10,13 @@ from portal.extensions import db
 from portal.models import Job, SyncHeartbeat, User
 from portal.services import jobs
 from portal.services.context import Actor
-from portal.sync import syncer as syncer_module
-from portal.sync.syncer import Syncer
+from portal.sync.syncer import SyncSettings, Syncer
 
 A = "kubesim.crater.io/"
 
 
 @pytest.fixture
-def world(app, make, fresh_sim, tmp_path, monkeypatch):
-    monkeypatch.setattr(syncer_module, "LOST_GRACE", 1.0)
+def world(app, make, fresh_sim, tmp_path):
     sim, core, batch = fresh_sim()
     alice = make.user("alice")
     lab = make.account("vision-lab", members={alice: "member"})
@@ -31,7 +29,8 @@ def world(app, make, fresh_sim, tmp_path, monkeypatch):
         return c
 
     def new_syncer(**kw):
-        s = Syncer(app, new_cluster(), lease_seconds=kw.pop("lease_seconds", 3), watch_timeout=5, **kw).start()
+        settings = SyncSettings(lease_seconds=kw.pop("lease_seconds", 3), watch_timeout=5, lost_grace=1.0)
+        s = Syncer(app, new_cluster(), settings=settings, **kw).start()
         syncers.append(s)
         return s
 
@@ -40,7 +39,7 @@ def world(app, make, fresh_sim, tmp_path, monkeypatch):
     for s in syncers:
         s.stop()
     for c in clusters:
-        c.api.close()
+        c.close()
 
 
 def submit(app, world, run="3", **annotations):
@@ -118,13 +117,13 @@ def test_a_final_state_reached_while_the_syncer_was_down_is_recorded(app, world)
 
 def test_only_one_replica_leads_and_another_takes_over(app, world):
     first = world["syncer"]()
-    wait_for(first.leading.is_set, what="first leads")
+    wait_for(first.leading, what="first leads")
     second = world["syncer"]()
     import time
     time.sleep(2)
-    assert not second.leading.is_set()
+    assert not second.leading()
     first.stop()  # releases the lease
-    wait_for(second.leading.is_set, timeout=10, what="takeover")
+    wait_for(second.leading, timeout=10, what="takeover")
     job_id = submit(app, world, run="10")
     wait_state(app, job_id, "Succeeded")
 
@@ -159,7 +158,7 @@ def test_a_submission_abandoned_half_way_ends_submit_error(app, world, make):
 
 def test_heartbeat(app, world):
     s = world["syncer"]()
-    wait_for(s.leading.is_set)
+    wait_for(s.leading)
 
     def beat():
         with app.app_context():

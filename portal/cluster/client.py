@@ -1,50 +1,126 @@
 """The portal's Kubernetes client: set-up from a kubeconfig (or in-cluster), creating and deleting
-a job's objects idempotently, reading logs. API errors become ClusterError with a message a person
-can read and whether retrying may help. The only module that talks to the cluster."""
+a job's objects idempotently, reading logs, lists and watches as plain dicts, the syncer's Lease.
+The only module that talks to the cluster.
+
+Every request carries a (connect, read) timeout; watches also ask the server to end them
+(`timeoutSeconds`) and read with a client timeout a little longer, so a half-open connection is
+noticed. Whatever goes wrong (refused, reset, DNS, TLS, timeout, 5xx, 429, an answer that is not
+what the API promises) becomes ClusterError with a message a person can read and whether
+retrying may help: no other exception type leaves this module for a cluster call."""
 from __future__ import annotations
 
 import base64
 import json
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
+import urllib3
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import ApiException, OpenApiException
+from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
+from kubernetes.watch.watch import iter_resp_lines
 
-from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by
+from .manifests import MANAGED_BY, ClusterSettings, JobRequest, build, name_of, owned_by
+
+DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
+WATCH_READ_SLACK = 10.0  # a watch's client read timeout = its server timeout + this
+LEASE_API = "coordination.k8s.io/v1"
 
 
 class ClusterError(Exception):
-    def __init__(self, message: str, status: int = 0, retryable: bool = False):
+    def __init__(self, message: str, status: int = 0, retryable: bool = False, reason: str = ""):
         super().__init__(message)
-        self.message, self.status, self.retryable = message, status, retryable
+        self.message, self.status, self.retryable, self.reason = message, status, retryable, reason
+
+    @property
+    def answered(self) -> bool:
+        """The API server answered (a status code): it is up, it said no."""
+        return self.status > 0
 
 
-def _error(exc: Exception) -> ClusterError:
+class Gone(ClusterError):
+    """A watch's resourceVersion is too old (410): list again."""
+
+
+def _error(exc: BaseException) -> ClusterError:
+    if isinstance(exc, ClusterError):
+        return exc
     if isinstance(exc, ApiException):
+        status = exc.status or 0
         try:
             body = json.loads(exc.body or "{}")
-        except ValueError:
+        except (ValueError, TypeError):
             body = {}
-        message = body.get("message") or exc.reason or "Kubernetes API error"
-        return ClusterError(message, exc.status or 0, retryable=(exc.status or 0) >= 500 or exc.status == 429)
-    return ClusterError(f"The cluster cannot be reached: {exc}", 0, retryable=True)
+        body = body if isinstance(body, dict) else {}
+        message = str(body.get("message") or exc.reason or "Kubernetes API error")[:1000]
+        if status == 0:  # the client's own wrapper of a transport problem
+            return ClusterError(f"The cluster cannot be reached: {message}", 0, retryable=True)
+        kind = Gone if status == 410 else ClusterError
+        return kind(message, status, retryable=status >= 500 or status == 429, reason=str(body.get("reason") or ""))
+    if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in str(exc).lower():
+        return ClusterError("The cluster did not answer in time.", 0, retryable=True)
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return ClusterError(f"The cluster cannot be reached: {type(exc).__name__}", 0, retryable=True)
+    return ClusterError(f"The cluster sent an answer the portal cannot read: {type(exc).__name__}", 0, retryable=True)
+
+
+# What a call to the API can raise besides ApiException: transport errors, and a malformed answer
+# (the generated models raise ValueError/TypeError/KeyError, pydantic's errors are ValueErrors).
+FAILURES = (ApiException, OpenApiException, urllib3.exceptions.HTTPError, OSError, ValueError, TypeError, KeyError,
+            AttributeError)
+
+
+def _calling(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except FAILURES as exc:
+        raise _error(exc) from exc
+
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A watched kind: how to list it, in which namespace, with which selector."""
+    name: str
+    api: str  # core | batch | networking | coordination
+    method: str  # list_namespaced_job, list_node, ...
+    namespaced: bool
+    managed_only: bool
+
+
+KINDS = {
+    "jobs": Kind("jobs", "batch", "list_namespaced_job", True, True),
+    "pods": Kind("pods", "core", "list_namespaced_pod", True, True),
+    "events": Kind("events", "core", "list_namespaced_event", True, False),
+    "nodes": Kind("nodes", "core", "list_node", False, False),
+    "allpods": Kind("allpods", "core", "list_pod_for_all_namespaces", False, False),
+    "secrets": Kind("secrets", "core", "list_namespaced_secret", True, True),
+    "services": Kind("services", "core", "list_namespaced_service", True, True),
+    "ingresses": Kind("ingresses", "networking", "list_namespaced_ingress", True, True),
+}
 
 
 @dataclass
 class Cluster:
     api: client.ApiClient
     settings: ClusterSettings
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
 
     @classmethod
-    def connect(cls, kubeconfig: str, settings: ClusterSettings) -> "Cluster":
-        """A client of its own (never the process-global default configuration)."""
+    def connect(cls, kubeconfig: str, settings: ClusterSettings, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> "Cluster":
+        """A client of its own (never the process-global default configuration). Transport
+        retries are limited to one reconnect: a read that timed out is never repeated, so a
+        hung API costs one timeout, not four."""
+        configuration = client.Configuration()
         if kubeconfig:
-            api = config.new_client_from_config(config_file=kubeconfig)
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         else:
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)
-            api = client.ApiClient(configuration)
-        return cls(api, settings)
+        configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0, other=0)
+        return cls(client.ApiClient(configuration), settings, tuple(timeout))
+
+    def close(self) -> None:
+        self.api.close()
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -62,76 +138,87 @@ class Cluster:
     def coordination(self) -> client.CoordinationV1Api:
         return client.CoordinationV1Api(self.api)
 
+    def _api_of(self, kind: Kind):
+        return {"core": self.core, "batch": self.batch, "networking": self.networking}[kind.api]
+
+    def _call(self, fn: Callable, *args, **kwargs):
+        kwargs.setdefault("_request_timeout", self.timeout)
+        return _calling(fn, *args, **kwargs)
+
+    def _raw(self, fn: Callable, *args, **kwargs) -> dict:
+        """Call without building the client's models (much faster for lists): the JSON body."""
+        response = self._call(fn, *args, _preload_content=False, **kwargs)
+        try:
+            body = json.loads(response.data)
+        except (ValueError, TypeError) as exc:
+            raise _error(exc) from exc
+        if not isinstance(body, dict):
+            raise ClusterError("The cluster sent an answer the portal cannot read.", 0, retryable=True)
+        return body
+
+    # ---- a job's objects ------------------------------------------------------------------
+
     def create_job(self, req: JobRequest, token: str = "") -> str:
         """Create the Job, then its Secret/Service/Ingress owned by it. A retry of the same job is
         safe: an object that already exists counts as created. Returns the Job's uid."""
         ns = self.settings.namespace
         objects = build(req, self.settings, token)
         try:
-            try:
-                job = self.batch.create_namespaced_job(ns, objects["Job"])
-                uid = job.metadata.uid
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-                uid = self.batch.read_namespaced_job(name_of(req.job_id), ns).metadata.uid
-            creators = {"Secret": self.core.create_namespaced_secret, "Service": self.core.create_namespaced_service,
-                        "Ingress": self.networking.create_namespaced_ingress}
-            for kind in ("Secret", "Service", "Ingress"):
-                if kind in objects:
-                    try:
-                        creators[kind](ns, owned_by(objects[kind], name_of(req.job_id), uid))
-                    except ApiException as exc:
-                        if exc.status != 409:
-                            raise
-            return uid
-        except (ApiException, OSError) as exc:
+            uid = self._raw(self.batch.create_namespaced_job, ns, objects["Job"])["metadata"]["uid"]
+        except ClusterError as exc:
+            if exc.status != 409:
+                raise
+            uid = self._raw(self.batch.read_namespaced_job, name_of(req.job_id), ns)["metadata"]["uid"]
+        except KeyError as exc:
             raise _error(exc) from exc
+        creators = {"Secret": self.core.create_namespaced_secret, "Service": self.core.create_namespaced_service,
+                    "Ingress": self.networking.create_namespaced_ingress}
+        for kind in ("Secret", "Service", "Ingress"):
+            if kind in objects:
+                try:
+                    self._raw(creators[kind], ns, owned_by(objects[kind], name_of(req.job_id), uid))
+                except ClusterError as exc:
+                    if exc.status != 409:
+                        raise
+        return uid
 
     def delete_job(self, job_id: int) -> None:
         """Delete the Job and, through ownerReferences, everything it owns; then the Secret,
         Service and Ingress by name too, in case a failed submit created them before they had
         their owner. Objects already gone are fine."""
         ns, name = self.settings.namespace, name_of(job_id)
-        deletions = [lambda: self.batch.delete_namespaced_job(name, ns, propagation_policy="Background"),
-                     lambda: self.core.delete_namespaced_secret(name, ns),
-                     lambda: self.core.delete_namespaced_service(name, ns),
-                     lambda: self.networking.delete_namespaced_ingress(name, ns)]
-        for delete in deletions:
+        deletions = [(self.batch.delete_namespaced_job, {"propagation_policy": "Background"}),
+                     (self.core.delete_namespaced_secret, {}), (self.core.delete_namespaced_service, {}),
+                     (self.networking.delete_namespaced_ingress, {})]
+        for delete, kwargs in deletions:
             try:
-                delete()
-            except ApiException as exc:
+                self._call(delete, name, ns, _preload_content=False, **kwargs)
+            except ClusterError as exc:
                 if exc.status != 404:
-                    raise _error(exc) from exc
-            except OSError as exc:
-                raise _error(exc) from exc
+                    raise
 
     def job_objects(self, job_id: int) -> tuple[dict | None, list[dict]]:
         """The Job and its pods, as plain dicts (for status mapping)."""
         ns, name = self.settings.namespace, name_of(job_id)
-        sanitize = self.api.sanitize_for_serialization
         try:
-            try:
-                job = sanitize(self.batch.read_namespaced_job(name, ns))
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                job = None
-            pods = self.core.list_namespaced_pod(ns, label_selector=f"crater.io/job-id={job_id}").items
-            return job, [sanitize(p) for p in pods]
-        except (ApiException, OSError) as exc:
-            raise _error(exc) from exc
+            job = self._raw(self.batch.read_namespaced_job, name, ns)
+        except ClusterError as exc:
+            if exc.status != 404:
+                raise
+            job = None
+        pods = self._raw(self.core.list_namespaced_pod, ns, label_selector=f"crater.io/job-id={job_id}")
+        return job, list(pods.get("items") or [])
 
     def jupyter_token(self, job_id: int) -> str:
         """The access token of a JupyterLab job, read from its Secret (the only place it is kept)."""
+        secret = self._raw(self.core.read_namespaced_secret, name_of(job_id), self.settings.namespace)
+        data = secret.get("data") or {}
         try:
-            secret = self.core.read_namespaced_secret(name_of(job_id), self.settings.namespace)
-        except (ApiException, OSError) as exc:
+            if "token" in data:
+                return base64.b64decode(data["token"]).decode()
+        except (ValueError, TypeError) as exc:
             raise _error(exc) from exc
-        data = secret.data or {}
-        if "token" in data:
-            return base64.b64decode(data["token"]).decode()
-        return (secret.string_data or {}).get("token", "")
+        return (secret.get("stringData") or {}).get("token", "")
 
     def jupyter_url(self, job_id: int) -> str:
         """Where the job's JupyterLab is published: the ingress host (https) and its path."""
@@ -139,7 +226,76 @@ class Cluster:
         return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
 
     def log(self, pod: str, tail_lines: int = 500) -> str:
+        response = self._call(self.core.read_namespaced_pod_log, pod, self.settings.namespace, tail_lines=tail_lines,
+                              _preload_content=False)
+        return response.data.decode("utf-8", errors="replace")
+
+    # ---- lists and watches, for the syncer --------------------------------------------------
+
+    def _list_args(self, kind: Kind) -> tuple[Callable, tuple, dict]:
+        fn = getattr(self._api_of(kind), kind.method)
+        args = (self.settings.namespace,) if kind.namespaced else ()
+        kwargs = {"label_selector": f"app.kubernetes.io/managed-by={MANAGED_BY}"} if kind.managed_only else {}
+        return fn, args, kwargs
+
+    def list(self, kind: str) -> tuple[list[dict], str]:
+        """(objects, resourceVersion) of a kind, as plain dicts."""
+        fn, args, kwargs = self._list_args(KINDS[kind])
+        body = self._raw(fn, *args, **kwargs)
+        return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(self, kind: str, resource_version: str, timeout_seconds: int = 300) -> Iterator[dict]:
+        """Events ({"type", "object"}) of a kind from a resourceVersion, as plain dicts, until the
+        server ends the watch after `timeout_seconds`. BOOKMARK events carry only a new
+        resourceVersion. Raises Gone when the version is too old, ClusterError otherwise."""
+        fn, args, kwargs = self._list_args(KINDS[kind])
+        response = self._call(fn, *args, watch=True, resource_version=resource_version, timeout_seconds=timeout_seconds,
+                              allow_watch_bookmarks=True, _preload_content=False,
+                              _request_timeout=(self.timeout[0], timeout_seconds + WATCH_READ_SLACK), **kwargs)
         try:
-            return self.core.read_namespaced_pod_log(pod, self.settings.namespace, tail_lines=tail_lines)
-        except (ApiException, OSError) as exc:
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                    obj = event["object"]
+                    kind_of_event = event["type"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise _error(exc) from exc
+                if kind_of_event == "ERROR":
+                    code = int(obj.get("code") or 500)
+                    kind_cls = Gone if code == 410 else ClusterError
+                    raise kind_cls(str(obj.get("message") or "watch error"), code, retryable=True,
+                                   reason=str(obj.get("reason") or ""))
+                yield {"type": kind_of_event, "object": obj}
+        except FAILURES as exc:
             raise _error(exc) from exc
+        finally:
+            response.release_conn()
+
+    # ---- the syncer's Lease -----------------------------------------------------------------
+
+    def read_lease(self, name: str) -> dict | None:
+        try:
+            return self._raw(self.coordination.read_namespaced_lease, name, self.settings.namespace)
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def write_lease(self, name: str, spec: dict, resource_version: str = "") -> bool:
+        """Create the Lease (no resourceVersion) or replace it (compare-and-swap on the version).
+        False when another replica got there first (409)."""
+        body = {"apiVersion": LEASE_API, "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+        ns = self.settings.namespace
+        try:
+            if resource_version:
+                body["metadata"]["resourceVersion"] = resource_version
+                self._raw(self.coordination.replace_namespaced_lease, name, ns, body)
+            else:
+                self._raw(self.coordination.create_namespaced_lease, ns, body)
+            return True
+        except ClusterError as exc:
+            if exc.status == 409:
+                return False
+            raise

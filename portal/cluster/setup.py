@@ -15,14 +15,25 @@ def settings_from(config) -> ClusterSettings:
                            ingress_host=config.get("INGRESS_HOST", ""), ingress_class=config.get("INGRESS_CLASS", ""))
 
 
+def timeout_from(config) -> tuple[float, float]:
+    """(connect, read) seconds from CRATER_CLUSTER_TIMEOUT: the read timeout is the setting, the
+    connect timeout at most 3 s of it (a refused or unroutable address shows quickly)."""
+    read = float(config.get("CLUSTER_TIMEOUT", 5.0))
+    return min(3.0, read), read
+
+
+def connect(config) -> Cluster:
+    """A Cluster of its own for this configuration (the syncer makes one per process)."""
+    try:
+        return Cluster.connect(config["KUBECONFIG"], settings_from(config), timeout_from(config))
+    except Exception as exc:  # noqa: BLE001  no kubeconfig, not in a cluster, unreadable file
+        raise ClusterError(f"The cluster is not configured: {exc}", retryable=True) from None
+
+
 def cluster_for(app: Flask) -> Cluster:
     cluster = app.extensions.get(EXTENSION)
     if cluster is None:
-        try:
-            cluster = Cluster.connect(app.config["KUBECONFIG"], settings_from(app.config))
-        except Exception as exc:  # noqa: BLE001  no kubeconfig, not in a cluster, unreadable file
-            raise ClusterError(f"The cluster is not configured: {exc}", retryable=True) from None
-        app.extensions[EXTENSION] = cluster
+        cluster = app.extensions[EXTENSION] = connect(app.config)
     return cluster
 
 

@@ -1,13 +1,14 @@
 """SQLAlchemy models: schema and small invariants. No network, no config lookups, no commits."""
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
-from .job import ACTIVE_STATES, Image, Job, JobEvent, JobState, JobTemplate
+from .job import ACTIVE_STATES, FINAL_STATES, Image, Job, JobEvent, JobState, JobTemplate
 from .node import Node
+from .outbox import OutboxMessage
 from .sync import SyncHeartbeat
 from .types import utcnow
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "ACTIVE_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
-    "Membership", "MemberRole", "Node", "Role", "SyncHeartbeat", "User", "utcnow",
+    "ACTIVE_STATES", "FINAL_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
+    "Membership", "MemberRole", "Node", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

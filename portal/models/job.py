@@ -5,7 +5,6 @@ requests of active jobs (`ACTIVE_STATES`) per account, so the resource totals ar
 """
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
@@ -15,17 +14,7 @@ from ..extensions import db
 from .types import JSONText, utcnow
 
 
-class JobState(str, enum.Enum):
-    SUBMITTING = "Submitting"
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    STOPPED = "Stopped"
-    LOST = "Lost"
-
-
-ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.PENDING.value, JobState.RUNNING.value)
+from ..vocabulary import ACTIVE_STATES, FINAL_STATES, JobState  # noqa: F401  (re-exported)
 
 
 class Job(db.Model):

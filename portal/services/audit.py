@@ -62,4 +62,5 @@ ACTIONS = {
     "user.create", "user.login", "user.login_refused", "user.role", "user.deactivate", "user.reactivate",
     "user.create_admin", "account.create", "account.update", "account.delete",
     "member.add", "member.update", "member.remove",
+    "job.submit", "job.submit_failed", "job.submit_abandoned", "job.stop", "job.delete", "job.orphan_removed",
 }

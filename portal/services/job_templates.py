@@ -2,22 +2,21 @@
 admin-kept list of images the forms offer. Touches the DB only."""
 from __future__ import annotations
 
-import re
 
 from flask_babel import gettext as _
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
 from ..extensions import db
+from ..vocabulary import JOB_TYPES
 from ..models import Image, JobTemplate, Membership
 from . import audit
 from .context import Actor
 from .errors import NotFound, ValidationFailed
+from .job_rules import IMAGE_REFERENCE, images_for  # noqa: F401  (images_for: re-exported)
 from .jobs import get_job
 from .pagination import Page, paginate
 
-IMAGE_REFERENCE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[a-zA-Z0-9_.-])?$")
-JOB_TYPES = ("jupyter", "batch", "distributed")
 
 
 def _member_account_ids(actor: Actor):
@@ -69,10 +68,6 @@ def delete_template(actor: Actor, template_id: int) -> None:
 
 
 # ---- images --------------------------------------------------------------------------------
-
-def images_for(job_type: str) -> list[Image]:
-    return [i for i in db.session.execute(select(Image).order_by(Image.reference)).scalars() if i.offered_for(job_type)]
-
 
 def list_images(actor: Actor) -> list[Image]:
     actor.require_admin()

@@ -6,19 +6,23 @@ cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from datetime import datetime
+from dataclasses import dataclass, field, replace
 
+from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
-from ..models import Account, Job, JobState, User, utcnow
-from . import accounts, audit, quota
-from .context import Actor
+from ..models import ACTIVE_STATES, Account, Job, JobState, User, utcnow
+from ..vocabulary import STOP_REASONS, Reason
+from . import accounts, audit, job_rules, notify, quota
+from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound
+from .job_rules import SubmissionPolicy
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,21 @@ class Submission:
     annotations: tuple[tuple[str, str], ...] = field(default=())
 
 
-def submit_job(actor: Actor, form: Submission, cluster: Cluster, jupyter_limit: int | None = None) -> Job:
-    """Admit, create, mark Pending; or end SubmitError with nothing left in the cluster. The same
-    idempotency key from the same user returns the first job (a double-clicked submit)."""
+def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None) -> Job:
+    """Check the rules (ValidationFailed, nothing written), admit against the quota
+    (QuotaExceeded, nothing written), create the cluster objects, mark Pending; or end SubmitError
+    with nothing left in the cluster. The same idempotency key from the same user returns the
+    first job (a double-clicked submit). A time limit of 0 means the type's default. Without a
+    policy, the app's configuration gives it (so no entry point can skip the deployment's rules)."""
+    policy = policy or SubmissionPolicy.from_config(current_app.config)
     user = actor.user
     if form.idempotency_key:
         existing = _by_key(user.id, form.idempotency_key)
         if existing is not None:
             return existing
+    if not form.time_limit_seconds and form.job_type in policy.time_limits:
+        form = replace(form, time_limit_seconds=policy.default_seconds(form.job_type))
+    job_rules.check(form, policy)
     account = db.session.get(Account, form.account_id)
     if account is None:
         raise NotFound(_("No such account."))
@@ -62,7 +73,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, jupyter_limit: 
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
               idempotency_key=form.idempotency_key or None, spec=_spec(form))
     try:
-        job = quota.admit(user.id, account.id, ask, job, jupyter_limit=jupyter_limit)
+        job = quota.admit(user.id, account.id, ask, job, jupyter_limit=policy.jupyter_limit)
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user.id, form.idempotency_key)
@@ -70,26 +81,41 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, jupyter_limit: 
             raise
         return existing
     token = secrets.token_urlsafe(32) if form.job_type == "jupyter" else ""
+    request, job_id, account_name = _request(job, form, user, account), job.id, account.name
+    db.session.commit()  # no transaction stays open while the cluster is called
     try:
-        cluster.create_job(_request(job, form, user, account), token=token)
+        cluster.create_job(request, token=token)
     except ClusterError as exc:
-        _undo(cluster, job)
-        job.state, job.reason, job.message, job.finished_at = JobState.FAILED.value, "SubmitError", exc.message[:2000], utcnow()
-        audit.record(actor, "job.submit_failed", "job", job.id, {"error": exc.message[:500]})
+        _undo(cluster, job_id, exc)
+        # Guarded like every state change: the syncer may already have seen a Job object.
+        ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
+            state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, message=exc.message[:2000], finished_at=utcnow(),
+            version=Job.version + 1))
+        job = db.session.get(Job, job_id, populate_existing=True)
+        if ended.rowcount == 1:
+            notify.enqueue_job_ended(job)
+        audit.record(actor, "job.submit_failed", "job", job_id, {"error": exc.message[:500]})
         db.session.commit()
         return job
-    job.state, job.reason, job.message = JobState.PENDING.value, "Created", ""
-    audit.record(actor, "job.submit", "job", job.id, {"type": job.job_type, "account": account.name, "gpus": job.gpus,
-                                                      "gpu_model": job.gpu_model})
+    # Only from Submitting: the syncer may have moved it on already (Running, even Succeeded).
+    db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
+        state=JobState.PENDING.value, reason=Reason.CREATED, message="", version=Job.version + 1))
+    audit.record(actor, "job.submit", "job", job_id, {"type": form.job_type, "account": account_name, "gpus": ask.gpus,
+                                                      "gpu_model": ask.gpu_model})
     db.session.commit()
-    return job
+    return db.session.get(Job, job_id, populate_existing=True)
 
 
-def _undo(cluster: Cluster, job: Job) -> None:
+def _undo(cluster: Cluster, job_id: int, cause: ClusterError) -> None:
+    """Remove what a failed submission created. When the API did not answer at all, another
+    attempt would only wait out a second timeout: the syncer's orphan pass removes whatever may
+    exist once the API is back (the job is final, so its objects are orphans)."""
+    if not cause.answered:
+        return
     try:
-        cluster.delete_job(job.id)
+        cluster.delete_job(job_id)
     except ClusterError:
-        pass  # the syncer's orphan sweep removes what is left once the API answers again
+        pass  # the orphan pass removes it later
 
 
 def _by_key(user_id: int, key: str) -> Job | None:
@@ -146,20 +172,30 @@ def _may_see(actor: Actor, job) -> bool:
     return actor.is_admin or job.user_id == actor.user.id or accounts.is_manager(actor.user, job.account_id)
 
 
-def stop_job(actor: Actor, job_id: int, cluster: Cluster) -> Job:
-    """Stop a pending or running job: its cluster objects go, the row stays (Stopped)."""
+def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", message: str = "") -> Job:
+    """Stop a pending or running job: its cluster objects go, the row stays (Stopped) with the
+    reason (StoppedByUser for the owner, StoppedByAdmin for others, or the policy's own, e.g.
+    IdleGPU) and an optional message. The change is guarded: a job that ended meanwhile keeps the
+    end it reached."""
     job = get_job(actor, job_id)
     if not job.is_active:
         raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
-    try:
-        cluster.delete_job(job.id)
-    except ClusterError as exc:
-        raise Conflict(_("The cluster could not stop the job now: %(error)s", error=exc.message)) from None
     by_owner = actor.user is not None and actor.user.id == job.user_id
-    job.state, job.finished_at = JobState.STOPPED.value, utcnow()
-    job.reason = "StoppedByUser" if by_owner else "StoppedByAdmin"
-    job.message = _("Stopped by %(name)s.", name=actor.name)
-    audit.record(actor, "job.stop", "job", job.id, {"reason": job.reason})
+    reason = reason or (Reason.STOPPED_BY_USER if by_owner else Reason.STOPPED_BY_ADMIN)
+    if reason not in STOP_REASONS:
+        raise ValueError(f"not a stop reason: {reason}")
+    message = (message or _("Stopped by %(name)s.", name=actor.name))[:2000]
+    db.session.commit()  # no transaction stays open while the cluster is called
+    try:
+        cluster.delete_job(job_id)
+    except ClusterError as exc:
+        raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
+    ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
+        state=JobState.STOPPED.value, finished_at=utcnow(), reason=reason, message=message, version=Job.version + 1))
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if ended.rowcount == 1:
+        notify.enqueue_job_ended(job)
+        audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
     db.session.commit()
     return job
 
@@ -175,18 +211,26 @@ def delete_job(actor: Actor, job_id: int) -> Job:
     return job
 
 
-def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: int = 500) -> tuple[Job, str, bool]:
-    """(job, text, live): the last `lines` of a pod's log from the cluster while the job is
-    active; once it has ended (or when the cluster cannot answer) the lines the syncer kept."""
+@dataclass(frozen=True)
+class LogView:
+    text: str
+    live: bool  # read from the cluster just now
+    unavailable: str = ""  # why the live log could not be read (the cluster's error), if it could not
+
+
+def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: int = 500) -> tuple[Job, LogView]:
+    """The last `lines` of a pod's log from the cluster while the job is active; once it has
+    ended, or when the cluster cannot answer (then saying so), the lines the syncer kept."""
     job = get_job(actor, job_id)
     pods = [p["name"] for p in job.pods or []]
     if job.is_active and pods:
         name = pod if pod in pods else pods[0]
+        db.session.commit()  # no transaction stays open while the cluster is called
         try:
-            return job, cluster.log(name, tail_lines=lines), True
-        except ClusterError:
-            pass
-    return job, job.last_log or "", False
+            return job, LogView(cluster.log(name, tail_lines=lines), True)
+        except ClusterError as exc:
+            return job, LogView(job.last_log or "", False, exc.message)
+    return job, LogView(job.last_log or "", False)
 
 
 def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, str]:
@@ -197,7 +241,48 @@ def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, st
         raise NotFound(_("No JupyterLab of yours here."))
     if job.state != JobState.RUNNING.value:
         raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=job.state))
+    db.session.commit()  # no transaction stays open while the cluster is called
     try:
         return cluster.jupyter_url(job.id), cluster.jupyter_token(job.id)
     except ClusterError as exc:
-        raise Conflict(_("The cluster could not answer now: %(error)s", error=exc.message)) from None
+        raise Conflict(_("The cluster could not answer now: %(error)s Try again in a minute.", error=exc.message)) from None
+
+
+# ---- for the syncer's reconciler (acting as the system) ----------------------------------------
+
+def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], now: datetime) -> list[int]:
+    """Jobs left Submitting since before `created_before` whose Job object the cluster does not
+    have: the web process died between the insert and the create. They end SubmitError (guarded,
+    with an end time and their notice); whatever they may have created is then an orphan."""
+    stale = [i for i in db.session.execute(select(Job.id).where(Job.state == JobState.SUBMITTING.value,
+                                                                Job.created_at < created_before)).scalars()
+             if i not in in_cluster]
+    ended = []
+    for job_id in stale:
+        result = db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
+            state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, finished_at=now, version=Job.version + 1,
+            message="The portal stopped while submitting this job; nothing was created in the cluster. Submit it again."))
+        if result.rowcount == 1:
+            notify.enqueue_job_ended(db.session.get(Job, job_id))
+            audit.record(SYSTEM, "job.submit_abandoned", "job", job_id)
+            ended.append(job_id)
+    db.session.commit()
+    return ended
+
+
+def states_of(job_ids: set[int]) -> dict[int, str]:
+    """The database's state of each of these jobs (ids it does not know are left out)."""
+    states: dict[int, str] = {}
+    ids = sorted(job_ids)
+    for i in range(0, len(ids), 500):
+        states.update(db.session.execute(select(Job.id, Job.state).where(Job.id.in_(ids[i:i + 500]))).tuples().all())
+    db.session.commit()
+    return states
+
+
+def remove_orphan(cluster: Cluster, job_id: int, state: str | None) -> None:
+    """Delete the cluster objects of a job that is final (or unknown to the database), and audit
+    it. Raises ClusterError when the cluster cannot do it now (the next pass tries again)."""
+    cluster.delete_job(job_id)
+    audit.record(SYSTEM, "job.orphan_removed", "job", job_id, {"state": state or "unknown"})
+    db.session.commit()

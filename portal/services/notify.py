@@ -1,37 +1,66 @@
-"""Email when a job ends (for jobs submitted with "email me when it ends"). Sent by the syncer, in
-the owner's language, through CRATER_SMTP_URL: smtp://[user:password@]host[:port] (plain),
-smtp+starttls://... or smtps://... . Credentials never reach a log line."""
+"""Mail to users through the outbox. `enqueue_job_ended` adds a notice to the caller's transaction
+(the one that ends the job), so a notice exists exactly when the change does; the syncer's sender
+(`portal.sync.outbox`) delivers due notices with `deliver_due`. Mail goes through CRATER_SMTP_URL:
+smtp://[user:password@]host[:port] (plain), smtp+starttls://... or smtps://..., in the owner's
+language, with the same state and reason words as the pages. Credentials never reach a log line.
+
+Delivery: a sender claims a notice (a guarded update, committed) before talking to the mail
+server and marks it sent afterwards, so no two senders deliver it at once and a delivered notice is
+never sent again. Failures retry with a growing delay (capped at an hour) until they go through."""
 from __future__ import annotations
 
 import logging
 import smtplib
 import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
-from flask import current_app
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from sqlalchemy import or_, select, update
 
-from ..models import Job
+from .. import vocabulary
+from ..extensions import db
+from ..models import Job, OutboxMessage
 
 log = logging.getLogger("crater.notify")
+JOB_ENDED = "job_ended"
+CLAIM_SECONDS = 120  # longer than one SMTP conversation with its timeout
+MAX_RETRY_DELAY = 3600
 
 
-def _state_words(job: Job) -> str:
-    return {"Succeeded": _("succeeded"), "Failed": _("failed"), "Stopped": _("was stopped"),
-            "Lost": _("was lost")}.get(job.state, job.state)
+@dataclass(frozen=True)
+class MailSettings:
+    smtp_url: str
+    sender: str
+    public_url: str = ""
+    timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, config) -> "MailSettings":
+        return cls(config.get("SMTP_URL", ""), config.get("SMTP_FROM", "crater@localhost"), config.get("PUBLIC_URL", ""),
+                   float(config.get("SMTP_TIMEOUT", 10.0)))
+
+
+def enqueue_job_ended(job: Job) -> None:
+    """Queue the end-of-job mail of a job that asked for one, in the caller's transaction."""
+    if job.notify:
+        db.session.add(OutboxMessage(kind=JOB_ENDED, dedupe_key=f"{JOB_ENDED}:{job.id}", user_id=job.user_id,
+                                     job_id=job.id))
 
 
 def job_ended_message(job: Job, sender: str, base_url: str) -> EmailMessage:
     with force_locale(job.user.language or "en"):
         msg = EmailMessage()
-        msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) %(state)s", name=job.display_name, id=job.id,
-                           state=_state_words(job))
+        ended = vocabulary.ended_words(job.state)
+        msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) %(state)s", name=job.display_name, id=job.id, state=ended)
         msg["From"], msg["To"] = sender, job.user.email
-        lines = [_("Your job %(name)s (#%(id)s) %(state)s.", name=job.display_name, id=job.id, state=_state_words(job))]
-        if job.reason and job.state != "Succeeded":
-            lines.append(_("Reason: %(reason)s %(message)s", reason=job.reason, message=job.message or ""))
+        lines = [_("Your job %(name)s (#%(id)s) %(state)s.", name=job.display_name, id=job.id, state=ended)]
+        if job.reason and job.state != vocabulary.JobState.SUCCEEDED.value:
+            lines.append(_("Reason: %(reason)s", reason=vocabulary.reason_text(job)))
         if job.exit_code is not None:
             lines.append(_("Exit code: %(code)s", code=job.exit_code))
         if base_url:
@@ -56,18 +85,65 @@ def send(msg: EmailMessage, smtp_url: str, timeout: float = 10.0) -> None:
     finally:
         try:
             server.quit()
-        except smtplib.SMTPException:
+        except (OSError, smtplib.SMTPException):
             pass
 
 
-def job_ended(job: Job) -> bool:
-    """Mail the owner; True when sent (or nothing to send), False to try again later."""
-    smtp_url = current_app.config.get("SMTP_URL", "")
-    if not smtp_url or not job.user.email:
-        return True
-    try:
-        send(job_ended_message(job, current_app.config["SMTP_FROM"], current_app.config.get("PUBLIC_URL", "")), smtp_url)
-        return True
-    except (OSError, smtplib.SMTPException) as exc:
-        log.warning("mail about job %s not sent: %s", job.id, type(exc).__name__)
-        return False
+# ---- the sender's side -------------------------------------------------------------------------
+
+def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
+    if row.kind == JOB_ENDED and row.job is not None and row.user.email:
+        msg = job_ended_message(row.job, settings.sender, settings.public_url)
+        msg["Message-ID"] = make_msgid(idstring=f"outbox-{row.id}", domain="crater")
+        return msg
+    return None
+
+
+def _claim(row_id: int, now: datetime, sender_id: str) -> bool:
+    claimed = db.session.execute(
+        update(OutboxMessage).where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_(None),
+                                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=OutboxMessage.attempts + 1))
+    db.session.commit()
+    return claimed.rowcount == 1
+
+
+def deliver_due(settings: MailSettings, now: datetime, sender_id: str = "", limit: int = 20) -> tuple[int, int]:
+    """Send up to `limit` due notices; (sent, failed). No transaction is open while the mail
+    server is talked to: each notice is read and claimed (commit), sent, then marked (commit)."""
+    rows = db.session.execute(
+        select(OutboxMessage).where(OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now,
+                                    or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+        .order_by(OutboxMessage.id).limit(limit)).scalars().all()
+    work = []
+    for row in rows:
+        work.append((row.id, row.job_id, row.attempts, None if not settings.smtp_url else _message_for(row, settings)))
+    db.session.commit()  # end the read before any mail server is talked to
+    sent = failed = 0
+    for row_id, job_id, attempts, msg in work:
+        if not _claim(row_id, now, sender_id):
+            continue
+        error = ""
+        if msg is not None:
+            try:
+                send(msg, settings.smtp_url, settings.timeout)
+            except (OSError, smtplib.SMTPException) as exc:
+                error = type(exc).__name__
+        if error:
+            failed += 1
+            delay = min(MAX_RETRY_DELAY, 30 * 2 ** min(attempts, 10))
+            log.warning("mail %s not sent (%s); retrying in %s s", row_id, error, delay)
+            db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(
+                claimed_until=None, last_error=error[:200], next_attempt_at=now + timedelta(seconds=delay)))
+        else:
+            sent += 1  # also: nothing to send (no mail configured, no address) counts as done
+            db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(sent_at=now, last_error=""))
+            if job_id is not None:
+                db.session.execute(update(Job).where(Job.id == job_id).values(notified_at=now))
+        db.session.commit()
+    return sent, failed
+
+
+def pending_count() -> int:
+    from sqlalchemy import func
+    return db.session.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).scalar_one()

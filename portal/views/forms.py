@@ -105,10 +105,11 @@ class RoleForm(FlaskForm):
     role = SelectField(_l("Role"), choices=[SelectChoice("user", _l("User")), SelectChoice("admin", _l("Administrator"))])
 
 
-def apply_errors(form: FlaskForm, exc: ValidationFailed) -> None:
-    """Show a service's per-field errors on the form (unknown fields go to the form-level list)."""
+def apply_errors(form: FlaskForm, exc: ValidationFailed, names: dict | None = None) -> None:
+    """Show a service's per-field errors on the form (unknown fields go to the form-level list);
+    `names` maps the service's field names to the form's where they differ."""
     for name, message in exc.errors.items():
-        field = form._fields.get(name)
+        field = form._fields.get((names or {}).get(name, name))
         if field is not None:
             field.errors = [*field.errors, message] if isinstance(field.errors, list) else [message]
         else:

@@ -1,8 +1,12 @@
 """The submission form, one shape per job type (JupyterLab, batch, distributed PyTorch).
 
-Choices come from the database: the user's accounts, the GPU models on the cluster's nodes, the
-admin-kept images. Only the fields below are ever read: whatever else is posted (privileged,
-hostPath, hostNetwork, ...) never reaches a manifest, which the builders make from these values only.
+The form only parses: text to numbers, lines to environment pairs and argv. Every rule (bounds,
+GPUs per node, reserved variables, /dev/shm within memory, the time limit, the image list) lives
+in `portal.services.job_rules`, so the API and the CLI get the same checks; its field errors are
+shown at the form's fields through FIELD_OF. Choices come from the database: the user's
+accounts, the GPU models on the cluster's nodes. Only the fields below are ever read: whatever
+else is posted (privileged, hostPath, hostNetwork, ...) never reaches a manifest, which the
+builders make from these values only.
 """
 from __future__ import annotations
 
@@ -14,88 +18,80 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import InputRequired, Optional, Regexp, ValidationError
 
-from ..services.job_templates import IMAGE_REFERENCE
 from ..services.jobs import Submission
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_ENV = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NNODES", "NPROC_PER_NODE", "RANK", "NODE_RANK",
-                "JUPYTER_TOKEN"}
-MAX_GPUS_PER_WORKER = 64
+ENV_LINE = re.compile(r"^\s*([^=\s]+)\s*=(.*)$")
+LARGEST = Decimal("1e9")  # beyond any bound the rules allow: refuse before multiplying
 TYPE_LABELS = {"jupyter": _l("JupyterLab"), "batch": _l("Batch job"), "distributed": _l("Distributed PyTorch")}
 TYPE_HELP = {
     "jupyter": _l("An interactive notebook with GPUs, opened in your browser."),
     "batch": _l("One container runs your command to the end; logs stay readable afterwards."),
     "distributed": _l("Several workers with GPUs each, wired for torchrun (MASTER_ADDR, WORLD_SIZE, NODE_RANK)."),
 }
+# Submission field -> form field, for the rules' errors.
+FIELD_OF = {"display_name": "display_name", "account_id": "account_id", "image": "image", "command": "command",
+            "env": "env", "gpu_model": "gpu_model", "gpus": "gpus", "workers": "workers", "cpu_milli": "cpu",
+            "memory_mib": "memory_gib", "shm_mib": "shm_gib", "working_dir": "working_dir",
+            "time_limit_seconds": "time_limit_hours"}
 
 
 def parse_env(text: str) -> tuple[tuple[str, str], ...]:
-    pairs, seen = [], set()
+    """NAME=value lines (blank lines and # comments skipped) as pairs; the names are checked by the rules."""
+    pairs = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not ENV_NAME.match(name):
+        match = ENV_LINE.match(line)
+        if not match:
             raise ValidationError(_l("Line %(n)s: write NAME=value (letters, digits and _ in the name).", n=n))
-        if name in RESERVED_ENV:
-            raise ValidationError(_l("Line %(n)s: %(name)s is set by Crater.", n=n, name=name))
-        if name in seen:
-            raise ValidationError(_l("Line %(n)s: %(name)s appears twice.", n=n, name=name))
-        seen.add(name)
-        pairs.append((name, value))
+        pairs.append((match.group(1), match.group(2)))
     return tuple(pairs)
 
 
+class NumberField(DecimalField):
+    """A decimal that is a finite number of sane size ("NaN", "Infinity", "1e999999" are refused)."""
+
+    def pre_validate(self, form):
+        if self.data is not None and (not self.data.is_finite() or abs(self.data) > LARGEST):
+            self.data = None
+            raise ValidationError(_l("Write a number."))
+
+
 class JobForm(FlaskForm):
-    display_name = StringField(_l("Name"), validators=[DataRequired(), Length(max=128)],
-                               description=_l("Any text, e.g. 训练 ResNet-50."))
+    display_name = StringField(_l("Name"), description=_l("Any text, e.g. 训练 ResNet-50."))
     account_id = SelectField(_l("Account"), coerce=int, validate_choice=True)
-    image = StringField(_l("Image"), validators=[DataRequired(), Length(max=512), Regexp(
-        IMAGE_REFERENCE, message=_l("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime."))])
+    image = StringField(_l("Image"))
     command_mode = SelectField(_l("Command is"), choices=[SelectChoice("shell", _l("shell text (run with /bin/sh -c)")),
                                                          SelectChoice("argv", _l("arguments, one per line"))], default="shell")
-    command = TextAreaField(_l("Command"), validators=[Length(max=8000)])
-    env = TextAreaField(_l("Environment variables"), validators=[Optional(), Length(max=8000)],
-                        description=_l("One NAME=value per line."))
+    command = TextAreaField(_l("Command"))
+    env = TextAreaField(_l("Environment variables"), description=_l("One NAME=value per line."))
     gpu_model = SelectField(_l("GPU model"), default="")
-    gpus = IntegerField(_l("GPUs"), default=1, validators=[Optional(), NumberRange(min=0)])
-    workers = IntegerField(_l("Workers"), default=2, validators=[NumberRange(min=2, max=64)],
+    gpus = IntegerField(_l("GPUs"), default=1, validators=[Optional()])
+    workers = IntegerField(_l("Workers"), default=2, validators=[Optional()],
                            description=_l("Pods; each gets the GPUs, CPU and memory below."))
-    cpu = DecimalField(_l("CPU cores"), default=Decimal("4"), places=1,
-                       validators=[DataRequired(), NumberRange(min=Decimal("0.1"), max=256)])
-    memory_gib = IntegerField(_l("Memory (GiB)"), default=32, validators=[DataRequired(), NumberRange(min=1, max=4096)])
-    shm_gib = IntegerField(_l("Shared memory /dev/shm (GiB)"), default=0, validators=[Optional(), NumberRange(min=0, max=4096)],
+    cpu = NumberField(_l("CPU cores"), default=Decimal("4"), places=1, validators=[InputRequired()])
+    memory_gib = IntegerField(_l("Memory (GiB)"), default=32, validators=[InputRequired()])
+    shm_gib = IntegerField(_l("Shared memory /dev/shm (GiB)"), default=0, validators=[Optional()],
                            description=_l("PyTorch data loaders need it; counted in the memory above."))
-    working_dir = StringField(_l("Working directory"), validators=[Optional(), Length(max=256), Regexp(
-        r"^/[^\x00-\x1f]*$", message=_l("An absolute path, e.g. /home/you/project."))])
-    time_limit_hours = DecimalField(_l("Time limit (hours)"), places=1, validators=[DataRequired()])
+    working_dir = StringField(_l("Working directory"))
+    time_limit_hours = NumberField(_l("Time limit (hours)"), places=1, validators=[InputRequired()])
     mount_home = BooleanField(_l("Mount my home folder"), default=True)
     mount_share = BooleanField(_l("Mount the account's shared folder"), default=True)
     notify = BooleanField(_l("Email me when it ends"))
     idempotency_key = HiddenField(validators=[Optional(), Regexp(r"^[A-Za-z0-9-]{8,64}$")])
 
-    def setup(self, job_type: str, accounts: list, models: list[str], max_gpus: int, limits: tuple[float, float]):
-        """Choices and limits for this user and type (call before validate)."""
+    def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float]):
+        """Choices and the default time limit for this user and type (call before validate)."""
         self.job_type, self.limits = job_type, limits
         self.account_id.choices = [SelectChoice(a.id, a.label) for a in accounts]
         self.gpu_model.choices = [SelectChoice("", _l("Any model"))] + [SelectChoice(m, m) for m in models]
-        self.max_gpus = max_gpus or MAX_GPUS_PER_WORKER
         if self.time_limit_hours.data is None and not self.is_submitted():
             self.time_limit_hours.data = Decimal(str(limits[0]))
         if not self.idempotency_key.data:
             self.idempotency_key.data = uuid.uuid4().hex
         return self
-
-    def validate_gpus(self, field):
-        if (field.data or 0) > self.max_gpus:
-            raise ValidationError(_l("At most %(n)s GPUs fit on one node.", n=self.max_gpus))
-
-    def validate_command(self, field):
-        if self.job_type != "jupyter" and not (field.data or "").strip():
-            raise ValidationError(_l("What should the job run?"))
 
     def validate_workers(self, field):
         if self.job_type == "distributed" and field.data is None:
@@ -104,25 +100,16 @@ class JobForm(FlaskForm):
     def validate_env(self, field):
         self.parsed_env = parse_env(field.data or "")
 
-    def validate_shm_gib(self, field):
-        if (field.data or 0) > (self.memory_gib.data or 0):
-            raise ValidationError(_l("Shared memory counts in the job's memory; ask for more memory."))
-
-    def validate_time_limit_hours(self, field):
-        low, high = Decimal("0.1"), Decimal(str(self.limits[1]))
-        if field.data is None or not low <= field.data <= high:
-            raise ValidationError(_l("Between %(low)s and %(high)s hours for this job type.", low=low, high=self.limits[1]))
-
     def to_submission(self, job_type: str) -> Submission:
         if job_type == "jupyter":
             command = ()
         elif self.command_mode.data == "argv":
-            command = tuple(line.strip() for line in self.command.data.splitlines() if line.strip())
+            command = tuple(line.strip() for line in (self.command.data or "").splitlines() if line.strip())
         else:
-            command = self.command.data.strip()
+            command = (self.command.data or "").strip()
         return Submission(
-            job_type=job_type, account_id=self.account_id.data, display_name=self.display_name.data.strip(),
-            image=self.image.data.strip(), command=command, env=getattr(self, "parsed_env", ()),
+            job_type=job_type, account_id=self.account_id.data, display_name=(self.display_name.data or "").strip(),
+            image=(self.image.data or "").strip(), command=command, env=getattr(self, "parsed_env", ()),
             gpu_model=self.gpu_model.data or "", gpus=self.gpus.data or 0,
             cpu_milli=int(self.cpu.data * 1000), memory_mib=self.memory_gib.data * 1024,
             shm_mib=(self.shm_gib.data or 0) * 1024, working_dir=(self.working_dir.data or "").strip(),

@@ -15,6 +15,7 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 
 
+from .. import vocabulary
 from ..services.job_queries import list_rows
 
 MAX_ROWS = 20_000
@@ -31,9 +32,7 @@ def list_labels() -> dict:
     labels = _labels_by_locale.get(locale)
     if labels is None:
         labels = _labels_by_locale[locale] = {
-            "states": {"Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
-                       "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")},
-            "types": {"jupyter": _("JupyterLab"), "batch": _("Batch"), "distributed": _("Distributed")},
+            "states": vocabulary.state_words(), "types": vocabulary.type_words(),
             "sorts": {"newest": _("newest first"), "oldest": _("oldest first"), "name": _("name"), "state": _("state"),
                       "gpus": _("most GPUs")},
             "scopes": {"mine": _("Mine"), "account": _("My accounts"), "all": _("All")},

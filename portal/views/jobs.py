@@ -11,19 +11,23 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
+from .. import vocabulary
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..models import JobState
 from ..services import accounts, job_queries, job_templates, jobs
-from ..services.errors import DomainError
+from ..services.errors import DomainError, ValidationFailed
+from ..services.job_rules import SubmissionPolicy
 from ..services.quota import QuotaExceeded
+from ..vocabulary import Reason
 from .context import actor, htmx_target, is_htmx, page_arg, per_page, stale_notice
-from .forms import CsrfOnlyForm
+from .forms import CsrfOnlyForm, apply_errors
 from .job_rows import list_labels, render_rows
-from .job_forms import TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
+from .job_forms import FIELD_OF, TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
 bp.add_app_template_global(list_labels, "job_labels")
+bp.add_app_template_global(vocabulary.reason_words, "job_reason")
 STATES = [s.value for s in JobState]
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -87,9 +91,7 @@ def _form(job_type: str, data: dict | None = None) -> JobForm:
     limits = current_app.config["TIME_LIMITS"][job_type]
     form = JobForm(data=data) if data is not None else JobForm()
     memberships = accounts.my_memberships(current_user)
-    models = job_queries.gpu_models()
-    chosen = form.gpu_model.data if form.gpu_model.data in models else ""
-    return form.setup(job_type, [m.account for m in memberships], models, job_queries.max_gpus_per_node(chosen), limits)
+    return form.setup(job_type, [m.account for m in memberships], job_queries.gpu_models(), limits)
 
 
 def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
@@ -117,22 +119,20 @@ def new_form(job_type):
 @bp.post("/jobs/new/<job_type>")
 @login_required
 def submit(job_type):
-    """Validate, admit against the quota, create in the cluster; field errors come back as 422."""
+    """Parse, then submit (the service checks every rule); field errors come back as 422."""
     form = _form(job_type)
     if not form.validate_on_submit():
         return _render_form(form, job_type, 422)
-    if not current_app.config["CUSTOM_IMAGES"]:
-        offered = {i.reference for i in job_templates.images_for(job_type)}
-        if form.image.data.strip() not in offered:
-            form.image.errors.append(_("Choose one of the offered images."))
-            return _render_form(form, job_type, 422)
     try:
         job = jobs.submit_job(actor(), form.to_submission(job_type), _cluster(),
-                              jupyter_limit=current_app.config["MAX_JUPYTER_PER_USER"])
+                              SubmissionPolicy.from_config(current_app.config))
+    except ValidationFailed as exc:
+        apply_errors(form, exc, FIELD_OF)
+        return _render_form(form, job_type, 422)
     except QuotaExceeded as exc:
         form.form_errors.append(str(exc))
         return _render_form(form, job_type, 409)
-    if job.reason == "SubmitError":
+    if job.reason == Reason.SUBMIT_ERROR:
         flash(_("The cluster refused the job: %(error)s", error=job.message), "error")
     else:
         flash(_("Job %(name)s submitted.", name=job.display_name), "success")
@@ -185,15 +185,17 @@ def status(job_id):
 def logs(job_id):
     """The last lines of a pod's log (live while the job runs, kept lines once it has ended)."""
     lines = min(max(request.args.get("lines", current_app.config["LOG_TAIL_LINES"], type=int) or 1, 1), 10000)
-    job, text, live = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), lines)
+    job, view = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), lines)
     template = "jobs/_logs.html" if is_htmx() else "jobs/logs.html"
-    return render_template(template, job=job, text=text, live=live, lines=lines, pod=request.args.get("pod", ""))
+    return render_template(template, job=job, text=view.text, live=view.live, unavailable=view.unavailable, lines=lines,
+                           pod=request.args.get("pod", ""))
 
 
 @bp.get("/jobs/<int:job_id>/logs/download")
 @login_required
 def download_logs(job_id):
-    job, text, _live = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), 10000)
+    job, view = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), 10000)
+    text = view.text
     name = SAFE_FILENAME.sub("-", f"crater-{job.id}-{request.args.get('pod', '') or 'log'}")[:100]
     return Response(text, mimetype="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}.txt"'})
 

@@ -1,0 +1,34 @@
+"""The mail outbox: a notice is a row written in the same transaction as the change it tells of,
+and the syncer's sender delivers it with retries. `dedupe_key` is unique, so the same notice can
+never be queued twice (e.g. two writers racing to end the same job)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .types import utcnow
+
+
+class OutboxMessage(db.Model):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "sent_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # job_ended, ...
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)  # e.g. job_ended:42
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # A sender claims a message until claimed_until before it talks to the mail server, so no two
+    # senders (an old leader and a new one) ever deliver it at the same time.
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str] = mapped_column(String(200), default="")
+
+    user = relationship("User")
+    job = relationship("Job")

@@ -1,0 +1,153 @@
+"""The rules every job submission obeys, whatever it came through (the form, a template, the JSON
+API, the CLI, the queue's admitter): the job type, a name, an image (from the admin-kept list when
+custom images are off), a command for batch and distributed jobs, environment names Crater does
+not set itself, GPUs that fit on one node of the chosen model, CPU and memory in sane bounds,
+/dev/shm within the memory, an absolute working directory, a time limit within the type's bounds,
+a worker count for distributed jobs. Errors are reported per field of `Submission`
+(ValidationFailed), so a form shows each at its field and the API returns them as a list.
+
+Reads the DB (node inventory, image list); no cluster."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Image
+
+from ..vocabulary import JOB_TYPES
+from . import job_queries
+from .errors import ValidationFailed
+
+IMAGE_REFERENCE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[a-zA-Z0-9_.-])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV = frozenset({"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NNODES", "NPROC_PER_NODE", "RANK", "NODE_RANK",
+                          "JUPYTER_TOKEN"})
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_GPUS_PER_WORKER = 64
+MAX_WORKERS = 64
+MIN_CPU_MILLI, MAX_CPU_MILLI = 100, 256_000
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 1024, 4096 * 1024
+MAX_TEXT = 8000
+MAX_ENV = 200
+MIN_TIME_LIMIT = 360  # 0.1 h
+
+
+@dataclass(frozen=True)
+class SubmissionPolicy:
+    """What the deployment allows: hours (default, maximum) per job type, free-text images."""
+    time_limits: dict
+    custom_images: bool = True
+    jupyter_limit: int | None = None
+
+    @classmethod
+    def from_config(cls, config) -> "SubmissionPolicy":
+        return cls(time_limits=dict(config["TIME_LIMITS"]), custom_images=bool(config["CUSTOM_IMAGES"]),
+                   jupyter_limit=config.get("MAX_JUPYTER_PER_USER"))
+
+    def default_seconds(self, job_type: str) -> int:
+        return int(self.time_limits[job_type][0] * 3600)
+
+    def max_seconds(self, job_type: str) -> int:
+        return int(self.time_limits[job_type][1] * 3600)
+
+
+def images_for(job_type: str) -> list[Image]:
+    """The admin-kept images offered for a job type."""
+    return [i for i in db.session.execute(select(Image).order_by(Image.reference)).scalars() if i.offered_for(job_type)]
+
+
+def check(form, policy: SubmissionPolicy) -> None:
+    """Raise ValidationFailed naming every broken rule; return quietly when the form is fine."""
+    errors: dict[str, str] = {}
+    if form.job_type not in JOB_TYPES:
+        raise ValidationFailed({"job_type": _("Choose one of: %(types)s.", types=", ".join(JOB_TYPES))})
+    _check_text(form, errors)
+    _check_image(form, policy, errors)
+    _check_env(form.env, errors)
+    _check_resources(form, errors)
+    low, high = MIN_TIME_LIMIT, policy.max_seconds(form.job_type)
+    if not low <= form.time_limit_seconds <= high:
+        errors["time_limit_seconds"] = _("Between %(low)s and %(high)s hours for this job type.", low=0.1,
+                                         high=f"{high / 3600:g}")
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def _check_text(form, errors: dict) -> None:
+    name = form.display_name
+    if not name.strip():
+        errors["display_name"] = _("Give the job a name.")
+    elif len(name) > 128 or CONTROL.search(name):
+        errors["display_name"] = _("At most 128 characters, without control characters.")
+    command = form.command
+    parts = [command] if isinstance(command, str) else list(command)
+    if any(not isinstance(p, str) or "\x00" in p for p in parts) or sum(len(p) for p in parts if isinstance(p, str)) > MAX_TEXT:
+        errors["command"] = _("At most %(n)s characters, without NUL characters.", n=MAX_TEXT)
+    elif form.job_type != "jupyter" and not any(p.strip() for p in parts):
+        errors["command"] = _("What should the job run?")
+    wd = form.working_dir
+    if wd and (len(wd) > 256 or not wd.startswith("/") or CONTROL.search(wd)):
+        errors["working_dir"] = _("An absolute path, e.g. /home/you/project.")
+
+
+def _check_image(form, policy: SubmissionPolicy, errors: dict) -> None:
+    image = form.image
+    if not image or len(image) > 512 or not IMAGE_REFERENCE.match(image):
+        errors["image"] = _("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime.")
+    elif not policy.custom_images and image not in {i.reference for i in images_for(form.job_type)}:
+        errors["image"] = _("Choose one of the offered images.")
+
+
+def _check_env(env, errors: dict) -> None:
+    seen: set[str] = set()
+    if len(env) > MAX_ENV:
+        errors["env"] = _("At most %(n)s environment variables.", n=MAX_ENV)
+        return
+    total = 0
+    for pair in env:
+        if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            errors["env"] = _("Write NAME=value pairs.")
+            return
+        name, value = pair
+        total += len(name) + len(value)
+        if not ENV_NAME.match(name) or len(name) > 256:
+            errors["env"] = _("%(name)s is not a valid variable name (letters, digits and _).", name=name[:60])
+        elif name in RESERVED_ENV:
+            errors["env"] = _("%(name)s is set by Crater.", name=name)
+        elif name in seen:
+            errors["env"] = _("%(name)s appears twice.", name=name)
+        elif "\x00" in value:
+            errors["env"] = _("The value of %(name)s contains a NUL character.", name=name)
+        if "env" in errors:
+            return
+        seen.add(name)
+    if total > MAX_TEXT:
+        errors["env"] = _("At most %(n)s characters, without NUL characters.", n=MAX_TEXT)
+
+
+def _check_resources(form, errors: dict) -> None:
+    models = job_queries.gpu_models()
+    if form.gpu_model and (len(form.gpu_model) > 128 or (models and form.gpu_model not in models)):
+        errors["gpu_model"] = _("No node has GPUs of model %(model)s.", model=form.gpu_model[:128])
+    most = job_queries.max_gpus_per_node(form.gpu_model if form.gpu_model in models else "") or MAX_GPUS_PER_WORKER
+    if form.gpus < 0:
+        errors["gpus"] = _("Zero or more GPUs.")
+    elif form.gpus > most:
+        errors["gpus"] = _("At most %(n)s GPUs fit on one node.", n=most)
+    if not MIN_CPU_MILLI <= form.cpu_milli <= MAX_CPU_MILLI:
+        errors["cpu_milli"] = _("Between %(low)s and %(high)s CPU cores.", low=MIN_CPU_MILLI / 1000, high=MAX_CPU_MILLI // 1000)
+    if not MIN_MEMORY_MIB <= form.memory_mib <= MAX_MEMORY_MIB:
+        errors["memory_mib"] = _("Between %(low)s and %(high)s GiB.", low=MIN_MEMORY_MIB // 1024, high=MAX_MEMORY_MIB // 1024)
+    if form.shm_mib < 0:
+        errors["shm_mib"] = _("Zero or more GiB.")
+    elif form.shm_mib > form.memory_mib:
+        errors["shm_mib"] = _("Shared memory counts in the job's memory; ask for more memory.")
+    if form.job_type == "distributed":
+        if not 2 <= form.workers <= MAX_WORKERS:
+            errors["workers"] = _("Between %(low)s and %(high)s workers.", low=2, high=MAX_WORKERS)
+    elif form.workers != 1:
+        errors["workers"] = _("Only distributed jobs have several workers.")

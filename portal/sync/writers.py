@@ -1,0 +1,396 @@
+"""Writers: turn what the reflectors saw into rows, one writer per table.
+
+- JobWriter (Jobs and Pods -> jobs): state, reason, exit code, pods, times; final states are never
+  overwritten (every update is guarded on the row not being final); a job whose Job object is
+  gone while the row is active becomes Lost after a grace period, with an end time; a job that
+  reaches a final state gets its end-of-job notice in the same transaction (outbox) and, after that
+  transaction, its pods' last log lines are read and kept.
+- NodeWriter (Nodes and all Pods -> nodes): allocatable, requested, GPU model, readiness, cordon.
+- EventWriter (Events -> job_events): the newest events of each job.
+
+Each takes what is dirty, writes it in short transactions, and puts it back when the database
+fails, so the next round retries. No cluster call happens inside an open transaction."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from ..cluster.client import ClusterError, parse_quantity
+from ..cluster.status import from_cluster
+from ..extensions import db
+from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node
+from ..services import notify
+from ..vocabulary import JobState, Reason
+from .clock import Clock
+
+KEEP_EVENTS = 50  # per job
+KEEP_LOG_LINES = 200  # per pod, kept in the DB when a job ends
+CHUNK = 500  # ids per IN (...) list
+SETTLE_SECONDS = 2.0
+
+
+def job_id_of(obj: dict) -> int:
+    try:
+        return int(obj["metadata"]["labels"]["crater.io/job-id"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def event_job_id(event: dict) -> int:
+    """The job an Event is about: its involved object is crater-<id> or one of its pods."""
+    name = (event.get("involvedObject") or {}).get("name", "")
+    if not name.startswith("crater-"):
+        return 0
+    head = name[len("crater-"):].split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def parse_time(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _chunks(ids):
+    ids = list(ids)
+    for i in range(0, len(ids), CHUNK):
+        yield ids[i:i + CHUNK]
+
+
+class JobWriter:
+    def __init__(self, cluster, clock: Clock, wake: threading.Event, lost_grace: float = 5.0,
+                 synced=lambda: True):
+        """`synced()` says whether the Jobs and Pods caches are current (listed since this replica
+        leads, and no failure since): only then can a missing Job object mean a lost job."""
+        self.cluster, self.clock, self.wake, self.lost_grace, self.synced = cluster, clock, wake, lost_grace, synced
+        self.lock = threading.Lock()
+        self._jobs: dict[int, dict] = {}
+        self._pods: dict[int, dict[str, dict]] = {}
+        self._dirty: set[int] = set()
+        self._sweep = False
+        self._missing: dict[int, float] = {}  # job id -> when its Job object was first found missing
+        self._unsettled: dict[int, float] = {}  # job id -> when its Job failed before its pods said why
+        self.lag_samples: list[float] = []  # seconds from a watch event to its commit (bench)
+
+    # ---- listening ----------------------------------------------------------------------------
+
+    def relisted(self, kind: str, objects: list[dict]) -> None:
+        with self.lock:
+            if kind == "jobs":
+                self._jobs = {job_id_of(o): o for o in objects}
+            else:
+                self._pods = {}
+                for obj in objects:
+                    self._pods.setdefault(job_id_of(obj), {})[obj["metadata"]["name"]] = obj
+            self._dirty |= {job_id_of(o) for o in objects}
+            self._sweep = True  # active jobs without objects may be lost
+        self.wake.set()
+
+    def changed(self, kind: str, event_type: str, obj: dict) -> None:
+        job_id = job_id_of(obj)
+        with self.lock:
+            if kind == "jobs":
+                if event_type == "DELETED":
+                    self._jobs.pop(job_id, None)
+                else:
+                    self._jobs[job_id] = obj
+            else:
+                pods = self._pods.setdefault(job_id, {})
+                if event_type == "DELETED":
+                    pods.pop(obj["metadata"]["name"], None)
+                else:
+                    pods[obj["metadata"]["name"]] = obj
+            self._dirty.add(job_id)
+        self.wake.set()
+
+    def mark_all(self) -> None:
+        with self.lock:
+            self._sweep = True
+        self.wake.set()
+
+    def has_job_object(self, job_id: int) -> bool:
+        with self.lock:
+            return job_id in self._jobs
+
+    def job_ids_in_cluster(self) -> set[int]:
+        with self.lock:
+            return {i for i in self._jobs if i}
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        with self.lock:
+            dirty, sweep, self._dirty, self._sweep = self._dirty, self._sweep, set(), False
+        try:
+            ended = self._write_states(dirty, sweep)
+        except BaseException:
+            with self.lock:
+                self._dirty |= dirty
+                self._sweep = self._sweep or sweep
+            raise
+        if ended:
+            self._keep_logs(ended)
+
+    def _write_states(self, dirty: set[int], sweep: bool) -> dict[int, list[dict]]:
+        """One transaction: states of the dirty jobs; returns the jobs that just ended (with their
+        pods), whose logs are read once this transaction has committed."""
+        now = self.clock.monotonic()
+        candidates = {i for i in dirty if i} | set(self._missing)
+        if sweep:
+            candidates |= set(db.session.execute(select(Job.id).where(Job.state.in_(ACTIVE_STATES))).scalars())
+        ended: dict[int, list[dict]] = {}
+        if not candidates:
+            return ended
+        seen = set()
+        for chunk in _chunks(candidates):
+            for row in db.session.execute(select(Job).where(Job.id.in_(chunk))).scalars():
+                seen.add(row.id)
+                self._write_one(row, now, ended)
+        for job_id in candidates - seen:  # no such row (any more)
+            self._missing.pop(job_id, None)
+        db.session.commit()
+        return ended
+
+    def _write_one(self, row: Job, now: float, ended: dict) -> None:
+        if row.state in FINAL_STATES:
+            self._missing.pop(row.id, None)
+            return
+        with self.lock:
+            job_obj = self._jobs.get(row.id)
+            pods = list(self._pods.get(row.id, {}).values())
+        if job_obj is None:
+            if row.state == JobState.SUBMITTING.value:
+                return  # being created right now; the reconciler ends abandoned ones
+            if not self.synced():
+                self._missing.pop(row.id, None)  # the cache may just not know it yet: no verdict
+                return
+            first = self._missing.setdefault(row.id, now)
+            if now - first >= self.lost_grace:
+                self._missing.pop(row.id, None)
+                self._set(row, JobState.LOST.value, Reason.LOST, "The job's Kubernetes objects disappeared.", None, None,
+                          self.clock.utcnow())
+            return  # else: looked at again within a second (the writer's loop runs at least that often)
+        self._missing.pop(row.id, None)
+        status = from_cluster(job_obj, pods)
+        if status.state == JobState.FAILED.value and status.reason == Reason.FAILED and pods:
+            # The Job's Failed condition can arrive before the pod update that says why (two
+            # watches): a final state is never rewritten, so wait briefly for the reason.
+            first = self._unsettled.setdefault(row.id, now)
+            if now - first < SETTLE_SECONDS:
+                with self.lock:
+                    self._dirty.add(row.id)  # again with the pod's next event, or within a second
+                return
+        self._unsettled.pop(row.id, None)
+        started = parse_time(status.started_at) if status.state != JobState.PENDING.value else None
+        finished = parse_time(status.finished_at)
+        if status.state in FINAL_STATES and finished is None:
+            finished = self.clock.utcnow()
+        pods_now = [{"name": p.name, "node": p.node, "phase": p.phase, "restarts": p.restarts, "reason": p.reason}
+                    for p in sorted(status.pods, key=lambda p: p.name)]
+        if self._set(row, status.state, status.reason, status.message, status.exit_code, started, finished,
+                     pods_now if pods_now or not row.pods else None) and status.state in FINAL_STATES:
+            ended[row.id] = pods
+
+    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at, pods=None) -> bool:
+        """Guarded: the row changes only while it is not final (a concurrent Stop wins). True when
+        this call moved the job into a final state (its notice is queued in the same transaction)."""
+        values = {"state": state, "reason": reason or "", "message": (message or "")[:2000]}
+        if pods is not None:
+            values["pods"] = pods
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        if started_at is not None and row.started_at is None:
+            values["started_at"] = started_at
+        if finished_at is not None and state in FINAL_STATES:
+            values["finished_at"] = finished_at
+        if all(getattr(row, k) == v for k, v in values.items()):
+            return False
+        result = db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL_STATES))
+                                    .values(version=Job.version + 1, **values))
+        if result.rowcount == 1 and state in FINAL_STATES:
+            row.state = state  # for the notice; the row object is otherwise read-only here
+            notify.enqueue_job_ended(row)
+            return True
+        return False
+
+    def _keep_logs(self, ended: dict[int, list[dict]]) -> None:
+        kept = {job_id: self._collect_logs(pods) for job_id, pods in ended.items() if pods}
+        for job_id, text in kept.items():
+            db.session.execute(update(Job).where(Job.id == job_id, Job.last_log.is_(None)).values(last_log=text))
+        db.session.commit()
+
+    def _collect_logs(self, pods: list[dict]) -> str:
+        """The last lines of every pod of an ending job, so they stay readable after the pods go."""
+        parts = []
+        for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+            try:
+                text = self.cluster.log(pod["metadata"]["name"], tail_lines=KEEP_LOG_LINES)
+            except ClusterError:
+                continue
+            parts.append(f"==> {pod['metadata']['name']} <==\n{text}" if len(pods) > 1 else text)
+        return "\n".join(parts)
+
+
+class NodeWriter:
+    def __init__(self, gpu_resource: str, clock: Clock, wake: threading.Event):
+        self.gpu_resource, self.clock, self.wake = gpu_resource, clock, wake
+        self.lock = threading.Lock()
+        self._nodes: dict[str, dict] = {}
+        self._pod_usage: dict[tuple[str, str], tuple[str, int, int, int]] = {}  # pod -> (node, gpus, cpu m, mem MiB)
+        self._dirty: set[str] = set()
+
+    def relisted(self, kind: str, objects: list[dict]) -> None:
+        with self.lock:
+            if kind == "nodes":
+                self._dirty |= set(self._nodes) | {o["metadata"]["name"] for o in objects}
+                self._nodes = {o["metadata"]["name"]: o for o in objects}
+            else:
+                self._dirty |= {usage[0] for usage in self._pod_usage.values()}
+                self._pod_usage = {}
+                for obj in objects:
+                    self._account_pod("ADDED", obj)
+        self.wake.set()
+
+    def changed(self, kind: str, event_type: str, obj: dict) -> None:
+        with self.lock:
+            if kind == "nodes":
+                name = obj["metadata"]["name"]
+                if event_type == "DELETED":
+                    self._nodes.pop(name, None)
+                else:
+                    self._nodes[name] = obj
+                self._dirty.add(name)
+            else:
+                self._account_pod(event_type, obj)
+        self.wake.set()
+
+    def _account_pod(self, event_type: str, pod: dict) -> None:
+        """Track what a pod holds on its node (nothing once it has ended)."""
+        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        before = self._pod_usage.pop(key, None)
+        if before:
+            self._dirty.add(before[0])
+        node = (pod.get("spec") or {}).get("nodeName")
+        if event_type == "DELETED" or not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        gpus = cpu = mem = 0
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            requests = (c.get("resources") or {}).get("requests") or {}
+            try:
+                gpus += int(parse_quantity(requests.get(self.gpu_resource, 0)))
+                cpu += int(parse_quantity(requests.get("cpu", 0)) * 1000)
+                mem += int(parse_quantity(requests.get("memory", 0)) / (1024 * 1024))
+            except ValueError:
+                continue
+        self._pod_usage[key] = (node, gpus, cpu, mem)
+        self._dirty.add(node)
+
+    def write(self) -> None:
+        with self.lock:
+            names, self._dirty = self._dirty, set()
+            nodes = {n: self._nodes.get(n) for n in names}
+            requested = {n: [0, 0, 0] for n in names}
+            for node, gpus, cpu, mem in self._pod_usage.values():
+                if node in requested:
+                    requested[node][0] += gpus
+                    requested[node][1] += cpu
+                    requested[node][2] += mem
+        if not names:
+            return
+        try:
+            self._write(nodes, requested)
+        except BaseException:
+            with self.lock:
+                self._dirty |= names
+            raise
+
+    def _write(self, nodes: dict, requested: dict) -> None:
+        rows = {r.name: r for r in db.session.execute(select(Node).where(Node.name.in_(list(nodes)))).scalars()}
+        stamp = self.clock.utcnow()
+        for name, obj in nodes.items():
+            row = rows.get(name)
+            if obj is None:
+                if row is not None:
+                    db.session.delete(row)
+                continue
+            if row is None:
+                row = Node(name=name)
+                db.session.add(row)
+            status, labels = obj.get("status") or {}, obj["metadata"].get("labels") or {}
+            allocatable = status.get("allocatable") or {}
+            row.gpu_model = labels.get("nvidia.com/gpu.product", "")
+            row.gpus = int(parse_quantity(allocatable.get(self.gpu_resource, 0)))
+            row.cpu_milli = int(parse_quantity(allocatable.get("cpu", 0)) * 1000)
+            row.memory_mib = int(parse_quantity(allocatable.get("memory", 0)) / (1024 * 1024))
+            row.gpus_requested, row.cpu_requested_milli, row.memory_requested_mib = requested[name]
+            conditions = status.get("conditions") or []
+            row.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+            row.unschedulable = bool((obj.get("spec") or {}).get("unschedulable"))
+            row.labels, row.taints = labels, (obj.get("spec") or {}).get("taints") or []
+            row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]
+            row.updated_at = stamp
+        db.session.commit()
+
+
+class EventWriter:
+    def __init__(self, wake: threading.Event):
+        self.wake = wake
+        self.lock = threading.Lock()
+        self._events: dict[str, dict] = {}  # Event uid -> event, waiting to be written
+
+    def relisted(self, kind: str, objects: list[dict]) -> None:
+        with self.lock:
+            self._events.update({o["metadata"]["uid"]: o for o in objects if event_job_id(o)})
+        self.wake.set()
+
+    def changed(self, kind: str, event_type: str, obj: dict) -> None:
+        if event_type != "DELETED" and event_job_id(obj) and (obj.get("metadata") or {}).get("uid"):
+            with self.lock:
+                self._events[obj["metadata"]["uid"]] = obj
+            self.wake.set()
+
+    def write(self) -> None:
+        with self.lock:
+            events, self._events = self._events, {}
+        if not events:
+            return
+        try:
+            self._write(events)
+        except BaseException:
+            with self.lock:
+                self._events = {**events, **self._events}
+            raise
+
+    def _write(self, events: dict[str, dict]) -> None:
+        by_job: dict[int, list[dict]] = {}
+        for ev in events.values():
+            by_job.setdefault(event_job_id(ev), []).append(ev)
+        known = set()
+        for chunk in _chunks(by_job):
+            known |= set(db.session.execute(select(Job.id).where(Job.id.in_(chunk))).scalars())
+        uids = [uid for uid, ev in events.items() if event_job_id(ev) in known]
+        rows = {}
+        for chunk in _chunks(uids):
+            rows.update({r.uid: r for r in db.session.execute(select(JobEvent).where(JobEvent.uid.in_(chunk))).scalars()})
+        for uid in uids:
+            ev = events[uid]
+            row = rows.get(uid) or JobEvent(uid=uid, job_id=event_job_id(ev))
+            row.type, row.reason = ev.get("type") or "Normal", (ev.get("reason") or "")[:128]
+            row.message, row.count = (ev.get("message") or "")[:2000], ev.get("count") or 1
+            row.object_name = (ev.get("involvedObject") or {}).get("name", "")[:253]
+            row.last_seen = parse_time(ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp"))
+            db.session.add(row)
+        db.session.flush()
+        for chunk in _chunks(known):
+            db.session.execute(update(Job).where(Job.id.in_(chunk)).values(version=Job.version + 1))
+        for job_id in known:  # keep the newest KEEP_EVENTS per job
+            stale = db.session.execute(select(JobEvent.id).where(JobEvent.job_id == job_id)
+                                       .order_by(JobEvent.last_seen.desc(), JobEvent.id.desc()).offset(KEEP_EVENTS)).scalars().all()
+            if stale:
+                db.session.execute(JobEvent.__table__.delete().where(JobEvent.id.in_(stale)))
+        db.session.commit()

@@ -1,0 +1,111 @@
+"""One vocabulary for jobs: their states, types and reasons, and the words a person reads for
+them in English or Chinese. Pages, mail, the syncer, the JSON API and the CLI all take their
+words from here, so a reason reads the same wherever it is shown. Pure: no DB, no cluster; the
+word functions need a Flask-Babel locale (a request, or `force_locale` in mail)."""
+from __future__ import annotations
+
+import enum
+
+from flask_babel import gettext as _
+
+
+class JobState(str, enum.Enum):
+    SUBMITTING = "Submitting"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+    LOST = "Lost"
+
+
+ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.PENDING.value, JobState.RUNNING.value)
+FINAL_STATES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.STOPPED.value, JobState.LOST.value)
+JOB_TYPES = ("jupyter", "batch", "distributed")
+
+
+class Reason:
+    """Short codes kept in `jobs.reason`: why a job waits or how it ended."""
+    CREATED = "Created"
+    CREATING = "Creating"
+    CONTAINER_CREATING = "ContainerCreating"
+    UNSCHEDULABLE = "Unschedulable"
+    IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+    COMPLETED = "Completed"
+    EXIT_CODE = "ExitCode"
+    OOM_KILLED = "OOMKilled"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # the time limit
+    SUBMIT_ERROR = "SubmitError"
+    STOPPED_BY_USER = "StoppedByUser"
+    STOPPED_BY_ADMIN = "StoppedByAdmin"
+    IDLE_GPU = "IdleGPU"
+    EVICTED = "Evicted"
+    LOST = "Lost"
+    FAILED = "Failed"
+
+
+STOP_REASONS = (Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.IDLE_GPU, Reason.EVICTED,
+                Reason.DEADLINE_EXCEEDED)
+
+
+def state_words() -> dict[str, str]:
+    return {"Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
+            "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")}
+
+
+def type_words() -> dict[str, str]:
+    return {"jupyter": _("JupyterLab"), "batch": _("Batch"), "distributed": _("Distributed")}
+
+
+def state_word(state: str) -> str:
+    return state_words().get(state, state)
+
+
+def ended_words(state: str) -> str:
+    """How a final state reads in a sentence: "Your job X succeeded / failed / ..."."""
+    return {"Succeeded": _("succeeded"), "Failed": _("failed"), "Stopped": _("was stopped"),
+            "Lost": _("was lost")}.get(state, state)
+
+
+def reason_words(job) -> tuple[str, str]:
+    """(sentence, detail) for a job's reason: the sentence in the reader's language, the detail
+    the cluster's or the actor's own message (shown as is), or "" when the sentence says it all."""
+    r, state, message = job.reason or "", job.state, job.message or ""
+    if r == Reason.UNSCHEDULABLE:
+        return _("Waiting for resources."), message
+    if r in Reason.IMAGE_PULL:
+        return _("The image %(image)s cannot be pulled; check its name and tag.", image=job.image), message
+    if r == Reason.EXIT_CODE:
+        return _("The command exited with code %(code)s; see the logs.", code=job.exit_code), ""
+    if r == Reason.OOM_KILLED:
+        return _("Out of memory: the job used more memory than it asked for. Ask for more memory."), ""
+    if r == Reason.DEADLINE_EXCEEDED:
+        hours = round((job.time_limit_seconds or 0) / 3600, 1)
+        return _("Time limit reached: the job ran for its %(hours)s hours and was stopped.", hours=hours), ""
+    if r == Reason.SUBMIT_ERROR:
+        return _("The cluster refused the job:"), message
+    if r == Reason.STOPPED_BY_USER:
+        return _("Stopped by its owner."), ""
+    if r == Reason.STOPPED_BY_ADMIN:
+        return _("Stopped by a manager or administrator."), message
+    if r == Reason.LOST:
+        return _("The job's cluster objects disappeared while it was active."), ""
+    if r == Reason.COMPLETED:
+        return _("Finished successfully."), ""
+    if r == Reason.CREATED:
+        return _("Submitted; waiting for the cluster to schedule it."), ""
+    if r == Reason.IDLE_GPU:
+        return _("Stopped because its GPUs stayed idle."), message
+    if r == Reason.EVICTED:
+        return _("Evicted by the cluster."), message
+    if state == JobState.RUNNING.value:
+        return _("Running."), ""
+    if state == JobState.PENDING.value:
+        return _("Starting: %(reason)s", reason=r or _("waiting")), ""
+    return r, message
+
+
+def reason_text(job) -> str:
+    """The reason as one line of plain text (mail, CLI)."""
+    sentence, detail = reason_words(job)
+    return f"{sentence} {detail}".strip()
