@@ -3,8 +3,8 @@ CRATER_BENCH_DATABASE_URL or --database-url is given, else SQLite):
 
 1. sustained submissions per second (quota admission with the account row lock, then the
    cluster objects), from several threads for a fixed time;
-2. syncer lag: 500 jobs changing state in kubesim; for each, the time from kubesim's change to the
-   database showing it (p50/p95/max).
+2. syncer lag: N jobs (default 2,000) all finishing in kubesim within a window (default 10 s);
+   for each, the time from kubesim's change to the database showing it (p50/p95/max).
 
     .venv/bin/python bench/job_pipeline.py --database-url mysql+pymysql://...
 Prints figures; asserts nothing.
@@ -29,7 +29,8 @@ def main():
     parser.add_argument("--database-url", default="")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds over which the jobs finish")
     args = parser.parse_args()
 
     from sqlalchemy import select
@@ -117,13 +118,20 @@ def main():
             db.session.remove()
     poller = threading.Thread(target=poll)
     poller.start()
+    # Every job finishes inside one window that opens once all are submitted (estimated from the
+    # submission rate above): run time = window slot - now - kubesim's pull and start (1.5 s).
     cluster = Cluster.connect(str(kubeconfig), ClusterSettings(namespace="crater-jobs"))
     batch_ids = []
+    opens = time.time() + args.jobs / max(rate, 1.0) * 1.5 + 5
     with app.app_context():
         actor = Actor(db.session.get(User, user_id), "")
         for n in range(args.jobs):
-            batch_ids.append(jobs.submit_job(actor, form(f"lag-{n}", str(3 + (n % 20) * 0.25)), cluster).id)
+            run = max(1.0, opens + args.window * n / args.jobs - time.time() - 1.5)
+            batch_ids.append(jobs.submit_job(actor, form(f"lag-{n}", f"{run:.2f}"), cluster).id)
         db.session.remove()
+    late = time.time() - opens
+    if late > 0:
+        print(f"(submissions took longer than estimated: the window opened {late:.1f} s early)")
     deadline = time.perf_counter() + 120
     while time.perf_counter() < deadline and not all(i in seen for i in batch_ids):
         time.sleep(0.2)
@@ -131,8 +139,9 @@ def main():
     poller.join()
     syncer.stop()
     lags = sorted((seen[i] - changed[i]) * 1000 for i in batch_ids if i in seen and i in changed)
-    print(f"syncer lag, {args.jobs} jobs finishing over ~5 s: {len(lags)} measured, p50 {statistics.median(lags):.0f} ms, "
-          f"p95 {lags[int(len(lags) * 0.95)]:.0f} ms, max {lags[-1]:.0f} ms   (goal p95 < 1000 ms)")
+    span = max(changed[i] for i in batch_ids if i in changed) - min(changed[i] for i in batch_ids if i in changed)
+    print(f"syncer lag, {args.jobs} jobs finishing within {span:.1f} s: {len(lags)} measured, p50 {statistics.median(lags):.0f} ms, "
+          f"p95 {lags[int(len(lags) * 0.95)]:.0f} ms, max {lags[-1]:.0f} ms   (goal p95 <= 250 ms)")
     sim.stop()
 
 

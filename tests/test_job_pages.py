@@ -78,14 +78,23 @@ def wait_state(app, job_id, state, timeout=20):
                     what=f"job {job_id} {state}")
 
 
-def test_a_batch_job_submitted_through_the_form_runs_and_explains_itself(app, new_client, people, syncer, cluster_sim):
-    sim, core, batch = cluster_sim
+@pytest.fixture
+def submitted(app, new_client, people, syncer, cluster_sim):
+    """alice's batch job, submitted through the form: (alice's client, job id)."""
     alice = as_(new_client, people["alice"])
-    form_page = alice.get("/jobs/new/batch").get_data(as_text=True)
-    assert A100 in form_page and 'name="idempotency_key"' in form_page
     response = alice.post("/jobs/new/batch", batch_form(people))
     assert response.status_code == 303, response.get_data(as_text=True)[:2000]
-    job_id = int(response.location.rsplit("/", 1)[1])
+    return alice, int(response.location.rsplit("/", 1)[1])
+
+
+def test_the_form_offers_the_clusters_gpu_models_and_a_submission_key(new_client, people, syncer):
+    form_page = as_(new_client, people["alice"]).get("/jobs/new/batch").get_data(as_text=True)
+    assert A100 in form_page and 'name="idempotency_key"' in form_page
+
+
+def test_the_forms_values_reach_the_pod(submitted, cluster_sim):
+    _sim, core, batch = cluster_sim
+    _alice, job_id = submitted
     pod = wait_for(lambda: core.list_namespaced_pod("crater-jobs", label_selector=f"crater.io/job-id={job_id}").items)[0]
     container = pod.spec.containers[0]
     assert container.command == ["/bin/sh", "-c", "python train.py --epochs 3"]
@@ -96,16 +105,29 @@ def test_a_batch_job_submitted_through_the_form_runs_and_explains_itself(app, ne
     mounts = {m.mount_path: m.sub_path for m in container.volume_mounts}
     assert mounts == {"/home/alice": "users/alice", "/dev/shm": None}
     assert batch.read_namespaced_job(f"crater-{job_id}", "crater-jobs").spec.active_deadline_seconds == 7200
+
+
+def test_a_finished_batch_job_explains_itself_and_stops_polling(app, submitted):
+    alice, job_id = submitted
     wait_state(app, job_id, "Succeeded")
     page = alice.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "Finished successfully" in page and "hx-trigger=\"every 2s\"" not in page
     assert "python train.py --epochs 3" in page  # the spec as YAML
     assert f"crater-{job_id}-" in page  # the pods table
+
+
+def test_the_logs_of_a_finished_job_stay_readable_and_downloadable(app, submitted):
+    alice, job_id = submitted
+    wait_state(app, job_id, "Succeeded")
+    wait_for(lambda: _q(app, lambda: db.session.get(Job, job_id).last_log), what="the kept log lines")
     logs = alice.get(f"/jobs/{job_id}/logs").get_data(as_text=True)
     assert "kept when the job ended" in logs and "step" in logs
     download = alice.get(f"/jobs/{job_id}/logs/download")
     assert download.headers["Content-Disposition"].startswith("attachment;") and b"step" in download.data
-    # bob, a plain member of the same account, does not see alice's job
+
+
+def test_another_member_of_the_account_does_not_see_the_job(new_client, people, submitted):
+    _alice, job_id = submitted
     bob = as_(new_client, people["bob"])
     for url in (f"/jobs/{job_id}", f"/jobs/{job_id}/logs", f"/jobs/{job_id}/clone", f"/jobs/{job_id}/status"):
         assert bob.get(url).status_code == 404
@@ -235,68 +257,106 @@ def test_a_cluster_failure_during_submit_ends_submit_error_without_orphans(app, 
     assert batch.list_namespaced_job("crater-jobs").items == [] and core.list_namespaced_service("crater-jobs").items == []
 
 
-def test_stop_delete_clone_and_templates(app, new_client, people, syncer, cluster_sim):
-    batch = cluster_sim[2]
-    alice, bob = as_(new_client, people["alice"]), as_(new_client, people["bob"])
+@pytest.fixture
+def sleeping(app, new_client, people, syncer, cluster_sim):
+    """alice's batch job that runs until stopped: (alice's client, job id)."""
+    alice = as_(new_client, people["alice"])
     response = alice.post("/jobs/new/batch", batch_form(people, command="sleep infinity"))
-    job_id = int(response.location.rsplit("/", 1)[1])
-    assert alice.post(f"/jobs/{job_id}/delete").status_code == 409  # still active
-    carol = as_(new_client, people["carol"])  # the account's manager may stop it
+    return alice, int(response.location.rsplit("/", 1)[1])
+
+
+def test_a_manager_stops_a_members_job_and_its_objects_go(app, new_client, people, sleeping, cluster_sim):
+    batch = cluster_sim[2]
+    _alice, job_id = sleeping
+    carol = as_(new_client, people["carol"])  # the account's manager
     assert carol.post(f"/jobs/{job_id}/stop").status_code == 303
     assert _q(app, lambda: (db.session.get(Job, job_id).state, db.session.get(Job, job_id).reason)) == ("Stopped", "StoppedByAdmin")
+    assert _q(app, lambda: db.session.get(Job, job_id).finished_at) is not None
     wait_for(lambda: not batch.list_namespaced_job("crater-jobs").items, what="job deleted in the cluster")
-    # clone: the same values, a new name and key
-    clone = alice.get(f"/jobs/{job_id}/clone").get_data(as_text=True)
-    assert "训练 ResNet (copy)" in clone and "sleep infinity" in clone and 'value="16"' in clone
-    assert 'value="kkkkkkkkkkkkkkkk"' not in clone
-    # save as a shared template; bob (same account) sees and uses it, dave (other account) does not
-    assert alice.post(f"/jobs/{job_id}/template", {"name": "ResNet 模板", "shared": "y"}).status_code == 303
-    template_id = _q(app, lambda: db.session.execute(select(JobTemplate.id)).scalar_one())
-    assert "ResNet 模板" in bob.get("/templates").get_data(as_text=True)
-    used = bob.get(f"/jobs/new/batch?template={template_id}").get_data(as_text=True)
-    assert "sleep infinity" in used
-    dave = as_(new_client, people["dave"])
-    assert "ResNet 模板" not in dave.get("/templates").get_data(as_text=True)
-    assert dave.get(f"/jobs/new/batch?template={template_id}").status_code == 404
-    assert bob.post(f"/templates/{template_id}/delete").status_code == 404  # only its owner
-    assert alice.post(f"/templates/{template_id}/delete").status_code == 303
-    # delete the ended job: gone from lists, kept in the audit log
+
+
+def test_an_active_job_cannot_be_deleted(sleeping):
+    alice, job_id = sleeping
+    assert alice.post(f"/jobs/{job_id}/delete").status_code == 409
+
+
+def test_a_deleted_job_leaves_the_lists_and_stays_in_the_audit_log(app, sleeping):
+    alice, job_id = sleeping
+    assert alice.post(f"/jobs/{job_id}/stop").status_code == 303
     assert alice.post(f"/jobs/{job_id}/delete").status_code == 303
     assert f"/jobs/{job_id}\"" not in alice.get("/jobs").get_data(as_text=True)
     assert alice.get(f"/jobs/{job_id}").status_code == 404
     assert _q(app, lambda: db.session.query(AuditEntry).filter_by(action="job.delete").count()) == 1
 
 
-def test_list_scopes_filters_sorting_and_polling(app, new_client, people, make):
+def test_clone_prefills_the_form_with_a_new_name_and_key(sleeping):
+    alice, job_id = sleeping
+    clone = alice.get(f"/jobs/{job_id}/clone").get_data(as_text=True)
+    assert "训练 ResNet (copy)" in clone and "sleep infinity" in clone and 'value="16"' in clone
+    assert 'value="kkkkkkkkkkkkkkkk"' not in clone
+
+
+def test_a_shared_template_serves_the_accounts_members_and_only_its_owner_deletes_it(app, new_client, people, sleeping):
+    alice, job_id = sleeping
+    bob, dave = as_(new_client, people["bob"]), as_(new_client, people["dave"])  # same account / another account
+    assert alice.post(f"/jobs/{job_id}/template", {"name": "ResNet 模板", "shared": "y"}).status_code == 303
+    template_id = _q(app, lambda: db.session.execute(select(JobTemplate.id)).scalar_one())
+    assert "ResNet 模板" in bob.get("/templates").get_data(as_text=True)
+    assert "sleep infinity" in bob.get(f"/jobs/new/batch?template={template_id}").get_data(as_text=True)
+    assert "ResNet 模板" not in dave.get("/templates").get_data(as_text=True)
+    assert dave.get(f"/jobs/new/batch?template={template_id}").status_code == 404
+    assert bob.post(f"/templates/{template_id}/delete").status_code == 404
+    assert alice.post(f"/templates/{template_id}/delete").status_code == 303
+
+
+@pytest.fixture
+def listed(people, make):
+    """alice's two ended jobs, bob's ended job in the same account, dave's running job elsewhere."""
     alice, lab, other = people["alice"], people["lab"], people["other"]
     make.job(alice, lab, display_name="alpha run", state="Succeeded")
     make.job(alice, lab, display_name="beta notebook", job_type="jupyter", state="Failed", reason="OOMKilled")
     make.job(people["bob"], lab, display_name="bob's run", state="Succeeded")
     make.job(people["dave"], other, display_name="dave's run", state="Running")
-    client = as_(new_client, alice)
+    return people
+
+
+def test_the_list_scopes_are_mine_my_accounts_and_all(new_client, listed):
+    client = as_(new_client, listed["alice"])
     mine = client.get("/jobs").get_data(as_text=True)
     assert "alpha run" in mine and "beta notebook" in mine and "bob&#39;s run" not in mine
-    assert 'hx-trigger="every 3s"' not in mine  # nothing of alice's can change
     assert client.get("/jobs?scope=all").status_code == 403
     assert client.get("/jobs?scope=account").status_code == 403
+    carol = as_(new_client, listed["carol"]).get("/jobs?scope=account").get_data(as_text=True)
+    assert "bob&#39;s run" in carol and "alpha run" in carol and "dave" not in carol
+    root = as_(new_client, listed["root"])
+    assert "dave&#39;s run" in root.get("/jobs?scope=all").get_data(as_text=True)
+    assert root.get("/admin/jobs").location.endswith("/jobs?scope=all")
+
+
+def test_the_list_filters_by_type_state_and_literal_text(new_client, listed):
+    client = as_(new_client, listed["alice"])
     assert "beta notebook" not in client.get("/jobs?type=batch").get_data(as_text=True)
     assert "alpha run" not in client.get("/jobs?state=Failed").get_data(as_text=True)
     assert "alpha run" not in client.get("/jobs?q=beta").get_data(as_text=True)
     assert "No jobs match." in client.get("/jobs?q=%25").get_data(as_text=True)  # % is literal, not a wildcard
     assert "alpha run" not in client.get("/jobs?q=a_ph").get_data(as_text=True)  # nor is _
+
+
+def test_the_list_sorts_by_name_and_newest_first(new_client, listed):
+    client = as_(new_client, listed["alice"])
     by_name = client.get("/jobs?sort=name").get_data(as_text=True)
     assert by_name.index("alpha run") < by_name.index("beta notebook")
     newest = client.get("/jobs").get_data(as_text=True)
     assert newest.index("beta notebook") < newest.index("alpha run")
-    carol = as_(new_client, people["carol"]).get("/jobs?scope=account").get_data(as_text=True)
-    assert "bob&#39;s run" in carol and "alpha run" in carol and "dave" not in carol
-    root = as_(new_client, people["root"])
-    everything = root.get("/jobs?scope=all").get_data(as_text=True)
-    assert "dave&#39;s run" in everything and 'hx-trigger="every 3s"' in everything  # a running job is shown
+
+
+def test_the_list_polls_only_while_a_shown_job_can_change(new_client, listed):
+    assert 'hx-trigger="every 3s"' not in as_(new_client, listed["alice"]).get("/jobs").get_data(as_text=True)
+    root = as_(new_client, listed["root"])
+    assert 'hx-trigger="every 3s"' in root.get("/jobs?scope=all").get_data(as_text=True)  # dave's job runs
     fragment = root.get("/jobs?scope=all&state=Running", headers={"HX-Request": "true", "HX-Target": "jobs-table"})
     body = fragment.get_data(as_text=True)
     assert body.lstrip().startswith('<div id="jobs-table"') and "<html" not in body and "dave&#39;s run" in body
-    assert root.get("/admin/jobs").location.endswith("/jobs?scope=all")
 
 
 def test_a_pending_job_explains_its_place_and_estimated_start(app, new_client, people, make):

@@ -92,3 +92,19 @@ def test_account_page_with_members(app, client, crowd):
     with count_queries(app) as statements:
         assert client.get(f"/admin/accounts/{lab}").status_code == 200
     assert len(statements) <= 4, "\n\n".join(statements)
+
+
+@pytest.mark.parametrize("url", ["/jobs", "/jobs?scope=all&state=active&sort=gpus", "/jobs?scope=account&q=任务"])
+def test_job_lists_rendered_afresh_add_one_query(app, client, crowd, url):
+    """With no row cached (a new process, or every shown job changed), the rows are read in full
+    in one more query, not one per row."""
+    from portal.views.job_rows import EXTENSION
+    admin, _ = crowd
+    client.login(admin)
+    client.get(url)
+    app.extensions.pop(EXTENSION, None)
+    with count_queries(app) as statements:
+        response = client.get(url)
+    assert response.status_code == 200 and "任务" in response.get_data(as_text=True)
+    assert len(app.extensions[EXTENSION]) > 10  # the rows were rendered afresh
+    assert len(statements) <= 7, "\n\n".join(statements)

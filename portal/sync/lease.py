@@ -16,6 +16,7 @@ from .clock import Clock
 
 log = logging.getLogger("crater.sync")
 LEASE_NAME = "crater-syncer"
+RETRY_SECONDS = 1.0  # how often a replica that does not lead tries for the Lease
 
 
 def _iso(ts: float) -> str:
@@ -38,9 +39,9 @@ class LeaseElector:
         self.cluster, self.identity, self.clock = cluster, identity, clock
         self.lease_seconds, self.name = float(lease_seconds), name
         self._valid_until = 0.0  # monotonic
-        self.changed = threading.Event()  # set whenever leadership is gained or lost
         self._was_leading = False
         self.last_error = ""
+        self.on_gain = lambda: None  # called when this replica starts to lead
 
     def leading(self) -> bool:
         return self.clock.monotonic() < self._valid_until
@@ -65,7 +66,8 @@ class LeaseElector:
         if now != self._was_leading:
             log.info("syncer %s %s", self.identity, "leads" if now else "no longer leads")
             self._was_leading = now
-            self.changed.set()
+            if now:
+                self.on_gain()
 
     def _acquire_or_renew(self, wall: float) -> bool:
         lease = self.cluster.read_lease(self.name)
@@ -101,8 +103,11 @@ class LeaseElector:
 
     def run(self, stop: threading.Event, on_lead=lambda: None) -> None:
         """Renew every third of the duration while leading (then `on_lead()`, e.g. a heartbeat);
-        try again as often while not."""
+        while not, try every RETRY_SECONDS at most, so a replica cut off from the API leads again
+        within moments of its return."""
         while not stop.is_set():
             if self.step():
                 on_lead()
-            self.clock.wait(stop, self.lease_seconds / 3)
+                self.clock.wait(stop, self.lease_seconds / 3)
+            else:
+                self.clock.wait(stop, min(RETRY_SECONDS, self.lease_seconds / 3))

@@ -38,6 +38,7 @@ class Reflector:
         self._cache: dict[tuple[str, str], dict] = {}
         self.resource_version = ""
         self.synced = threading.Event()  # set after a list; cleared while the API is away
+        self.retry_now = threading.Event()  # cuts a backoff short (the API is back, or the syncer stops)
         self.relists = self.watch_restarts = self.failures = 0
         self.last_error = ""
 
@@ -77,7 +78,8 @@ class Reflector:
                 self.last_error = exc.message
                 self.synced.clear()
                 log.warning("%s: %s; listing again in %.0f s", self.kind, exc.message, backoff)
-                self.clock.wait(self.stop, backoff)
+                self.clock.wait(self.retry_now, backoff)
+                self.retry_now.clear()
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _list(self) -> None:

@@ -67,6 +67,8 @@ class Syncer:
         self.elector = LeaseElector(cluster, self.identity, self.clock, self.settings.lease_seconds)
         self.reflectors = {kind: Reflector(kind, cluster, self.clock, self.stop_event, self.settings.watch_timeout,
                                            active=self.leading) for kind in ("jobs", "pods", "events", "nodes", "allpods")}
+        # Leading again (the API is back) cuts every reflector's backoff short.
+        self.elector.on_gain = lambda: [r.retry_now.set() for r in self.reflectors.values()]
         self.jobs = JobWriter(cluster, self.clock, self.wake, lost_grace=self.settings.lost_grace, synced=self.jobs_synced)
         self.nodes = NodeWriter(cluster.settings.gpu_resource, self.clock, self.wake)
         self.events = EventWriter(self.wake)
@@ -103,6 +105,8 @@ class Syncer:
         until their timeout; they only touch memory and end at the next event or timeout."""
         self.stop_event.set()
         self.wake.set()
+        for reflector in self.reflectors.values():
+            reflector.retry_now.set()
         for thread in self.supervisor.threads:
             if thread.name in ("sync-lease", "sync-writer", "sync-reconciler", "sync-outbox"):
                 thread.join(10)

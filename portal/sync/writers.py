@@ -177,9 +177,10 @@ class JobWriter:
             return  # else: looked at again within a second (the writer's loop runs at least that often)
         self._missing.pop(row.id, None)
         status = from_cluster(job_obj, pods)
-        if status.state == JobState.FAILED.value and status.reason == Reason.FAILED and pods:
+        if status.state == JobState.FAILED.value and status.reason == Reason.FAILED:
             # The Job's Failed condition can arrive before the pod update that says why (two
-            # watches): a final state is never rewritten, so wait briefly for the reason.
+            # watches; the pod may not even be in the cache yet): a final state is never
+            # rewritten, so wait briefly for the reason.
             first = self._unsettled.setdefault(row.id, now)
             if now - first < SETTLE_SECONDS:
                 with self.lock:

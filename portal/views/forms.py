@@ -21,8 +21,21 @@ MAX_JOBS = 10000
 GPU_MODEL_LINE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]{0,127})\s*[:=]\s*(\d{1,6})\s*$")
 
 
+class WholeNumberField(IntegerField):
+    """An integer of sane size: digits beyond any bound the portal allows are refused while parsing
+    (WTForms' range check would otherwise fail on integers too large for a float)."""
+
+    LARGEST = 10**12
+
+    def process_formdata(self, valuelist):
+        super().process_formdata(valuelist)
+        if self.data is not None and abs(self.data) > self.LARGEST:
+            self.data = None
+            raise ValueError(self.gettext("Not a valid integer value."))
+
+
 def quota_field(label, maximum):
-    return IntegerField(label, validators=[Optional(), NumberRange(min=0, max=maximum)],
+    return WholeNumberField(label, validators=[Optional(), NumberRange(min=0, max=maximum)],
                         description=_l("Empty means no limit."))
 
 
@@ -92,13 +105,13 @@ MEMBER_ROLES = [SelectChoice("member", _l("Member")), SelectChoice("manager", _l
 class MemberForm(FlaskForm):
     username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
     role = SelectField(_l("Role"), choices=MEMBER_ROLES, default="member")
-    gpu_cap = IntegerField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
-                           description=_l("Empty: only the account's quota applies."))
+    gpu_cap = WholeNumberField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
+                               description=_l("Empty: only the account's quota applies."))
 
 
 class MemberUpdateForm(FlaskForm):
     role = SelectField(_l("Role"), choices=MEMBER_ROLES)
-    gpu_cap = IntegerField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)])
+    gpu_cap = WholeNumberField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)])
 
 
 class RoleForm(FlaskForm):

@@ -16,11 +16,12 @@ from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DecimalField, HiddenField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DecimalField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Optional, Regexp, ValidationError
 
 from ..services.jobs import Submission
+from .forms import WholeNumberField
 
 ENV_LINE = re.compile(r"^\s*([^=\s]+)\s*=(.*)$")
 LARGEST = Decimal("1e9")  # beyond any bound the rules allow: refuse before multiplying
@@ -68,12 +69,12 @@ class JobForm(FlaskForm):
     command = TextAreaField(_l("Command"))
     env = TextAreaField(_l("Environment variables"), description=_l("One NAME=value per line."))
     gpu_model = SelectField(_l("GPU model"), default="")
-    gpus = IntegerField(_l("GPUs"), default=1, validators=[Optional()])
-    workers = IntegerField(_l("Workers"), default=2, validators=[Optional()],
+    gpus = WholeNumberField(_l("GPUs"), default=1, validators=[Optional()])
+    workers = WholeNumberField(_l("Workers"), default=2, validators=[Optional()],
                            description=_l("Pods; each gets the GPUs, CPU and memory below."))
     cpu = NumberField(_l("CPU cores"), default=Decimal("4"), places=1, validators=[InputRequired()])
-    memory_gib = IntegerField(_l("Memory (GiB)"), default=32, validators=[InputRequired()])
-    shm_gib = IntegerField(_l("Shared memory /dev/shm (GiB)"), default=0, validators=[Optional()],
+    memory_gib = WholeNumberField(_l("Memory (GiB)"), default=32, validators=[InputRequired()])
+    shm_gib = WholeNumberField(_l("Shared memory /dev/shm (GiB)"), default=0, validators=[Optional()],
                            description=_l("PyTorch data loaders need it; counted in the memory above."))
     working_dir = StringField(_l("Working directory"))
     time_limit_hours = NumberField(_l("Time limit (hours)"), places=1, validators=[InputRequired()])

@@ -1,0 +1,88 @@
+"""Hostile input, everywhere: every form of the portal (every state-changing route in the URL map,
+found by walking it, so a new form is covered the day it appears) is posted with every field set
+to hostile values: empty, huge, negative, non-numeric, non-finite, control characters, markup,
+very long Unicode, repeated fields, fields no form has. The portal never answers 5xx, and a
+refused request writes nothing (the audit log aside: refused sign-ins are audited on purpose)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from portal.models import Account, Image, Job, JobTemplate, Membership, OutboxMessage, User
+from portal.views.forms import AccountForm, LoginForm, MemberForm, MemberUpdateForm, RoleForm
+from portal.views.job_forms import JobForm
+from routes import STATE_CHANGING, fill, rules
+
+HOSTILE = ["", " ", "0", "-1", "-0", "1.5", "1e309", "-1e309", "1e999999999", "NaN", "nan", "Infinity", "-inf", "sNaN",
+           "9" * 400, "99999999999999999999", "0x10", "1_000", "<script>alert(1)</script>", "\"><img src=x onerror=1>",
+           "\x00", "a\x00b", "\x1b[31mred", "\r\nSet-Cookie: x=1", "../../etc/passwd", "' OR 1=1 --", "%00", "\u202egnp.exe",
+           "训练" * 3000, "💥" * 1500, "a" * 20000, "true", "y", "on", "None", "[]", "{}", "MASTER_ADDR=evil", "A=1\nA=2",
+           "/", "//evil.example/", "https://evil.example/", "javascript:alert(1)"]
+FIELDS = sorted({name for form in (LoginForm, AccountForm, MemberForm, MemberUpdateForm, RoleForm, JobForm)
+                 for name in form.__dict__ if not name.startswith("_") and hasattr(form.__dict__[name], "field_class")}
+                | {"name", "shared", "reference", "description", "job_types", "lang", "next", "privileged", "hostPath",
+                   "hostNetwork", "serviceAccountName", "role", "username", "password"})
+value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=300))
+form_data = st.dictionaries(st.sampled_from(FIELDS), st.one_of(value, st.lists(value, min_size=2, max_size=3)), max_size=12)
+
+
+@pytest.fixture
+def app_config(fresh_sim, tmp_path):
+    sim = fresh_sim()[0]
+    return {"KUBECONFIG": str(sim.write_kubeconfig(tmp_path / "kc")), "CLUSTER_TIMEOUT": 3.0}
+
+
+@pytest.fixture
+def world(make):
+    admin = make.user("root", role="admin")
+    member = make.user("bob")
+    account = make.account("vision", gpu_quota=4, members={admin: "manager", member: "member"})
+    return {"admin": admin, "user_id": member, "account_id": account, "job_id": make.job(admin, account, state="Running"),
+            "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image()}
+
+
+def snapshot(make):
+    """Everything a refused request must leave as it was (not the audit log)."""
+    return make.query(lambda s: (
+        [(u.id, u.role, u.active, u.language, u.display_name) for u in s.query(User).order_by(User.id)],
+        [(a.id, a.name, a.display_name, a.gpu_quota, a.cpu_quota) for a in s.query(Account).order_by(Account.id)],
+        [(m.id, m.role, m.gpu_cap) for m in s.query(Membership).order_by(Membership.id)],
+        [(j.id, j.state, j.hidden) for j in s.query(Job).order_by(Job.id)],
+        s.query(JobTemplate).count(), s.query(Image).count(), s.query(OutboxMessage).count()))
+
+
+def targets(app, world):
+    """(method, url) of every state-changing route; a job type route for each type."""
+    found = []
+    for method, rule in rules(app, STATE_CHANGING):
+        if "job_type" in rule.arguments:
+            found += [(method, fill(rule, dict(world, job_type=t))) for t in ("jupyter", "batch", "distributed")]
+        else:
+            found.append((method, fill(rule, world)))
+    return found
+
+
+def test_the_walk_finds_the_forms(app, world):
+    urls = {url for _m, url in targets(app, world)}
+    assert {"/login", "/jobs/new/batch", "/admin/accounts/new", "/admin/images"} <= urls and len(urls) >= 15
+
+
+def test_every_form_survives_hostile_values(app, client, make, world):
+    checked = []
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(data=form_data)
+    def post_everywhere(data):
+        for method, url in targets(app, world):
+            client.login(world["admin"])
+            before = snapshot(make)
+            body = dict(data, csrf_token=client.csrf())
+            response = client.http.open(url, method=method, data=body)
+            assert response.status_code < 500, (method, url, data, response.get_data(as_text=True)[:500])
+            if 400 <= response.status_code < 500:
+                assert snapshot(make) == before, (method, url, data, response.status_code)
+            checked.append(url)
+
+    post_everywhere()
+    assert len(set(checked)) >= 15

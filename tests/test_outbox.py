@@ -1,0 +1,96 @@
+"""The mail outbox: a notice is written with the change it tells of, delivered by the sender with
+retries, never twice; its words are the pages' words. Against a real SMTP server on loopback."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from portal.extensions import db
+from portal.models import Job, OutboxMessage, utcnow
+from portal.services import notify
+from process_stack import Mailbox, free_port
+
+
+@pytest.fixture
+def mailbox():
+    box = Mailbox()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def ended_job(make):
+    alice = make.user("alice")
+    lab = make.account("vision-lab", members={alice: "member"})
+    return make.job(alice, lab, state="Failed", reason="OOMKilled", exit_code=137, notify=True, display_name="训练")
+
+
+def settings_for(url: str) -> notify.MailSettings:
+    return notify.MailSettings(url, "crater@example.edu", "https://crater.example.edu", timeout=2)
+
+
+def queue(app, job_id):
+    with app.app_context():
+        notify.enqueue_job_ended(db.session.get(Job, job_id))
+        db.session.commit()
+
+
+def deliver(app, url, now=None):
+    with app.app_context():
+        result = notify.deliver_due(settings_for(url), now or utcnow())
+        db.session.remove()
+        return result
+
+
+def test_a_queued_notice_is_sent_once(app, mailbox, ended_job):
+    queue(app, ended_job)
+    assert deliver(app, mailbox.url) == (1, 0)
+    assert deliver(app, mailbox.url) == (0, 0)
+    assert len(mailbox.messages) == 1
+    with app.app_context():
+        assert db.session.get(Job, ended_job).notified_at is not None
+
+
+def test_the_mail_uses_the_pages_words_not_codes(app, mailbox, ended_job):
+    queue(app, ended_job)
+    deliver(app, mailbox.url)
+    body = mailbox.messages[0]
+    assert "Out of memory" in body and "OOMKilled" not in body and "/jobs/" in body
+
+
+def test_the_same_notice_cannot_be_queued_twice(app, ended_job):
+    queue(app, ended_job)
+    with pytest.raises(IntegrityError):
+        queue(app, ended_job)
+
+
+def test_a_mail_server_that_is_away_gets_the_notice_later(app, mailbox, ended_job):
+    queue(app, ended_job)
+    dead = f"smtp://127.0.0.1:{free_port()}"
+    assert deliver(app, dead) == (0, 1)
+    assert deliver(app, mailbox.url) == (0, 0)  # not due yet: it waits before the next attempt
+    with app.app_context():
+        row = db.session.query(OutboxMessage).one()
+        assert row.attempts == 1 and row.last_error and row.sent_at is None
+    assert deliver(app, mailbox.url, utcnow() + timedelta(minutes=2)) == (1, 0)
+    assert len(mailbox.messages) == 1
+
+
+def test_a_notice_claimed_by_another_sender_is_left_to_it(app, mailbox, ended_job):
+    queue(app, ended_job)
+    with app.app_context():
+        row = db.session.query(OutboxMessage).one()
+        row.claimed_until = utcnow() + timedelta(seconds=60)
+        db.session.commit()
+    assert deliver(app, mailbox.url) == (0, 0) and mailbox.messages == []
+
+
+def test_a_job_that_did_not_ask_queues_nothing(app, make):
+    alice = make.user("alice")
+    lab = make.account("vision-lab", members={alice: "member"})
+    quiet = make.job(alice, lab, state="Succeeded", notify=False)
+    queue(app, quiet)
+    with app.app_context():
+        assert db.session.query(OutboxMessage).count() == 0

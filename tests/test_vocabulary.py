@@ -1,0 +1,40 @@
+"""One vocabulary: every state, type and reason has words in English and Chinese, and pages and
+mail take them from portal.vocabulary (a reason code never reaches a person as the sentence)."""
+from types import SimpleNamespace
+
+import pytest
+from flask_babel import force_locale
+
+from portal import vocabulary
+from portal.vocabulary import JOB_TYPES, JobState, Reason
+
+REASONS = [Reason.UNSCHEDULABLE, *Reason.IMAGE_PULL, Reason.EXIT_CODE, Reason.OOM_KILLED, Reason.DEADLINE_EXCEEDED,
+           Reason.SUBMIT_ERROR, Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.LOST, Reason.COMPLETED,
+           Reason.CREATED, Reason.IDLE_GPU, Reason.EVICTED]
+
+
+def job(reason, state="Failed"):
+    return SimpleNamespace(reason=reason, state=state, message="details", exit_code=3, image="busybox:1",
+                           time_limit_seconds=7200)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_every_state_and_type_has_words(app, language):
+    with app.test_request_context(), force_locale(language):
+        states, types = vocabulary.state_words(), vocabulary.type_words()
+        assert set(states) == {s.value for s in JobState} and set(types) == set(JOB_TYPES)
+        if language == "zh":
+            assert all(word != code for code, word in states.items())
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("reason", REASONS)
+def test_every_reason_reads_as_a_sentence(app, language, reason):
+    with app.test_request_context(), force_locale(language):
+        sentence, _detail = vocabulary.reason_words(job(reason))
+        assert sentence and sentence != reason and (" " in sentence or language == "zh")
+
+
+def test_the_final_and_active_states_partition_the_states():
+    assert set(vocabulary.ACTIVE_STATES) | set(vocabulary.FINAL_STATES) == {s.value for s in JobState}
+    assert not set(vocabulary.ACTIVE_STATES) & set(vocabulary.FINAL_STATES)
