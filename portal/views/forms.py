@@ -31,7 +31,7 @@ class WholeNumberField(IntegerField):
         super().process_formdata(valuelist)
         if self.data is not None and abs(self.data) > self.LARGEST:
             self.data = None
-            raise ValueError(self.gettext("Not a valid integer value."))
+            raise ValueError(_l("Write a whole number of sane size."))
 
 
 def quota_field(label, maximum):
