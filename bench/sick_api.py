@@ -48,7 +48,8 @@ def db_states(app, ids) -> dict[int, str]:
 
 def run(mode: str, outage: float, url: str, jobs: int) -> None:
     from admin_pages import fresh_app
-    from process_stack import Stack, submit_form, wait_until
+    from kubesim_fixtures import wait_for
+    from process_stack import Stack, submit_form
     from portal.extensions import db
     from portal.models import Account, Membership, User
 
@@ -73,7 +74,7 @@ def run(mode: str, outage: float, url: str, jobs: int) -> None:
         for n in range(jobs):
             command = "sleep infinity" if n % 2 else "python train.py"
             ids.append(int(submit_form(s, stack.url, account_id, display_name=f"j{n}", command=command).url.rsplit("/", 1)[1]))
-        wait_until(lambda: all(v == "Running" for v in db_states(app, ids).values()), 60, "all running")
+        wait_for(lambda: all(v == "Running" for v in db_states(app, ids).values()), timeout=60, what="all running")
         down, up = (stack.api_down, stack.api_up) if mode == "refused" else (stack.api_hang, stack.api_resume)
         down()
         started = time.monotonic()
@@ -88,11 +89,11 @@ def run(mode: str, outage: float, url: str, jobs: int) -> None:
         up()
         back = time.monotonic()
         want = cluster_states(stack)
-        wait_until(lambda: db_states(app, ids) == {i: want[i] for i in ids}, 120, "the database matching the cluster",
-                   interval=0.05)
+        wait_for(lambda: db_states(app, ids) == {i: want[i] for i in ids}, timeout=120, interval=0.05,
+                 what="the database matching the cluster")
         converged = time.monotonic() - back
         finished = sum(1 for i in ids if want[i] == "Succeeded")
-        wait_until(lambda: len(stack.mailbox.messages) >= finished, 60, "the mails")
+        wait_for(lambda: len(stack.mailbox.messages) >= finished, timeout=60, what="the mails")
         time.sleep(3)
         mails = len(stack.mailbox.messages)
         print(f"[{mode}, {url.split(':')[0]}] outage {outage:.0f} s, {jobs} jobs ({finished} ended during it): "

@@ -12,10 +12,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import requests
+
+from kubesim_fixtures import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -26,16 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Mailbox:
@@ -145,7 +136,7 @@ class Stack:
                                            "--kubeconfig", str(self.kubeconfig), "--cluster", str(self.cluster_file), "--state", str(self.folder / "kubesim.json"),
                                            "--tls-dir", str(self.folder / "tls"), "--time-scale", str(self.time_scale)],
                                self.env, self.folder / "kubesim.log").start()
-        wait_until(lambda: self.kubesim_ready() or not self.kubesim.alive(), 30, "kubesim")
+        wait_for(lambda: self.kubesim_ready() or not self.kubesim.alive(), timeout=30, what="kubesim")
         assert self.kubesim.alive(), self.kubesim.output()[-2000:]
         return self.kubesim
 
@@ -168,7 +159,7 @@ class Stack:
         self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", "2", "--timeout", "30", "-b",
                                    f"127.0.0.1:{self.web_port}", "--log-level", "warning", "app:app"],
                            self.env, self.folder / "web.log").start()
-        wait_until(lambda: self._web_up() or not self.web.alive(), 30, "gunicorn")
+        wait_for(lambda: self._web_up() or not self.web.alive(), timeout=30, what="gunicorn")
         assert self.web.alive(), self.web.output()[-2000:]
         return self.web
 

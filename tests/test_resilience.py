@@ -17,7 +17,8 @@ import requests
 
 from portal.extensions import db
 from portal.models import AuditEntry, Job
-from process_stack import Stack, csrf_of, submit_form, wait_until
+from kubesim_fixtures import wait_for
+from process_stack import Stack, csrf_of, submit_form
 
 OUTAGE = float(os.environ.get("CRATER_OUTAGE_SECONDS", "8"))
 TIMEOUT = 2.0  # CRATER_CLUSTER_TIMEOUT in the stack
@@ -49,8 +50,8 @@ def job_row(app, job_id):
 
 
 def wait_state(app, job_id, *states, timeout=30):
-    return wait_until(lambda: (lambda r: r if r and r["state"] in states else None)(job_row(app, job_id)), timeout,
-                      f"job {job_id} in {states}")
+    return wait_for(lambda: (lambda r: r if r and r["state"] in states else None)(job_row(app, job_id)), timeout=timeout,
+                    what=f"job {job_id} in {states}")
 
 
 def job_id_of(response) -> int:
@@ -61,6 +62,15 @@ def job_id_of(response) -> int:
 
 def submit(stack, **fields):
     return submit_form(stack.user, stack.url, stack.lab, **fields)
+
+
+def submit_jupyter(stack):
+    form = stack.user.get(stack.url + "/jobs/new/jupyter", timeout=10).text
+    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1)
+    return stack.user.post(stack.url + "/jobs/new/jupyter", timeout=30, data={
+        "csrf_token": csrf_of(stack.user, stack.url + "/jobs/new/jupyter"), "idempotency_key": key,
+        "display_name": "notebook", "account_id": str(stack.lab), "image": "quay.io/jupyter/base-notebook:latest",
+        "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"})
 
 
 def running_job(app, stack, command="sleep infinity"):
@@ -114,7 +124,7 @@ def test_a_submission_while_the_api_hangs_answers_within_the_timeout_and_leaves_
     assert job_row(app, job_id)["reason"] == "SubmitError"
     stack.api_resume()
     time.sleep(2)
-    wait_until(lambda: not cluster_has_job(stack, job_id), 30, "no Job of the failed submission")
+    wait_for(lambda: not cluster_has_job(stack, job_id), timeout=30, what="no Job of the failed submission")
 
 
 def orphan_removals(app, job_id) -> int:
@@ -132,7 +142,7 @@ def test_a_submission_whose_answer_was_lost_leaves_no_orphan(app, stack):
     stack.faults()
     job_id = job_id_of(response)
     assert job_row(app, job_id)["reason"] == "SubmitError"
-    wait_until(lambda: orphan_removals(app, job_id) == 1, 30, "the orphan pass")
+    wait_for(lambda: orphan_removals(app, job_id) == 1, timeout=30, what="the orphan pass")
     assert not cluster_has_job(stack, job_id)
 
 
@@ -141,18 +151,13 @@ def test_a_failed_submission_whose_undo_also_failed_is_cleaned_up_by_the_reconci
     too. Without the orphan pass, that Job would run outside every quota."""
     stack.faults(rules=[{"pathPrefix": "/api/v1/namespaces/crater-jobs/secrets", "methods": ["POST"], "errorCode": 500},
                         {"methods": ["DELETE"], "errorCode": 500}])
-    form = stack.user.get(stack.url + "/jobs/new/jupyter", timeout=10).text
-    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1)
-    response = stack.user.post(stack.url + "/jobs/new/jupyter", timeout=30, data={
-        "csrf_token": csrf_of(stack.user, stack.url + "/jobs/new/jupyter"), "idempotency_key": key,
-        "display_name": "notebook", "account_id": str(stack.lab), "image": "quay.io/jupyter/base-notebook:latest",
-        "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"})
+    response = submit_jupyter(stack)
     job_id = job_id_of(response)
     assert job_row(app, job_id)["reason"] == "SubmitError" and cluster_has_job(stack, job_id)
     time.sleep(3)  # past the orphan grace: the pass tries, the API still refuses deletes
     assert cluster_has_job(stack, job_id)
     stack.faults()
-    wait_until(lambda: not cluster_has_job(stack, job_id), 30, "the orphaned Job removed")
+    wait_for(lambda: not cluster_has_job(stack, job_id), timeout=30, what="the orphaned Job removed")
     assert orphan_removals(app, job_id) == 1
 
 
@@ -179,12 +184,7 @@ def test_logs_while_the_api_refuses_show_the_kept_lines_and_say_why(app, stack):
 
 
 def test_open_jupyterlab_while_the_api_hangs_answers_409(app, stack):
-    form = stack.user.get(stack.url + "/jobs/new/jupyter", timeout=10).text
-    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1)
-    response = stack.user.post(stack.url + "/jobs/new/jupyter", timeout=30, data={
-        "csrf_token": csrf_of(stack.user, stack.url + "/jobs/new/jupyter"), "idempotency_key": key,
-        "display_name": "notebook", "account_id": str(stack.lab), "image": "quay.io/jupyter/base-notebook:latest",
-        "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"})
+    response = submit_jupyter(stack)
     job_id = job_id_of(response)
     wait_state(app, job_id, "Running")
     stack.api_hang()
@@ -201,8 +201,8 @@ def test_pages_keep_answering_from_the_database_and_say_the_data_is_old(app, sta
     stack.api_hang()
     try:
         assert_pages_answer(stack, job_id)
-        wait_until(lambda: "cluster data" in stack.user.get(stack.url + "/jobs", timeout=10).text.lower(), 20,
-                   "the stale-data notice")
+        wait_for(lambda: "cluster data" in stack.user.get(stack.url + "/jobs", timeout=10).text.lower(), timeout=20,
+                 what="the stale-data notice")
     finally:
         stack.api_resume()
 
@@ -216,7 +216,7 @@ def test_slow_resetting_and_garbled_answers_end_submissions_cleanly(app, stack):
         assert took < ANSWER_WITHIN + TIMEOUT, (fault, took)
         row = job_row(app, job_id)
         assert (row["state"], row["reason"]) == ("Failed", "SubmitError"), (fault, row)
-    wait_until(lambda: not any(cluster_has_job(stack, i) for i in range(1, 20)), 30, "no orphans left")
+    wait_for(lambda: not any(cluster_has_job(stack, i) for i in range(1, 20)), timeout=30, what="no orphans left")
 
 
 # ---- the syncer through an outage -------------------------------------------------------------
@@ -234,7 +234,7 @@ def _outage_and_convergence(app, stack, down, up):
     for job_id in ids:
         row = wait_state(app, job_id, "Succeeded", timeout=40)
         assert row["finished_at"] is not None
-    wait_until(lambda: len(stack.mailbox.messages) >= len(ids), 20, "the end-of-job mails")
+    wait_for(lambda: len(stack.mailbox.messages) >= len(ids), timeout=20, what="the end-of-job mails")
     time.sleep(3)  # a duplicate would arrive by now
     subjects = stack.mailbox.subjects()
     assert len(subjects) == len(ids) and all("succeeded" in s for s in subjects), subjects
@@ -259,7 +259,7 @@ def test_a_second_syncer_takes_over_from_a_killed_one_without_duplicate_mail(app
     leader.signal(signal.SIGKILL)
     for job_id in ids:
         wait_state(app, job_id, "Succeeded", timeout=60)
-    wait_until(lambda: len(stack.mailbox.messages) >= len(ids), 30, "the end-of-job mails")
+    wait_for(lambda: len(stack.mailbox.messages) >= len(ids), timeout=30, what="the end-of-job mails")
     time.sleep(3)
     assert len(stack.mailbox.messages) == len(ids), stack.mailbox.subjects()
 

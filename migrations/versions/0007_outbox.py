@@ -1,4 +1,4 @@
-"""The mail outbox: notices written with the change they tell of, sent by the syncer with retries.
+"""The mail outbox: notices written with the change they tell of, sent by the syncer with retries; an end time for every ended job.
 
 Revision ID: 0007_outbox
 Revises: 0006_jobs_pages
@@ -39,6 +39,10 @@ def upgrade():
         batch_op.create_index('ix_outbox_due', ['sent_at', 'next_attempt_at'], unique=False)
 
     # ### end Alembic commands ###
+    # Every final state has an end time: jobs that ended Lost (or otherwise without one) before
+    # this revision get the best time known.
+    op.execute("UPDATE jobs SET finished_at = COALESCE(started_at, created_at) "
+               "WHERE finished_at IS NULL AND state IN ('Succeeded', 'Failed', 'Stopped', 'Lost')")
 
 
 def downgrade():

@@ -143,7 +143,3 @@ def deliver_due(settings: MailSettings, now: datetime, sender_id: str = "", limi
         db.session.commit()
     return sent, failed
 
-
-def pending_count() -> int:
-    from sqlalchemy import func
-    return db.session.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).scalar_one()

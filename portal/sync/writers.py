@@ -75,7 +75,6 @@ class JobWriter:
         self._sweep = False
         self._missing: dict[int, float] = {}  # job id -> when its Job object was first found missing
         self._unsettled: dict[int, float] = {}  # job id -> when its Job failed before its pods said why
-        self.lag_samples: list[float] = []  # seconds from a watch event to its commit (bench)
 
     # ---- listening ----------------------------------------------------------------------------
 
