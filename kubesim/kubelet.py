@@ -151,6 +151,18 @@ class Kubelet:
             if state is not None and state.due != math.inf:
                 self._push(state.due, uid)
 
+    def finish_now(self, uid: str, exit_code: int | None = None) -> bool:
+        """End a running container now (as if its command returned), with its workload's exit code
+        or `exit_code`. False when the pod has no running container here."""
+        state = self.states.get(uid)
+        if state is None or state.stage != "running":
+            return False
+        if exit_code is not None:
+            state.workload.exit_code = exit_code
+        state.due = self.clock()
+        self._push(state.due, uid)
+        return True
+
     def _forget(self, uid: str) -> None:
         state = self.states.pop(uid, None)
         if state is not None:

@@ -398,6 +398,18 @@ class KubeSim:
 
     # ---- faults and the control endpoint ------------------------------------------------------
 
+    def finish_pods(self, namespace: str, label_selector: str = "", exit_code: int | None = None) -> list[str]:
+        """End the running containers of the pods that match now (their commands return); the
+        names of the pods that were ended."""
+        from .selectors import index_terms, matcher
+        match = matcher(label_selector, None)
+        kubelet = next((c for c in self._controllers if c.__class__.__name__ == "Kubelet"), None)
+        ended = []
+        for pod in self.store.list(core("pods"), namespace, match=match, label_terms=index_terms(label_selector))[0]:
+            if kubelet is not None and kubelet.finish_now(pod["metadata"]["uid"], exit_code):
+                ended.append(pod["metadata"]["name"])
+        return ended
+
     def set_node_ready(self, name: str, ready: bool) -> None:
         def change(node):
             node["status"]["conditions"] = clusters.ready_conditions(ready, _rfc3339(time.time()))
@@ -417,6 +429,10 @@ class KubeSim:
             elif method == "DELETE":
                 self.faults.clear()
             return self.faults.describe()
+        if path == "/kubesim/finish" and method == "POST":
+            code = body.get("exitCode")
+            return {"finished": self.finish_pods(body.get("namespace", "default"), body.get("labelSelector", ""),
+                                                 None if code is None else int(code))}
         if path == "/kubesim/drop-watches" and method == "POST":
             self.store.drop_watches()
             return {"dropped": True}

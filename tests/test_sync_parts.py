@@ -207,3 +207,25 @@ def test_the_reflector_backs_off_while_the_api_fails_and_catches_up(cluster):
         assert any(x["type"] == "Ready" and x["status"] != "True" for x in cond)
     finally:
         stop.set()
+
+
+# ---- the event writer -------------------------------------------------------------------------
+
+def test_the_event_writer_keeps_the_newest_events_of_each_job(app, make):
+    from portal.extensions import db
+    from portal.models import JobEvent
+    from portal.sync.writers import KEEP_EVENTS, EventWriter
+    alice = make.user("alice")
+    lab = make.account("vision-lab", members={alice: "member"})
+    busy, quiet = make.job(alice, lab, state="Running"), make.job(alice, lab, state="Running")
+    writer = EventWriter(threading.Event())
+
+    def event(job_id, n):
+        return {"metadata": {"uid": f"{job_id}-{n}", "creationTimestamp": f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}Z"},
+                "involvedObject": {"name": f"crater-{job_id}"}, "reason": f"R{n}", "message": "m", "type": "Normal"}
+    writer.relisted("events", [event(busy, n) for n in range(KEEP_EVENTS + 10)] + [event(quiet, n) for n in range(3)])
+    with app.app_context():
+        writer.write()
+        kept = {j: sorted(int(r.reason[1:]) for r in db.session.query(JobEvent).filter_by(job_id=j)) for j in (busy, quiet)}
+        db.session.remove()
+    assert kept[busy] == list(range(10, KEEP_EVENTS + 10)) and kept[quiet] == [0, 1, 2]

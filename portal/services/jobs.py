@@ -23,6 +23,7 @@ from . import accounts, audit, job_rules, notify, quota
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound
 from .job_rules import SubmissionPolicy
+from .transactions import retrying
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
               idempotency_key=form.idempotency_key or None, spec=_spec(form))
     try:
-        job = quota.admit(user.id, account.id, ask, job, jupyter_limit=policy.jupyter_limit)
+        job = retrying(lambda: quota.admit(user.id, account.id, ask, job, jupyter_limit=policy.jupyter_limit))
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user.id, form.idempotency_key)
@@ -87,23 +88,31 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         cluster.create_job(request, token=token)
     except ClusterError as exc:
         _undo(cluster, job_id, exc)
-        # Guarded like every state change: the syncer may already have seen a Job object.
-        ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
-            state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, message=exc.message[:2000], finished_at=utcnow(),
-            version=Job.version + 1))
-        job = db.session.get(Job, job_id, populate_existing=True)
-        if ended.rowcount == 1:
-            notify.enqueue_job_ended(job)
-        audit.record(actor, "job.submit_failed", "job", job_id, {"error": exc.message[:500]})
+        error = exc.message
+        return retrying(lambda: _end_submit_error(actor, job_id, error))
+
+    def mark_pending() -> Job:
+        # Only from Submitting: the syncer may have moved it on already (Running, even Succeeded).
+        db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
+            state=JobState.PENDING.value, reason=Reason.CREATED, message="", version=Job.version + 1))
+        audit.record(actor, "job.submit", "job", job_id, {"type": form.job_type, "account": account_name,
+                                                          "gpus": ask.gpus, "gpu_model": ask.gpu_model})
         db.session.commit()
-        return job
-    # Only from Submitting: the syncer may have moved it on already (Running, even Succeeded).
-    db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
-        state=JobState.PENDING.value, reason=Reason.CREATED, message="", version=Job.version + 1))
-    audit.record(actor, "job.submit", "job", job_id, {"type": form.job_type, "account": account_name, "gpus": ask.gpus,
-                                                      "gpu_model": ask.gpu_model})
+        return db.session.get(Job, job_id, populate_existing=True)
+    return retrying(mark_pending)
+
+
+def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
+    """Guarded like every state change: the syncer may already have seen a Job object."""
+    ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
+        state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, message=error[:2000], finished_at=utcnow(),
+        version=Job.version + 1))
+    job = db.session.get(Job, job_id, populate_existing=True)
+    if ended.rowcount == 1:
+        notify.enqueue_job_ended(job)
+    audit.record(actor, "job.submit_failed", "job", job_id, {"error": error[:500]})
     db.session.commit()
-    return db.session.get(Job, job_id, populate_existing=True)
+    return job
 
 
 def _undo(cluster: Cluster, job_id: int, cause: ClusterError) -> None:
@@ -190,14 +199,16 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         cluster.delete_job(job_id)
     except ClusterError as exc:
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
-    ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
-        state=JobState.STOPPED.value, finished_at=utcnow(), reason=reason, message=message, version=Job.version + 1))
-    job = db.session.get(Job, job_id, populate_existing=True)
-    if ended.rowcount == 1:
-        notify.enqueue_job_ended(job)
-        audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
-    db.session.commit()
-    return job
+    def mark_stopped() -> Job:
+        ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
+            state=JobState.STOPPED.value, finished_at=utcnow(), reason=reason, message=message, version=Job.version + 1))
+        job = db.session.get(Job, job_id, populate_existing=True)
+        if ended.rowcount == 1:
+            notify.enqueue_job_ended(job)
+            audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
+        db.session.commit()
+        return job
+    return retrying(mark_stopped)
 
 
 def delete_job(actor: Actor, job_id: int) -> Job:

@@ -6,7 +6,8 @@ reconciler's passes. Made of small pieces, each readable and testable alone:
 - one reflector per watched kind (reflector.py): managed Jobs, Pods and Events in the jobs
   namespace, all Nodes and all Pods (other workloads hold GPUs too); they run while this replica
   leads;
-- writers per table (writers.py): jobs, nodes, job events, woken by what the reflectors saw;
+- writers per table (writers.py): jobs, nodes, job events, woken by what the reflectors saw, and
+  the kept log lines of ended jobs on a loop of their own;
 - the reconciler (reconciler.py): abandoned submissions and orphaned cluster objects, on a tick;
 - the outbox sender (services.notify.deliver_due): mail with retries, never twice;
 - a heartbeat row, so pages can say "cluster data is N s old".
@@ -24,11 +25,12 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..extensions import db
 from ..models import SyncHeartbeat
 from ..services import notify
+from ..services.transactions import is_retryable
 from .clock import Clock
 from .lease import LeaseElector
 from .reconciler import Reconciler
@@ -63,15 +65,15 @@ class Syncer:
         self.clock = clock or Clock()
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stop_event = threading.Event()
-        self.wake = threading.Event()
         self.elector = LeaseElector(cluster, self.identity, self.clock, self.settings.lease_seconds)
         self.reflectors = {kind: Reflector(kind, cluster, self.clock, self.stop_event, self.settings.watch_timeout,
                                            active=self.leading) for kind in ("jobs", "pods", "events", "nodes", "allpods")}
         # Leading again (the API is back) cuts every reflector's backoff short.
         self.elector.on_gain = lambda: [r.retry_now.set() for r in self.reflectors.values()]
-        self.jobs = JobWriter(cluster, self.clock, self.wake, lost_grace=self.settings.lost_grace, synced=self.jobs_synced)
-        self.nodes = NodeWriter(cluster.settings.gpu_resource, self.clock, self.wake)
-        self.events = EventWriter(self.wake)
+        self.jobs = JobWriter(cluster, self.clock, threading.Event(), lost_grace=self.settings.lost_grace,
+                              synced=self.jobs_synced)
+        self.nodes = NodeWriter(cluster.settings.gpu_resource, self.clock, threading.Event())
+        self.events = EventWriter(threading.Event())
         for kind, listener in (("jobs", self.jobs), ("pods", self.jobs), ("events", self.events), ("nodes", self.nodes),
                                ("allpods", self.nodes)):
             self.reflectors[kind].listeners.append(listener)
@@ -94,7 +96,9 @@ class Syncer:
         spawn("sync-lease", lambda: self.elector.run(self.stop_event, on_lead=self._heartbeat))
         for kind, reflector in self.reflectors.items():
             spawn(f"sync-{kind}", reflector.run)
-        spawn("sync-writer", self._write_loop)
+        for name, writer in (("jobs", self.jobs), ("nodes", self.nodes), ("events", self.events)):
+            spawn(f"sync-write-{name}", lambda w=writer: self._write_loop(w))
+        spawn("sync-logs", self._log_loop)
         spawn("sync-reconciler", lambda: self.reconciler.run(self.stop_event, lambda: self.leading() and self.jobs_synced(),
                                                               self.settings.reconcile_seconds))
         spawn("sync-outbox", self._outbox_loop)
@@ -104,11 +108,13 @@ class Syncer:
         """Stop working and hand the lease back. Reflector threads may still be blocked in a read
         until their timeout; they only touch memory and end at the next event or timeout."""
         self.stop_event.set()
-        self.wake.set()
+        for writer in (self.jobs, self.nodes, self.events):
+            writer.wake.set()
+        self.jobs.logs_wake.set()
         for reflector in self.reflectors.values():
             reflector.retry_now.set()
         for thread in self.supervisor.threads:
-            if thread.name in ("sync-lease", "sync-writer", "sync-reconciler", "sync-outbox"):
+            if not thread.name.startswith("sync-") or thread.name[5:] not in self.reflectors:
                 thread.join(10)
         self.elector.release()
 
@@ -134,41 +140,65 @@ class Syncer:
         except SQLAlchemyError as exc:
             log.warning("heartbeat not written: %s", type(exc).__name__)
 
-    def _write_loop(self) -> None:
-        """Write what the reflectors saw, whenever they saw something (and at least every second).
-        Gaining the lead writes everything once (what happened while another replica led)."""
+    def _write_loop(self, writer) -> None:
+        """Write what the reflectors saw for one table, whenever they saw something (and at least
+        every second). Gaining the lead writes every job once (what happened meanwhile)."""
         backoff = 1.0
         was_leading = False
         while not self.stop_event.is_set():
-            self.clock.wait(self.wake, 1.0)
-            self.wake.clear()
+            self.clock.wait(writer.wake, 1.0)
+            writer.wake.clear()
             leading = self.leading()
-            if leading and not was_leading:
+            if leading and not was_leading and writer is self.jobs:
                 self.jobs.mark_all()
             was_leading = leading
             if not leading:
                 continue
             try:
-                self.write_once()
+                self.write_once(writer)
                 backoff = 1.0
             except SQLAlchemyError as exc:  # the database is away: keep what is dirty, try again
                 self.write_failures += 1
+                if isinstance(exc, OperationalError) and is_retryable(exc):  # a deadlock victim: again at once
+                    writer.wake.set()
+                    continue
                 log.warning("writing cluster state failed (%s); retrying in %.0f s", type(exc).__name__, backoff)
                 self.clock.wait(self.stop_event, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-                self.wake.set()
+                writer.wake.set()
 
-    def write_once(self) -> None:
+    def write_once(self, *writers) -> None:
+        """One round of the given writers (all of them by default), in the app context."""
         with self.app.app_context():
             try:
-                self.jobs.write()
-                self.nodes.write()
-                self.events.write()
+                for writer in writers or (self.jobs, self.nodes, self.events):
+                    writer.write()
             except BaseException:
                 db.session.rollback()
                 raise
             finally:
                 db.session.remove()
+
+    def _log_loop(self) -> None:
+        """Keep the last log lines of ended jobs (cluster reads, then a short write)."""
+        while not self.stop_event.is_set():
+            self.clock.wait(self.jobs.logs_wake, 1.0)
+            self.jobs.logs_wake.clear()
+            while self.leading() and self.jobs.logs_pending():
+                try:
+                    with self.app.app_context():
+                        self.jobs.keep_logs()
+                        db.session.remove()
+                except OperationalError as exc:
+                    if is_retryable(exc):
+                        continue  # a deadlock victim: the batch went back, try again at once
+                    log.warning("keeping logs failed (%s)", type(exc).__name__)
+                    self.clock.wait(self.stop_event, 1.0)
+                    break
+                except SQLAlchemyError as exc:
+                    log.warning("keeping logs failed (%s)", type(exc).__name__)
+                    self.clock.wait(self.stop_event, 1.0)
+                    break
 
     def _outbox_loop(self) -> None:
         while not self.stop_event.is_set():

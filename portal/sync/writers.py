@@ -3,8 +3,8 @@
 - JobWriter (Jobs and Pods -> jobs): state, reason, exit code, pods, times; final states are never
   overwritten (every update is guarded on the row not being final); a job whose Job object is
   gone while the row is active becomes Lost after a grace period, with an end time; a job that
-  reaches a final state gets its end-of-job notice in the same transaction (outbox) and, after that
-  transaction, its pods' last log lines are read and kept.
+  reaches a final state gets its end-of-job notice in the same transaction (outbox); its pods' last
+  log lines are read and kept afterwards by `keep_logs`, on a loop of its own.
 - NodeWriter (Nodes and all Pods -> nodes): allocatable, requested, GPU model, readiness, cordon.
 - EventWriter (Events -> job_events): the newest events of each job.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..cluster.client import ClusterError, parse_quantity
 from ..cluster.status import from_cluster
@@ -29,6 +29,9 @@ KEEP_EVENTS = 50  # per job
 KEEP_LOG_LINES = 200  # per pod, kept in the DB when a job ends
 CHUNK = 500  # ids per IN (...) list
 SETTLE_SECONDS = 2.0
+# What the job writer reads of a row (not whole ORM objects: it only compares and updates).
+ROW_COLUMNS = (Job.id, Job.user_id, Job.notify, Job.state, Job.reason, Job.message, Job.exit_code, Job.started_at,
+               Job.finished_at, Job.pods)
 
 
 def job_id_of(obj: dict) -> int:
@@ -75,6 +78,8 @@ class JobWriter:
         self._sweep = False
         self._missing: dict[int, float] = {}  # job id -> when its Job object was first found missing
         self._unsettled: dict[int, float] = {}  # job id -> when its Job failed before its pods said why
+        self._logs_due: dict[int, list[dict]] = {}  # ended job -> its pods, whose last lines are to be kept
+        self.logs_wake = threading.Event()
 
     # ---- listening ----------------------------------------------------------------------------
 
@@ -133,7 +138,9 @@ class JobWriter:
                 self._sweep = self._sweep or sweep
             raise
         if ended:
-            self._keep_logs(ended)
+            with self.lock:
+                self._logs_due.update(ended)
+            self.logs_wake.set()
 
     def _write_states(self, dirty: set[int], sweep: bool) -> dict[int, list[dict]]:
         """One transaction: states of the dirty jobs; returns the jobs that just ended (with their
@@ -146,8 +153,8 @@ class JobWriter:
         if not candidates:
             return ended
         seen = set()
-        for chunk in _chunks(candidates):
-            for row in db.session.execute(select(Job).where(Job.id.in_(chunk))).scalars():
+        for chunk in _chunks(sorted(candidates)):  # rows locked in id order: fewer deadlocks with other writers
+            for row in db.session.execute(select(*ROW_COLUMNS).where(Job.id.in_(chunk)).order_by(Job.id)):
                 seen.add(row.id)
                 self._write_one(row, now, ended)
         for job_id in candidates - seen:  # no such row (any more)
@@ -155,7 +162,7 @@ class JobWriter:
         db.session.commit()
         return ended
 
-    def _write_one(self, row: Job, now: float, ended: dict) -> None:
+    def _write_one(self, row, now: float, ended: dict) -> None:
         if row.state in FINAL_STATES:
             self._missing.pop(row.id, None)
             return
@@ -196,7 +203,7 @@ class JobWriter:
                      pods_now if pods_now or not row.pods else None) and status.state in FINAL_STATES:
             ended[row.id] = pods
 
-    def _set(self, row: Job, state, reason, message, exit_code, started_at, finished_at, pods=None) -> bool:
+    def _set(self, row, state, reason, message, exit_code, started_at, finished_at, pods=None) -> bool:
         """Guarded: the row changes only while it is not final (a concurrent Stop wins). True when
         this call moved the job into a final state (its notice is queued in the same transaction)."""
         values = {"state": state, "reason": reason or "", "message": (message or "")[:2000]}
@@ -213,16 +220,31 @@ class JobWriter:
         result = db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL_STATES))
                                     .values(version=Job.version + 1, **values))
         if result.rowcount == 1 and state in FINAL_STATES:
-            row.state = state  # for the notice; the row object is otherwise read-only here
             notify.enqueue_job_ended(row)
             return True
         return False
 
-    def _keep_logs(self, ended: dict[int, list[dict]]) -> None:
-        kept = {job_id: self._collect_logs(pods) for job_id, pods in ended.items() if pods}
-        for job_id, text in kept.items():
-            db.session.execute(update(Job).where(Job.id == job_id, Job.last_log.is_(None)).values(last_log=text))
-        db.session.commit()
+    def keep_logs(self, limit: int = 50) -> int:
+        """Read and keep the last log lines of jobs that ended (up to `limit` jobs a call; the
+        syncer's log loop calls it apart from the state writes, which a slow log read would
+        otherwise hold up). Returns how many jobs it kept logs for."""
+        with self.lock:
+            batch = dict(list(self._logs_due.items())[:limit])
+            for job_id in batch:
+                del self._logs_due[job_id]
+        kept = {job_id: self._collect_logs(pods) for job_id, pods in batch.items() if pods}
+        try:
+            for job_id, text in kept.items():
+                db.session.execute(update(Job).where(Job.id == job_id, Job.last_log.is_(None)).values(last_log=text))
+            db.session.commit()
+        except BaseException:
+            with self.lock:
+                self._logs_due.update({i: batch[i] for i in kept})
+            raise
+        return len(kept)
+
+    def logs_pending(self) -> int:
+        return len(self._logs_due)
 
     def _collect_logs(self, pods: list[dict]) -> str:
         """The last lines of every pod of an ending job, so they stay readable after the pods go."""
@@ -388,9 +410,12 @@ class EventWriter:
         db.session.flush()
         for chunk in _chunks(known):
             db.session.execute(update(Job).where(Job.id.in_(chunk)).values(version=Job.version + 1))
-        for job_id in known:  # keep the newest KEEP_EVENTS per job
-            stale = db.session.execute(select(JobEvent.id).where(JobEvent.job_id == job_id)
-                                       .order_by(JobEvent.last_seen.desc(), JobEvent.id.desc()).offset(KEEP_EVENTS)).scalars().all()
+        grown = {event_job_id(events[uid]) for uid in uids if uid not in rows}
+        for chunk in _chunks(sorted(grown)):  # keep the newest KEEP_EVENTS of each job that got new ones
+            rank = func.row_number().over(partition_by=JobEvent.job_id,
+                                          order_by=(JobEvent.last_seen.desc(), JobEvent.id.desc())).label("rank")
+            ranked = select(JobEvent.id, rank).where(JobEvent.job_id.in_(chunk)).subquery()
+            stale = db.session.execute(select(ranked.c.id).where(ranked.c.rank > KEEP_EVENTS)).scalars().all()
             if stale:
                 db.session.execute(JobEvent.__table__.delete().where(JobEvent.id.in_(stale)))
         db.session.commit()

@@ -1,0 +1,32 @@
+"""Short transactions that MySQL may choose as a deadlock victim (InnoDB error 1213, or a lock wait
+timeout, 1205) under concurrent submissions and syncer writes: `retrying(work)` rolls back and runs
+`work` again, a few times, before giving up. `work` must do the whole transaction, commit included,
+and be safe to repeat (guarded updates are). Touches the DB only."""
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+from sqlalchemy.exc import OperationalError
+
+from ..extensions import db
+
+T = TypeVar("T")
+RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
+
+
+def is_retryable(exc: OperationalError) -> bool:
+    args = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in RETRYABLE
+
+
+def retrying(work: Callable[[], T], attempts: int = 4) -> T:
+    for attempt in range(attempts):
+        try:
+            return work()
+        except OperationalError as exc:
+            db.session.rollback()
+            if not is_retryable(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
