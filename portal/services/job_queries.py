@@ -222,11 +222,10 @@ def gpu_models() -> list[str]:
                                    .group_by(Node.gpu_model).order_by(Node.gpu_model)).scalars())
 
 
-def max_gpus_per_node(model: str = "") -> int:
-    stmt = select(func.coalesce(func.max(Node.gpus), 0))
-    if model:
-        stmt = stmt.where(Node.gpu_model == model)
-    return int(db.session.execute(stmt).scalar_one())
+def gpus_per_node_by_model() -> dict[str, int]:
+    """The most GPUs one node has, per GPU model on the cluster's nodes (one query)."""
+    return {model: int(most) for model, most in db.session.execute(
+        select(Node.gpu_model, func.max(Node.gpus)).where(Node.gpus > 0).group_by(Node.gpu_model))}
 
 
 def free_gpus_by_model() -> list[dict]:

@@ -130,10 +130,12 @@ def _check_env(env, errors: dict) -> None:
 
 
 def _check_resources(form, errors: dict) -> None:
-    models = job_queries.gpu_models()
+    per_model = job_queries.gpus_per_node_by_model()
+    models = {m for m in per_model if m}
     if form.gpu_model and (len(form.gpu_model) > 128 or (models and form.gpu_model not in models)):
         errors["gpu_model"] = _("No node has GPUs of model %(model)s.", model=form.gpu_model[:128])
-    most = job_queries.max_gpus_per_node(form.gpu_model if form.gpu_model in models else "") or MAX_GPUS_PER_WORKER
+    most = (per_model.get(form.gpu_model) if form.gpu_model in models else max(per_model.values(), default=0)) \
+        or MAX_GPUS_PER_WORKER
     if form.gpus < 0:
         errors["gpus"] = _("Zero or more GPUs.")
     elif form.gpus > most:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, Job, JobState, User, utcnow
+from ..models import ACTIVE_STATES, Account, Job, JobState, utcnow
 from ..vocabulary import STOP_REASONS, Reason
 from . import accounts, audit, job_rules, notify, quota
 from .context import SYSTEM, Actor
@@ -73,19 +73,24 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     job = Job(job_type=form.job_type, display_name=form.display_name, image=form.image, workers=form.workers,
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
               idempotency_key=form.idempotency_key or None, spec=_spec(form))
+    user_id, username, account_id, account_name = user.id, user.username, account.id, account.name
+    admitted = {}
+
+    def keep(job: Job) -> None:
+        admitted["id"], admitted["request"] = job.id, _request(job.id, form, username, account_name)
     try:
-        job = retrying(lambda: quota.admit(user.id, account.id, ask, job, jupyter_limit=policy.jupyter_limit))
+        retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep))
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
-        existing = _by_key(user.id, form.idempotency_key)
+        existing = _by_key(user_id, form.idempotency_key)
         if existing is None:
             raise
         return existing
-    token = secrets.token_urlsafe(32) if form.job_type == "jupyter" else ""
-    request, job_id, account_name = _request(job, form, user, account), job.id, account.name
-    db.session.commit()  # no transaction stays open while the cluster is called
+    # The admission's commit ended the transaction, and nothing is read again before the cluster
+    # has answered: no transaction is open while the cluster is called.
+    job_id, token = admitted["id"], secrets.token_urlsafe(32) if form.job_type == "jupyter" else ""
     try:
-        cluster.create_job(request, token=token)
+        cluster.create_job(admitted["request"], token=token)
     except ClusterError as exc:
         _undo(cluster, job_id, exc)
         error = exc.message
@@ -141,14 +146,14 @@ def _spec(form: Submission) -> dict:
             "mount_home": form.mount_home, "mount_share": form.mount_share, "notify": form.notify}
 
 
-def _request(job: Job, form: Submission, user: User, account: Account) -> JobRequest:
+def _request(job_id: int, form: Submission, username: str, account: str) -> JobRequest:
     mounts = []
     if form.mount_home:
-        mounts.append(Mount(f"users/{user.username}", f"/home/{user.username}"))
+        mounts.append(Mount(f"users/{username}", f"/home/{username}"))
     if form.mount_share:
-        mounts.append(Mount(f"accounts/{account.name}", "/shared"))
+        mounts.append(Mount(f"accounts/{account}", "/shared"))
     return JobRequest(
-        job_id=job.id, job_type=form.job_type, username=user.username, account=account.name,
+        job_id=job_id, job_type=form.job_type, username=username, account=account,
         display_name=form.display_name, image=form.image, command=form.command, env=form.env,
         gpu_model=form.gpu_model if form.gpus else "", gpus=form.gpus, cpu=f"{form.cpu_milli}m",
         memory=f"{form.memory_mib}Mi", shm=f"{form.shm_mib}Mi" if form.shm_mib else "",

@@ -7,6 +7,7 @@ Touches the DB only; the caller creates the cluster objects after this commit.""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
@@ -57,10 +58,12 @@ def usage(account_id: int, user_id: int | None = None) -> dict:
     return result
 
 
-def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None) -> Job:
+def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None,
+          before_commit: Callable[[Job], None] | None = None) -> Job:
     """Insert `job` (state Submitting) if the account's quotas and the member's cap allow `ask`
     (and, for a JupyterLab job, the user's limit of concurrent JupyterLab jobs in all accounts);
-    commit. Raises QuotaExceeded (nothing written) otherwise."""
+    commit. Raises QuotaExceeded (nothing written) otherwise. `before_commit(job)` runs once the
+    job has its id, before the commit (to read what the caller needs without reloading)."""
     try:
         account = _lock_account(account_id)
         if account is None:
@@ -79,6 +82,9 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
         job.state, job.user_id, job.account_id = "Submitting", user_id, account_id
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
+        if before_commit is not None:
+            db.session.flush()
+            before_commit(job)
         db.session.commit()
         return job
     except BaseException:
