@@ -223,9 +223,10 @@ def gpu_models() -> list[str]:
 
 
 def gpus_per_node_by_model() -> dict[str, int]:
-    """The most GPUs one node has, per GPU model on the cluster's nodes (one query)."""
-    return {model: int(most) for model, most in db.session.execute(
-        select(Node.gpu_model, func.max(Node.gpus)).where(Node.gpus > 0).group_by(Node.gpu_model))}
+    """The most GPUs one node has, per GPU model on the cluster's nodes (one query, read at most
+    every CRATER_SHORT_CACHE_SECONDS per process: nodes come and go far more slowly)."""
+    return short_cached("gpus-per-node", lambda: {model: int(most) for model, most in db.session.execute(
+        select(Node.gpu_model, func.max(Node.gpus)).where(Node.gpus > 0).group_by(Node.gpu_model))})
 
 
 def free_gpus_by_model() -> list[dict]:
