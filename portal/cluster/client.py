@@ -18,7 +18,6 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
-from kubernetes.watch.watch import iter_resp_lines
 
 from .manifests import MANAGED_BY, ClusterSettings, JobRequest, build, name_of, owned_by
 
@@ -60,8 +59,34 @@ def _error(exc: BaseException) -> ClusterError:
     if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in str(exc).lower():
         return ClusterError("The cluster did not answer in time.", 0, retryable=True)
     if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
-        return ClusterError(f"The cluster cannot be reached: {type(exc).__name__}", 0, retryable=True)
-    return ClusterError(f"The cluster sent an answer the portal cannot read: {type(exc).__name__}", 0, retryable=True)
+        return ClusterError(f"The cluster cannot be reached ({_transport_words(exc)}).", 0, retryable=True)
+    return ClusterError("The cluster sent an answer the portal cannot read; it may be overloaded or misconfigured.", 0,
+                        retryable=True)
+
+
+def _transport_words(exc: BaseException) -> str:
+    """What went wrong on the way, in words (never the request, its headers or a token)."""
+    text = f"{exc!r} {getattr(exc, 'reason', '')!r}".lower()
+    for needle, words in (("refused", "connection refused"), ("reset", "connection reset"),
+                          ("name or service", "unknown host name"), ("nodename", "unknown host name"),
+                          ("ssl", "TLS error"), ("certificate", "TLS error"), ("unreachable", "network unreachable"),
+                          ("remotedisconnected", "connection closed without an answer"),
+                          ("protocol", "connection closed without an answer")):
+        if needle in text:
+            return words
+    return "network error"
+
+
+def _lines(response) -> Iterator[bytes]:
+    """The non-empty lines of a streamed answer as they arrive, the last one even without its
+    newline (so a body that is no watch stream at all is read, and refused, too)."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk if isinstance(chunk, bytes) else chunk.encode()
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if buffer.strip():
+        yield buffer
 
 
 # What a call to the API can raise besides ApiException: transport errors, and a malformed answer
@@ -192,7 +217,7 @@ class Cluster:
                      (self.networking.delete_namespaced_ingress, {})]
         for delete, kwargs in deletions:
             try:
-                self._call(delete, name, ns, _preload_content=False, **kwargs)
+                self._raw(delete, name, ns, **kwargs)  # the answer must be the API's JSON, not just a 200
             except ClusterError as exc:
                 if exc.status != 404:
                     raise
@@ -253,9 +278,7 @@ class Cluster:
                               allow_watch_bookmarks=True, _preload_content=False,
                               _request_timeout=(self.timeout[0], timeout_seconds + WATCH_READ_SLACK), **kwargs)
         try:
-            for line in iter_resp_lines(response):
-                if not line:
-                    continue
+            for line in _lines(response):
                 try:
                     event = json.loads(line)
                     obj = event["object"]
