@@ -78,6 +78,7 @@ class Reconciler:
             objects, _rv = self.cluster.list(kind)
             managed |= {job_id_of(o) for o in objects}
         managed.discard(0)
+        managed -= self.job_writer.logs_due_ids()  # not before its last log lines are kept
         states = jobs.states_of(managed)
         due, self._orphans_seen = orphans(self.clock.monotonic(), managed, states, self._orphans_seen, self.orphan_grace)
         removed = []

@@ -40,6 +40,7 @@ from .writers import EventWriter, JobWriter, NodeWriter
 
 log = logging.getLogger("crater.sync")
 MAX_BACKOFF = 30.0
+LOG_BATCH = 10  # ended jobs whose logs are read between two looks at the job writer
 
 
 @dataclass(frozen=True)
@@ -180,14 +181,19 @@ class Syncer:
                 db.session.remove()
 
     def _log_loop(self) -> None:
-        """Keep the last log lines of ended jobs (cluster reads, then a short write)."""
+        """Keep the last log lines of ended jobs (cluster reads, then a short write). States come
+        first: a batch waits (up to a second) while the job writer has work, so a burst of ending
+        jobs is recorded at once and their logs follow."""
         while not self.stop_event.is_set():
             self.clock.wait(self.jobs.logs_wake, 1.0)
             self.jobs.logs_wake.clear()
             while self.leading() and self.jobs.logs_pending():
+                yield_until = self.clock.monotonic() + 1.0
+                while self.jobs.busy() and self.clock.monotonic() < yield_until and not self.stop_event.is_set():
+                    self.clock.wait(self.stop_event, 0.05)
                 try:
                     with self.app.app_context():
-                        self.jobs.keep_logs()
+                        self.jobs.keep_logs(limit=LOG_BATCH)
                         db.session.remove()
                 except OperationalError as exc:
                     if is_retryable(exc):

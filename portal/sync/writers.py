@@ -246,6 +246,14 @@ class JobWriter:
     def logs_pending(self) -> int:
         return len(self._logs_due)
 
+    def logs_due_ids(self) -> set[int]:
+        with self.lock:
+            return set(self._logs_due)
+
+    def busy(self) -> bool:
+        """Changes wait to be written."""
+        return bool(self._dirty)
+
     def _collect_logs(self, pods: list[dict]) -> str:
         """The last lines of every pod of an ending job, so they stay readable after the pods go."""
         parts = []
