@@ -158,7 +158,7 @@ def test_a_failed_submission_whose_undo_also_failed_is_cleaned_up_by_the_reconci
     assert cluster_has_job(stack, job_id)
     stack.faults()
     wait_for(lambda: not cluster_has_job(stack, job_id), timeout=30, what="the orphaned Job removed")
-    assert orphan_removals(app, job_id) == 1
+    wait_for(lambda: orphan_removals(app, job_id) == 1, timeout=10, what="the removal audited")  # commits just after
 
 
 def test_stop_while_the_api_hangs_answers_409_and_the_job_keeps_running(app, stack):
