@@ -6,8 +6,8 @@ cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from flask import current_app
 from flask_babel import gettext as _
@@ -107,14 +107,20 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     return retrying(mark_pending)
 
 
-def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
-    """Guarded like every state change: the syncer may already have seen a Job object."""
-    ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
-        state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, message=error[:2000], finished_at=utcnow(),
-        version=Job.version + 1))
+def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None) -> tuple[Job, bool]:
+    """End a job, guarded: only while it is in `from_states` (the syncer or a stop may have ended
+    it first). Queues its end-of-job notice in the same transaction; (job, whether this ended it).
+    The caller commits."""
+    result = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(from_states)).values(
+        state=state, reason=reason, message=message[:2000], finished_at=at or utcnow(), version=Job.version + 1))
     job = db.session.get(Job, job_id, populate_existing=True)
-    if ended.rowcount == 1:
+    if result.rowcount == 1:
         notify.enqueue_job_ended(job)
+    return job, result.rowcount == 1
+
+
+def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
+    job, _ended = _end(job_id, ACTIVE_STATES, JobState.FAILED.value, Reason.SUBMIT_ERROR, error)
     audit.record(actor, "job.submit_failed", "job", job_id, {"error": error[:500]})
     db.session.commit()
     return job
@@ -204,12 +210,10 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         cluster.delete_job(job_id)
     except ClusterError as exc:
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
+
     def mark_stopped() -> Job:
-        ended = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(ACTIVE_STATES)).values(
-            state=JobState.STOPPED.value, finished_at=utcnow(), reason=reason, message=message, version=Job.version + 1))
-        job = db.session.get(Job, job_id, populate_existing=True)
-        if ended.rowcount == 1:
-            notify.enqueue_job_ended(job)
+        job, ended = _end(job_id, ACTIVE_STATES, JobState.STOPPED.value, reason, message)
+        if ended:
             audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
         db.session.commit()
         return job
@@ -275,11 +279,10 @@ def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], no
              if i not in in_cluster]
     ended = []
     for job_id in stale:
-        result = db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
-            state=JobState.FAILED.value, reason=Reason.SUBMIT_ERROR, finished_at=now, version=Job.version + 1,
-            message="The portal stopped while submitting this job; nothing was created in the cluster. Submit it again."))
-        if result.rowcount == 1:
-            notify.enqueue_job_ended(db.session.get(Job, job_id))
+        _job, was_ended = _end(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,
+                               "The portal stopped while submitting this job; nothing was created in the cluster. "
+                               "Submit it again.", at=now)
+        if was_ended:
             audit.record(SYSTEM, "job.submit_abandoned", "job", job_id)
             ended.append(job_id)
     db.session.commit()
