@@ -116,6 +116,12 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "WATCH_TIMEOUT": _seconds(env, "CRATER_WATCH_TIMEOUT", 300.0),
         "RECONCILE_SECONDS": _seconds(env, "CRATER_RECONCILE_SECONDS", 10.0),
         "ORPHAN_GRACE_SECONDS": _seconds(env, "CRATER_ORPHAN_GRACE_SECONDS", 300.0),
+        # GPU metrics (Prometheus with the DCGM exporter's series) and usage.
+        "PROMETHEUS_TIMEOUT": _seconds(env, "CRATER_PROMETHEUS_TIMEOUT", 5.0),
+        "PROMETHEUS_STEP": _seconds(env, "CRATER_PROMETHEUS_STEP", 15.0),  # the DCGM exporter's scrape interval
+        "GPU_IDLE_PERCENT": _int(env, "CRATER_GPU_IDLE_PERCENT", 0),  # utilisation at or below it is idle
+        "USAGE_REFRESH_SECONDS": _seconds(env, "CRATER_USAGE_REFRESH_SECONDS", 300.0),
+        "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
         # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on

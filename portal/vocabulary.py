@@ -97,7 +97,7 @@ def reason_words(job) -> tuple[str, str]:
     if r == Reason.IDLE_GPU:
         return _("Stopped because its GPUs stayed idle."), message
     if r == Reason.EVICTED:
-        return _("Evicted by the cluster."), message
+        return _("Evicted from its node."), message
     if state == JobState.RUNNING.value:
         return _("Running."), ""
     if state == JobState.PENDING.value:

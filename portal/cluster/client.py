@@ -296,6 +296,17 @@ class Cluster:
         finally:
             response.release_conn()
 
+    # ---- node administration ----------------------------------------------------------------
+
+    def read_node(self, name: str) -> dict:
+        return self._raw(self.core.read_node, name)
+
+    def patch_node(self, name: str, patch: dict) -> dict:
+        """A JSON merge patch of a Node (RFC 7386: null removes a key, lists are replaced). With
+        metadata.resourceVersion in the patch the change applies only to that version (409 if the
+        node changed meanwhile)."""
+        return self._raw(self.core.patch_node, name, patch, _content_type="application/merge-patch+json")
+
     # ---- the syncer's Lease -----------------------------------------------------------------
 
     def read_lease(self, name: str) -> dict | None:

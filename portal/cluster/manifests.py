@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 MANAGED_BY = "crater-portal"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+RESERVED_FOR = "crater.io/reserved-for"  # node taint (and label) of a node reserved for an account
 JUPYTER_PORT = 8888
 RDZV_PORT = 29500
 TYPES = ("jupyter", "batch", "distributed")
@@ -136,6 +137,8 @@ def _pod_spec(req: JobRequest, settings: ClusterSettings) -> dict:
             "containers": [container]}
     if req.gpu_model:
         spec["nodeSelector"] = {GPU_PRODUCT_LABEL: req.gpu_model}
+    # Nodes an admin reserved for this account carry a taint only its jobs tolerate.
+    spec["tolerations"] = [{"key": RESERVED_FOR, "operator": "Equal", "value": req.account, "effect": "NoSchedule"}]
     volumes = []
     if settings.shared_claim and req.mounts:
         volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": settings.shared_claim}})

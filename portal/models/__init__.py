@@ -2,13 +2,14 @@
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
 from .job import ACTIVE_STATES, FINAL_STATES, Image, Job, JobEvent, JobState, JobTemplate
-from .node import Node
+from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import OutboxMessage
 from .sync import SyncHeartbeat
 from .types import utcnow
+from .usage import UsageDay
 from .user import AuthSource, Role, User
 
 __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
-    "Membership", "MemberRole", "Node", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
+    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -28,6 +28,7 @@ class Job(db.Model):
         Index("ix_jobs_model_state", "gpu_model", "state"),
         Index("ix_jobs_gpus_id", "gpus", "id"),  # the job list sorted by GPUs
         Index("ix_jobs_name_id", "display_name", "id"),  # ... and by name
+        Index("ix_jobs_usage_state", "usage_state", "state"),  # the usage pass's work
         UniqueConstraint("user_id", "idempotency_key"),
     )
 
@@ -60,6 +61,16 @@ class Job(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The GPU summary (the syncer's usage pass; refreshed while running, kept once ended):
+    gpu_util_mean: Mapped[float | None] = mapped_column(Float)
+    gpu_util_peak: Mapped[float | None] = mapped_column(Float)
+    gpu_memory_peak_mib: Mapped[int | None] = mapped_column(Integer)
+    gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated
+    gpu_seconds_used: Mapped[float | None] = mapped_column(Float)
+    gpu_seconds_idle: Mapped[float | None] = mapped_column(Float)
+    # "" not yet, "running" refreshed while active, "final" kept, "no-metrics" kept without metrics
+    usage_state: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    usage_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     user = relationship("User")
     account = relationship("Account")

@@ -107,15 +107,16 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     return retrying(mark_pending)
 
 
-def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None) -> tuple[Job, bool]:
+def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None,
+         tell_owner: bool = False) -> tuple[Job, bool]:
     """End a job, guarded: only while it is in `from_states` (the syncer or a stop may have ended
-    it first). Queues its end-of-job notice in the same transaction; (job, whether this ended it).
-    The caller commits."""
+    it first). Queues its end-of-job notice in the same transaction (also when the owner did not
+    ask for one, with `tell_owner`); (job, whether this ended it). The caller commits."""
     result = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(from_states)).values(
         state=state, reason=reason, message=message[:2000], finished_at=at or utcnow(), version=Job.version + 1))
     job = db.session.get(Job, job_id, populate_existing=True)
     if result.rowcount == 1:
-        notify.enqueue_job_ended(job)
+        notify.enqueue_job_ended(job, always=tell_owner)
     return job, result.rowcount == 1
 
 
@@ -192,11 +193,12 @@ def _may_see(actor: Actor, job) -> bool:
     return actor.is_admin or job.user_id == actor.user.id or accounts.is_manager(actor.user, job.account_id)
 
 
-def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", message: str = "") -> Job:
+def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", message: str = "",
+             tell_owner: bool = False) -> Job:
     """Stop a pending or running job: its cluster objects go, the row stays (Stopped) with the
     reason (StoppedByUser for the owner, StoppedByAdmin for others, or the policy's own, e.g.
-    IdleGPU) and an optional message. The change is guarded: a job that ended meanwhile keeps the
-    end it reached."""
+    IdleGPU or Evicted) and an optional message. The change is guarded: a job that ended meanwhile
+    keeps the end it reached. `tell_owner` mails the owner even if they asked for no mail."""
     job = get_job(actor, job_id)
     if not job.is_active:
         raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
@@ -212,7 +214,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
 
     def mark_stopped() -> Job:
-        job, ended = _end(job_id, ACTIVE_STATES, JobState.STOPPED.value, reason, message)
+        job, ended = _end(job_id, ACTIVE_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
         if ended:
             audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
         db.session.commit()

@@ -45,9 +45,10 @@ class MailSettings:
                    float(config.get("SMTP_TIMEOUT", 10.0)))
 
 
-def enqueue_job_ended(job: Job) -> None:
-    """Queue the end-of-job mail of a job that asked for one, in the caller's transaction."""
-    if job.notify:
+def enqueue_job_ended(job: Job, always: bool = False) -> None:
+    """Queue the end-of-job mail of a job that asked for one (or `always`, when someone else ended
+    it and the owner must know why), in the caller's transaction."""
+    if job.notify or always:
         db.session.add(OutboxMessage(kind=JOB_ENDED, dedupe_key=f"{JOB_ENDED}:{job.id}", user_id=job.user_id,
                                      job_id=job.id))
 

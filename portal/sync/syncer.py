@@ -8,7 +8,8 @@ reconciler's passes. Made of small pieces, each readable and testable alone:
   leads;
 - writers per table (writers.py): jobs, nodes, job events, woken by what the reflectors saw, and
   the kept log lines of ended jobs on a loop of their own;
-- the reconciler (reconciler.py): abandoned submissions and orphaned cluster objects, on a tick;
+- the reconciler (reconciler.py): abandoned submissions and orphaned cluster objects, on a tick,
+  and the metrics passes (gpu.py): GPU devices from the DCGM metrics, jobs' GPU summaries and usage;
 - the outbox sender (services.notify.deliver_due): mail with retries, never twice;
 - a heartbeat row, so pages can say "cluster data is N s old".
 
@@ -31,7 +32,9 @@ from ..extensions import db
 from ..models import SyncHeartbeat
 from ..services import notify
 from ..services.transactions import is_retryable
+from ..metrics import MetricsSettings
 from .clock import Clock
+from .gpu import GpuPasses
 from .lease import LeaseElector
 from .reconciler import Reconciler
 from .reflector import Reflector
@@ -80,6 +83,9 @@ class Syncer:
             self.reflectors[kind].listeners.append(listener)
         self.reconciler = Reconciler(app, cluster, self.clock, self.jobs, self.settings.orphan_grace,
                                      self.settings.submit_grace)
+        self.gpu = GpuPasses(MetricsSettings.from_config(app.config), self.clock, cluster.settings.namespace,
+                             refresh_seconds=app.config.get("USAGE_REFRESH_SECONDS", 300.0))
+        self.reconciler.passes += self.gpu.passes()
         self.supervisor = Supervisor(self.clock, self.stop_event)
         self.write_failures = 0
 

@@ -5,7 +5,8 @@
   gone while the row is active becomes Lost after a grace period, with an end time; a job that
   reaches a final state gets its end-of-job notice in the same transaction (outbox); its pods' last
   log lines are read and kept afterwards by `keep_logs`, on a loop of its own.
-- NodeWriter (Nodes and all Pods -> nodes): allocatable, requested, GPU model, readiness, cordon.
+- NodeWriter (Nodes and all Pods -> nodes, placements): allocatable, requested, GPU model, readiness,
+  cordon and its reason, reservation; which pod (and job) holds what on which node.
 - EventWriter (Events -> job_events): the newest events of each job.
 
 Each takes what is dirty, writes it in short transactions, and puts it back when the database
@@ -13,14 +14,17 @@ fails, so the next round retries. No cluster call happens inside an open transac
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 
 from ..cluster.client import ClusterError, parse_quantity
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node
+from ..cluster.manifests import GPU_PRODUCT_LABEL
+from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node, Placement
+from ..models.node import CORDON_REASON, RESERVED_FOR
 from ..services import notify
 from ..vocabulary import JobState, Reason
 from .clock import Clock
@@ -267,11 +271,14 @@ class JobWriter:
 
 
 class NodeWriter:
+    """Nodes and every pod that holds resources on one -> the nodes and placements tables. A dirty
+    node has its row and its placements rewritten from the cache in one transaction."""
+
     def __init__(self, gpu_resource: str, clock: Clock, wake: threading.Event):
         self.gpu_resource, self.clock, self.wake = gpu_resource, clock, wake
         self.lock = threading.Lock()
         self._nodes: dict[str, dict] = {}
-        self._pod_usage: dict[tuple[str, str], tuple[str, int, int, int]] = {}  # pod -> (node, gpus, cpu m, mem MiB)
+        self._pod_usage: dict[tuple[str, str], Holding] = {}  # (namespace, pod) -> what it holds where
         self._dirty: set[str] = set()
 
     def relisted(self, kind: str, objects: list[dict]) -> None:
@@ -280,7 +287,7 @@ class NodeWriter:
                 self._dirty |= set(self._nodes) | {o["metadata"]["name"] for o in objects}
                 self._nodes = {o["metadata"]["name"]: o for o in objects}
             else:
-                self._dirty |= {usage[0] for usage in self._pod_usage.values()}
+                self._dirty |= {usage.node for usage in self._pod_usage.values()}
                 self._pod_usage = {}
                 for obj in objects:
                     self._account_pod("ADDED", obj)
@@ -304,9 +311,10 @@ class NodeWriter:
         key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
         before = self._pod_usage.pop(key, None)
         if before:
-            self._dirty.add(before[0])
+            self._dirty.add(before.node)
         node = (pod.get("spec") or {}).get("nodeName")
-        if event_type == "DELETED" or not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        phase = (pod.get("status") or {}).get("phase") or ""
+        if event_type == "DELETED" or not node or phase in ("Succeeded", "Failed"):
             return
         gpus = cpu = mem = 0
         for c in (pod.get("spec") or {}).get("containers") or []:
@@ -317,30 +325,46 @@ class NodeWriter:
                 mem += int(parse_quantity(requests.get("memory", 0)) / (1024 * 1024))
             except ValueError:
                 continue
-        self._pod_usage[key] = (node, gpus, cpu, mem)
+        self._pod_usage[key] = Holding(node, gpus, cpu, mem, job_id_of(pod), phase)
         self._dirty.add(node)
 
     def write(self) -> None:
         with self.lock:
             names, self._dirty = self._dirty, set()
             nodes = {n: self._nodes.get(n) for n in names}
-            requested = {n: [0, 0, 0] for n in names}
-            for node, gpus, cpu, mem in self._pod_usage.values():
-                if node in requested:
-                    requested[node][0] += gpus
-                    requested[node][1] += cpu
-                    requested[node][2] += mem
+            held = {key: usage for key, usage in self._pod_usage.items() if usage.node in names}
         if not names:
             return
         try:
-            self._write(nodes, requested)
+            self._write(nodes, held)
         except BaseException:
             with self.lock:
                 self._dirty |= names
             raise
 
-    def _write(self, nodes: dict, requested: dict) -> None:
-        rows = {r.name: r for r in db.session.execute(select(Node).where(Node.name.in_(list(nodes)))).scalars()}
+    def _write(self, nodes: dict, held: dict) -> None:
+        names = sorted(nodes)
+        rows = {}
+        for chunk in _chunks(names):
+            rows.update({r.name: r for r in db.session.execute(select(Node).where(Node.name.in_(chunk))).scalars()})
+        known_jobs = set()
+        job_ids = sorted({h.job_id for h in held.values() if h.job_id})
+        for chunk in _chunks(job_ids):
+            known_jobs |= set(db.session.execute(select(Job.id).where(Job.id.in_(chunk))).scalars())
+        per_node: dict[str, list] = {name: [] for name in names}
+        for (namespace, pod), h in held.items():
+            per_node[h.node].append(dict(namespace=namespace, pod=pod, node=h.node, gpus=h.gpus, cpu_milli=h.cpu,
+                                         memory_mib=h.mem, phase=h.phase,
+                                         job_id=h.job_id if h.job_id in known_jobs else None))
+        for chunk in _chunks(names):
+            db.session.execute(delete(Placement).where(Placement.node.in_(chunk)))
+        # A pod that moved (or was seen on a node that is not dirty yet) is only ever in one row.
+        pods = [p for name in names for p in per_node[name]]
+        for i in range(0, len(pods), CHUNK):
+            part = pods[i:i + CHUNK]
+            db.session.execute(delete(Placement).where(tuple_(Placement.namespace, Placement.pod).in_(
+                [(p["namespace"], p["pod"]) for p in part])))
+            db.session.execute(insert(Placement), part)
         stamp = self.clock.utcnow()
         for name, obj in nodes.items():
             row = rows.get(name)
@@ -351,20 +375,50 @@ class NodeWriter:
             if row is None:
                 row = Node(name=name)
                 db.session.add(row)
-            status, labels = obj.get("status") or {}, obj["metadata"].get("labels") or {}
-            allocatable = status.get("allocatable") or {}
-            row.gpu_model = labels.get("nvidia.com/gpu.product", "")
-            row.gpus = int(parse_quantity(allocatable.get(self.gpu_resource, 0)))
-            row.cpu_milli = int(parse_quantity(allocatable.get("cpu", 0)) * 1000)
-            row.memory_mib = int(parse_quantity(allocatable.get("memory", 0)) / (1024 * 1024))
-            row.gpus_requested, row.cpu_requested_milli, row.memory_requested_mib = requested[name]
-            conditions = status.get("conditions") or []
-            row.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-            row.unschedulable = bool((obj.get("spec") or {}).get("unschedulable"))
-            row.labels, row.taints = labels, (obj.get("spec") or {}).get("taints") or []
-            row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]
+            self._fill(row, obj, per_node[name])
             row.updated_at = stamp
         db.session.commit()
+
+    def _fill(self, row: Node, obj: dict, placed: list[dict]) -> None:
+        status, meta, spec = obj.get("status") or {}, obj["metadata"], obj.get("spec") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        allocatable = status.get("allocatable") or {}
+        row.gpu_model = labels.get(GPU_PRODUCT_LABEL, "")
+        row.gpu_memory_mib = _int_label(labels.get("nvidia.com/gpu.memory"))
+        row.gpus = int(parse_quantity(allocatable.get(self.gpu_resource, 0)))
+        row.cpu_milli = int(parse_quantity(allocatable.get("cpu", 0)) * 1000)
+        row.memory_mib = int(parse_quantity(allocatable.get("memory", 0)) / (1024 * 1024))
+        row.gpus_requested = sum(p["gpus"] for p in placed)
+        row.cpu_requested_milli = sum(p["cpu_milli"] for p in placed)
+        row.memory_requested_mib = sum(p["memory_mib"] for p in placed)
+        row.pods_count = len(placed)
+        row.jobs_count = len({p["job_id"] for p in placed if p["job_id"]})
+        conditions = status.get("conditions") or []
+        row.ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        row.unschedulable = bool(spec.get("unschedulable"))
+        row.cordon_reason = (annotations.get(CORDON_REASON, "") if row.unschedulable else "")[:500]
+        taints = spec.get("taints") or []
+        row.reserved_for = next((str(t.get("value") or "")[:64] for t in taints if t.get("key") == RESERVED_FOR), "")
+        row.labels, row.taints = labels, taints
+        row.capacity, row.allocatable = status.get("capacity") or {}, allocatable
+        row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]
+
+
+@dataclass(frozen=True)
+class Holding:
+    node: str
+    gpus: int
+    cpu: int
+    mem: int
+    job_id: int
+    phase: str
+
+
+def _int_label(value) -> int:
+    try:
+        return max(0, int(str(value)))
+    except (TypeError, ValueError):
+        return 0
 
 
 class EventWriter:

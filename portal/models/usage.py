@@ -1,0 +1,29 @@
+"""Usage per job and day (UTC), written by the syncer's usage pass from the job's times and, where
+Prometheus has them, its GPUs' utilisation samples: what the usage reports add up. A job that runs
+across midnight has a row per day, each with that day's share, so a report over any run of days
+counts exactly the part of the job inside it."""
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+
+
+class UsageDay(db.Model):
+    __tablename__ = "usage_days"
+    __table_args__ = (Index("ix_usage_days_day_user", "day", "user_id"),
+                      Index("ix_usage_days_day_account", "day", "account_id"))
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str] = mapped_column(String(128), default="")
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # allocated
+    used_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # utilisation x time (None: no metrics)
+    idle_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated while idle
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # core-seconds requested
+    memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
