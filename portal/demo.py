@@ -62,7 +62,9 @@ def run_demo(host: str, port: int) -> None:
     with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim(time_scale=scale) as sim:
         issuer = f"http://localhost:{sso.server_port}"
         kubeconfig = sim.write_kubeconfig(instance / "kubesim-kubeconfig")
-        app = create_app({
+        prometheus = _start_prometheus(f"127.0.0.1:{sim.port}", instance)
+        metrics = {"PROMETHEUS_URL": prometheus.url, "PROMETHEUS_STEP": 5.0} if prometheus else {}
+        app = create_app({**metrics,
             "SECRET_KEY": _demo_secret(instance),
             "OIDC_ISSUER": issuer, "OIDC_CLIENT_SECRET": "demo", "OIDC_ADMIN_GROUP": "crater-admins",
             "OIDC_PROVIDER_NAME": "Demo SSO", "KUBECONFIG": str(kubeconfig),
@@ -72,7 +74,7 @@ def run_demo(host: str, port: int) -> None:
             from flask_migrate import upgrade
             upgrade()
             admin_password = _seed(issuer, instance)
-        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=6)).start()
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=6, reconcile_seconds=5)).start()
         url = f"http://localhost:{port}/"
         click.echo(f"""
   Crater demo is running:  {url}
@@ -86,10 +88,28 @@ def run_demo(host: str, port: int) -> None:
   2 nodes x 8 A100, 2 x 4 RTX 4090, 2 CPU-only. A batch job runs 30 s unless its pod says otherwise.
   Press Ctrl+C to stop. Data lives in {instance / "crater.sqlite3"}.
 """)
+        click.echo(f"  GPU metrics: Prometheus at {prometheus.url}, scraping kubesim every 5 s.\n" if prometheus else
+                   "  GPU metrics: off (no prometheus binary here: apt-get install prometheus). Charts say \"no metrics\".\n")
         try:
             run_simple(host, port, app, threaded=True, use_reloader=False)
         finally:
             syncer.stop()
+            if prometheus:
+                prometheus.stop()
+
+
+def _start_prometheus(target: str, instance: Path):
+    """Prometheus scraping kubesim, where the binary exists and starts; None (and the demo runs
+    without metrics) otherwise."""
+    from .local_prometheus import LocalPrometheus
+    prometheus = LocalPrometheus([target], instance / "prometheus", scrape_interval=5.0)
+    if not prometheus.available:
+        return None
+    try:
+        return prometheus.start()
+    except RuntimeError as exc:
+        click.echo(f"  (Prometheus did not start: {exc}; the demo runs without metrics)")
+        return None
 
 
 def _demo_secret(instance: Path) -> str:

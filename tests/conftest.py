@@ -162,6 +162,27 @@ class Factory:
             db.session.commit()
             return i.id
 
+    def node(self, name="a100-0", gpus=8, model="NVIDIA-A100-SXM4-80GB", **kw) -> str:
+        from portal.models import Node
+
+        kw.setdefault("labels", {"kubernetes.io/hostname": name, "nvidia.com/gpu.product": model, "lab.example.edu/rack": "r1"})
+        with self.app.app_context():
+            db.session.add(Node(name=name, gpus=gpus, gpu_model=model if gpus else "", ready=kw.pop("ready", True),
+                                cpu_milli=kw.pop("cpu_milli", 128000), memory_mib=kw.pop("memory_mib", 1024 * 1024),
+                                gpu_memory_mib=kw.pop("gpu_memory_mib", 81920), conditions=[], taints=[], **kw))
+            db.session.commit()
+            return name
+
+    def placement(self, node, job_id=None, gpus=1, pod=None, namespace="crater-jobs", **kw) -> int:
+        from portal.models import Placement
+
+        with self.app.app_context():
+            p = Placement(node=node, job_id=job_id, gpus=gpus, namespace=namespace,
+                          pod=pod or f"crater-{job_id}-{node}", phase=kw.pop("phase", "Running"), **kw)
+            db.session.add(p)
+            db.session.commit()
+            return p.id
+
     def query(self, fn):
         with self.app.app_context():
             return fn(db.session)

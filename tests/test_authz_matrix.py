@@ -18,7 +18,9 @@ ADMIN_PAGE = statuses(302, 403, 403, 403, 200)
 ADMIN_ACTION = statuses(302, 403, 403, 403, 303)
 MANAGER_PAGE = statuses(302, 403, 200, 403, 200)
 MANAGER_ACTION = statuses(302, 403, 303, 403, 303)
-JOB_VIEW = statuses(302, 200, 200, 404, 200)  # owner, the account's manager, admin; others 404
+JOB_VIEW = statuses(302, 200, 200, 404, 200)
+SIGNED_IN = statuses(302, 200, 200, 200, 200)
+NODE_ACTION = statuses(302, 403, 403, 403, 409)  # owner, the account's manager, admin; others 404
 
 # (method, endpoint) -> (form data, expected statuses)
 MATRIX = {
@@ -69,6 +71,24 @@ MATRIX = {
     ("GET", "jobs.images"): (None, ADMIN_PAGE),
     ("POST", "jobs.add_image"): ({"reference": "busybox:1.36", "job_types": "batch"}, ADMIN_ACTION),
     ("POST", "jobs.delete_image"): (None, ADMIN_ACTION),
+    # nodes: every signed-in user sees them; admins act (no cluster is configured here, so an
+    # admin's action that passed its checks answers 409 "try again")
+    ("GET", "nodes.index"): (None, SIGNED_IN),
+    ("GET", "nodes.admin_index"): (None, ADMIN_PAGE),
+    ("GET", "nodes.show"): (None, SIGNED_IN),
+    ("POST", "nodes.cordon"): ({"reason": "maintenance"}, NODE_ACTION),
+    ("POST", "nodes.uncordon"): ({"reason": "done"}, NODE_ACTION),
+    ("POST", "nodes.reserve"): ({"reason": "deadline", "account": "1"}, NODE_ACTION),
+    ("POST", "nodes.release"): ({"reason": "done"}, NODE_ACTION),
+    ("POST", "nodes.set_label"): ({"key": "lab.example.edu/rack", "value": "r2"}, NODE_ACTION),
+    ("POST", "nodes.remove_label"): ({"key": "lab.example.edu/rack"}, NODE_ACTION),
+    ("GET", "nodes.drain_preview"): (None, ADMIN_PAGE),
+    ("POST", "nodes.drain"): ({"reason": "maintenance"}, NODE_ACTION),
+    ("GET", "charts.job_gpus"): (None, JOB_VIEW),
+    ("GET", "charts.node_gpus"): (None, SIGNED_IN),
+    ("GET", "charts.cluster_gpus"): (None, SIGNED_IN),
+    ("GET", "usage.index"): (None, SIGNED_IN),
+    ("GET", "usage.download"): (None, SIGNED_IN),
 }
 
 
@@ -93,6 +113,8 @@ def people(make):
     ids["job"] = make.job(ids["user"], ids["own"], job_type="jupyter", last_log="done\n")
     ids["template"] = make.template(ids["user"], ids["own"], shared=True)
     ids["image"] = make.image()
+    ids["name"] = make.node("a100-0")
+    make.placement("a100-0", ids["job"], gpus=2)
     return ids
 
 
@@ -107,7 +129,8 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
     data, expected = MATRIX[(method, endpoint)]
     rule = next(r for m, r in rules(app) if m == method and r.endpoint == endpoint)
     url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
-                      "job_type": "batch", "template_id": people["template"], "image_id": people["image"]})
+                      "job_type": "batch", "template_id": people["template"], "image_id": people["image"],
+                      "name": people["name"]})
     client = new_client()
     if role != "anon":
         client.login(people[role])

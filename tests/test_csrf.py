@@ -12,7 +12,7 @@ def world(make):
     account = make.account("vision", members={admin: "manager", member: "member"})
     job = make.job(admin, account, state="Running")
     return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "job_type": "batch",
-            "template_id": make.template(admin, account), "image_id": make.image()}
+            "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0")}
 
 
 def snapshot(make):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.models import Account, Image, Job, JobTemplate, Membership, OutboxMessage, User
+from portal.models import Account, Image, Job, JobTemplate, Membership, Node, OutboxMessage, User
 from portal.views.forms import AccountForm, LoginForm, MemberForm, MemberUpdateForm, RoleForm
 from portal.views.job_forms import JobForm
 from routes import STATE_CHANGING, fill, rules
@@ -24,7 +24,8 @@ HOSTILE = ["", " ", "0", "-1", "-0", "1.5", "1e309", "-1e309", "1e999999999", "N
 FIELDS = sorted({name for form in (LoginForm, AccountForm, MemberForm, MemberUpdateForm, RoleForm, JobForm)
                  for name in form.__dict__ if not name.startswith("_") and hasattr(form.__dict__[name], "field_class")}
                 | {"name", "shared", "reference", "description", "job_types", "lang", "next", "privileged", "hostPath",
-                   "hostNetwork", "serviceAccountName", "role", "username", "password"})
+                   "hostNetwork", "serviceAccountName", "role", "username", "password", "reason", "key", "value",
+                   "account", "job", "start", "end", "hours", "group"})
 value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=300))
 form_data = st.dictionaries(st.sampled_from(FIELDS), st.one_of(value, st.lists(value, min_size=2, max_size=3)), max_size=12)
 
@@ -41,7 +42,7 @@ def world(make):
     member = make.user("bob")
     account = make.account("vision", gpu_quota=4, members={admin: "manager", member: "member"})
     return {"admin": admin, "user_id": member, "account_id": account, "job_id": make.job(admin, account, state="Running"),
-            "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image()}
+            "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0")}
 
 
 def snapshot(make):
@@ -51,7 +52,8 @@ def snapshot(make):
         [(a.id, a.name, a.display_name, a.gpu_quota, a.cpu_quota) for a in s.query(Account).order_by(Account.id)],
         [(m.id, m.role, m.gpu_cap) for m in s.query(Membership).order_by(Membership.id)],
         [(j.id, j.state, j.hidden) for j in s.query(Job).order_by(Job.id)],
-        s.query(JobTemplate).count(), s.query(Image).count(), s.query(OutboxMessage).count()))
+        s.query(JobTemplate).count(), s.query(Image).count(), s.query(OutboxMessage).count(),
+        [(n.name, n.unschedulable, n.cordon_reason, n.reserved_for, n.labels) for n in s.query(Node).order_by(Node.name)]))
 
 
 def targets(app, world):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, bindparam, case, func, select
+from sqlalchemy import bindparam, func, select
 
 from ..extensions import db
 from ..models import ACTIVE_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
@@ -227,19 +227,6 @@ def gpus_per_node_by_model() -> dict[str, int]:
     every CRATER_SHORT_CACHE_SECONDS per process: nodes come and go far more slowly)."""
     return short_cached("gpus-per-node", lambda: {model: int(most) for model, most in db.session.execute(
         select(Node.gpu_model, func.max(Node.gpus)).where(Node.gpus > 0).group_by(Node.gpu_model))})
-
-
-def free_gpus_by_model() -> list[dict]:
-    """Per GPU model: GPUs in total, in use, free on schedulable nodes, and the largest free block
-    on one node (what a single-node job can get right now)."""
-    schedulable = and_(Node.ready.is_(True), Node.unschedulable.is_(False))
-    free = case((schedulable, Node.gpus - Node.gpus_requested), else_=0)
-    rows = db.session.execute(
-        select(Node.gpu_model, func.sum(Node.gpus), func.sum(Node.gpus_requested), func.sum(free), func.max(free),
-               func.count(Node.name))
-        .where(Node.gpus > 0).group_by(Node.gpu_model).order_by(Node.gpu_model))
-    return [{"model": m or _("unlabelled"), "total": int(t), "used": int(u), "free": max(0, int(f)),
-             "largest": max(0, int(mx)), "nodes": int(n)} for m, t, u, f, mx, n in rows]
 
 
 def sync_age() -> int | None:

@@ -56,7 +56,7 @@ def model_summary() -> list[dict]:
         .where(Node.gpus > 0).group_by(Node.gpu_model).order_by(Node.gpu_model)).all()
     waiting = dict(db.session.execute(
         select(Job.gpu_model, func.sum(Job.gpus)).where(Job.state == JobState.PENDING.value, Job.gpus > 0)
-        .group_by(Job.gpu_model)).tuples().all())
+        .group_by(Job.gpu_model)).all())
     out = [{"model": m, "label": m or _("unlabelled"), "total": int(t or 0), "used": int(u or 0), "free": int(f or 0),
             "largest": int(mx or 0), "reserved": int(r or 0), "nodes": int(n), "util": util,
             "waiting": int(waiting.pop(m, 0) or 0)} for m, t, u, f, mx, r, n, util in rows]
@@ -355,7 +355,7 @@ def record_gpu_devices(devices: list, now) -> int:
         part = pods[i:i + 500]
         jobs_of.update({(ns, pod): job for ns, pod, job in db.session.execute(
             select(Placement.namespace, Placement.pod, Placement.job_id).where(
-                tuple_(Placement.namespace, Placement.pod).in_(part))).tuples()})
+                tuple_(Placement.namespace, Placement.pod).in_(part)))})
     db.session.execute(delete(GpuDevice))
     rows = [dict(node=d.node, index=d.index, uuid=d.uuid[:64], model=d.model[:128], util=d.util,
                  memory_used_mib=d.memory_used_mib, memory_total_mib=d.memory_total_mib, namespace=d.namespace[:253],
@@ -366,7 +366,7 @@ def record_gpu_devices(devices: list, now) -> int:
     for d in devices:
         if d.util is not None:
             per_node.setdefault(d.node, []).append(d.util)
-    current = dict(db.session.execute(select(Node.name, Node.gpu_util)).tuples().all())
+    current = dict(db.session.execute(select(Node.name, Node.gpu_util)).all())
     sampled = sorted(n for n in per_node if n in current)
     for name in sampled:  # only the nodes whose mean changed get their own update
         util = round(sum(per_node[name]) / len(per_node[name]), 1)

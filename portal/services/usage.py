@@ -214,13 +214,13 @@ def report(actor: Actor, scope: Scope, period: Period, page: int, per_page: int)
     more = len(user_rows) > per_page
     user_rows = user_rows[:per_page]
     names = dict(db.session.execute(select(User.id, User.username).where(
-        User.id.in_([r.user_id for r in user_rows]))).tuples().all()) if user_rows else {}
+        User.id.in_([r.user_id for r in user_rows]))).all()) if user_rows else {}
     by_user = Page([_hours(r, {"user_id": r.user_id, "name": names.get(r.user_id, f"#{r.user_id}")}) for r in user_rows],
                    max(1, page), per_page, offset + len(user_rows) + (1 if more else 0), exact=not more)
     account_rows = db.session.execute(select(UsageDay.account_id, *_sums()).where(*where).group_by(UsageDay.account_id)
                                       .order_by(func.sum(UsageDay.gpu_seconds).desc())).all()
     accounts_named = dict(db.session.execute(select(Account.id, Account.name).where(
-        Account.id.in_([r.account_id for r in account_rows]))).tuples().all()) if account_rows else {}
+        Account.id.in_([r.account_id for r in account_rows]))).all()) if account_rows else {}
     by_account = [_hours(r, {"account_id": r.account_id, "name": accounts_named.get(r.account_id, f"#{r.account_id}")})
                   for r in account_rows]
     by_model = []

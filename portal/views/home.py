@@ -1,14 +1,14 @@
 """The home page and the language switch."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..auth.views import safe_next
 from ..config import LANGUAGES
 from ..models import utcnow
-from ..services import accounts, job_queries, users
+from ..services import accounts, job_queries, nodes, users
 from .context import actor, stale_notice
 from .forms import CsrfOnlyForm
 
@@ -24,7 +24,8 @@ def index():
     return render_template("home/index.html", memberships=memberships, today=utcnow().date(),
                            active=job_queries.active_jobs(me),
                            usage=job_queries.usage_by_account([m.account_id for m in memberships]),
-                           free=job_queries.free_gpus_by_model(), stale=stale_notice())
+                           free=[m for m in nodes.model_summary() if m["model"] is not None], stale=stale_notice(),
+                           metrics=bool(current_app.config["PROMETHEUS_URL"]))
 
 
 @bp.post("/settings/language")

@@ -1,0 +1,214 @@
+"""/nodes: the GPU node dashboards (every signed-in user) and node administration (admins).
+Pages and polled fragments read the database (the syncer keeps nodes, placements and GPU devices
+current); only an admin's action calls the cluster. Chart data lives in views/charts.py."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import login_required
+
+from ..cluster.setup import LazyCluster
+from ..models import NodeState
+from ..services import nodes
+from ..services.errors import Conflict, NotFound, ValidationFailed
+from ..services.job_queries import sync_age
+from .context import actor, htmx_target, page_arg, stale_notice
+from .forms import CsrfOnlyForm
+
+bp = Blueprint("nodes", __name__)
+NODES_PER_PAGE = 100
+
+
+def _cluster() -> LazyCluster:
+    return LazyCluster(current_app._get_current_object())
+
+
+def state_words() -> dict[str, str]:
+    return {NodeState.READY: _("Ready"), NodeState.NOT_READY: _("NotReady"), NodeState.CORDONED: _("Cordoned"),
+            NodeState.RESERVED: _("Reserved")}
+
+
+def sort_words() -> dict[str, str]:
+    return {"name": _("name"), "free": _("most free GPUs"), "used": _("most GPUs in use"), "util": _("GPU utilisation"),
+            "jobs": _("most jobs"), "model": _("GPU model")}
+
+
+bp.add_app_template_global(state_words, "node_state_words")
+
+
+def _filters() -> nodes.NodeFilter:
+    args = request.args
+    state = args.get("state", "")
+    sort = args.get("sort", "name")
+    min_free = args.get("free", 0, type=int) or 0
+    return nodes.NodeFilter(model=args.get("model", "")[:128], state=state if state in NodeState.ALL else "",
+                            min_free=min(max(0, min_free), 4096), sort=sort if sort in nodes.SORTS else "name",
+                            gpu_only=args.get("gpu", "") == "1")
+
+
+def _list(admin: bool):
+    f = _filters()
+    version = nodes.nodes_version()
+    if htmx_target() == "nodes-live" and request.args.get("v") == version:
+        return "", 204  # nothing on the page changed since the last poll
+    page = nodes.list_nodes(f, page_arg(), NODES_PER_PAGE)
+    args = {"model": f.model, "state": f.state, "free": f.min_free or "", "sort": f.sort, "gpu": "1" if f.gpu_only else ""}
+    context = dict(page=page, f=f, args=args, summary=nodes.model_summary(), version=version, admin=admin,
+                   stale=stale_notice(), endpoint="nodes.admin_index" if admin else "nodes.index",
+                   metrics=bool(current_app.config["PROMETHEUS_URL"]))
+    if htmx_target() in ("nodes-live", "nodes-table"):
+        return render_template("nodes/_live.html", **context)
+    models = [s["model"] for s in context["summary"] if s["model"]]
+    return render_template("nodes/index.html", models=models, sorts=sort_words(), form=CsrfOnlyForm(), **context)
+
+
+@bp.get("/nodes")
+@login_required
+def index():
+    """Per GPU model, then every node; filters, sorting, pages; polls every 5 s (204 when unchanged)."""
+    return _list(admin=False)
+
+
+@bp.get("/admin/nodes")
+@login_required
+def admin_index():
+    actor().require_admin()
+    return _list(admin=True)
+
+
+def _show(name: str, status: int = 200, **extra):
+    detail = nodes.node_detail(actor(), name, current_app.config["SHOW_JOB_NAMES"])
+    context = dict(d=detail, node=detail.node, form=CsrfOnlyForm(), stale=stale_notice(), age=sync_age(),
+                   metrics=bool(current_app.config["PROMETHEUS_URL"]), accounts=[], drain=None, errors={})
+    if actor().is_admin:
+        context["accounts"] = nodes.account_choices()
+    context.update(extra)
+    return render_template("nodes/show.html", **context), status
+
+
+@bp.get("/nodes/<name>")
+@login_required
+def show(name):
+    """The node's GPUs and who holds them, the pods on it, conditions, taints, capacity."""
+    if htmx_target() == "node-live":
+        detail = nodes.node_detail(actor(), name, current_app.config["SHOW_JOB_NAMES"])
+        return render_template("nodes/_node_live.html", d=detail, node=detail.node,
+                               metrics=bool(current_app.config["PROMETHEUS_URL"]))
+    return _show(name)
+
+
+# ---- administration ---------------------------------------------------------------------------
+
+def _act(name: str, work, done: str):
+    """Run one admin action; on a refused input or a cluster that cannot do it now, the node page
+    again with the message (422 / 409), else back to the node page."""
+    form = CsrfOnlyForm()
+    if not form.validate_on_submit():
+        return _show(name, 400, errors={"form": _("This form has expired or did not come from this site.")})
+    try:
+        work()
+    except ValidationFailed as exc:
+        flash(str(exc), "error")
+        return _show(name, 422, errors=exc.errors)
+    except Conflict as exc:
+        flash(exc.message, "error")
+        return _show(name, 409)
+    flash(done, "success")
+    return redirect(url_for(".show", name=name), 303)
+
+
+def _reason() -> str:
+    return request.form.get("reason", "")[:2000]
+
+
+@bp.post("/nodes/<name>/cordon")
+@login_required
+def cordon(name):
+    actor().require_admin()
+    return _act(name, lambda: nodes.cordon(actor(), _cluster(), name, _reason()),
+                _("Node %(name)s is cordoned: no new jobs start on it.", name=name))
+
+
+@bp.post("/nodes/<name>/uncordon")
+@login_required
+def uncordon(name):
+    actor().require_admin()
+    return _act(name, lambda: nodes.uncordon(actor(), _cluster(), name, _reason()),
+                _("Node %(name)s takes new jobs again.", name=name))
+
+
+@bp.post("/nodes/<name>/reserve")
+@login_required
+def reserve(name):
+    actor().require_admin()
+    account_id = request.form.get("account", type=int)
+    return _act(name, lambda: nodes.reserve(actor(), _cluster(), name, account_id, _reason()),
+                _("Node %(name)s is reserved.", name=name))
+
+
+@bp.post("/nodes/<name>/release")
+@login_required
+def release(name):
+    actor().require_admin()
+    return _act(name, lambda: nodes.release(actor(), _cluster(), name, _reason()),
+                _("Node %(name)s is open to every account again.", name=name))
+
+
+@bp.post("/nodes/<name>/labels")
+@login_required
+def set_label(name):
+    actor().require_admin()
+    key, value = request.form.get("key", "")[:400], request.form.get("value", "")[:400]
+    return _act(name, lambda: nodes.set_label(actor(), _cluster(), name, key, value),
+                _("Label %(key)s set.", key=key.strip()))
+
+
+@bp.post("/nodes/<name>/labels/remove")
+@login_required
+def remove_label(name):
+    actor().require_admin()
+    key = request.form.get("key", "")[:400]
+    return _act(name, lambda: nodes.remove_label(actor(), _cluster(), name, key),
+                _("Label %(key)s removed.", key=key.strip()))
+
+
+@bp.get("/nodes/<name>/drain")
+@login_required
+def drain_preview(name):
+    """What a drain would do: the jobs it would stop, with owners and accounts."""
+    actor().require_admin()
+    node = nodes.get_node(name)
+    return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
+                           others=nodes.other_pods_on_node(node.name), form=CsrfOnlyForm(), errors={})
+
+
+@bp.post("/nodes/<name>/drain")
+@login_required
+def drain(name):
+    actor().require_admin()
+    node = nodes.get_node(name)
+    form = CsrfOnlyForm()
+    job_ids = [int(v) for v in request.form.getlist("job") if v.isdigit() and len(v) < 12]
+    if form.validate_on_submit():
+        try:
+            result = nodes.drain(actor(), _cluster(), node.name, job_ids, _reason())
+        except ValidationFailed as exc:
+            return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
+                                   others=nodes.other_pods_on_node(node.name), form=form, errors=exc.errors), 422
+        except Conflict as exc:
+            flash(exc.message, "error")
+            return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
+                                   others=nodes.other_pods_on_node(node.name), form=form, errors={}), 409
+        flash(_("Node %(name)s drained: %(n)s jobs stopped.", name=node.name, n=len(result.stopped)), "success")
+        if result.failed:
+            flash(_("%(n)s jobs could not be stopped now; try the drain again.", n=len(result.failed)), "error")
+        if result.new_since_preview:
+            flash(_("%(n)s jobs came onto the node after the preview and were left running; review them.",
+                    n=len(result.new_since_preview)), "warn")
+        return redirect(url_for(".show", name=node.name), 303)
+    return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
+                           others=nodes.other_pods_on_node(node.name), form=form,
+                           errors={"form": _("This form has expired or did not come from this site.")}), 400
+
+
+__all__ = ["bp", "NotFound"]

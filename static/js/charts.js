@@ -1,0 +1,75 @@
+// Charts: every element with data-chart-src (a URL of the portal's chart JSON) or data-chart (the
+// JSON itself) gets uPlot charts. No inline script anywhere: the data comes as JSON from the portal.
+// The JSON: {"available": bool, "message": str, "charts": [{"title", "unit", "kind", "x": [s],
+// "series": [{"label", "values"}]}]}; without charts the element shows the message ("no metrics").
+(function () {
+  "use strict";
+  var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d"];
+
+  function text(el, message) {
+    var p = document.createElement("p");
+    p.className = "muted chart-message";
+    p.textContent = message;
+    el.appendChild(p);
+  }
+
+  function draw(el, chart) {
+    var box = document.createElement("figure");
+    box.className = "chart";
+    var caption = document.createElement("figcaption");
+    caption.textContent = chart.title || "";
+    box.appendChild(caption);
+    el.appendChild(box);
+    var unit = chart.unit || "";
+    var series = [{}];
+    var data = [chart.x];
+    chart.series.forEach(function (s, i) {
+      var color = COLORS[i % COLORS.length];
+      var spec = {label: s.label, stroke: color, width: 1.5, spanGaps: false,
+                  value: function (u, v) { return v == null ? "—" : v + " " + unit; }};
+      if (chart.kind === "bars") {
+        spec.fill = color + "55";
+        spec.paths = uPlot.paths.bars({size: [0.8, 40]});
+      }
+      series.push(spec);
+      data.push(s.values);
+    });
+    var width = Math.max(280, Math.min(el.clientWidth || 800, 1100));
+    var opts = {width: width, height: 220, series: series, scales: {x: {time: true}},
+                axes: [{}, {label: unit, size: 60}], legend: {live: true}};
+    if (unit === "%") { opts.scales.y = {range: [0, 100]}; }
+    box.dataset.rendered = "1";
+    return new uPlot(opts, data, box);
+  }
+
+  function render(el, payload) {
+    el.replaceChildren();
+    if (!payload.available || !payload.charts || !payload.charts.length) {
+      text(el, payload.message || el.dataset.noMetrics || "No metrics.");
+      el.dataset.state = "empty";
+      return;
+    }
+    payload.charts.forEach(function (c) { draw(el, c); });
+    el.dataset.state = "rendered";
+  }
+
+  function load(el) {
+    if (el.dataset.chart) {
+      try { render(el, JSON.parse(el.dataset.chart)); } catch (e) { render(el, {available: false}); }
+      return;
+    }
+    fetch(el.dataset.chartSrc, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : {available: false}; })
+      .then(function (payload) { render(el, payload); })
+      .catch(function () { render(el, {available: false}); });
+  }
+
+  function init(root) {
+    if (typeof uPlot === "undefined") { return; }
+    (root || document).querySelectorAll("[data-chart-src],[data-chart]").forEach(function (el) {
+      if (!el.dataset.state) { el.dataset.state = "loading"; load(el); }
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { init(event.target); });
+})();
