@@ -10,6 +10,7 @@ from . import errors, patch as patches
 from .resources import GROUPS, RESOURCES, VERBS, ResourceType, lookup
 from .selectors import index_terms, matcher
 from .store import Store, WatchOptions
+from .tables import table
 
 KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubesim", "gitCommit": "kubesim",
                 "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
@@ -122,7 +123,10 @@ class Api:
                 raise errors.method_not_allowed()
             return self.sim.pod_log(ns, name, query)
         if method == "GET":
-            return Result(body=self.store.get(rtype, ns, name))
+            obj = self.store.get(rtype, ns, name)
+            if "as=Table" in headers.get("Accept", ""):  # kubectl get KIND NAME prints the server's columns
+                return Result(body=table(rtype, [obj], {"resourceVersion": obj["metadata"].get("resourceVersion", "")}))
+            return Result(body=obj)
         if method == "PUT":
             return Result(body=self._update(rtype, ns, name, body, sub, query))
         if method == "PATCH":
@@ -143,7 +147,6 @@ class Api:
             meta["continue"] = token
             meta["remainingItemCount"] = remaining
         if as_table:
-            from .tables import table
             return Result(body=table(rtype, items, meta))
         head = json.dumps({"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": meta},
                           separators=(",", ":")).encode()
@@ -163,7 +166,6 @@ class Api:
             bookmarks=query.get("allowWatchBookmarks") in ("1", "true"), bookmark_interval=self.bookmark_interval)
         events = self.store.watch(rtype, opts)
         if as_table:
-            from .tables import table
             first = [True]
 
             def tables(stream=events):
