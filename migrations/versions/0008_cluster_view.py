@@ -63,6 +63,7 @@ def upgrade():
     sa.Column('gpu_seconds', sa.Float(), nullable=False),
     sa.Column('used_gpu_seconds', sa.Float(), nullable=True),
     sa.Column('idle_gpu_seconds', sa.Float(), nullable=True),
+    sa.Column('measured_gpu_seconds', sa.Float(), nullable=True),
     sa.Column('cpu_seconds', sa.Float(), nullable=False),
     sa.Column('memory_gib_seconds', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_usage_days_job_id_jobs'), ondelete='CASCADE'),

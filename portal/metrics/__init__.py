@@ -250,6 +250,7 @@ class Summary:
     memory_peak_mib: int | None = None
     used_by_day: dict[date, float] = field(default_factory=dict)  # GPU-seconds
     idle_by_day: dict[date, float] = field(default_factory=dict)
+    measured_by_day: dict[date, float] = field(default_factory=dict)  # GPU-seconds with a sample
 
     @property
     def has_metrics(self) -> bool:
@@ -271,6 +272,7 @@ def summarize(util: list[Series], memory: list[Series], step: float, idle_percen
         for when, value in s.points:
             day = datetime.fromtimestamp(when, timezone.utc).date()
             summary.used_by_day[day] = summary.used_by_day.get(day, 0.0) + value / 100.0 * step
+            summary.measured_by_day[day] = summary.measured_by_day.get(day, 0.0) + step
             if value <= idle_percent:
                 summary.idle_by_day[day] = summary.idle_by_day.get(day, 0.0) + step
     return summary

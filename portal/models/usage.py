@@ -25,5 +25,6 @@ class UsageDay(db.Model):
     gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # allocated
     used_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # utilisation x time (None: no metrics)
     idle_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated while idle
+    measured_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated with a utilisation sample
     cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # core-seconds requested
     memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)

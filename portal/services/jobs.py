@@ -296,7 +296,7 @@ def states_of(job_ids: set[int]) -> dict[int, str]:
     states: dict[int, str] = {}
     ids = sorted(job_ids)
     for i in range(0, len(ids), 500):
-        states.update(db.session.execute(select(Job.id, Job.state).where(Job.id.in_(ids[i:i + 500]))).tuples().all())
+        states.update(db.session.execute(select(Job.id, Job.state).where(Job.id.in_(ids[i:i + 500]))).all())
     db.session.commit()
     return states
 

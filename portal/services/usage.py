@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ..extensions import db
 from ..metrics import Summary, day_overlaps
@@ -56,7 +56,10 @@ def due_jobs(now: datetime, refresh_seconds: float, retry_seconds: float, limit:
     columns = (Job.id, Job.state, Job.gpus, Job.pods, Job.started_at, Job.finished_at, Job.usage_state)
     ended = db.session.execute(select(*columns).where(
         Job.state.in_(FINAL_STATES), Job.started_at.is_not(None),
-        or_(Job.usage_state == NONE, and_(Job.usage_state == PARTIAL, Job.usage_at < now - timedelta(seconds=retry_seconds))))
+        or_(Job.usage_state == NONE,
+            # written while it ran (due at once), or without metrics that may come (retried)
+            and_(Job.usage_state == PARTIAL, or_(Job.usage_at <= Job.finished_at,
+                                                 Job.usage_at < now - timedelta(seconds=retry_seconds)))))
         .order_by(Job.id).limit(limit)).all()
     running = []
     if len(ended) < limit:
@@ -83,11 +86,12 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
         allocated = job.gpus * seconds
         used = min(allocated, summary.used_by_day.get(day, 0.0)) if metrics else None
         idle = min(allocated, summary.idle_by_day.get(day, 0.0)) if metrics else None
+        measured = min(allocated, summary.measured_by_day.get(day, 0.0)) if metrics else None
         totals[0] += allocated
         totals[1] += used or 0.0
         totals[2] += idle or 0.0
         rows.append(dict(job_id=job.id, day=day, user_id=job.user_id, account_id=job.account_id, gpu_model=job.gpu_model,
-                         gpu_seconds=allocated, used_gpu_seconds=used, idle_gpu_seconds=idle,
+                         gpu_seconds=allocated, used_gpu_seconds=used, idle_gpu_seconds=idle, measured_gpu_seconds=measured,
                          cpu_seconds=job.cpu_milli / 1000 * seconds, memory_gib_seconds=job.memory_mib / 1024 * seconds))
     db.session.execute(delete(UsageDay).where(UsageDay.job_id == job.id))
     if rows:
@@ -175,7 +179,7 @@ def _where(actor: Actor, scope: Scope, period: Period):
 
 
 def _sums():
-    measured = case((UsageDay.used_gpu_seconds.is_not(None), UsageDay.gpu_seconds), else_=0.0)
+    measured = func.coalesce(UsageDay.measured_gpu_seconds, 0.0)
     return (func.count(func.distinct(UsageDay.job_id)).label("jobs"), func.sum(UsageDay.gpu_seconds).label("gpu"),
             func.sum(UsageDay.used_gpu_seconds).label("used"), func.sum(UsageDay.idle_gpu_seconds).label("wasted"),
             func.sum(UsageDay.cpu_seconds).label("cpu"), func.sum(UsageDay.memory_gib_seconds).label("memory"),
