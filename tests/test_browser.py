@@ -176,3 +176,70 @@ def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(bro
     page.goto(base + "/jobs")
     assert "notebook" in page.inner_text("#jobs-table") and "训练 ResNet" in page.inner_text("#jobs-table")
     assert [e for e in errors if e[0].startswith(base)] == []
+
+
+ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "artifacts")
+
+
+@pytest.fixture
+def live_metrics_portal(tmp_path, fresh_sim):
+    """The portal with kubesim (real time), the syncer, and a Prometheus scraping kubesim every second."""
+    from kubesim_fixtures import require_tool
+    from portal.cluster.setup import cluster_for
+    from portal.local_prometheus import LocalPrometheus
+    from portal.sync.syncer import SyncSettings, Syncer
+
+    binary = require_tool("prometheus", "CRATER_REQUIRE_PROMETHEUS")
+    sim = fresh_sim(time_scale=1, tick=0.05)[0]
+    with LocalPrometheus([f"127.0.0.1:{sim.port}"], tmp_path / "prom", 1.0, binary=binary) as prom, \
+            serving(tmp_path, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc")), PROMETHEUS_URL=prom.url,
+                    PROMETHEUS_STEP=1.0) as (app, base):
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5,
+                                                                     reconcile_seconds=1)).start()
+        yield app, base
+        syncer.stop()
+
+
+def test_the_nodes_page_shows_a_new_jobs_gpus_without_a_reload_and_charts_render(browser, live_metrics_portal):
+    from portal.cluster.setup import cluster_for
+    from portal.extensions import db
+    from portal.models import User
+    from portal.services import jobs
+    from portal.services.context import Actor
+
+    app, base = live_metrics_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    lab = make.account("vision-lab", gpu_quota=8, members={alice: "member"})
+    page = browser.new_page(locale="en-US")
+    errors = []
+    page.on("console", lambda msg: errors.append((page.url, msg.text[:200])) if msg.type == "error" else None)
+    page.goto(base + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", "alice-password-1")
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(base + "/")
+    page.goto(base + "/nodes?model=NVIDIA-A100-SXM4-80GB")
+    page.wait_for_selector("#node-a100-0")
+    assert page.inner_text("#node-a100-0 .gpus-used") == "0" and page.inner_text("#node-a100-1 .gpus-used") == "0"
+    page.evaluate("window.__notReloaded = true")
+    with app.app_context():
+        actor = Actor(db.session.get(User, alice), "")
+        job_id = jobs.submit_job(actor, jobs.Submission(
+            job_type="batch", account_id=lab, display_name="chart me", image="pytorch:2", command="python train.py",
+            gpus=2, gpu_model="NVIDIA-A100-SXM4-80GB", annotations=(("kubesim.crater.io/run-seconds", "forever"),
+                                                                   ("kubesim.crater.io/gpu-util", "30-90"))),
+            cluster_for(app)).id
+    page.wait_for_function("""() => ['a100-0', 'a100-1'].some(n => {
+        const cell = document.querySelector('#node-' + n + ' .gpus-used');
+        return cell && cell.textContent.trim() === '2'; })""", timeout=20000)
+    assert page.evaluate("window.__notReloaded") is True  # the table was polled, not reloaded
+    page.goto(f"{base}/jobs/{job_id}")
+    page.wait_for_selector("#job-chart[data-state=rendered] figure.chart canvas", timeout=30000)
+    assert page.locator("#job-chart figure.chart").count() == 2  # utilisation and memory
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "job-gpu-chart.png"), full_page=True)
+    page.goto(base + "/")
+    page.wait_for_selector("#cluster-chart[data-state]:not([data-state=loading])", timeout=15000)
+    page.screenshot(path=os.path.join(ARTIFACTS, "home-cluster-chart.png"), full_page=True)
+    assert [e for e in errors if e[0].startswith(base)] == []  # no CSP violation, no failed resource

@@ -1,7 +1,9 @@
 """Usage and waste, from jobs with known times and utilisation: the per-day split of allocation
 and use (a job across midnight counts only its share in a one-day report), the summary maths,
 who sees what, the CSV, and a bad period refused with a message."""
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import update
 
 import pytest
 
@@ -93,11 +95,30 @@ def test_a_job_across_midnight_counts_its_share_of_each_day(app, world):
         by = {r["name"]: r for r in day2.by_user.items}
         assert by["alice"]["gpu_hours"] == 8.0 and by["alice"]["used_hours"] == 4.0 and by["alice"]["wasted_hours"] == 0.0
         assert by["bob"]["gpu_hours"] == 2.0 and by["bob"]["used_hours"] == 0.0 and by["bob"]["wasted_hours"] == 2.0
-        assert day2.totals["gpu_hours"] == 10.0 and day2.totals["jobs"] == 2
+        assert day2.totals["gpu_hours"] == 10.0 and day2.totals["jobs"] == 1  # jobs started that day
         assert {m["name"]: m["gpu_hours"] for m in day2.by_model} == {"NVIDIA-A100-SXM4-80GB": 8.0, "NVIDIA-GeForce-RTX-4090": 2.0}
         both = usage.report(admin, usage.Scope("all"), usage.Period(DAY1, DAY2), 1, 50)
+        assert both.totals["jobs"] == 2
         assert [d["gpu_hours"] for d in both.daily] == [16.0, 10.0]
         assert {a["name"]: a["gpu_hours"] for a in both.by_account} == {"vision-lab": 24.0, "nlp-lab": 2.0}
+
+
+def test_rollups_follow_a_job_rewritten_while_it_runs(app, world):
+    """A running job's usage is rewritten every few minutes: the rollups move by the difference."""
+    from portal.models import UsageModelDay, UsageRollup
+    with app.app_context():
+        start = datetime(2026, 11, 10, 23)
+        for hours in (1, 2, 5):  # 23:00 -> 00:00, 01:00, 04:00 (the job's row, refreshed)
+            s = summarize(hourly(start, datetime(2026, 11, 10, 23) + timedelta(hours=hours), 100.0, 2), [], 3600, 0)
+            db.session.execute(update(Job).where(Job.id == world["long"]).values(
+                started_at=start, finished_at=start + timedelta(hours=hours), state="Succeeded"))
+            db.session.commit()
+            usage.record_usage(world["long"], s, datetime(2026, 12, 1), final=False)
+        rollups = {(r.day, r.user_id): (r.gpu_seconds, r.used_gpu_seconds, r.jobs_started)
+                   for r in db.session.query(UsageRollup)}
+        assert rollups == {(DAY1, world["alice"]): (7200.0, 7200.0, 1), (DAY2, world["alice"]): (28800.0, 28800.0, 0)}
+        models = {(r.day, r.gpu_model): r.gpu_seconds for r in db.session.query(UsageModelDay)}
+        assert models == {(DAY1, "NVIDIA-A100-SXM4-80GB"): 7200.0, (DAY2, "NVIDIA-A100-SXM4-80GB"): 28800.0}
 
 
 def test_who_sees_what(app, world, new_client):
@@ -123,7 +144,7 @@ def test_csv_is_streamed_and_safe_for_spreadsheets(app, world, new_client):
     response = admin.get("/usage.csv?scope=all&group=job&start=2026-11-11&end=2026-11-11")
     assert response.is_streamed and response.mimetype == "text/csv"
     lines = response.get_data(as_text=True).splitlines()
-    assert lines[0].startswith("period_start,period_end,job,name,user,account,gpu_model,jobs,gpu_hours")
+    assert lines[0].startswith("period_start,period_end,job,name,user,account,gpu_model,started_at,finished_at,jobs_started,gpu_hours")
     bob = next(line for line in lines if ",bob," in line)
     assert "'=HYPERLINK" in bob and ",2.000,0.000,2.000," in bob
     per_user = admin.get("/usage.csv?scope=all&group=user&start=2026-11-10&end=2026-11-11").get_data(as_text=True)

@@ -6,10 +6,10 @@ from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import OutboxMessage
 from .sync import SyncHeartbeat
 from .types import utcnow
-from .usage import UsageDay
+from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 
 __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
-    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
+    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -52,6 +52,9 @@ class Node(db.Model):
     taints: Mapped[list | None] = mapped_column(JSONText)
     conditions: Mapped[list | None] = mapped_column(JSONText)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Bumped on every change a page shows (the syncer's writes, an admin's action, a new GPU
+    # sample): the nodes page's rendered table is keyed by the sum over all nodes.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def schedulable(self) -> bool:

@@ -28,3 +28,37 @@ class UsageDay(db.Model):
     measured_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated with a utilisation sample
     cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # core-seconds requested
     memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class _Sums:
+    """The figures a usage rollup adds up (seconds; used and idle count measured time only)."""
+
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    used_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    measured_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    jobs_started: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UsageRollup(_Sums, db.Model):
+    """Usage per day, user and account: what the reports read (a handful of rows per active user
+    and day, however many jobs), kept in step with usage_days by the usage pass."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index("ix_usage_rollups_user_day", "user_id", "day"),
+                      Index("ix_usage_rollups_account_day", "account_id", "day"))
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class UsageModelDay(_Sums, db.Model):
+    """Usage per day and GPU model (the admins' view per model, and the cluster's daily totals)."""
+
+    __tablename__ = "usage_model_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    gpu_model: Mapped[str] = mapped_column(String(128), primary_key=True)

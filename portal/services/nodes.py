@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 
 from flask_babel import gettext as _
 from sqlalchemy import and_, case, delete, func, insert, select, tuple_, update
+from sqlalchemy.orm import defer
 
 from ..cluster.client import Cluster, ClusterError
+from ..cache import short_cached
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeState, Placement, User
+from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeState, Placement, User, utcnow
 from ..models.node import CORDON_REASON, CORDONED_BY, RESERVED_FOR
 from ..vocabulary import Reason
 from . import accounts, audit, jobs
@@ -40,23 +42,26 @@ MAX_REASON = 500
 
 # ---- reading ----------------------------------------------------------------------------------
 
-def _free():
-    """GPUs a new job could get on a node: ready, not cordoned, not reserved."""
-    open_ = and_(Node.ready.is_(True), Node.unschedulable.is_(False), Node.reserved_for == "")
-    return case((and_(open_, Node.gpus > Node.gpus_requested), Node.gpus - Node.gpus_requested), else_=0)
+# Built once: GPUs a new job could get on a node (ready, not cordoned, not reserved).
+_OPEN = and_(Node.ready.is_(True), Node.unschedulable.is_(False), Node.reserved_for == "")
+FREE = case((and_(_OPEN, Node.gpus > Node.gpus_requested), Node.gpus - Node.gpus_requested), else_=0)
+_SUMMARY = (select(Node.gpu_model, func.sum(Node.gpus), func.sum(Node.gpus_requested), func.sum(FREE), func.max(FREE),
+                   func.sum(case((Node.reserved_for != "", Node.gpus), else_=0)), func.count(Node.name),
+                   func.avg(Node.gpu_util))
+            .where(Node.gpus > 0).group_by(Node.gpu_model).order_by(Node.gpu_model))
+_WAITING = (select(Job.gpu_model, func.sum(Job.gpus)).where(Job.state == JobState.PENDING.value, Job.gpus > 0)
+            .group_by(Job.gpu_model))
+_VERSION = select(func.coalesce(func.sum(Node.version), 0), func.max(Node.metrics_at), func.count(Node.name))
+_PENDING = select(func.count(Job.id), func.max(Job.id)).where(Job.state == JobState.PENDING.value)
 
 
 def model_summary() -> list[dict]:
     """One line per GPU model: GPUs in total, in use, free (on open nodes), the largest free block
-    on one node, reserved GPUs, and the GPUs pending jobs wait for; two grouped queries."""
-    reserved = case((Node.reserved_for != "", Node.gpus), else_=0)
-    rows = db.session.execute(
-        select(Node.gpu_model, func.sum(Node.gpus), func.sum(Node.gpus_requested), func.sum(_free()), func.max(_free()),
-               func.sum(reserved), func.count(Node.name), func.avg(Node.gpu_util))
-        .where(Node.gpus > 0).group_by(Node.gpu_model).order_by(Node.gpu_model)).all()
-    waiting = dict(db.session.execute(
-        select(Job.gpu_model, func.sum(Job.gpus)).where(Job.state == JobState.PENDING.value, Job.gpus > 0)
-        .group_by(Job.gpu_model)).all())
+    on one node, reserved GPUs, and the GPUs pending jobs wait for; two grouped queries, read at
+    most every CRATER_SHORT_CACHE_SECONDS per process."""
+    rows, waiting = short_cached("node-summary", lambda: (
+        [tuple(r) for r in db.session.execute(_SUMMARY)], dict(db.session.execute(_WAITING).all())))
+    waiting = dict(waiting)
     out = [{"model": m, "label": m or _("unlabelled"), "total": int(t or 0), "used": int(u or 0), "free": int(f or 0),
             "largest": int(mx or 0), "reserved": int(r or 0), "nodes": int(n), "util": util,
             "waiting": int(waiting.pop(m, 0) or 0)} for m, t, u, f, mx, r, n, util in rows]
@@ -77,7 +82,8 @@ class NodeFilter:
 
 
 def list_nodes(f: NodeFilter, page: int, per_page: int) -> Page:
-    stmt = select(Node)
+    # The table shows no conditions, taints or resource maps: not read (nor decoded from JSON).
+    stmt = select(Node).options(defer(Node.conditions), defer(Node.taints), defer(Node.capacity), defer(Node.allocatable))
     if f.model:
         stmt = stmt.where(Node.gpu_model == f.model)
     if f.gpu_only:
@@ -91,17 +97,17 @@ def list_nodes(f: NodeFilter, page: int, per_page: int) -> Page:
     elif f.state == NodeState.READY:
         stmt = stmt.where(Node.ready.is_(True), Node.unschedulable.is_(False), Node.reserved_for == "")
     if f.min_free > 0:
-        stmt = stmt.where(_free() >= f.min_free)
+        stmt = stmt.where(FREE >= f.min_free)
     return paginate(stmt.order_by(*SORTS.get(f.sort, SORTS["name"])), page, per_page)
 
 
 def nodes_version() -> str:
     """Changes whenever anything the nodes page shows changes (a poll that has it gets 204)."""
-    updated, sampled, count = db.session.execute(
-        select(func.max(Node.updated_at), func.max(Node.metrics_at), func.count(Node.name))).one()
-    waiting = db.session.execute(select(func.count(Job.id), func.max(Job.id)).where(
-        Job.state == JobState.PENDING.value)).one()
-    return f"{updated}|{sampled}|{count}|{waiting[0]}|{waiting[1]}"
+    def compute() -> str:
+        updated, sampled, count = db.session.execute(_VERSION).one()
+        waiting = db.session.execute(_PENDING).one()
+        return f"{updated}|{sampled}|{count}|{waiting[0]}|{waiting[1]}"
+    return short_cached("nodes-version", compute)
 
 
 @dataclass
@@ -211,7 +217,7 @@ def cordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     _patch(cluster, node.name, {"spec": {"unschedulable": True},
                                 "metadata": {"annotations": {CORDON_REASON: reason, CORDONED_BY: actor.name}}})
     node = get_node(name)
-    node.unschedulable, node.cordon_reason = True, reason
+    node.unschedulable, node.cordon_reason, node.updated_at, node.version = True, reason, utcnow(), node.version + 1
     audit.record(actor, "node.cordon", "node", node.name, {"reason": reason})
     db.session.commit()
     return node
@@ -223,7 +229,7 @@ def uncordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     _patch(cluster, node.name, {"spec": {"unschedulable": None},
                                 "metadata": {"annotations": {CORDON_REASON: None, CORDONED_BY: None}}})
     node = get_node(name)
-    node.unschedulable, node.cordon_reason = False, ""
+    node.unschedulable, node.cordon_reason, node.updated_at, node.version = False, "", utcnow(), node.version + 1
     audit.record(actor, "node.uncordon", "node", node.name, {"reason": reason})
     db.session.commit()
     return node
@@ -279,7 +285,7 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
     _patch(cluster, node.name, {"spec": {"taints": taints}, "metadata": {
         "resourceVersion": obj["metadata"].get("resourceVersion"), "labels": {RESERVED_FOR: account.name}}})
     node = get_node(name)
-    node.reserved_for, node.taints = account.name, taints
+    node.reserved_for, node.taints, node.updated_at, node.version = account.name, taints, utcnow(), node.version + 1
     audit.record(actor, "node.reserve", "node", node.name, {"account": account.name, "reason": reason})
     db.session.commit()
     return node
@@ -293,7 +299,7 @@ def release(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     _patch(cluster, node.name, {"spec": {"taints": taints or None}, "metadata": {
         "resourceVersion": obj["metadata"].get("resourceVersion"), "labels": {RESERVED_FOR: None}}})
     node = get_node(name)
-    was, node.reserved_for, node.taints = node.reserved_for, "", taints
+    was, node.reserved_for, node.taints, node.updated_at, node.version = node.reserved_for, "", taints, utcnow(), node.version + 1
     audit.record(actor, "node.release", "node", node.name, {"account": was, "reason": reason})
     db.session.commit()
     return node
@@ -318,7 +324,7 @@ def set_label(actor: Actor, cluster: Cluster, name: str, key: str, value: str) -
                                            "starting and ending with a letter or digit.")})
     _patch(cluster, node.name, {"metadata": {"labels": {key: value}}})
     node = get_node(name)
-    node.labels = {**(node.labels or {}), key: value}
+    node.labels, node.updated_at, node.version = {**(node.labels or {}), key: value}, utcnow(), node.version + 1
     audit.record(actor, "node.label", "node", node.name, {"key": key, "value": value})
     db.session.commit()
     return node
@@ -331,7 +337,7 @@ def remove_label(actor: Actor, cluster: Cluster, name: str, key: str) -> Node:
         raise ValidationFailed({"key": _("The node has no label %(key)s.", key=key)})
     _patch(cluster, node.name, {"metadata": {"labels": {key: None}}})
     node = get_node(name)
-    node.labels = {k: v for k, v in (node.labels or {}).items() if k != key}
+    node.labels, node.updated_at, node.version = {k: v for k, v in (node.labels or {}).items() if k != key}, utcnow(), node.version + 1
     audit.record(actor, "node.unlabel", "node", node.name, {"key": key})
     db.session.commit()
     return node
@@ -371,10 +377,10 @@ def record_gpu_devices(devices: list, now) -> int:
     for name in sampled:  # only the nodes whose mean changed get their own update
         util = round(sum(per_node[name]) / len(per_node[name]), 1)
         if util != current[name]:
-            db.session.execute(update(Node).where(Node.name == name).values(gpu_util=util))
+            db.session.execute(update(Node).where(Node.name == name).values(gpu_util=util, version=Node.version + 1))
     for i in range(0, len(sampled), 500):
         db.session.execute(update(Node).where(Node.name.in_(sampled[i:i + 500])).values(metrics_at=now))
     unsampled = [Node.metrics_at.is_not(None)] + ([Node.name.notin_(sampled)] if sampled else [])
-    db.session.execute(update(Node).where(*unsampled).values(gpu_util=None, metrics_at=None))
+    db.session.execute(update(Node).where(*unsampled).values(gpu_util=None, metrics_at=None, version=Node.version + 1))
     db.session.commit()
     return len(rows)

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ..extensions import db
 from ..metrics import Summary, day_overlaps
-from ..models import FINAL_STATES, Account, Job, JobState, UsageDay, User
+from ..models import FINAL_STATES, Account, Job, JobState, UsageDay, UsageModelDay, UsageRollup, User
 from .context import Actor
 from .errors import Forbidden, ValidationFailed
 from .pagination import Page
@@ -71,9 +71,14 @@ def due_jobs(now: datetime, refresh_seconds: float, retry_seconds: float, limit:
     return [DueJob(*row) for row in list(ended) + list(running)]
 
 
+FIGURES = ("gpu_seconds", "used_gpu_seconds", "idle_gpu_seconds", "measured_gpu_seconds", "cpu_seconds",
+           "memory_gib_seconds", "jobs_started")
+
+
 def record_usage(job_id: int, summary: Summary | None, now: datetime, final: bool) -> None:
-    """Write a job's GPU summary and its usage rows (replacing what an earlier pass wrote). Without
-    a summary (no metrics), only the allocation is known."""
+    """Write a job's GPU summary and its usage rows (replacing what an earlier pass wrote), and
+    move the rollups the reports read by the difference. Without a summary (no metrics), only the
+    allocation is known."""
     job = db.session.get(Job, job_id)
     if job is None or job.started_at is None:
         return
@@ -93,9 +98,12 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
         rows.append(dict(job_id=job.id, day=day, user_id=job.user_id, account_id=job.account_id, gpu_model=job.gpu_model,
                          gpu_seconds=allocated, used_gpu_seconds=used, idle_gpu_seconds=idle, measured_gpu_seconds=measured,
                          cpu_seconds=job.cpu_milli / 1000 * seconds, memory_gib_seconds=job.memory_mib / 1024 * seconds))
+    before = [dict(r._mapping) for r in db.session.execute(select(UsageDay).where(UsageDay.job_id == job.id)
+                                                           .with_only_columns(*UsageDay.__table__.columns))]
     db.session.execute(delete(UsageDay).where(UsageDay.job_id == job.id))
     if rows:
         db.session.execute(insert(UsageDay), rows)
+    _move_rollups(before, rows)
     job_values = dict(gpu_seconds=totals[0], usage_at=now,
                       usage_state=(FINAL if metrics else NO_METRICS) if final else PARTIAL)
     if metrics:
@@ -104,6 +112,43 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
     # A Core update: the job page's version is not bumped by a usage refresh (nothing it polls).
     db.session.execute(update(Job).where(Job.id == job.id).values(**job_values))
     db.session.commit()
+
+
+def figures_of(rows: list[dict], into: dict | None = None) -> dict[tuple, list[float]]:
+    """Per rollup key, what these usage rows add: {("user", day, user, account): [...], ("model",
+    day, model): [...]}, the figures in FIGURES' order (a job counts as started on its first day)."""
+    out: dict[tuple, list[float]] = {} if into is None else into
+    first: dict[int, date] = {}
+    for r in rows:
+        first[r["job_id"]] = min(first.get(r["job_id"], r["day"]), r["day"])
+    for r in rows:
+        figures = [r["gpu_seconds"], r["used_gpu_seconds"] or 0.0, r["idle_gpu_seconds"] or 0.0,
+                   r["measured_gpu_seconds"] or 0.0, r["cpu_seconds"], r["memory_gib_seconds"],
+                   1 if r["day"] == first[r["job_id"]] else 0]
+        for key in (("user", r["day"], r["user_id"], r["account_id"]), ("model", r["day"], r["gpu_model"] or "")):
+            total = out.setdefault(key, [0.0] * len(FIGURES))
+            for i, v in enumerate(figures):
+                total[i] += v
+    return out
+
+
+def _move_rollups(before: list[dict], after: list[dict]) -> None:
+    """Add (after - before) to the rollups, creating rows as needed (the usage pass is the one writer)."""
+    old, new = figures_of(before), figures_of(after)
+    for key in sorted(set(old) | set(new), key=str):
+        delta = [n - o for n, o in zip(new.get(key, [0.0] * len(FIGURES)), old.get(key, [0.0] * len(FIGURES)))]
+        if not any(delta):
+            continue
+        if key[0] == "user":
+            model, where = UsageRollup, dict(day=key[1], user_id=key[2], account_id=key[3])
+        else:
+            model, where = UsageModelDay, dict(day=key[1], gpu_model=key[2])
+        column = model.__table__.c
+        changed = db.session.execute(update(model).where(*(column[k] == v for k, v in where.items())).values(
+            **{f: column[f] + d for f, d in zip(FIGURES, delta)}))
+        if changed.rowcount == 0:
+            db.session.execute(insert(model).values(**where, **{f: max(0, d) if f == "jobs_started" else d
+                                                                 for f, d in zip(FIGURES, delta)}))
 
 
 # ---- reports -----------------------------------------------------------------------------------
@@ -169,30 +214,34 @@ def resolve_scope(actor: Actor, kind: str, account_id: int | None) -> Scope:
     return Scope("mine")
 
 
-def _where(actor: Actor, scope: Scope, period: Period):
-    conditions = [UsageDay.day >= period.start, UsageDay.day <= period.end]
+def _where(actor: Actor, scope: Scope, period: Period, table=UsageRollup):
+    conditions = [table.day >= period.start, table.day <= period.end]
     if scope.kind == "mine":
-        conditions.append(UsageDay.user_id == actor.user.id)
+        conditions.append(table.user_id == actor.user.id)
     elif scope.account_ids:
-        conditions.append(UsageDay.account_id.in_(scope.account_ids))
+        conditions.append(table.account_id.in_(scope.account_ids))
     return conditions
 
 
-def _sums():
-    measured = func.coalesce(UsageDay.measured_gpu_seconds, 0.0)
-    return (func.count(func.distinct(UsageDay.job_id)).label("jobs"), func.sum(UsageDay.gpu_seconds).label("gpu"),
-            func.sum(UsageDay.used_gpu_seconds).label("used"), func.sum(UsageDay.idle_gpu_seconds).label("wasted"),
-            func.sum(UsageDay.cpu_seconds).label("cpu"), func.sum(UsageDay.memory_gib_seconds).label("memory"),
-            func.sum(measured).label("measured"))
+def _sums(table=UsageRollup):
+    return tuple(func.coalesce(func.sum(getattr(table, f)), 0).label(f) for f in FIGURES)
 
 
-def _hours(row, extra: dict) -> dict:
-    gpu = float(row.gpu or 0)
-    return dict(extra, jobs=int(row.jobs or 0), gpu_hours=gpu / HOUR,
-                used_hours=None if row.used is None else float(row.used) / HOUR,
-                wasted_hours=None if row.wasted is None else float(row.wasted) / HOUR,
-                cpu_hours=float(row.cpu or 0) / HOUR, memory_gib_hours=float(row.memory or 0) / HOUR,
-                measured=(float(row.measured or 0) / gpu) if gpu else None)
+def _hours(figures, extra: dict) -> dict:
+    """Seconds to hours; used and wasted are None where nothing was measured (no metrics)."""
+    get = (lambda f: float(figures.get(f) or 0)) if isinstance(figures, dict) else (lambda f: float(getattr(figures, f) or 0))
+    gpu, measured = get("gpu_seconds"), get("measured_gpu_seconds")
+    known = measured > 0
+    return dict(extra, jobs=int(get("jobs_started")), gpu_hours=gpu / HOUR,
+                used_hours=get("used_gpu_seconds") / HOUR if known else None,
+                wasted_hours=get("idle_gpu_seconds") / HOUR if known else None,
+                cpu_hours=get("cpu_seconds") / HOUR, memory_gib_hours=get("memory_gib_seconds") / HOUR,
+                measured=(measured / gpu) if gpu else None)
+
+
+def _add(into: dict, row) -> None:
+    for f in FIGURES:
+        into[f] = into.get(f, 0) + float(getattr(row, f) or 0)
 
 
 @dataclass
@@ -207,40 +256,48 @@ class Report:
 
 
 def report(actor: Actor, scope: Scope, period: Period, page: int, per_page: int) -> Report:
-    """Totals, per user (a page of them, most GPU-hours first), per account, per GPU model (admins),
-    and per day: five grouped queries over the period's usage rows."""
+    """Totals, per user (a page of them, most GPU-hours first), per account, per GPU model (admins
+    looking at everyone) and per day, from the rollups: one grouped query per user and account
+    (the rest is added up here), one per day, one per model."""
     where = _where(actor, scope, period)
-    totals = _hours(db.session.execute(select(*_sums()).where(*where)).one(), {})
+    users: dict[int, dict] = {}
+    accounts_: dict[int, dict] = {}
+    totals: dict = {}
+    for row in db.session.execute(select(UsageRollup.user_id, UsageRollup.account_id, *_sums()).where(*where)
+                                  .group_by(UsageRollup.user_id, UsageRollup.account_id)):
+        _add(users.setdefault(row.user_id, {}), row)
+        _add(accounts_.setdefault(row.account_id, {}), row)
+        _add(totals, row)
+    ranked = sorted(users.items(), key=lambda kv: (-kv[1].get("gpu_seconds", 0), kv[0]))
     offset = (max(1, page) - 1) * per_page
-    user_rows = db.session.execute(select(UsageDay.user_id, *_sums()).where(*where).group_by(UsageDay.user_id)
-                                   .order_by(func.sum(UsageDay.gpu_seconds).desc(), UsageDay.user_id)
-                                   .limit(per_page + 1).offset(offset)).all()
-    more = len(user_rows) > per_page
-    user_rows = user_rows[:per_page]
+    shown = ranked[offset:offset + per_page]
     names = dict(db.session.execute(select(User.id, User.username).where(
-        User.id.in_([r.user_id for r in user_rows]))).all()) if user_rows else {}
-    by_user = Page([_hours(r, {"user_id": r.user_id, "name": names.get(r.user_id, f"#{r.user_id}")}) for r in user_rows],
-                   max(1, page), per_page, offset + len(user_rows) + (1 if more else 0), exact=not more)
-    account_rows = db.session.execute(select(UsageDay.account_id, *_sums()).where(*where).group_by(UsageDay.account_id)
-                                      .order_by(func.sum(UsageDay.gpu_seconds).desc())).all()
-    accounts_named = dict(db.session.execute(select(Account.id, Account.name).where(
-        Account.id.in_([r.account_id for r in account_rows]))).all()) if account_rows else {}
-    by_account = [_hours(r, {"account_id": r.account_id, "name": accounts_named.get(r.account_id, f"#{r.account_id}")})
-                  for r in account_rows]
+        User.id.in_([u for u, _f in shown]))).all()) if shown else {}
+    by_user = Page([_hours(f, {"user_id": u, "name": names.get(u, f"#{u}")}) for u, f in shown], max(1, page), per_page,
+                   len(ranked))
+    account_names = dict(db.session.execute(select(Account.id, Account.name).where(
+        Account.id.in_(list(accounts_)))).all()) if accounts_ else {}
+    by_account = [_hours(f, {"account_id": a, "name": account_names.get(a, f"#{a}")})
+                  for a, f in sorted(accounts_.items(), key=lambda kv: -kv[1].get("gpu_seconds", 0))]
+    everyone = scope.kind == "all" and not scope.account_ids
     by_model = []
-    if actor.is_admin:
+    if actor.is_admin and everyone:
         by_model = [_hours(r, {"name": r.gpu_model or _("no GPU model")}) for r in db.session.execute(
-            select(UsageDay.gpu_model, *_sums()).where(*where).group_by(UsageDay.gpu_model)
-            .order_by(func.sum(UsageDay.gpu_seconds).desc())).all()]
-    per_day = {r.day: r for r in db.session.execute(
-        select(UsageDay.day, *_sums()).where(*where).group_by(UsageDay.day)).all()}
+            select(UsageModelDay.gpu_model, *_sums(UsageModelDay)).where(
+                UsageModelDay.day >= period.start, UsageModelDay.day <= period.end)
+            .group_by(UsageModelDay.gpu_model).order_by(func.sum(UsageModelDay.gpu_seconds).desc()))]
+    if everyone:  # the cluster's days: from the few rows per model and day
+        day_rows = db.session.execute(select(UsageModelDay.day, *_sums(UsageModelDay)).where(
+            UsageModelDay.day >= period.start, UsageModelDay.day <= period.end).group_by(UsageModelDay.day))
+    else:
+        day_rows = db.session.execute(select(UsageRollup.day, *_sums()).where(*where).group_by(UsageRollup.day))
+    per_day = {r.day: r for r in day_rows}
     daily = []
     for i in range(period.days):
         day = period.start + timedelta(days=i)
         row = per_day.get(day)
-        daily.append(_hours(row, {"day": day}) if row else {"day": day, "jobs": 0, "gpu_hours": 0.0, "used_hours": None,
-                                                              "wasted_hours": None})
-    return Report(period, scope, totals, by_user, by_account, by_model, daily)
+        daily.append(_hours(row, {"day": day}) if row is not None else _hours({}, {"day": day}))
+    return Report(period, scope, _hours(totals, {}), by_user, by_account, by_model, daily)
 
 
 def daily_chart(rep: Report) -> dict:
@@ -254,41 +311,64 @@ def daily_chart(rep: Report) -> dict:
 
 
 CSV_GROUPS = ("user", "account", "model", "job")
+JOB_WINDOW = 5000
 
 
 def csv_lines(actor: Actor, scope: Scope, period: Period, group: str):
-    """The report as CSV, one line at a time (rows streamed from the database)."""
-    where = _where(actor, scope, period)
-    head = ["period_start", "period_end", group, "jobs", "gpu_hours", "used_gpu_hours", "wasted_gpu_hours",
+    """The report as CSV, one line at a time: per user, account or GPU model from the rollups; per
+    job from the usage rows, streamed from the database as they come."""
+    head = ["period_start", "period_end", group, "jobs_started", "gpu_hours", "used_gpu_hours", "wasted_gpu_hours",
             "cpu_core_hours", "memory_gib_hours"]
-    if group == "user":
-        key, names = UsageDay.user_id, (User, User.id, User.username)
-    elif group == "account":
-        key, names = UsageDay.account_id, (Account, Account.id, Account.name)
-    elif group == "model":
-        key, names = UsageDay.gpu_model, None
-    else:
-        key, names = UsageDay.job_id, None
-        head[2:3] = ["job", "name", "user", "account", "gpu_model"]
+    if group == "job":
+        head[2:3] = ["job", "name", "user", "account", "gpu_model", "started_at", "finished_at"]
     yield _csv_row(head)
     if group == "job":
-        stmt = (select(UsageDay.job_id, Job.display_name, User.username, Account.name.label("account"), Job.gpu_model,
-                       *_sums()).join(Job, Job.id == UsageDay.job_id).join(User, User.id == UsageDay.user_id)
-                .join(Account, Account.id == UsageDay.account_id).where(*where)
-                .group_by(UsageDay.job_id, Job.display_name, User.username, Account.name, Job.gpu_model)
-                .order_by(UsageDay.job_id))
-        for r in db.session.execute(stmt.execution_options(stream_results=True, yield_per=1000)):
-            h = _hours(r, {})
-            yield _csv_row([period.start, period.end, r.job_id, r.display_name, r.username, r.account, r.gpu_model,
-                            *_figures(h)])
+        yield from _job_lines(actor, scope, period)
         return
-    stmt = select(key.label("key"), *_sums()).where(*where).group_by(key).order_by(key)
-    if names is not None:
-        model, id_col, name_col = names
-        stmt = (select(name_col.label("key"), *_sums()).join(model, id_col == key).where(*where)
+    if group == "model":
+        stmt = (select(UsageModelDay.gpu_model.label("key"), *_sums(UsageModelDay))
+                .where(UsageModelDay.day >= period.start, UsageModelDay.day <= period.end)
+                .group_by(UsageModelDay.gpu_model).order_by(UsageModelDay.gpu_model))
+    else:
+        model, id_col, name_col, key = ((User, User.id, User.username, UsageRollup.user_id) if group == "user"
+                                        else (Account, Account.id, Account.name, UsageRollup.account_id))
+        stmt = (select(name_col.label("key"), *_sums()).join(model, id_col == key).where(*_where(actor, scope, period))
                 .group_by(name_col).order_by(name_col))
-    for r in db.session.execute(stmt.execution_options(stream_results=True, yield_per=1000)):
+    for r in db.session.execute(stmt):
         yield _csv_row([period.start, period.end, r.key, *_figures(_hours(r, {}))])
+
+
+def _job_lines(actor: Actor, scope: Scope, period: Period):
+    """Per job: its usage rows in the period, read in windows of job ids (each a short range query
+    on the primary key; no transaction stays open while the client reads)."""
+    where = _where(actor, scope, period, UsageDay)
+    last = db.session.execute(select(func.max(UsageDay.job_id))).scalar() or 0
+    after = 0
+    while after < last:
+        # a window of job ids: each query is a range of the primary key (job_id, day)
+        window = (UsageDay.job_id > after, UsageDay.job_id <= after + JOB_WINDOW)
+        after += JOB_WINDOW
+        sums = (func.count(UsageDay.job_id).label("days"),) + tuple(
+            func.sum(getattr(UsageDay, f)).label(f) for f in FIGURES[:-1])
+        rows = db.session.execute(
+            select(UsageDay.job_id, Job.display_name, User.username, Account.name.label("account"), Job.gpu_model,
+                   Job.started_at, Job.finished_at, *sums)
+            .join(Job, Job.id == UsageDay.job_id).join(User, User.id == Job.user_id).join(Account, Account.id == Job.account_id)
+            .where(*where, *window)
+            .group_by(UsageDay.job_id, Job.display_name, User.username, Account.name, Job.gpu_model, Job.started_at,
+                      Job.finished_at)
+            .order_by(UsageDay.job_id)).all()
+        db.session.commit()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        for r in rows:
+            figures = {f: getattr(r, f) for f in FIGURES[:-1]}
+            figures["jobs_started"] = 1 if r.started_at and period.start <= r.started_at.date() <= period.end else 0
+            writer.writerow([_safe_cell(v) for v in (period.start, period.end, r.job_id, r.display_name, r.username,
+                                                     r.account, r.gpu_model, r.started_at, r.finished_at,
+                                                     *_figures(_hours(figures, {})))])
+        if rows:
+            yield out.getvalue()
 
 
 def _figures(h: dict) -> list:

@@ -376,7 +376,7 @@ class NodeWriter:
                 row = Node(name=name)
                 db.session.add(row)
             self._fill(row, obj, per_node[name])
-            row.updated_at = stamp
+            row.updated_at, row.version = stamp, (row.version or 0) + 1
         db.session.commit()
 
     def _fill(self, row: Node, obj: dict, placed: list[dict]) -> None:

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+import orjson
+
+from flask import Blueprint, Response, current_app, request
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from ..metrics import MetricsError, MetricsSettings, Prometheus, chart, cluster_series, epoch, job_series, node_series, step_for
+from ..metrics import MetricsError, MetricsSettings, Prometheus, cluster_charts, epoch, job_charts, node_charts, step_for
 from ..services import jobs, nodes
 from .context import actor
 
 bp = Blueprint("charts", __name__)
 NODE_HOURS = (1, 6, 24)
 DAY = 86400.0
+
+
+def GPU_TITLES() -> dict:  # noqa: N802  (the reader's language: built per request)
+    return {"util": (_("GPU utilisation"), "%"), "memory": (_("GPU memory used"), "MiB")}
 
 
 def _prometheus() -> Prometheus:
@@ -33,18 +39,20 @@ def _answer(build):
         return _none(_("No metrics: %(error)s", error=exc.message))
     if not any(c["series"] for c in charts):
         return _none(_("No metrics for this period yet."))
-    return jsonify(available=True, charts=charts)
+    return _json({"available": True, "charts": charts})
+
+
+def _json(body: dict) -> Response:
+    """Compact JSON, keys unsorted: a day of samples is tens of thousands of numbers."""
+    return Response(orjson.dumps(body), mimetype="application/json")
 
 
 def _none(message: str):
-    return jsonify(available=False, message=message, charts=[])
+    return _json({"available": False, "message": message, "charts": []})
 
 
-def _charts(series: dict, start: float, end: float, step: float, titles: dict) -> list[dict]:
-    out = []
-    for key, (title, unit) in titles.items():
-        out.append(dict(chart(series[key], start, end, step), title=title, unit=unit))
-    return out
+def _titled(charts: dict, titles: dict) -> list[dict]:
+    return [dict(charts[key], title=title, unit=unit) for key, (title, unit) in titles.items()]
 
 
 @bp.get("/jobs/<int:job_id>/gpu.json")
@@ -62,9 +70,7 @@ def job_gpus(job_id):
 
     def build(prom):
         step = step_for(prom.settings, start, end)
-        series = job_series(prom, namespace, pods, start, end, step)
-        return _charts(series, start, end, step, {"util": (_("GPU utilisation"), "%"),
-                                                  "memory": (_("GPU memory used"), "MiB")})
+        return _titled(job_charts(prom, namespace, pods, start, end, step), GPU_TITLES())
     return _answer(build)
 
 
@@ -79,9 +85,7 @@ def node_gpus(name):
 
     def build(prom):
         step = step_for(prom.settings, start, end)
-        series = node_series(prom, node.name, start, end, step)
-        return _charts(series, start, end, step, {"util": (_("GPU utilisation"), "%"),
-                                                  "memory": (_("GPU memory used"), "MiB")})
+        return _titled(node_charts(prom, node.name, start, end, step), GPU_TITLES())
     return _answer(build)
 
 
@@ -94,10 +98,7 @@ def cluster_gpus():
 
     def build(prom):
         step = max(step_for(prom.settings, start, end), 60.0)
-        series = cluster_series(prom, start, end, step)
-        for s in series["gpus"]:
-            s.label = {"total": _("GPUs"), "in use": _("in use")}.get(s.label, s.label)
-        series["util"][0].label = _("mean utilisation")
-        return _charts(series, start, end, step, {"gpus": (_("GPUs in use"), _("GPUs")),
-                                                  "util": (_("GPU utilisation"), "%")})
+        words = {"total": _("GPUs"), "in use": _("in use"), "mean": _("mean utilisation")}
+        return _titled(cluster_charts(prom, start, end, step, words), {"gpus": (_("GPUs in use"), _("GPUs")),
+                                                                       "util": (_("GPU utilisation"), "%")})
     return _answer(build)

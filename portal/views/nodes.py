@@ -3,8 +3,13 @@ Pages and polled fragments read the database (the syncer keeps nodes, placements
 current); only an admin's action calls the cluster. Chart data lives in views/charts.py."""
 from __future__ import annotations
 
+from collections import OrderedDict
+from threading import Lock
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
+from markupsafe import Markup
 from flask_login import login_required
 
 from ..cluster.setup import LazyCluster
@@ -16,7 +21,33 @@ from .context import actor, htmx_target, page_arg, stale_notice
 from .forms import CsrfOnlyForm
 
 bp = Blueprint("nodes", __name__)
-NODES_PER_PAGE = 100
+NODES_PER_PAGE = 50
+
+
+class _Rendered:
+    """The nodes table as HTML per (language, view, filters, page, version of what it shows): a new
+    version is a new key, so nothing is ever invalidated or served stale. Bounded; safe to lose."""
+
+    def __init__(self, size: int = 256):
+        self.size, self.items, self.lock = size, OrderedDict(), Lock()
+
+    def get(self, key):
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+def _rendered() -> _Rendered:
+    return current_app.extensions.setdefault("crater_nodes_rendered", _Rendered())
 
 
 def _cluster() -> LazyCluster:
@@ -36,6 +67,13 @@ def sort_words() -> dict[str, str]:
 bp.add_app_template_global(state_words, "node_state_words")
 
 
+def _row_words() -> dict:
+    """The words every row of the nodes table uses, translated once per request."""
+    return {"states": state_words(), "reserved_for": _("reserved for"), "other_pods": _("other pods"),
+            "no_metrics": _("no metrics"), "labels": _("labels"), "show_labels": _("show them"), "manage": _("Manage"),
+            "drain": _("Drain")}
+
+
 def _filters() -> nodes.NodeFilter:
     args = request.args
     state = args.get("state", "")
@@ -51,15 +89,22 @@ def _list(admin: bool):
     version = nodes.nodes_version()
     if htmx_target() == "nodes-live" and request.args.get("v") == version:
         return "", 204  # nothing on the page changed since the last poll
-    page = nodes.list_nodes(f, page_arg(), NODES_PER_PAGE)
     args = {"model": f.model, "state": f.state, "free": f.min_free or "", "sort": f.sort, "gpu": "1" if f.gpu_only else ""}
-    context = dict(page=page, f=f, args=args, summary=nodes.model_summary(), version=version, admin=admin,
-                   stale=stale_notice(), endpoint="nodes.admin_index" if admin else "nodes.index",
-                   metrics=bool(current_app.config["PROMETHEUS_URL"]))
+    stale = stale_notice()
+    summary = nodes.model_summary()
+    key = (str(get_locale()), admin, tuple(args.items()), page_arg(), version, stale and stale["age"])
+    live = _rendered().get(key)
+    if live is None:  # what the live part shows depends on nothing else: rendered once per change
+        page = nodes.list_nodes(f, page_arg(), NODES_PER_PAGE)
+        live = _rendered().put(key, Markup(render_template(
+            "nodes/_live.html", page=page, f=f, args=args, summary=summary, version=version, admin=admin, W=_row_words(),
+            stale=stale, endpoint="nodes.admin_index" if admin else "nodes.index",
+            metrics=bool(current_app.config["PROMETHEUS_URL"]))))
     if htmx_target() in ("nodes-live", "nodes-table"):
-        return render_template("nodes/_live.html", **context)
-    models = [s["model"] for s in context["summary"] if s["model"]]
-    return render_template("nodes/index.html", models=models, sorts=sort_words(), form=CsrfOnlyForm(), **context)
+        return live
+    models = [s["model"] for s in summary if s["model"]]
+    return render_template("nodes/index.html", models=models, sorts=sort_words(), f=f, admin=admin, live=live,
+                           endpoint="nodes.admin_index" if admin else "nodes.index")
 
 
 @bp.get("/nodes")
@@ -90,6 +135,8 @@ def _show(name: str, status: int = 200, **extra):
 @login_required
 def show(name):
     """The node's GPUs and who holds them, the pods on it, conditions, taints, capacity."""
+    if request.args.get("part") == "labels":  # the nodes table's labels, on demand
+        return render_template("nodes/_labels.html", node=nodes.get_node(name))
     if htmx_target() == "node-live":
         detail = nodes.node_detail(actor(), name, current_app.config["SHOW_JOB_NAMES"])
         return render_template("nodes/_node_live.html", d=detail, node=detail.node,
