@@ -122,6 +122,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "GPU_IDLE_PERCENT": _int(env, "CRATER_GPU_IDLE_PERCENT", 0),  # utilisation at or below it is idle
         "USAGE_REFRESH_SECONDS": _seconds(env, "CRATER_USAGE_REFRESH_SECONDS", 300.0),
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
+        "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace
         # Flask and extensions
         "SESSION_COOKIE_NAME": "crater_session",
         # Sessions end CRATER_SESSION_HOURS after sign-in, however active: no re-signed cookie on

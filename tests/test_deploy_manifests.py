@@ -34,5 +34,7 @@ def test_workloads_run_unprivileged_and_rbac_is_narrow():
     for role in kinds["Role"]:
         assert role["metadata"]["namespace"] == "crater-jobs"
         assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in role["rules"])
-    (cluster_role,) = kinds["ClusterRole"]
-    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}]
+    cluster_roles = {r["metadata"]["name"]: r["rules"] for r in kinds["ClusterRole"]}
+    assert cluster_roles == {  # cluster-wide: the syncer reads nodes and pods, the web process patches nodes
+        "crater-syncer-inventory": [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}],
+        "crater-web-nodes": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]}
