@@ -78,7 +78,7 @@ MATRIX = {
     ("GET", "nodes.show"): (None, SIGNED_IN),
     ("POST", "nodes.cordon"): ({"reason": "maintenance"}, NODE_ACTION),
     ("POST", "nodes.uncordon"): ({"reason": "done"}, NODE_ACTION),
-    ("POST", "nodes.reserve"): ({"reason": "deadline", "account": "1"}, NODE_ACTION),
+    ("POST", "nodes.reserve"): ({"reason": "deadline", "account": "0"}, statuses(302, 403, 403, 403, 422)),
     ("POST", "nodes.release"): ({"reason": "done"}, NODE_ACTION),
     ("POST", "nodes.set_label"): ({"key": "lab.example.edu/rack", "value": "r2"}, NODE_ACTION),
     ("POST", "nodes.remove_label"): ({"key": "lab.example.edu/rack"}, NODE_ACTION),

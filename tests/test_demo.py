@@ -82,3 +82,11 @@ def test_the_demo_runs_a_job_on_its_simulated_cluster(demo):
              what="the job to succeed")
     assert time.monotonic() - start < 30
     assert "Finished successfully." in s.get(submitted.url, timeout=5).text
+    # GPU metrics: the demo's own Prometheus scrapes kubesim, so the home page's chart has data
+    import shutil
+    if shutil.which("prometheus") or os.environ.get("CRATER_REQUIRE_PROMETHEUS"):
+        assert "GPU metrics: Prometheus at" in log.read_text()
+        wait_for(lambda: s.get(base + "/nodes/-/gpu.json", timeout=5).json()["available"], timeout=30, interval=1,
+                 what="cluster GPU chart data")
+    else:
+        assert "GPU metrics: off" in log.read_text()

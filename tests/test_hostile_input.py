@@ -92,3 +92,28 @@ def test_every_form_survives_hostile_values(app, client, make, world):
 
     post_everywhere()
     assert len(set(checked)) >= 15
+
+
+QUERY = st.dictionaries(st.sampled_from(["model", "state", "free", "sort", "gpu", "page", "start", "end", "scope", "account",
+                                         "group", "hours", "part", "v"]), value, max_size=6)
+
+
+def test_every_page_with_a_query_survives_hostile_values(app, client, make, world):
+    """The GET forms (node filters, usage periods, chart ranges) with hostile query strings: a
+    page or a 4xx with a message, never a 5xx."""
+    pages = ["/nodes", "/admin/nodes", "/nodes/a100-0", "/nodes/a100-0/gpu.json", "/nodes/-/gpu.json", "/usage", "/usage.csv",
+             f"/jobs/{world['job_id']}/gpu.json", "/nodes/a100-0/drain"]
+    checked = []
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=bool(os.environ.get("CI")))
+    @given(query=QUERY)
+    def get_everywhere(query):
+        client.login(world["admin"])
+        for url in pages:
+            response = client.http.get(url, query_string=query)
+            assert response.status_code < 500, (url, query, response.get_data(as_text=True)[:500])
+            checked.append(url)
+
+    get_everywhere()
+    assert set(checked) == set(pages)

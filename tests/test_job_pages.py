@@ -397,7 +397,7 @@ def test_home_shows_active_jobs_quota_usage_free_gpus_and_stale_data(app, new_cl
     page = as_(new_client, alice).get("/").get_data(as_text=True)
     assert "running one" in page and "old one" not in page
     assert '<meter min="0" max="8" high="7.2" value="3">' in page
-    assert re.search(rf"<td>{A100}</td><td><strong>5</strong></td><td>3</td><td>16</td><td>5</td>", page)
+    assert re.search(rf"<td><a href=\"/nodes\?model={A100}\">{A100}</a></td><td><strong>5</strong></td><td>3</td><td>16</td><td>5</td>", page)
     assert "syncer has not run yet" in page
     _q(app, lambda: (db.session.add(SyncHeartbeat(id=1, holder="x", beat_at=utcnow())), db.session.commit()))
     assert "syncer" not in as_(new_client, alice).get("/").get_data(as_text=True)

@@ -58,7 +58,8 @@ def crowd(app, make):
     ("/admin/users", 3), ("/admin/users?q=user0&page=2", 3), ("/admin/accounts", 3),
     ("/admin/accounts?q=lab", 3), ("/admin/audit", 3),
     # home: user, memberships, their model quotas, heartbeat, my active jobs, usage of all my accounts, free GPUs
-    ("/", 7),
+    # per model and what pending jobs wait for (both short-cached in production)
+    ("/", 8),
     # job lists: user, managed accounts (scope tabs), my accounts (filter), heartbeat, count, page
     ("/jobs", 6), ("/jobs?scope=all&state=active&sort=gpus", 6), ("/jobs?scope=account&q=任务", 6),
     # templates: user, count, page (with owners and accounts joined)
@@ -108,3 +109,46 @@ def test_job_lists_rendered_afresh_add_one_query(app, client, crowd, url):
     assert response.status_code == 200 and "任务" in response.get_data(as_text=True)
     assert len(app.extensions[EXTENSION]) > 10  # the rows were rendered afresh
     assert len(statements) <= 7, "\n\n".join(statements)
+
+
+@pytest.fixture
+def racks(app, make):
+    """60 GPU nodes, each with 4 pods (portal jobs) on it and 8 GPU devices."""
+    from portal.models import GpuDevice, Placement
+    admin = make.user("root", role="admin")
+    lab = make.account("lab", members={admin: "manager"})
+
+    def fill(s):
+        from portal.models import Node
+        for n in range(60):
+            s.add(Node(name=f"gpu-{n:02d}", gpu_model="A100", gpus=8, gpus_requested=4, ready=True,
+                       labels={"a": "b", "rack": str(n)}, taints=[], conditions=[], version=1))
+        jobs = [Job(user_id=admin, account_id=lab, job_type="batch", state="Running", display_name=f"任务 {n}", gpus=1)
+                for n in range(240)]
+        s.add_all(jobs)
+        s.flush()
+        for i, job in enumerate(jobs):
+            s.add(Placement(namespace="crater-jobs", pod=f"crater-{job.id}-x", node=f"gpu-{i % 60:02d}", job_id=job.id, gpus=1))
+            s.add(GpuDevice(node=f"gpu-{i % 60:02d}", index=i // 60, uuid=f"GPU-{i}", util=50.0, namespace="crater-jobs",
+                            pod=f"crater-{job.id}-x", job_id=job.id))
+        s.commit()
+    make.query(fill)
+    return admin
+
+
+@pytest.mark.parametrize("url, limit", [
+    # nodes: user, heartbeat, version (2), summary (2), page of nodes with its count
+    ("/nodes", 8), ("/nodes?model=A100&free=2&sort=free", 8), ("/admin/nodes?state=Ready", 8),
+    # a node: user, heartbeat, node, managed accounts, placements with jobs, owners, accounts, GPU devices, accounts list
+    ("/nodes/gpu-07", 8),
+    # usage: user, managed accounts (x2: scope, choices), rollups by user and account, names (2), models, days
+    ("/usage?scope=all", 10),
+])
+def test_cluster_pages_use_a_fixed_number_of_queries(app, client, racks, url, limit):
+    client.login(racks)
+    client.get(url)
+    app.extensions.pop("crater_nodes_rendered", None)  # rendered afresh, not from the table cache
+    with count_queries(app) as statements:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert len(statements) <= limit, "\n\n".join(statements)

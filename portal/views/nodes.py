@@ -16,7 +16,6 @@ from ..cluster.setup import LazyCluster
 from ..models import NodeState
 from ..services import nodes
 from ..services.errors import Conflict, NotFound, ValidationFailed
-from ..services.job_queries import sync_age
 from .context import actor, htmx_target, page_arg, stale_notice
 from .forms import CsrfOnlyForm
 
@@ -123,7 +122,7 @@ def admin_index():
 
 def _show(name: str, status: int = 200, **extra):
     detail = nodes.node_detail(actor(), name, current_app.config["SHOW_JOB_NAMES"])
-    context = dict(d=detail, node=detail.node, form=CsrfOnlyForm(), stale=stale_notice(), age=sync_age(),
+    context = dict(d=detail, node=detail.node, form=CsrfOnlyForm(), stale=stale_notice(),
                    metrics=bool(current_app.config["PROMETHEUS_URL"]), accounts=[], drain=None, errors={})
     if actor().is_admin:
         context["accounts"] = nodes.account_choices()
