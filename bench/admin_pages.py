@@ -49,6 +49,25 @@ def fresh_app(url: str):
     return app
 
 
+def insert_people(now, users: int, accounts: int) -> tuple[list[int], list[int]]:
+    """The admin, `users` researchers and `accounts` labs in bulk; (user ids, account ids)."""
+    from sqlalchemy import insert, text
+
+    from portal.extensions import db
+    from portal.models import Account, User
+
+    insert_admin(now)
+    db.session.execute(insert(User), [
+        {"username": f"user{n:05d}", "display_name": f"研究员 {n}", "email": f"user{n}@example.edu", "role": "user",
+         "active": True, "auth_source": "oidc", "oidc_issuer": "https://sso", "oidc_subject": f"s{n}", "created_at": now}
+        for n in range(users)])
+    db.session.execute(insert(Account), [
+        {"name": f"lab-{n:04d}", "display_name": f"实验室 {n}", "description": "", "gpu_quota": 64, "created_at": now}
+        for n in range(accounts)])
+    return ([r[0] for r in db.session.execute(text("SELECT id FROM users ORDER BY id"))],
+            [r[0] for r in db.session.execute(text("SELECT id FROM accounts ORDER BY id"))])
+
+
 def insert_admin(now) -> None:
     """The local administrator the benchmarks sign in as (`login_cookie`)."""
     from sqlalchemy import insert

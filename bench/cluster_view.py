@@ -24,7 +24,7 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_pages import arguments, database_url, fresh_app, gunicorn, insert_admin, load_python, login_cookie  # noqa: E402
+from admin_pages import arguments, database_url, fresh_app, gunicorn, insert_people, load_python, login_cookie  # noqa: E402
 from job_list import load_wrk, sequential_p95  # noqa: E402
 
 MODELS = [("NVIDIA-A100-SXM4-80GB", 81920), ("NVIDIA-H100-80GB-HBM3", 81920), ("NVIDIA-GeForce-RTX-4090", 24564)]
@@ -37,23 +37,14 @@ def seed(url: str, nodes: int, gpus_per_node: int, pods: int, jobs: int, users: 
     from sqlalchemy import insert, text
 
     from portal.extensions import db
-    from portal.models import (Account, GpuDevice, Job, Membership, Node, Placement, SyncHeartbeat, UsageDay, UsageModelDay,
-                               UsageRollup, User, utcnow)
+    from portal.models import (GpuDevice, Job, Membership, Node, Placement, SyncHeartbeat, UsageDay, UsageModelDay,
+                               UsageRollup, utcnow)
 
     rng = random.Random(7)
     app = fresh_app(url)
     with app.app_context():
         now = utcnow()
-        insert_admin(now)
-        db.session.execute(insert(User), [
-            {"username": f"user{n:05d}", "display_name": f"研究员 {n}", "email": f"user{n}@example.edu", "role": "user",
-             "active": True, "auth_source": "oidc", "oidc_issuer": "https://sso", "oidc_subject": f"s{n}", "created_at": now}
-            for n in range(users)])
-        db.session.execute(insert(Account), [
-            {"name": f"lab-{n:04d}", "display_name": f"实验室 {n}", "description": "", "gpu_quota": 64, "created_at": now}
-            for n in range(accounts)])
-        user_ids = [r[0] for r in db.session.execute(text("SELECT id FROM users ORDER BY id"))]
-        account_ids = [r[0] for r in db.session.execute(text("SELECT id FROM accounts ORDER BY id"))]
+        user_ids, account_ids = insert_people(now, users, accounts)
         account_of = {u: account_ids[i % accounts] for i, u in enumerate(user_ids[1:])}  # one lab per researcher
         db.session.execute(insert(Membership), [{"account_id": a, "user_id": u, "role": "member", "created_at": now}
                                                 for u, a in account_of.items()])

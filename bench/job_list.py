@@ -19,7 +19,7 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admin_pages import (arguments, database_url, fresh_app, gunicorn, insert_admin, load_python,  # noqa: E402
+from admin_pages import (arguments, database_url, fresh_app, gunicorn, insert_people, load_python,  # noqa: E402
                          login_cookie)
 
 STATES = ["Succeeded"] * 6 + ["Failed"] * 2 + ["Stopped", "Lost"]
@@ -32,21 +32,12 @@ def seed(url: str, jobs: int, users: int, accounts: int, active: int) -> tuple[i
     from sqlalchemy import insert, text
 
     from portal.extensions import db
-    from portal.models import Account, Job, Membership, Node, SyncHeartbeat, User, utcnow
+    from portal.models import Job, Membership, Node, SyncHeartbeat, utcnow
 
     app = fresh_app(url)
     with app.app_context():
         now = utcnow()
-        insert_admin(now)
-        db.session.execute(insert(User), [
-            {"username": f"user{n:05d}", "display_name": f"研究员 {n}", "email": f"user{n}@example.edu", "role": "user",
-             "active": True, "auth_source": "oidc", "oidc_issuer": "https://sso", "oidc_subject": f"s{n}",
-             "created_at": now} for n in range(users)])
-        db.session.execute(insert(Account), [
-            {"name": f"lab-{n:04d}", "display_name": f"实验室 {n}", "description": "", "gpu_quota": 64, "created_at": now}
-            for n in range(accounts)])
-        user_ids = [r[0] for r in db.session.execute(text("SELECT id FROM users ORDER BY id"))]
-        account_ids = [r[0] for r in db.session.execute(text("SELECT id FROM accounts ORDER BY id"))]
+        user_ids, account_ids = insert_people(now, users, accounts)
         db.session.execute(insert(Membership), [
             {"account_id": account_ids[i % accounts], "user_id": u, "role": "manager" if i < accounts else "member",
              "created_at": now} for i, u in enumerate(user_ids)])

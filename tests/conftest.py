@@ -189,6 +189,15 @@ class Factory:
 
 
 @pytest.fixture
+def mailbox():
+    """A real SMTP server on loopback (tests/process_stack.Mailbox)."""
+    from process_stack import Mailbox
+    box = Mailbox()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
 def make(app):
     return Factory(app)
 

@@ -106,6 +106,19 @@ def test_sign_in_switch_to_chinese_and_add_a_member(browser, live_portal, oidc_i
     assert [e for e in errors if e[0].startswith(base) and "status of 422" not in e[2]] == []
 
 
+def signed_in_page(browser, base: str, username: str, password: str):
+    """A page signed in with the local form, and the console errors it collects (url, text)."""
+    page = browser.new_page(locale="en-US")
+    errors = []
+    page.on("console", lambda msg: errors.append((page.url, msg.text[:200])) if msg.type == "error" else None)
+    page.goto(base + "/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(base + "/")
+    return page, errors
+
+
 @pytest.fixture
 def live_cluster_portal(tmp_path, fresh_sim):
     """The portal on a real HTTP server with kubesim (2x speed) and the syncer running."""
@@ -124,14 +137,7 @@ def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(bro
     make = Factory(app)
     alice = make.user("alice", password="alice-password-1")
     make.account("vision-lab", gpu_quota=8, members={alice: "member"})
-    page = browser.new_page(locale="en-US")
-    errors = []
-    page.on("console", lambda msg: errors.append((page.url, msg.text[:150])) if msg.type == "error" else None)
-    page.goto(base + "/login")
-    page.fill("#username", "alice")
-    page.fill("#password", "alice-password-1")
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_url(base + "/")
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
 
     # The GPU models come from the node inventory the syncer keeps.
     page.goto(base + "/jobs/new")
@@ -211,14 +217,7 @@ def test_the_nodes_page_shows_a_new_jobs_gpus_without_a_reload_and_charts_render
     make = Factory(app)
     alice = make.user("alice", password="alice-password-1")
     lab = make.account("vision-lab", gpu_quota=8, members={alice: "member"})
-    page = browser.new_page(locale="en-US")
-    errors = []
-    page.on("console", lambda msg: errors.append((page.url, msg.text[:200])) if msg.type == "error" else None)
-    page.goto(base + "/login")
-    page.fill("#username", "alice")
-    page.fill("#password", "alice-password-1")
-    page.click("form[action='/login'] button[type=submit]")
-    page.wait_for_url(base + "/")
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
     page.goto(base + "/nodes?model=NVIDIA-A100-SXM4-80GB")
     page.wait_for_selector("#node-a100-0")
     assert page.inner_text("#node-a100-0 .gpus-used") == "0" and page.inner_text("#node-a100-1 .gpus-used") == "0"

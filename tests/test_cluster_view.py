@@ -14,17 +14,9 @@ from portal.models import Job, Node, Placement, User
 from portal.services import jobs
 from portal.services.context import Actor
 from portal.sync.syncer import SyncSettings, Syncer
-from process_stack import Mailbox
 
 A = "kubesim.crater.io/"
 A100 = "NVIDIA-A100-SXM4-80GB"
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

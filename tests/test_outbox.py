@@ -10,14 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from portal.extensions import db
 from portal.models import Job, OutboxMessage, utcnow
 from portal.services import notify
-from process_stack import Mailbox, free_port
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    yield box
-    box.stop()
+from process_stack import free_port
 
 
 @pytest.fixture
