@@ -196,7 +196,7 @@ def main() -> None:
     month = f"start={seeded['start'].isoformat()}&end={seeded['end'].isoformat()}"
     routes = [
         ("trivial (/healthz)", "/healthz", {}),
-        ("nodes page (500 nodes, page 1 of 100)", "/nodes", {}),
+        ("nodes page (500 nodes, page 1 of 10)", "/nodes", {}),
         ("nodes page, model + free>=1 filter", "/nodes?model=NVIDIA-A100-SXM4-80GB&free=1", {}),
         ("nodes poll, unchanged (204)", None, {"HX-Request": "true", "HX-Target": "nodes-live"}),
         ("node detail (8 GPUs, 40 pods)", f"/nodes/{seeded['node']}", {}),

@@ -342,8 +342,8 @@ def _job_lines(actor: Actor, scope: Scope, period: Period):
     """Per job: its usage rows in the period, read in windows of job ids (each a short range query
     on the primary key; no transaction stays open while the client reads)."""
     where = _where(actor, scope, period, UsageDay)
-    last = db.session.execute(select(func.max(UsageDay.job_id))).scalar() or 0
-    after = 0
+    first, last = db.session.execute(select(func.min(UsageDay.job_id), func.max(UsageDay.job_id))).one()
+    after, last = (first or 1) - 1, last or 0
     while after < last:
         # a window of job ids: each query is a range of the primary key (job_id, day)
         window = (UsageDay.job_id > after, UsageDay.job_id <= after + JOB_WINDOW)
