@@ -121,6 +121,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "PROMETHEUS_STEP": _seconds(env, "CRATER_PROMETHEUS_STEP", 15.0),  # the DCGM exporter's scrape interval
         "GPU_IDLE_PERCENT": _int(env, "CRATER_GPU_IDLE_PERCENT", 0),  # utilisation at or below it is idle
         "USAGE_REFRESH_SECONDS": _seconds(env, "CRATER_USAGE_REFRESH_SECONDS", 300.0),
+        "POLICY_SECONDS": _seconds(env, "CRATER_POLICY_SECONDS", 60.0),  # how often the fair-use policies run
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace
         # Flask and extensions

@@ -40,12 +40,13 @@ class Reason:
     STOPPED_BY_ADMIN = "StoppedByAdmin"
     IDLE_GPU = "IdleGPU"
     EVICTED = "Evicted"
+    PENDING_TOO_LONG = "PendingTooLong"  # an interactive job that could not start in time
     LOST = "Lost"
     FAILED = "Failed"
 
 
 STOP_REASONS = (Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.IDLE_GPU, Reason.EVICTED,
-                Reason.DEADLINE_EXCEEDED)
+                Reason.DEADLINE_EXCEEDED, Reason.PENDING_TOO_LONG)
 
 
 def state_words() -> dict[str, str]:
@@ -98,6 +99,8 @@ def reason_words(job) -> tuple[str, str]:
         return _("Stopped because its GPUs stayed idle."), message
     if r == Reason.EVICTED:
         return _("Evicted from its node."), message
+    if r == Reason.PENDING_TOO_LONG:
+        return _("Stopped because it could not start in time (interactive jobs do not wait long)."), message
     if state == JobState.RUNNING.value:
         return _("Running."), ""
     if state == JobState.PENDING.value:

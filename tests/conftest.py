@@ -183,6 +183,15 @@ class Factory:
             db.session.commit()
             return p.id
 
+    def extension_request(self, job_id, user_id, hours=4, state="pending") -> int:
+        from portal.models import ExtensionRequest
+
+        with self.app.app_context():
+            r = ExtensionRequest(job_id=job_id, user_id=user_id, hours=hours, reason="more epochs", state=state)
+            db.session.add(r)
+            db.session.commit()
+            return r.id
+
     def query(self, fn):
         with self.app.app_context():
             return fn(db.session)

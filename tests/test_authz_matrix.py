@@ -89,6 +89,16 @@ MATRIX = {
     ("GET", "charts.cluster_gpus"): (None, SIGNED_IN),
     ("GET", "usage.index"): (None, SIGNED_IN),
     ("GET", "usage.download"): (None, SIGNED_IN),
+    # fair use: the owner asks for time (the matrix's job has ended: 409), admins lock, the
+    # account's managers and admins decide (the request's job has ended: 409), admins set policies
+    ("POST", "fair_use.extend"): ({"hours": "2", "reason": "deadline"}, statuses(302, 409, 403, 404, 403)),
+    ("POST", "fair_use.lock"): ({"hours": "2", "reason": "demo"}, statuses(302, 403, 403, 403, 409)),
+    ("POST", "fair_use.unlock"): (None, ADMIN_ACTION),
+    ("GET", "fair_use.approvals"): (None, SIGNED_IN),
+    ("POST", "fair_use.decide"): ({"note": "ok"}, statuses(302, 404, 409, 404, 409)),
+    ("GET", "fair_use.admin_policies"): (None, ADMIN_PAGE),
+    ("POST", "fair_use.update_policy"): ({"auto_max_hours": "6"}, ADMIN_ACTION),
+    ("POST", "fair_use.policy_action"): (None, ADMIN_ACTION),
 }
 
 
@@ -114,6 +124,7 @@ def people(make):
     ids["template"] = make.template(ids["user"], ids["own"], shared=True)
     ids["image"] = make.image()
     ids["name"] = make.node("a100-0")
+    ids["request_id"] = make.extension_request(ids["job"], ids["user"])
     make.placement("a100-0", ids["job"], gpus=2)
     return ids
 
@@ -130,7 +141,8 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
     rule = next(r for m, r in rules(app) if m == method and r.endpoint == endpoint)
     url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
                       "job_type": "batch", "template_id": people["template"], "image_id": people["image"],
-                      "name": people["name"]})
+                      "name": people["name"], "request_id": people["request_id"], "decision": "approve",
+                      "policy": "extensions", "action": "suspend"})
     client = new_client()
     if role != "anon":
         client.login(people[role])

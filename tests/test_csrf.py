@@ -12,7 +12,9 @@ def world(make):
     account = make.account("vision", members={admin: "manager", member: "member"})
     job = make.job(admin, account, state="Running")
     return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "job_type": "batch",
-            "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0")}
+            "request_id": make.extension_request(job, admin),
+            "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0"),
+            "policy": "extensions", "action": "suspend", "decision": "approve"}
 
 
 def snapshot(make):

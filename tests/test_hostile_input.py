@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.models import Account, Image, Job, JobTemplate, Membership, Node, OutboxMessage, User
+from portal.models import (Account, ExtensionRequest, Image, Job, JobTemplate, Membership, Node, OutboxMessage,
+                           PolicySetting, User)
 from portal.views.forms import AccountForm, LoginForm, MemberForm, MemberUpdateForm, RoleForm
 from portal.views.job_forms import JobForm
 from routes import STATE_CHANGING, fill, rules
@@ -25,7 +26,8 @@ FIELDS = sorted({name for form in (LoginForm, AccountForm, MemberForm, MemberUpd
                  for name in form.__dict__ if not name.startswith("_") and hasattr(form.__dict__[name], "field_class")}
                 | {"name", "shared", "reference", "description", "job_types", "lang", "next", "privileged", "hostPath",
                    "hostNetwork", "serviceAccountName", "role", "username", "password", "reason", "key", "value",
-                   "account", "job", "start", "end", "hours", "group"})
+                   "account", "job", "start", "end", "hours", "group", "note", "forever", "auto_max_hours",
+                   "batch.window_minutes", "minutes", "hours_before"})
 value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=300))
 form_data = st.dictionaries(st.sampled_from(FIELDS), st.one_of(value, st.lists(value, min_size=2, max_size=3)), max_size=12)
 
@@ -41,8 +43,10 @@ def world(make):
     admin = make.user("root", role="admin")
     member = make.user("bob")
     account = make.account("vision", gpu_quota=4, members={admin: "manager", member: "member"})
-    return {"admin": admin, "user_id": member, "account_id": account, "job_id": make.job(admin, account, state="Running"),
-            "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0")}
+    job = make.job(admin, account, state="Running")
+    return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "request_id": make.extension_request(job, admin),
+            "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0"),
+            "policy": "extensions", "action": "suspend", "decision": "approve"}
 
 
 def snapshot(make):
@@ -53,7 +57,10 @@ def snapshot(make):
         [(m.id, m.role, m.gpu_cap) for m in s.query(Membership).order_by(Membership.id)],
         [(j.id, j.state, j.hidden) for j in s.query(Job).order_by(Job.id)],
         s.query(JobTemplate).count(), s.query(Image).count(), s.query(OutboxMessage).count(),
-        [(n.name, n.unschedulable, n.cordon_reason, n.reserved_for, n.labels) for n in s.query(Node).order_by(Node.name)]))
+        [(n.name, n.unschedulable, n.cordon_reason, n.reserved_for, n.labels) for n in s.query(Node).order_by(Node.name)],
+        [(r.id, r.state, r.hours) for r in s.query(ExtensionRequest).order_by(ExtensionRequest.id)],
+        [(p.name, p.params, p.suspended, p.run_now) for p in s.query(PolicySetting).order_by(PolicySetting.name)],
+        [(j.id, j.locked_until, j.lock_reason, j.time_limit_seconds) for j in s.query(Job).order_by(Job.id)]))
 
 
 def targets(app, world):

@@ -296,6 +296,11 @@ class Cluster:
         finally:
             response.release_conn()
 
+    def set_time_limit(self, job_id: int, seconds: int) -> None:
+        """Move a running Job's deadline (spec.activeDeadlineSeconds is mutable)."""
+        self._raw(self.batch.patch_namespaced_job, name_of(job_id), self.settings.namespace,
+                  {"spec": {"activeDeadlineSeconds": int(seconds)}}, _content_type="application/merge-patch+json")
+
     # ---- node administration ----------------------------------------------------------------
 
     def read_node(self, name: str) -> dict:

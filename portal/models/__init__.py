@@ -1,6 +1,7 @@
 """SQLAlchemy models: schema and small invariants. No network, no config lookups, no commits."""
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
+from .fair_use import ExtensionRequest, ExtensionState, JobWarning, PolicyRun, PolicySetting
 from .job import ACTIVE_STATES, FINAL_STATES, Image, Job, JobEvent, JobState, JobTemplate
 from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import OutboxMessage
@@ -10,6 +11,6 @@ from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "ACTIVE_STATES", "FINAL_STATES", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
+    "ACTIVE_STATES", "FINAL_STATES", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
     "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

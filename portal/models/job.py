@@ -71,6 +71,9 @@ class Job(db.Model):
     # "" not yet, "running" refreshed while active, "final" kept, "no-metrics" kept without metrics
     usage_state: Mapped[str] = mapped_column(String(16), default="", server_default="")
     usage_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # An admin's lock: exempt from every clean-up until then (LOCKED_FOREVER: indefinitely).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+    lock_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
 
     user = relationship("User")
     account = relationship("Account")
@@ -78,6 +81,16 @@ class Job(db.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def locked_at(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+    def deadline(self) -> datetime | None:
+        """When the time limit stops it (None: not started, or no limit)."""
+        if self.started_at is None or not self.time_limit_seconds:
+            return None
+        from datetime import timedelta
+        return self.started_at + timedelta(seconds=self.time_limit_seconds)
 
     @property
     def gpus_per_worker(self) -> int:

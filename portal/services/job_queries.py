@@ -23,7 +23,8 @@ SORTS = {  # name -> (column, descending first)
     "newest": (Job.id, True), "oldest": (Job.id, False), "name": (Job.display_name, False),
     "state": (Job.state, False), "gpus": (Job.gpus, True),
 }
-LIST_COLUMNS = (Job.id, Job.display_name, Job.job_type, Job.state, Job.reason, Job.gpus, Job.gpu_model, Job.created_at)
+LIST_COLUMNS = (Job.id, Job.display_name, Job.job_type, Job.state, Job.reason, Job.gpus, Job.gpu_model, Job.created_at,
+                Job.started_at, Job.time_limit_seconds)
 
 
 @dataclass(frozen=True)

@@ -92,12 +92,46 @@ def send(msg: EmailMessage, smtp_url: str, timeout: float = 10.0) -> None:
 
 # ---- the sender's side -------------------------------------------------------------------------
 
+def warning_message(job: Job, kind: str, act_at: datetime | None, sender: str, base_url: str) -> EmailMessage:
+    """A policy's warning: what will happen when, and what prevents it."""
+    with force_locale(job.user.language or "en"):
+        msg = EmailMessage()
+        when = act_at.strftime("%Y-%m-%d %H:%M UTC") if act_at else "?"
+        if kind == "idle_gpu":
+            msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) will be stopped: its GPUs are idle", name=job.display_name,
+                               id=job.id)
+            lines = [_("The GPUs of your job %(name)s (#%(id)s) have been idle. It will be stopped at %(when)s unless "
+                       "they become busy before then.", name=job.display_name, id=job.id, when=when),
+                     _("If the job still needs its GPUs, start using them, or ask an administrator to lock the job; "
+                       "otherwise stop it yourself so others can use them.")]
+        else:
+            msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) reaches its time limit soon", name=job.display_name, id=job.id)
+            lines = [_("Your job %(name)s (#%(id)s) reaches its time limit at %(when)s and will then be stopped.",
+                       name=job.display_name, id=job.id, when=when),
+                     _("Ask for more time on the job's page if it needs longer.")]
+        if base_url:
+            lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
+        msg["From"], msg["To"] = sender, job.user.email
+        msg.set_content("\n\n".join(lines) + "\n")
+    return msg
+
+
 def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
-    if row.kind == JOB_ENDED and row.job is not None and row.user.email:
+    if row.job is None or not row.user.email:
+        return None
+    if row.kind == JOB_ENDED:
         msg = job_ended_message(row.job, settings.sender, settings.public_url)
-        msg["Message-ID"] = make_msgid(idstring=f"outbox-{row.id}", domain="crater")
-        return msg
-    return None
+    elif row.kind in ("warning_idle_gpu", "warning_time_limit"):
+        from ..models import JobWarning
+        kind = row.kind.removeprefix("warning_")
+        warning = db.session.execute(select(JobWarning).where(JobWarning.job_id == row.job_id, JobWarning.kind == kind)).scalar()
+        if warning is None:
+            return None  # cleared before it went out (busy again, extended, locked, ended): nothing to say
+        msg = warning_message(row.job, kind, warning.act_at, settings.sender, settings.public_url)
+    else:
+        return None
+    msg["Message-ID"] = make_msgid(idstring=f"outbox-{row.id}", domain="crater")
+    return msg
 
 
 def _claim(row_id: int, now: datetime, sender_id: str) -> bool:

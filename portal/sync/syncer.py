@@ -35,6 +35,7 @@ from ..services.transactions import is_retryable
 from ..metrics import MetricsSettings
 from .clock import Clock
 from .gpu import GpuPasses
+from .policies import PolicyPasses
 from .lease import LeaseElector
 from .reconciler import Reconciler
 from .reflector import Reflector
@@ -86,6 +87,9 @@ class Syncer:
         self.gpu = GpuPasses(MetricsSettings.from_config(app.config), self.clock, cluster.settings.namespace,
                              refresh_seconds=app.config.get("USAGE_REFRESH_SECONDS", 300.0))
         self.reconciler.passes += self.gpu.passes()
+        self.policies = PolicyPasses(cluster, self.gpu.prometheus, self.clock, cluster.settings.namespace,
+                                     every=app.config.get("POLICY_SECONDS", 60.0))
+        self.reconciler.passes += self.policies.passes()
         self.supervisor = Supervisor(self.clock, self.stop_event)
         self.write_failures = 0
 

@@ -14,8 +14,8 @@ from flask_login import current_user, login_required
 from .. import vocabulary
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
-from ..models import JobState
-from ..services import accounts, job_queries, job_templates, jobs
+from ..models import JobState, utcnow
+from ..services import accounts, fair_use, job_queries, job_templates, jobs
 from ..services.errors import DomainError, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
 from ..services.quota import QuotaExceeded
@@ -152,8 +152,12 @@ def clone(job_id):
 # ---- one job -------------------------------------------------------------------------------
 
 def _status_context(job):
+    now = utcnow()
+    warned = fair_use.warnings_of([job.id]) if job.is_active else {}
     return dict(job=job, outlook=job_queries.outlook(job), events=job_queries.job_events(job.id, 20),
-                is_owner=job.user_id == current_user.id, form=CsrfOnlyForm())
+                is_owner=job.user_id == current_user.id, form=CsrfOnlyForm(), now=now,
+                time_left=fair_use.time_left(job, now) if job.is_active else None,
+                idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -162,7 +166,8 @@ def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
     job = jobs.get_job(actor(), job_id)
     spec_yaml = yaml.safe_dump(job.spec or {}, allow_unicode=True, sort_keys=False)
-    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=stale_notice(), **_status_context(job))
+    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=stale_notice(), history=fair_use.history(actor(), job.id),
+                           requests=fair_use.requests_of(job.id), **_status_context(job))
 
 
 @bp.get("/jobs/<int:job_id>/status")

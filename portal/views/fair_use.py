@@ -1,0 +1,185 @@
+"""Fair use in the browser: asking for more time (the owner), locking a job (admins), the approvals
+page (managers and admins) and the admin policy page (parameters, suspend, resume, run now, the
+log of every run). Each view parses input and calls one service."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_login import login_required
+
+from ..cluster.setup import LazyCluster
+from ..models import utcnow
+from ..services import fair_use, jobs, policies
+from ..services.errors import ValidationFailed
+from .context import actor, page_arg, per_page
+from .forms import CsrfOnlyForm
+
+bp = Blueprint("fair_use", __name__)
+bp.add_app_template_global(timedelta, "timedelta")
+
+
+def history_words(entry) -> str:
+    """One line of a job's history: what happened, by whom (a person or a policy), and why."""
+    d, who = entry.detail or {}, entry.actor_name or "system"
+    a = entry.action
+    if a == "job.stop":
+        return _("stopped by %(who)s (%(reason)s)", who=_("a policy") if who == "system" else who, reason=d.get("reason", ""))
+    if a == "job.extend":
+        if d.get("automatic"):
+            return _("%(n)s more hours granted within policy (asked by %(owner)s: %(why)s)", n=d.get("hours"),
+                     owner=d.get("by", ""), why=d.get("reason", ""))
+        return _("%(n)s more hours granted by %(who)s (%(note)s)", n=d.get("hours"), who=who, note=d.get("note", ""))
+    if a == "job.extension_requested":
+        return _("%(who)s asked for %(n)s more hours: %(why)s", who=who, n=d.get("hours"), why=d.get("reason", ""))
+    if a == "job.extension_rejected":
+        return _("request for %(n)s more hours rejected by %(who)s: %(note)s", n=d.get("hours"), who=who, note=d.get("note", ""))
+    if a == "job.extension_cancelled":
+        return _("request for more time cancelled: the job ended")
+    if a == "job.lock":
+        return _("locked by %(who)s until %(until)s: %(why)s", who=who, until=d.get("until", ""), why=d.get("reason", ""))
+    if a == "job.unlock":
+        return _("unlocked by %(who)s", who=who)
+    if a == "job.warned.idle_gpu":
+        return _("warned by the idle-GPU policy: stopped at %(when)s unless busy", when=d.get("act_at", "")[:16].replace("T", " "))
+    if a == "job.warned.time_limit":
+        return _("warned: the time limit is reached at %(when)s", when=d.get("act_at", "")[:16].replace("T", " "))
+    if a.startswith("job.warning_cleared."):
+        return _("warning withdrawn (%(why)s)", why=d.get("why", ""))
+    if a == "job.submit_failed":
+        return _("the cluster refused it")
+    if a == "job.orphan_removed":
+        return _("its leftover cluster objects were removed")
+    if a == "job.delete":
+        return _("deleted from the lists by %(who)s", who=who)
+    return f"{a} ({who})"
+
+
+bp.add_app_template_global(history_words, "history_words")
+
+
+def _cluster() -> LazyCluster:
+    return LazyCluster(current_app._get_current_object())
+
+
+def _checked() -> None:
+    CsrfOnlyForm().validate_on_submit()  # CSRFProtect refuses a bad token before this runs
+
+
+def _whole(name: str, most: int = 100_000) -> int | None:
+    raw = request.form.get(name, "").strip()
+    return int(raw) if raw.isdigit() and len(raw) <= 7 and int(raw) <= most else None
+
+
+def _back_to_job(job_id: int, done: str):
+    flash(done, "success")
+    return redirect(url_for("jobs.show", job_id=job_id), 303)
+
+
+def _job_errors(job_id: int, exc: ValidationFailed):
+    """A refused form: 422 with the message (a link back to the job)."""
+    jobs.get_job(actor(), job_id)  # 404 for a job the actor may not see
+    return render_template("errors/error.html", status=422, title=_("Check your input"), message=str(exc)), 422
+
+
+@bp.post("/jobs/<int:job_id>/extend")
+@login_required
+def extend(job_id):
+    _checked()
+    try:
+        req = fair_use.request_extension(actor(), job_id, _whole("hours"), request.form.get("reason", "")[:2000], _cluster())
+    except ValidationFailed as exc:
+        return _job_errors(job_id, exc)
+    if req.state == "granted":
+        return _back_to_job(job_id, _("%(n)s more hours granted.", n=req.hours))
+    return _back_to_job(job_id, _("Your request for %(n)s more hours waits for a manager's approval.", n=req.hours))
+
+
+@bp.post("/jobs/<int:job_id>/lock")
+@login_required
+def lock(job_id):
+    actor().require_admin()
+    _checked()
+    hours = _whole("hours")
+    until = None if request.form.get("forever") or not hours else utcnow() + timedelta(hours=hours)
+    try:
+        fair_use.lock(actor(), job_id, until, request.form.get("reason", "")[:2000])
+    except ValidationFailed as exc:
+        return _job_errors(job_id, exc)
+    return _back_to_job(job_id, _("The job is locked: no clean-up stops it."))
+
+
+@bp.post("/jobs/<int:job_id>/unlock")
+@login_required
+def unlock(job_id):
+    actor().require_admin()
+    _checked()
+    fair_use.unlock(actor(), job_id)
+    return _back_to_job(job_id, _("The job is unlocked."))
+
+
+@bp.get("/approvals")
+@login_required
+def approvals():
+    """Requests for more time that the actor may decide (an account's managers, admins)."""
+    page = fair_use.pending_requests(actor(), page_arg(), per_page())
+    return render_template("fair_use/approvals.html", page=page, form=CsrfOnlyForm(), endpoint="fair_use.approvals", args={})
+
+
+@bp.post("/approvals/<int:request_id>/<any(approve, reject):decision>")
+@login_required
+def decide(request_id, decision):
+    _checked()
+    try:
+        req = fair_use.decide(actor(), request_id, decision == "approve", request.form.get("note", "")[:2000], _cluster())
+    except ValidationFailed as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".approvals"), 303)
+    flash(_("Request %(id)s %(state)s.", id=req.id, state=req.state), "success")
+    return redirect(url_for(".approvals"), 303)
+
+
+@bp.get("/admin/policies")
+@login_required
+def admin_policies():
+    actor().require_admin()
+    name = request.args.get("policy", "")
+    name = name if name in policies.names() else ""
+    runs = policies.list_runs(actor(), name, page_arg(), per_page())
+    return render_template("fair_use/policies.html", policies=policies.all_policies(), defaults=policies.DEFAULTS,
+                           words=policies.words(), runs=runs, shown=name, form=CsrfOnlyForm(), errors={},
+                           endpoint="fair_use.admin_policies", args={"policy": name})
+
+
+@bp.post("/admin/policies/<policy>")
+@login_required
+def update_policy(policy):
+    name = policy
+    actor().require_admin()
+    _checked()
+    try:
+        policies.update(actor(), name, {k: v[:50] for k, v in request.form.items()})
+    except ValidationFailed as exc:
+        flash(str(exc), "error")
+        runs = policies.list_runs(actor(), "", 1, per_page())
+        return render_template("fair_use/policies.html", policies=policies.all_policies(), defaults=policies.DEFAULTS,
+                               words=policies.words(), runs=runs, shown="", form=CsrfOnlyForm(), errors={name: exc.errors},
+                               endpoint="fair_use.admin_policies", args={"policy": ""}), 422
+    flash(_("Policy %(name)s saved.", name=policies.words().get(name, name)), "success")
+    return redirect(url_for(".admin_policies"), 303)
+
+
+@bp.post("/admin/policies/<policy>/<any(suspend, resume, run):action>")
+@login_required
+def policy_action(policy, action):
+    name = policy
+    actor().require_admin()
+    _checked()
+    if action == "run":
+        policies.request_run(actor(), name)
+        flash(_("The policy runs at the syncer's next tick."), "success")
+    else:
+        policies.set_suspended(actor(), name, action == "suspend")
+        flash(_("Policy suspended.") if action == "suspend" else _("Policy resumed."), "success")
+    return redirect(url_for(".admin_policies"), 303)
