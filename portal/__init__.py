@@ -38,7 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     i18n.init_app(app)
 
     from .auth.views import bp as auth_bp
-    from .views import admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes, usage
+    from .views import admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes, notifications, usage
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -51,6 +51,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(charts.bp)
     app.register_blueprint(usage.bp)
     app.register_blueprint(fair_use.bp)
+    app.register_blueprint(notifications.bp)
     errors.init_app(app)
 
     from . import cli

@@ -99,6 +99,11 @@ MATRIX = {
     ("GET", "fair_use.admin_policies"): (None, ADMIN_PAGE),
     ("POST", "fair_use.update_policy"): ({"auto_max_hours": "6"}, ADMIN_ACTION),
     ("POST", "fair_use.policy_action"): (None, ADMIN_ACTION),
+    ("GET", "notifications.index"): (None, SIGNED_IN),
+    ("GET", "notifications.count"): (None, SIGNED_IN),
+    ("POST", "notifications.mark_read"): (None, statuses(302, 303, 303, 303, 303)),
+    ("GET", "notifications.settings"): (None, SIGNED_IN),
+    ("POST", "notifications.save_settings"): ({"language": "en", "mail": "job_failed"}, statuses(302, 303, 303, 303, 303)),
 }
 
 

@@ -251,3 +251,42 @@ def test_policy_page_edits_suspends_and_refuses_bad_values(app, world, new_clien
         p = policies.get("idle_gpu")
         assert p.suspended and p.per_type("jupyter", "window_minutes") == 45
     assert new_client().login(world["alice"]).post("/admin/policies/idle_gpu/resume").status_code == 403
+
+
+# ---- notifications ----------------------------------------------------------------------------------
+
+def test_notices_follow_preferences_and_never_repeat_across_restarts(app, world, mailbox, new_client):
+    carol = new_client().login(world["carol"])
+    assert carol.post("/settings", {"language": "en", "mail": ["job_started", "job_failed"]}).status_code == 303
+    with app.app_context():
+        actor = Actor(db.session.get(User, world["carol"]), "")
+        form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="short", image="pytorch:2",
+                               command="python train.py", gpus=1, gpu_model=A100, annotations=((A + "run-seconds", "2"),))
+        ok = jobs.submit_job(actor, form, world["cluster"]).id
+        bad = jobs.submit_job(actor, jobs.Submission(**{**form.__dict__, "display_name": "crash",
+                                                        "annotations": ((A + "run-seconds", "2"), (A + "exit-code", "3"))}),
+                              world["cluster"]).id
+    wait_for(lambda: job_of(app, ok).state == "Succeeded" and job_of(app, bad).state == "Failed", timeout=30)
+    wait_for(lambda: len(mails(mailbox)) >= 3, timeout=15, what="mails")
+    # a new syncer (a restart, a failover) sees the same jobs: nothing is recorded or mailed again
+    replacement = Syncer(app, world["cluster"], settings=SyncSettings(lease_seconds=3, watch_timeout=5, reconcile_seconds=1,
+                                                                      outbox_seconds=0.3)).start()
+    try:
+        import time
+        time.sleep(4)
+    finally:
+        replacement.stop()
+    subjects = sorted(m["Subject"] for m in mails(mailbox))
+    # started x2 (wanted), failed (wanted), succeeded (not wanted)
+    assert subjects == sorted([f"[Crater] Job crash (#{bad}) failed", f"[Crater] Job crash (#{bad}) is running",
+                               f"[Crater] Job short (#{ok}) is running"]), subjects
+    assert all(m["To"] == "carol@example.edu" for m in mails(mailbox))
+    count = carol.get("/notifications/count").get_data(as_text=True)
+    assert '<span class="badge unread" id="unread-count">4</span>' in count  # started x2, succeeded, failed
+    page = carol.get("/notifications").get_data(as_text=True)
+    assert page.count('class="unread"') == 4 and "succeeded" in page and "failed" in page
+    assert carol.post("/notifications/read").status_code == 303
+    assert "unread-count" not in carol.get("/notifications/count").get_data(as_text=True)
+    assert "unread-count" not in new_client().login(world["alice"]).get("/notifications/count").get_data(as_text=True)
+    assert carol.post("/settings", {"language": "xx", "mail": ["job_started"]}).status_code == 422
+    assert carol.post("/settings", {"language": "en", "mail": ["evil"]}).status_code == 422

@@ -27,7 +27,7 @@ FIELDS = sorted({name for form in (LoginForm, AccountForm, MemberForm, MemberUpd
                 | {"name", "shared", "reference", "description", "job_types", "lang", "next", "privileged", "hostPath",
                    "hostNetwork", "serviceAccountName", "role", "username", "password", "reason", "key", "value",
                    "account", "job", "start", "end", "hours", "group", "note", "forever", "auto_max_hours",
-                   "batch.window_minutes", "minutes", "hours_before"})
+                   "batch.window_minutes", "minutes", "hours_before", "language", "mail"})
 value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=300))
 form_data = st.dictionaries(st.sampled_from(FIELDS), st.one_of(value, st.lists(value, min_size=2, max_size=3)), max_size=12)
 
@@ -52,7 +52,7 @@ def world(make):
 def snapshot(make):
     """Everything a refused request must leave as it was (not the audit log)."""
     return make.query(lambda s: (
-        [(u.id, u.role, u.active, u.language, u.display_name) for u in s.query(User).order_by(User.id)],
+        [(u.id, u.role, u.active, u.language, u.display_name, u.mail_prefs) for u in s.query(User).order_by(User.id)],
         [(a.id, a.name, a.display_name, a.gpu_quota, a.cpu_quota) for a in s.query(Account).order_by(Account.id)],
         [(m.id, m.role, m.gpu_cap) for m in s.query(Membership).order_by(Membership.id)],
         [(j.id, j.state, j.hidden) for j in s.query(Job).order_by(Job.id)],

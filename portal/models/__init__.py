@@ -4,7 +4,7 @@ from .audit import AuditEntry
 from .fair_use import ExtensionRequest, ExtensionState, JobWarning, PolicyRun, PolicySetting
 from .job import ACTIVE_STATES, FINAL_STATES, Image, Job, JobEvent, JobState, JobTemplate
 from .node import GpuDevice, Node, NodeState, Placement
-from .outbox import OutboxMessage
+from .outbox import Notification, OutboxMessage
 from .sync import SyncHeartbeat
 from .types import utcnow
 from .usage import UsageDay, UsageModelDay, UsageRollup
@@ -12,5 +12,5 @@ from .user import AuthSource, Role, User
 
 __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
-    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
+    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, DateTime, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import utcnow
+from .types import JSONText, utcnow
 
 
 class Role(str, enum.Enum):
@@ -37,6 +37,7 @@ class User(UserMixin, db.Model):
     oidc_subject: Mapped[str | None] = mapped_column(String(255))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     language: Mapped[str | None] = mapped_column(String(8))
+    mail_prefs: Mapped[dict | None] = mapped_column(JSONText)  # notice kind -> mail it (defaults in services.notify)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
 

@@ -12,8 +12,8 @@ from sqlalchemy import delete, func, or_, select, update
 from ..cluster.client import Cluster, ClusterError
 from ..extensions import db
 from ..models import (ACTIVE_STATES, FINAL_STATES, AuditEntry, ExtensionRequest, ExtensionState, Job, JobState, JobWarning,
-                      OutboxMessage, utcnow)
-from . import accounts, audit, jobs, policies
+                      utcnow)
+from . import accounts, audit, jobs, notify, policies
 from .context import SYSTEM, Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .pagination import Page, paginate
@@ -195,8 +195,7 @@ def warn(job_id: int, kind: str, act_at: datetime, now: datetime) -> bool:
     job = db.session.get(Job, job_id)
     db.session.add(JobWarning(job_id=job_id, kind=kind, warned_at=now, act_at=act_at, episode=episode))
     db.session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1))  # the page shows it
-    db.session.add(OutboxMessage(kind=f"warning_{kind}", dedupe_key=f"warning_{kind}:{job_id}:{episode}",
-                                 user_id=job.user_id, job_id=job_id))
+    notify.notice(job_id, job.user_id, f"warning_{kind}", f"warning_{kind}:{job_id}:{episode}")
     audit.record(SYSTEM, f"job.warned.{kind}", "job", job_id, {"act_at": act_at.isoformat(), "episode": episode})
     db.session.commit()
     return True

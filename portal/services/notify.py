@@ -45,12 +45,62 @@ class MailSettings:
                    float(config.get("SMTP_TIMEOUT", 10.0)))
 
 
-def enqueue_job_ended(job: Job, always: bool = False) -> None:
-    """Queue the end-of-job mail of a job that asked for one (or `always`, when someone else ended
-    it and the owner must know why), in the caller's transaction."""
-    if job.notify or always:
-        db.session.add(OutboxMessage(kind=JOB_ENDED, dedupe_key=f"{JOB_ENDED}:{job.id}", user_id=job.user_id,
-                                     job_id=job.id))
+# Notice kinds and whether they are mailed unless the user says otherwise (Settings).
+MAIL_DEFAULTS = {"job_started": False, "job_succeeded": False, "job_failed": True, "job_stopped_policy": True,
+                 "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True}
+END_KINDS = ("job_succeeded", "job_failed", "job_stopped_policy", "job_stopped_admin", "job_stopped_user")
+POLICY_REASONS = ("IdleGPU", "PendingTooLong", "Evicted", "DeadlineExceeded")
+
+
+def kind_words() -> dict[str, str]:
+    return {"job_started": _("a job of mine starts running"), "job_succeeded": _("a job of mine succeeds"),
+            "job_failed": _("a job of mine fails or is lost"),
+            "job_stopped_policy": _("a policy stops a job of mine (idle GPUs, time limit, drain)"),
+            "job_stopped_admin": _("a manager or administrator stops a job of mine"),
+            "warning_idle_gpu": _("a job of mine is warned for idle GPUs"),
+            "warning_time_limit": _("a job of mine nears its time limit")}
+
+
+def end_kind(state: str, reason: str) -> str:
+    if state == vocabulary.JobState.SUCCEEDED.value:
+        return "job_succeeded"
+    if state == vocabulary.JobState.STOPPED.value:
+        if reason in POLICY_REASONS:
+            return "job_stopped_policy"
+        return "job_stopped_user" if reason == vocabulary.Reason.STOPPED_BY_USER else "job_stopped_admin"
+    return "job_failed"
+
+
+def wants_mail(user_id: int, kind: str) -> bool:
+    from ..models import User
+    prefs = db.session.execute(select(User.mail_prefs).where(User.id == user_id)).scalar() or {}
+    return bool(prefs.get(kind, MAIL_DEFAULTS.get(kind, False)))
+
+
+def notice(job_id: int, user_id: int, kind: str, key: str, mail: bool | None = None) -> None:
+    """A notice in the caller's transaction: on the notifications page (not the owner's own stop),
+    and by mail when `mail` (None: as the user's preferences say). `key` makes it unique: the
+    same notice is never recorded or mailed twice."""
+    from ..models import Notification
+    if kind != "job_stopped_user":
+        db.session.add(Notification(user_id=user_id, job_id=job_id, kind=kind, dedupe_key=key))
+    if mail if mail is not None else wants_mail(user_id, kind):
+        mail_kind = JOB_ENDED if kind in END_KINDS else kind
+        db.session.add(OutboxMessage(kind=mail_kind, dedupe_key=f"{JOB_ENDED}:{job_id}" if kind in END_KINDS else key,
+                                     user_id=user_id, job_id=job_id))
+
+
+def enqueue_job_ended(job, always: bool = False, state: str | None = None, reason: str | None = None) -> None:
+    """The end-of-job notice, in the transaction that ends the job: mailed when the job asked for
+    it, when someone else ended it and the owner must know why (`always`), or as the owner's
+    preferences say for how it ended."""
+    kind = end_kind(state or job.state, reason if reason is not None else job.reason)
+    mail = True if (job.notify or always) else None
+    notice(job.id, job.user_id, kind, f"ended:{job.id}", mail=mail)
+
+
+def enqueue_job_started(job_id: int, user_id: int) -> None:
+    notice(job_id, user_id, "job_started", f"started:{job_id}")
 
 
 def job_ended_message(job: Job, sender: str, base_url: str) -> EmailMessage:
@@ -92,6 +142,18 @@ def send(msg: EmailMessage, smtp_url: str, timeout: float = 10.0) -> None:
 
 # ---- the sender's side -------------------------------------------------------------------------
 
+def job_started_message(job: Job, sender: str, base_url: str) -> EmailMessage:
+    with force_locale(job.user.language or "en"):
+        msg = EmailMessage()
+        msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) is running", name=job.display_name, id=job.id)
+        msg["From"], msg["To"] = sender, job.user.email
+        lines = [_("Your job %(name)s (#%(id)s) started running.", name=job.display_name, id=job.id)]
+        if base_url:
+            lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
+        msg.set_content("\n\n".join(lines) + "\n")
+    return msg
+
+
 def warning_message(job: Job, kind: str, act_at: datetime | None, sender: str, base_url: str) -> EmailMessage:
     """A policy's warning: what will happen when, and what prevents it."""
     with force_locale(job.user.language or "en"):
@@ -121,6 +183,8 @@ def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | N
         return None
     if row.kind == JOB_ENDED:
         msg = job_ended_message(row.job, settings.sender, settings.public_url)
+    elif row.kind == "job_started":
+        msg = job_started_message(row.job, settings.sender, settings.public_url)
     elif row.kind in ("warning_idle_gpu", "warning_time_limit"):
         from ..models import JobWarning
         kind = row.kind.removeprefix("warning_")

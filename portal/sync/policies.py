@@ -6,7 +6,8 @@ audited, and logged as a run (what it looked at, whom it warned, what it stopped
   type's window is warned (stopped at warned + grace); it is stopped then unless it became busy
   (the warning is cleared) or an admin locked it. One Prometheus query per pass: the maximum of
   each pod's GPUs per step over the longest window.
-- time_limit_warning: a running job hours_before its time limit is warned once.
+- time_limit_warning: a running job hours_before its time limit is warned once (jobs whose whole
+  limit is shorter than that lead time are not: it would come at their start).
 - pending_interactive: a JupyterLab job still pending after N minutes is stopped (PendingTooLong).
 """
 from __future__ import annotations
@@ -102,6 +103,8 @@ def time_limit_decisions(now: datetime, running: list[RunningJob], warned: set[i
         if job.state != JobState.RUNNING.value or job.started_at is None or not job.time_limit_seconds:
             continue
         out.looked_at += 1
+        if job.time_limit_seconds <= hours_before * 3600:
+            continue  # a limit shorter than the lead time: the warning would only repeat it at the start
         deadline = job.started_at + timedelta(seconds=job.time_limit_seconds)
         if job.id not in warned and now < deadline <= now + timedelta(hours=hours_before):
             out.warn.append((job.id, deadline))

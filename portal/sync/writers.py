@@ -224,8 +224,10 @@ class JobWriter:
         result = db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL_STATES))
                                     .values(version=Job.version + 1, **values))
         if result.rowcount == 1 and state in FINAL_STATES:
-            notify.enqueue_job_ended(row)
+            notify.enqueue_job_ended(row, state=state, reason=reason or "")
             return True
+        if result.rowcount == 1 and state == JobState.RUNNING.value and row.started_at is None:  # its first start
+            notify.enqueue_job_started(row.id, row.user_id)
         return False
 
     def keep_logs(self, limit: int = 50) -> int:

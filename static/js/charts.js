@@ -53,6 +53,8 @@
     el.dataset.state = "rendered";
   }
 
+  // data-chart-refresh="N": fetched again every N seconds while the element is on the page (a
+  // running job's or a node's charts follow the samples; "no metrics yet" turns into a chart).
   function load(el) {
     if (el.dataset.chart) {
       try { render(el, JSON.parse(el.dataset.chart)); } catch (e) { render(el, {available: false}); }
@@ -61,7 +63,13 @@
     fetch(el.dataset.chartSrc, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) { return r.ok ? r.json() : {available: false}; })
       .then(function (payload) { render(el, payload); })
-      .catch(function () { render(el, {available: false}); });
+      .catch(function () { render(el, {available: false}); })
+      .then(function () {
+        var every = parseInt(el.dataset.chartRefresh || "0", 10);
+        if (every > 0 && document.body.contains(el)) {
+          window.setTimeout(function () { if (document.body.contains(el)) { load(el); } }, every * 1000);
+        }
+      });
   }
 
   function init(root) {
