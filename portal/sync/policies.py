@@ -172,7 +172,7 @@ class PolicyPasses:
         """One query: per pod of the jobs namespace, the max of its GPUs over each step."""
         settings = self.prometheus.settings
         end = epoch(self.clock.utcnow())
-        step = max(settings.step, math.ceil(seconds / 1000))
+        step = max(settings.step, math.ceil(seconds / 120))  # ~120 points a pod: max_over_time misses no spike
         query = (f'max by ({settings.pod_label}) (max_over_time({UTIL}{{{settings.namespace_label}="{self.namespace}"}}'
                  f'[{step:g}s]))')
         answer = self.prometheus.range(query, end - seconds - step, end, step)
