@@ -186,19 +186,40 @@ def unlock(actor: Actor, job_id: int) -> Job:
 
 def warn(job_id: int, kind: str, act_at: datetime, now: datetime) -> bool:
     """A policy's warning (idle_gpu: stopped at act_at unless busy or locked; time_limit: the limit
-    is reached at act_at). One row per job and kind; the owner's notice goes into the outbox in
-    the same transaction with a key of its episode, so it is never sent twice. True if new."""
-    if db.session.execute(select(JobWarning.id).where(JobWarning.job_id == job_id, JobWarning.kind == kind)).first():
-        return False
-    episode = 1 + db.session.execute(select(func.count(AuditEntry.id)).where(
-        AuditEntry.target_type == "job", AuditEntry.target_id == str(job_id), AuditEntry.action == f"job.warned.{kind}")).scalar()
-    job = db.session.get(Job, job_id)
-    db.session.add(JobWarning(job_id=job_id, kind=kind, warned_at=now, act_at=act_at, episode=episode))
-    db.session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1))  # the page shows it
-    notify.notice(job_id, job.user_id, f"warning_{kind}", f"warning_{kind}:{job_id}:{episode}")
-    audit.record(SYSTEM, f"job.warned.{kind}", "job", job_id, {"act_at": act_at.isoformat(), "episode": episode})
+    is reached at act_at). True if it is new (see `warn_many`)."""
+    return bool(warn_many([(job_id, act_at)], kind, now))
+
+
+def warn_many(items: list[tuple[int, datetime]], kind: str, now: datetime) -> list[int]:
+    """Warnings for many jobs in one transaction (a pass may warn hundreds at once). One row per
+    job and kind; the owner's notice goes into the outbox with a key of its episode, so it is never
+    sent twice. Returns the jobs warned now (those already warned are left as they are)."""
+    ids = sorted({job_id for job_id, _at in items})
+    if not ids:
+        return []
+    already, episodes, owners = set(), {}, {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        already |= set(db.session.execute(select(JobWarning.job_id).where(JobWarning.job_id.in_(chunk),
+                                                                          JobWarning.kind == kind)).scalars())
+        episodes.update({int(t): n for t, n in db.session.execute(
+            select(AuditEntry.target_id, func.count(AuditEntry.id)).where(
+                AuditEntry.target_type == "job", AuditEntry.target_id.in_([str(j) for j in chunk]),
+                AuditEntry.action == f"job.warned.{kind}").group_by(AuditEntry.target_id)).all()})
+        owners.update(dict(db.session.execute(select(Job.id, Job.user_id).where(Job.id.in_(chunk))).all()))
+    due = {job_id: at for job_id, at in items if job_id not in already and job_id in owners}
+    mail = notify.wants_mail_of(set(owners[j] for j in due), f"warning_{kind}")
+    for job_id, act_at in sorted(due.items()):
+        episode = 1 + episodes.get(job_id, 0)
+        db.session.add(JobWarning(job_id=job_id, kind=kind, warned_at=now, act_at=act_at, episode=episode))
+        notify.notice(job_id, owners[job_id], f"warning_{kind}", f"warning_{kind}:{job_id}:{episode}",
+                      mail=mail[owners[job_id]])
+        audit.record(SYSTEM, f"job.warned.{kind}", "job", job_id, {"act_at": act_at.isoformat(), "episode": episode})
+    warned = sorted(due)
+    for i in range(0, len(warned), 500):  # the job pages show the warning: a new version
+        db.session.execute(update(Job).where(Job.id.in_(warned[i:i + 500])).values(version=Job.version + 1))
     db.session.commit()
-    return True
+    return warned
 
 
 def clear_warning(job_id: int, kind: str, why: str) -> bool:

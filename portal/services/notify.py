@@ -77,6 +77,13 @@ def wants_mail(user_id: int, kind: str) -> bool:
     return bool(prefs.get(kind, MAIL_DEFAULTS.get(kind, False)))
 
 
+def wants_mail_of(user_ids: set[int], kind: str) -> dict[int, bool]:
+    """`wants_mail` for many users in one query."""
+    from ..models import User
+    prefs = dict(db.session.execute(select(User.id, User.mail_prefs).where(User.id.in_(sorted(user_ids)))).all()) if user_ids else {}
+    return {u: bool((prefs.get(u) or {}).get(kind, MAIL_DEFAULTS.get(kind, False))) for u in user_ids}
+
+
 def notice(job_id: int, user_id: int, kind: str, key: str, mail: bool | None = None) -> None:
     """A notice in the caller's transaction: on the notifications page (not the owner's own stop),
     and by mail when `mail` (None: as the user's preferences say). `key` makes it unique: the

@@ -193,8 +193,7 @@ class PolicyPasses:
         by_id = {j.id: j for j in running}
         for job_id in actions.clear:
             fair_use.clear_warning(job_id, "idle_gpu", "locked" if _locked(by_id[job_id], now) else "busy again")
-        for job_id, act_at in actions.warn:
-            fair_use.warn(job_id, "idle_gpu", act_at, now)
+        fair_use.warn_many(actions.warn, "idle_gpu", now)
         stopped = []
         for job_id in actions.stop:
             job = by_id[job_id]
@@ -213,8 +212,7 @@ class PolicyPasses:
         running = [j for j in self._active() if j.state == JobState.RUNNING.value]
         warned = {job_id for (job_id, kind) in fair_use.warnings_of([j.id for j in running]) if kind == "time_limit"}
         actions = time_limit_decisions(now, running, warned, policy.params["hours_before"])
-        for job_id, deadline in actions.warn:
-            fair_use.warn(job_id, "time_limit", deadline, now)
+        fair_use.warn_many(actions.warn, "time_limit", now)
         return actions
 
     def pending_interactive(self, policy: policies.Policy) -> Actions:
