@@ -211,6 +211,17 @@ def make(app):
     return Factory(app)
 
 
+def job_of(app, job_id):
+    """A job row as it is now, detached (safe to read after the app context ends)."""
+    from portal.models import Job
+
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        db.session.expunge(job)
+        db.session.remove()
+        return job
+
+
 # ---- clients ---------------------------------------------------------------------------------
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')

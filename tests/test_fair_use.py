@@ -9,13 +9,14 @@ from email import policy as email_policy
 
 import pytest
 
+from conftest import job_of
 from kubesim_fixtures import require_tool, wait_for
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
 from portal.local_prometheus import LocalPrometheus
 from portal.metrics import MetricsSettings, Prometheus, epoch
-from portal.models import AuditEntry, ExtensionRequest, Job, JobWarning, PolicyRun, User
+from portal.models import AuditEntry, ExtensionRequest, JobWarning, PolicyRun, User
 from portal.services import fair_use, jobs, policies
 from portal.services.context import SYSTEM, Actor
 from portal.sync.clock import FakeClock
@@ -96,6 +97,7 @@ def world(app, make, stack):
     ids["cluster"], ids["core"] = cluster, stack[1]
     syncer = Syncer(app, cluster, settings=SyncSettings(lease_seconds=3, watch_timeout=5, reconcile_seconds=1,
                                                         outbox_seconds=0.3)).start()
+    ids["syncer"] = syncer
     yield ids
     syncer.stop()
     cluster.close()
@@ -108,14 +110,6 @@ def submit(app, world, util="idle", job_type="batch", gpus=1, run="forever", **k
                                image="pytorch:2", command="python train.py", gpus=gpus, gpu_model=A100 if gpus else "",
                                annotations=((A + "run-seconds", run), (A + "gpu-util", util)), **kw)
         return jobs.submit_job(actor, form, world["cluster"]).id
-
-
-def job_of(app, job_id):
-    with app.app_context():
-        job = db.session.get(Job, job_id)
-        db.session.expunge(job)
-        db.session.remove()
-        return job
 
 
 def warning_of(app, job_id):
@@ -290,3 +284,34 @@ def test_notices_follow_preferences_and_never_repeat_across_restarts(app, world,
     assert "unread-count" not in new_client().login(world["alice"]).get("/notifications/count").get_data(as_text=True)
     assert carol.post("/settings", {"language": "xx", "mail": ["job_started"]}).status_code == 422
     assert carol.post("/settings", {"language": "en", "mail": ["evil"]}).status_code == 422
+
+
+def test_only_the_lease_holder_runs_the_policies(app, world):
+    """Two more replicas beside the fixture's: only one replica at a time runs the policies (the
+    one holding the Lease), and after the holder stops, another takes over."""
+    extra = [Syncer(app, world["cluster"], identity=f"replica-{n}",
+                    settings=SyncSettings(lease_seconds=3, watch_timeout=5, reconcile_seconds=1)).start() for n in range(2)]
+
+    def runners_since(first_id):
+        with app.app_context():
+            rows = db.session.query(PolicyRun).filter(PolicyRun.id > first_id, PolicyRun.policy == "idle_gpu").all()
+            db.session.remove()
+            return [(r.started_at, r.runner) for r in rows]
+    try:
+        wait_for(lambda: len(runners_since(0)) >= 4, timeout=20, what="policy runs")
+        runs = runners_since(0)
+        # within any second, one runner (the Lease holder); each run is one pass, once per tick
+        by_second = {}
+        for at, runner in runs:
+            by_second.setdefault(at, set()).add(runner)
+        assert all(len(r) == 1 for r in by_second.values()), by_second
+        holder = runs[-1][1]
+        with app.app_context():
+            last = db.session.query(PolicyRun).order_by(PolicyRun.id.desc()).first().id
+        replicas = extra + [world["syncer"]]
+        assert holder in {s.identity for s in replicas}
+        next(s for s in replicas if s.identity == holder).stop()  # (stopping twice at teardown is harmless)
+        wait_for(lambda: any(r != holder for _at, r in runners_since(last)), timeout=20, what="another replica taking over")
+    finally:
+        for s in extra:
+            s.stop()

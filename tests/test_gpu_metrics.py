@@ -4,12 +4,13 @@ gpu-util annotations), usage and waste come out of it, and with Prometheus stopp
 still answers and says "no metrics"."""
 import pytest
 
+from conftest import job_of
 from kubesim_fixtures import require_tool, wait_for
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
 from portal.local_prometheus import LocalPrometheus
-from portal.models import GpuDevice, Job, UsageDay, User
+from portal.models import GpuDevice, UsageDay, User
 from portal.services import jobs
 from portal.services.context import Actor
 from portal.sync.syncer import SyncSettings, Syncer
@@ -52,14 +53,6 @@ def submit(app, world, gpus, util, run):
                                command="python train.py", gpus=gpus, gpu_model=A100,
                                annotations=((A + "run-seconds", run), (A + "gpu-util", util)))
         return jobs.submit_job(actor, form, world["cluster"]).id
-
-
-def job_of(app, job_id):
-    with app.app_context():
-        job = db.session.get(Job, job_id)
-        db.session.expunge(job)
-        db.session.remove()
-        return job
 
 
 def test_charts_devices_summaries_and_waste_follow_what_the_gpus_did(app, world, new_client):

@@ -21,6 +21,7 @@ def upgrade():
     op.create_table('policy_runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('policy', sa.String(length=32), nullable=False),
+    sa.Column('runner', sa.String(length=128), nullable=False),
     sa.Column('started_at', sa.DateTime(), nullable=False),
     sa.Column('seconds', sa.Float(), nullable=False),
     sa.Column('looked_at', sa.Integer(), nullable=False),

@@ -70,6 +70,7 @@ class PolicyRun(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     policy: Mapped[str] = mapped_column(String(32))
+    runner: Mapped[str] = mapped_column(String(128), default="")  # the syncer replica that ran it (the Lease holder)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     looked_at: Mapped[int] = mapped_column(Integer, default=0)

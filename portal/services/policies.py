@@ -141,8 +141,8 @@ def take_run_request(name: str) -> bool:
 
 
 def record_run(name: str, started_at, seconds: float, looked_at: int, warned: list[int], stopped: list[int],
-               cleared: list[int], error: str = "") -> None:
-    db.session.add(PolicyRun(policy=name, started_at=started_at, seconds=round(seconds, 3), looked_at=looked_at,
+               cleared: list[int], error: str = "", runner: str = "") -> None:
+    db.session.add(PolicyRun(policy=name, runner=runner[:128], started_at=started_at, seconds=round(seconds, 3), looked_at=looked_at,
                              warned=warned, stopped=stopped, cleared=cleared, error=error[:2000]))
     db.session.flush()
     newest = db.session.execute(select(PolicyRun.id).where(PolicyRun.policy == name).order_by(PolicyRun.id.desc())
@@ -152,7 +152,7 @@ def record_run(name: str, started_at, seconds: float, looked_at: int, warned: li
     db.session.commit()
 
 
-def list_runs(actor: Actor, name: str, page: int, per_page: int, only_actions: bool = False) -> Page:
+def list_runs(actor: Actor, name: str, page: int, per_page: int) -> Page:
     actor.require_admin()
     stmt = select(PolicyRun).order_by(PolicyRun.id.desc())
     if name:

@@ -126,8 +126,9 @@ class PolicyPasses:
     """Runs every policy that is due (every `every` seconds, or at once after an admin's "run
     now"), unless suspended."""
 
-    def __init__(self, cluster, prometheus: Prometheus, clock, namespace: str, every: float = 60.0):
+    def __init__(self, cluster, prometheus: Prometheus, clock, namespace: str, every: float = 60.0, runner: str = ""):
         self.cluster, self.prometheus, self.clock, self.namespace, self.every = cluster, prometheus, clock, namespace, every
+        self.runner = runner
         self._last: dict[str, float] = {}
 
     def passes(self):
@@ -157,7 +158,7 @@ class PolicyPasses:
                 log.warning("policy %s skipped: %s", name, exc.message)
             db.session.rollback()
             policies.record_run(name, started, time.perf_counter() - t0, actions.looked_at, [j for j, _a in actions.warn],
-                                actions.stop, actions.clear, error)
+                                actions.stop, actions.clear, error, runner=self.runner)
         return done
 
     def _active(self) -> list[RunningJob]:

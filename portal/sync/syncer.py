@@ -88,7 +88,7 @@ class Syncer:
                              refresh_seconds=app.config.get("USAGE_REFRESH_SECONDS", 300.0))
         self.reconciler.passes += self.gpu.passes()
         self.policies = PolicyPasses(cluster, self.gpu.prometheus, self.clock, cluster.settings.namespace,
-                                     every=app.config.get("POLICY_SECONDS", 60.0))
+                                     every=app.config.get("POLICY_SECONDS", 60.0), runner=self.identity)
         self.reconciler.passes += self.policies.passes()
         self.supervisor = Supervisor(self.clock, self.stop_event)
         self.write_failures = 0
