@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 
 from ..cluster.client import Cluster, ClusterError
 from ..extensions import db
@@ -250,19 +250,11 @@ def clear_warnings_of_ended_jobs() -> int:
 
 # ---- what the owner sees -------------------------------------------------------------------------
 
-HISTORY_ACTIONS = ("job.submit", "job.submit_failed", "job.submit_abandoned", "job.stop", "job.extend",
-                   "job.extension_requested", "job.extension_rejected", "job.extension_cancelled", "job.lock", "job.unlock",
-                   "job.warned.idle_gpu", "job.warned.time_limit", "job.warning_cleared.idle_gpu", "job.orphan_removed",
-                   "job.delete")
-
-
 def history(actor: Actor, job_id: int, limit: int = 100) -> list[AuditEntry]:
     """The job's audit trail, for whoever may see the job (get_job checks), oldest first."""
     job = jobs.get_job(actor, job_id)
     return list(db.session.execute(select(AuditEntry).where(
-        AuditEntry.target_type == "job", AuditEntry.target_id == str(job.id),
-        or_(AuditEntry.action.in_(HISTORY_ACTIONS), AuditEntry.action.like("job.%")))
-        .order_by(AuditEntry.id).limit(limit)).scalars())
+        AuditEntry.target_type == "job", AuditEntry.target_id == str(job.id)).order_by(AuditEntry.id).limit(limit)).scalars())
 
 
 def time_left(job: Job, now: datetime) -> timedelta | None:
