@@ -223,9 +223,7 @@ def remove_label(name):
 def drain_preview(name):
     """What a drain would do: the jobs it would stop, with owners and accounts."""
     actor().require_admin()
-    node = nodes.get_node(name)
-    return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
-                           others=nodes.other_pods_on_node(node.name), form=CsrfOnlyForm(), errors={})
+    return _drain_page(nodes.get_node(name), CsrfOnlyForm())
 
 
 @bp.post("/nodes/<name>/drain")
@@ -239,12 +237,10 @@ def drain(name):
         try:
             result = nodes.drain(actor(), _cluster(), node.name, job_ids, _reason())
         except ValidationFailed as exc:
-            return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
-                                   others=nodes.other_pods_on_node(node.name), form=form, errors=exc.errors), 422
+            return _drain_page(node, form, exc.errors), 422
         except Conflict as exc:
             flash(exc.message, "error")
-            return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
-                                   others=nodes.other_pods_on_node(node.name), form=form, errors={}), 409
+            return _drain_page(node, form), 409
         flash(_("Node %(name)s drained: %(n)s jobs stopped.", name=node.name, n=len(result.stopped)), "success")
         if result.failed:
             flash(_("%(n)s jobs could not be stopped now; try the drain again.", n=len(result.failed)), "error")
@@ -252,9 +248,13 @@ def drain(name):
             flash(_("%(n)s jobs came onto the node after the preview and were left running; review them.",
                     n=len(result.new_since_preview)), "warn")
         return redirect(url_for(".show", name=node.name), 303)
+    return _drain_page(node, form, {"form": _("This form has expired or did not come from this site.")}), 400
+
+
+def _drain_page(node, form, errors: dict | None = None):
+    """The drain preview: the jobs a drain would stop now, with owners and accounts."""
     return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
-                           others=nodes.other_pods_on_node(node.name), form=form,
-                           errors={"form": _("This form has expired or did not come from this site.")}), 400
+                           others=nodes.other_pods_on_node(node.name), form=form, errors=errors or {})
 
 
 __all__ = ["bp", "NotFound"]
