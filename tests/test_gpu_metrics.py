@@ -119,3 +119,24 @@ def test_without_prometheus_pages_answer_and_say_no_metrics(app, world, new_clie
     # the syncer notices: nodes say "no metrics" instead of a stale number
     wait_for(lambda: "no metrics" in alice.get("/nodes").get_data(as_text=True), timeout=15, what="no metrics shown")
     assert world["syncer"].healthy()
+
+
+def test_a_hung_prometheus_costs_one_timeout_and_says_so(app, world, new_client):
+    """Prometheus stopped mid-flight (SIGSTOP: it accepts connections and never answers): chart data
+    answers "no metrics" within the configured timeout, pages that do not chart still answer."""
+    import os
+    import signal
+    import time
+    app.config["PROMETHEUS_TIMEOUT"] = 1.0
+    job_id = submit(app, world, 1, "50", "forever")
+    wait_for(lambda: job_of(app, job_id).state == "Running", timeout=20)
+    proc = world["prometheus"].proc
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        alice = new_client().login(world["alice"])
+        t = time.monotonic()
+        data = alice.get(f"/jobs/{job_id}/gpu.json").get_json()
+        assert time.monotonic() - t < 5 and data["available"] is False and "did not answer" in data["message"]
+        assert alice.get("/nodes").status_code == 200 and alice.get(f"/jobs/{job_id}").status_code == 200
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
