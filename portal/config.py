@@ -122,6 +122,12 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "GPU_IDLE_PERCENT": _int(env, "CRATER_GPU_IDLE_PERCENT", 0),  # utilisation at or below it is idle
         "USAGE_REFRESH_SECONDS": _seconds(env, "CRATER_USAGE_REFRESH_SECONDS", 300.0),
         "POLICY_SECONDS": _seconds(env, "CRATER_POLICY_SECONDS", 60.0),  # how often the fair-use policies run
+        # The queue: how often the admitter looks (it is also woken when a job ends), the half-life
+        # of the member usage that orders an account's queue, and the GPU-hours an admission
+        # charges at once (so one member does not take every freed GPU in a single pass).
+        "QUEUE_SECONDS": _seconds(env, "CRATER_QUEUE_SECONDS", 1.0),
+        "QUEUE_HALF_LIFE_HOURS": _seconds(env, "CRATER_QUEUE_HALF_LIFE_HOURS", 24.0),
+        "QUEUE_ENTRY_PENALTY_HOURS": _seconds(env, "CRATER_QUEUE_ENTRY_PENALTY_HOURS", 1.0),
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace
         # Flask and extensions

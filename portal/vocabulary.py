@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 
 
 class JobState(str, enum.Enum):
+    QUEUED = "Queued"  # accepted, waiting for the account's quota; no cluster objects
     SUBMITTING = "Submitting"
     PENDING = "Pending"
     RUNNING = "Running"
@@ -19,7 +20,10 @@ class JobState(str, enum.Enum):
     LOST = "Lost"
 
 
+# Active: admitted, holding the account's quota (and, but for a moment in Submitting, cluster objects).
 ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.PENDING.value, JobState.RUNNING.value)
+# Open: not ended yet (Queued, or active): what can still change, be stopped, be polled.
+OPEN_STATES = (JobState.QUEUED.value,) + ACTIVE_STATES
 FINAL_STATES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.STOPPED.value, JobState.LOST.value)
 JOB_TYPES = ("jupyter", "batch", "distributed")
 
@@ -43,14 +47,16 @@ class Reason:
     PENDING_TOO_LONG = "PendingTooLong"  # an interactive job that could not start in time
     LOST = "Lost"
     FAILED = "Failed"
+    QUEUED = "WaitingForQuota"  # Queued: the account's quota is in use
+    CANCELLED = "Cancelled"  # a queued job stopped by its owner before it was admitted
 
 
-STOP_REASONS = (Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.IDLE_GPU, Reason.EVICTED,
+STOP_REASONS = (Reason.CANCELLED, Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.IDLE_GPU, Reason.EVICTED,
                 Reason.DEADLINE_EXCEEDED, Reason.PENDING_TOO_LONG)
 
 
 def state_words() -> dict[str, str]:
-    return {"Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
+    return {"Queued": _("Queued"), "Submitting": _("Submitting"), "Pending": _("Pending"), "Running": _("Running"),
             "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")}
 
 
@@ -85,6 +91,10 @@ def reason_words(job) -> tuple[str, str]:
         return _("Time limit reached: the job ran for its %(hours)s hours and was stopped.", hours=hours), ""
     if r == Reason.SUBMIT_ERROR:
         return _("The cluster refused the job:"), message
+    if r == Reason.CANCELLED:
+        return _("Cancelled while it waited in the queue; it never reached the cluster."), ""
+    if r == Reason.QUEUED:
+        return _("Queued: it starts when the account's quota allows."), ""
     if r == Reason.STOPPED_BY_USER:
         return _("Stopped by its owner."), ""
     if r == Reason.STOPPED_BY_ADMIN:

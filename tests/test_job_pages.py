@@ -194,13 +194,13 @@ def test_quota_and_jupyter_limit_refusals_show_on_the_form(app, new_client, peop
     alice = as_(new_client, people["alice"])
     response = alice.post("/jobs/new/batch", batch_form(people, gpus="8", gpu_model=""))
     assert response.status_code == 303
-    refused = alice.post("/jobs/new/batch", batch_form(people, idempotency_key="second-key-0001"))
+    refused = alice.post("/jobs/new/batch", batch_form(people, idempotency_key="second-key-0001", when_full="refuse"))
     assert refused.status_code == 409
     assert "uses 8 of 8 GPUs; this job asks for 1" in refused.get_data(as_text=True)
     jupyter = {"display_name": "nb", "account_id": str(people["lab"]), "image": "quay.io/jupyter/pytorch-notebook",
                "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1", "idempotency_key": "nb-0000001"}
     assert alice.post("/jobs/new/jupyter", jupyter).status_code == 303
-    again = alice.post("/jobs/new/jupyter", dict(jupyter, idempotency_key="nb-0000002"))
+    again = alice.post("/jobs/new/jupyter", dict(jupyter, idempotency_key="nb-0000002", when_full="refuse"))
     assert again.status_code == 409 and "1 of at most 1 JupyterLab" in again.get_data(as_text=True)
     assert len(job_rows(app)) == 2
 

@@ -14,7 +14,7 @@ from ..extensions import db
 from .types import JSONText, utcnow
 
 
-from ..vocabulary import ACTIVE_STATES, FINAL_STATES, JobState  # noqa: F401  (re-exported)
+from ..vocabulary import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, JobState  # noqa: F401  (re-exported)
 
 
 class Job(db.Model):
@@ -74,13 +74,27 @@ class Job(db.Model):
     # An admin's lock: exempt from every clean-up until then (LOCKED_FOREVER: indefinitely).
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
     lock_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    # The queue (services/queue.py): when the job left Queued, and while Queued, what the admitter
+    # last found: its place among the account's queued jobs, what it waits for (a structured
+    # blocker, put in words by the pages), an estimated start, and since when it holds the head
+    # of the queue with a reservation (jobs behind it may not delay it).
+    admitted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    queue_blocker: Mapped[dict | None] = mapped_column(JSONText)
+    queue_estimate: Mapped[datetime | None] = mapped_column(DateTime)
+    queue_reserved_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     user = relationship("User")
     account = relationship("Account")
 
     @property
     def is_active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        """Not ended: queued, or admitted and not final (may be stopped, is polled)."""
+        return self.state in OPEN_STATES
+
+    @property
+    def is_queued(self) -> bool:
+        return self.state == JobState.QUEUED.value
 
     def locked_at(self, now: datetime) -> bool:
         return self.locked_until is not None and self.locked_until > now
@@ -95,6 +109,19 @@ class Job(db.Model):
     @property
     def gpus_per_worker(self) -> int:
         return self.gpus // max(1, self.workers)
+
+
+class QueueUsage(db.Model):
+    """A member's recent GPU use in an account, in GPU-seconds decayed exponentially (half-life
+    CRATER_QUEUE_HALF_LIFE_HOURS): the admitter orders an account's queue by it, least first.
+    `as_of` is when the value was last brought up to date."""
+
+    __tablename__ = "queue_usage"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    as_of: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class JobEvent(db.Model):

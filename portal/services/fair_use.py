@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select, update
 
 from ..cluster.client import Cluster, ClusterError
 from ..extensions import db
-from ..models import (ACTIVE_STATES, FINAL_STATES, AuditEntry, ExtensionRequest, ExtensionState, Job, JobState, JobWarning,
+from ..models import (OPEN_STATES, FINAL_STATES, AuditEntry, ExtensionRequest, ExtensionState, Job, JobState, JobWarning,
                       utcnow)
 from . import accounts, audit, jobs, notify, policies
 from .context import SYSTEM, Actor
@@ -242,7 +242,7 @@ def warnings_of(job_ids: list[int]) -> dict[tuple[int, str], JobWarning]:
 
 
 def clear_warnings_of_ended_jobs() -> int:
-    ended = select(Job.id).where(Job.state.notin_(ACTIVE_STATES))
+    ended = select(Job.id).where(Job.state.notin_(OPEN_STATES))
     gone = db.session.execute(delete(JobWarning).where(JobWarning.job_id.in_(ended))).rowcount
     db.session.commit()
     return gone

@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from sqlalchemy import bindparam, func, select
 
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
+from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
 from ..cache import short_cached
 from .context import Actor
 from .errors import Forbidden
@@ -93,7 +93,7 @@ def _list_statements(scope: str, state: str, by_type: bool, by_account: bool, te
     elif scope == "account":
         where.append(Job.account_id.in_(bindparam("managed", expanding=True)))
     if state == "active":
-        where.append(Job.state.in_(ACTIVE_STATES))
+        where.append(Job.state.in_(OPEN_STATES))
     elif state == "one":
         where.append(Job.state == bindparam("state"))
     if by_type:
@@ -125,7 +125,7 @@ def list_rows(job_ids) -> dict[int, dict]:
 
 
 def any_changeable(rows) -> bool:
-    return any(r["state"] in ACTIVE_STATES for r in rows)
+    return any(r["state"] in OPEN_STATES for r in rows)
 
 
 # ---- a pending job's outlook ---------------------------------------------------------------
@@ -198,7 +198,7 @@ def job_events(job_id: int, limit: int = 50) -> list[JobEvent]:
 
 def active_jobs(actor: Actor, limit: int = 20) -> list:
     stmt = (select(*LIST_COLUMNS, Account.name.label("account")).join(Account, Account.id == Job.account_id)
-            .where(Job.user_id == actor.user.id, Job.state.in_(ACTIVE_STATES), Job.hidden.is_(False))
+            .where(Job.user_id == actor.user.id, Job.state.in_(OPEN_STATES), Job.hidden.is_(False))
             .order_by(Job.id.desc()).limit(limit))
     return list(db.session.execute(stmt).mappings())
 

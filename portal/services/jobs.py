@@ -11,15 +11,15 @@ from datetime import datetime
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, Job, JobState, utcnow
+from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User, utcnow
 from ..vocabulary import STOP_REASONS, Reason
-from . import accounts, audit, job_rules, notify, quota
+from . import accounts, audit, job_rules, notify, queue, quota
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound
 from .job_rules import SubmissionPolicy
@@ -48,14 +48,18 @@ class Submission:
     notify: bool = False
     idempotency_key: str = ""
     annotations: tuple[tuple[str, str], ...] = field(default=())
+    queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
 
 
 def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None) -> Job:
-    """Check the rules (ValidationFailed, nothing written), admit against the quota
-    (QuotaExceeded, nothing written), create the cluster objects, mark Pending; or end SubmitError
-    with nothing left in the cluster. The same idempotency key from the same user returns the
-    first job (a double-clicked submit). A time limit of 0 means the type's default. Without a
-    policy, the app's configuration gives it (so no entry point can skip the deployment's rules)."""
+    """Check the rules (ValidationFailed, nothing written), admit against the quota and the
+    account's queue (services/quota.py): a job that fits now gets its cluster objects and becomes
+    Pending (or ends SubmitError with nothing left in the cluster); one that fits only later is
+    Queued, unless the form said to refuse it (QuotaExceeded, nothing written), and the syncer's
+    admitter launches it here in `launch` when its turn comes. The same idempotency key from the
+    same user returns the first job (a double-clicked submit). A time limit of 0 means the type's
+    default. Without a policy, the app's configuration gives it (so no entry point can skip the
+    deployment's rules)."""
     policy = policy or SubmissionPolicy.from_config(current_app.config)
     user = actor.user
     if form.idempotency_key:
@@ -77,21 +81,45 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     admitted = {}
 
     def keep(job: Job) -> None:
-        admitted["id"], admitted["request"] = job.id, _request(job.id, form, username, account_name)
+        admitted["id"], admitted["state"] = job.id, job.state
+        admitted["request"] = _request(job.id, form, username, account_name)
+        if job.state == JobState.QUEUED.value:
+            audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
+                                                             "gpus": ask.gpus, "gpu_model": ask.gpu_model})
+    settings = queue.QueueSettings.from_config(current_app.config)
     try:
-        retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep))
+        retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
+                                     queue_if_full=form.queue_if_full, settings=settings))
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user_id, form.idempotency_key)
         if existing is None:
             raise
         return existing
+    if admitted["state"] == JobState.QUEUED.value:
+        return db.session.get(Job, admitted["id"], populate_existing=True)
     # The admission's commit ended the transaction, and nothing is read again before the cluster
     # has answered: no transaction is open while the cluster is called.
-    job_id, token = admitted["id"], secrets.token_urlsafe(32) if form.job_type == "jupyter" else ""
+    return _launch(actor, admitted["id"], admitted["request"], cluster, requeue_if_away=False)
+
+
+def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, requeue_if_away: bool) -> Job:
+    """Create an admitted (Submitting) job's cluster objects and mark it Pending. If the cluster
+    refuses, whatever was created is removed and the job ends SubmitError; if it cannot answer
+    now, a job that waited in the queue goes back to its head (`requeue_if_away`: the create is
+    safe to repeat), a fresh submission ends SubmitError (its user is there to try again)."""
+    token = secrets.token_urlsafe(32) if request.job_type == "jupyter" else ""
     try:
-        cluster.create_job(admitted["request"], token=token)
+        cluster.create_job(request, token=token)
     except ClusterError as exc:
+        if requeue_if_away and (exc.retryable or not exc.answered):
+            why = exc.message
+
+            def back() -> Job:
+                queue.requeue(job_id, why)
+                db.session.commit()
+                return db.session.get(Job, job_id, populate_existing=True)
+            return retrying(back)
         _undo(cluster, job_id, exc)
         error = exc.message
         return retrying(lambda: _end_submit_error(actor, job_id, error))
@@ -100,11 +128,42 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         # Only from Submitting: the syncer may have moved it on already (Running, even Succeeded).
         db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
             state=JobState.PENDING.value, reason=Reason.CREATED, message="", version=Job.version + 1))
-        audit.record(actor, "job.submit", "job", job_id, {"type": form.job_type, "account": account_name,
-                                                          "gpus": ask.gpus, "gpu_model": ask.gpu_model})
+        audit.record(actor, "job.submit", "job", job_id, {"type": request.job_type, "account": request.account,
+                                                          "gpus": request.gpus * request.workers,
+                                                          "gpu_model": request.gpu_model})
         db.session.commit()
         return db.session.get(Job, job_id, populate_existing=True)
     return retrying(mark_pending)
+
+
+def launch(job_id: int, cluster: Cluster) -> Job | None:
+    """Create the cluster objects of a job the admitter has just admitted (Submitting), from its
+    submitted spec, through the same steps as a web submission. A job stopped meanwhile is left
+    alone (None)."""
+    row = db.session.execute(select(Job.state, Job.spec, Job.account_id, Job.idempotency_key, User.username,
+                                    Account.name).join(User, User.id == Job.user_id)
+                             .join(Account, Account.id == Job.account_id).where(Job.id == job_id)).one_or_none()
+    if row is None or row.state != JobState.SUBMITTING.value:
+        db.session.commit()
+        return None
+    form = submission_from_spec(row.spec or {}, row.account_id)
+    request = _request(job_id, form, row.username, row.name)
+    db.session.commit()  # no transaction stays open while the cluster is called
+    return _launch(SYSTEM, job_id, request, cluster, requeue_if_away=True)
+
+
+def submission_from_spec(spec: dict, account_id: int) -> Submission:
+    """A submitted spec (the job row's) as the Submission it came from."""
+    command = spec.get("command") or ()
+    return Submission(
+        job_type=spec.get("job_type", "batch"), account_id=account_id, display_name=spec.get("display_name", ""),
+        image=spec.get("image", ""), command=command if isinstance(command, str) else tuple(command),
+        env=tuple(tuple(p) for p in spec.get("env") or ()), gpu_model=spec.get("gpu_model", ""),
+        gpus=int(spec.get("gpus", 0)), cpu_milli=int(spec.get("cpu_milli", 0)), memory_mib=int(spec.get("memory_mib", 0)),
+        shm_mib=int(spec.get("shm_mib", 0)), working_dir=spec.get("working_dir", ""),
+        time_limit_seconds=int(spec.get("time_limit_seconds", 0)), workers=int(spec.get("workers", 1)),
+        mount_home=bool(spec.get("mount_home")), mount_share=bool(spec.get("mount_share")),
+        notify=bool(spec.get("notify")), annotations=tuple(tuple(p) for p in spec.get("annotations") or ()))
 
 
 def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None,
@@ -150,7 +209,8 @@ def _spec(form: Submission) -> dict:
             "env": [list(pair) for pair in form.env], "gpu_model": form.gpu_model, "gpus": form.gpus,
             "cpu_milli": form.cpu_milli, "memory_mib": form.memory_mib, "shm_mib": form.shm_mib,
             "working_dir": form.working_dir, "time_limit_seconds": form.time_limit_seconds, "workers": form.workers,
-            "mount_home": form.mount_home, "mount_share": form.mount_share, "notify": form.notify}
+            "mount_home": form.mount_home, "mount_share": form.mount_share, "notify": form.notify,
+            **({"annotations": [list(pair) for pair in form.annotations]} if form.annotations else {})}
 
 
 def _request(job_id: int, form: Submission, username: str, account: str) -> JobRequest:
@@ -203,10 +263,24 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     if not job.is_active:
         raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
     by_owner = actor.user is not None and actor.user.id == job.user_id
+    if job.is_queued and not reason:
+        reason = Reason.CANCELLED if by_owner else Reason.STOPPED_BY_ADMIN
     reason = reason or (Reason.STOPPED_BY_USER if by_owner else Reason.STOPPED_BY_ADMIN)
     if reason not in STOP_REASONS:
         raise ValueError(f"not a stop reason: {reason}")
     message = (message or _("Stopped by %(name)s.", name=actor.name))[:2000]
+    if job.is_queued:
+        # No cluster objects yet: ended in the database alone, guarded, so a job the admitter
+        # takes at the same moment is stopped below like any admitted job.
+        job, ended = _end(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, reason, message,
+                          tell_owner=tell_owner or not by_owner)
+        if ended:
+            audit.record(actor, "job.cancel", "job", job.id, {"reason": reason})
+            db.session.commit()
+            return job
+        db.session.commit()
+        if not job.is_active:
+            raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
     db.session.commit()  # no transaction stays open while the cluster is called
     try:
         cluster.delete_job(job_id)
@@ -214,7 +288,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
 
     def mark_stopped() -> Job:
-        job, ended = _end(job_id, ACTIVE_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
+        job, ended = _end(job_id, OPEN_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
         if ended:
             audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
         db.session.commit()
@@ -273,14 +347,20 @@ def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, st
 # ---- for the syncer's reconciler (acting as the system) ----------------------------------------
 
 def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], now: datetime) -> list[int]:
-    """Jobs left Submitting since before `created_before` whose Job object the cluster does not
-    have: the web process died between the insert and the create. They end SubmitError (guarded,
-    with an end time and their notice); whatever they may have created is then an orphan."""
-    stale = [i for i in db.session.execute(select(Job.id).where(Job.state == JobState.SUBMITTING.value,
-                                                                Job.created_at < created_before)).scalars()
-             if i not in in_cluster]
+    """Jobs left Submitting since before `created_before` (their submission, or their admission
+    from the queue) whose Job object the cluster does not have: the web process or the syncer
+    died between the admission and the create. A fresh submission ends SubmitError (guarded,
+    with an end time and its notice); a job admitted from the queue goes back to its head, as the
+    create is safe to repeat. Whatever either may have created is then an orphan or re-used."""
+    since = func.coalesce(Job.admitted_at, Job.created_at)
+    stale = [(i, admitted) for i, admitted in db.session.execute(select(Job.id, Job.admitted_at).where(
+        Job.state == JobState.SUBMITTING.value, since < created_before)) if i not in in_cluster]
     ended = []
-    for job_id in stale:
+    for job_id, admitted in stale:
+        if admitted is not None:
+            if queue.requeue(job_id, "The portal stopped while creating this job; it is queued again."):
+                audit.record(SYSTEM, "job.requeue", "job", job_id)
+            continue
         _job, was_ended = _end(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,
                                "The portal stopped while submitting this job; nothing was created in the cluster. "
                                "Submit it again.", at=now)

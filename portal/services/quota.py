@@ -1,19 +1,22 @@
-"""Quota admission: a job is inserted (state Submitting) only inside one transaction that locks
-its account's row, sums what the account's active jobs hold, and checks the account's quotas (GPUs
-in total and per model, CPU, memory, concurrent jobs) and the member's GPU cap. Concurrent
-submissions therefore queue on the lock and can never exceed a quota together.
+"""Quota admission: a job is inserted (Submitting, or Queued when it fits only later) only inside
+one transaction that locks its account's row, reads what the account's active jobs hold and what
+waits in its queue, and decides by the queue's rules (services/queue_plan.py: the account's quotas
+in GPUs, per model, CPU, memory and concurrent jobs; the member's GPU cap; the JupyterLab limit;
+the queue's order). Concurrent submissions and the syncer's admitter take the same lock, so
+together they can never exceed a quota.
 
 Touches the DB only; the caller creates the cluster objects after this commit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, User, utcnow
+from ..models import ACTIVE_STATES, Account, Job, JobState, Membership, User, utcnow
+from ..vocabulary import Reason
 from .errors import DomainError, Forbidden, NotFound
 
 
@@ -31,7 +34,7 @@ class Ask:
     memory_mib: int = 0
 
 
-def _lock_account(account_id: int) -> Account | None:
+def lock_account(account_id: int) -> Account | None:
     """Row lock on the account until commit. SQLite has no row locks: a no-op write as the
     transaction's first statement takes its database write lock instead."""
     if db.session.get_bind().dialect.name == "sqlite":
@@ -39,6 +42,13 @@ def _lock_account(account_id: int) -> Account | None:
         db.session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
         return db.session.get(Account, account_id, populate_existing=True)
     return db.session.execute(select(Account).where(Account.id == account_id).with_for_update()).scalar_one_or_none()
+
+
+def lock_users(user_ids) -> None:
+    """The per-user JupyterLab limit spans accounts, so those users' rows are locked too (MySQL;
+    SQLite's write lock already covers it). Always after the account's lock, in id order."""
+    if user_ids and db.session.get_bind().dialect.name != "sqlite":
+        db.session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id).with_for_update())
 
 
 def usage(account_id: int, user_id: int | None = None) -> dict:
@@ -59,29 +69,57 @@ def usage(account_id: int, user_id: int | None = None) -> dict:
 
 
 def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None,
-          before_commit: Callable[[Job], None] | None = None) -> Job:
-    """Insert `job` (state Submitting) if the account's quotas and the member's cap allow `ask`
-    (and, for a JupyterLab job, the user's limit of concurrent JupyterLab jobs in all accounts);
-    commit. Raises QuotaExceeded (nothing written) otherwise. `before_commit(job)` runs once the
-    job has its id, before the commit (to read what the caller needs without reloading)."""
+          before_commit: Callable[[Job], None] | None = None, queue_if_full: bool = False,
+          settings=None, now=None) -> Job:
+    """Insert `job` as Submitting if the account's quotas, the member's cap and (for a JupyterLab
+    job) the user's limit of concurrent JupyterLab jobs in all accounts allow `ask` now and no
+    queued job of the account would be delayed by it (the queue's own rules, `queue_plan.admit`);
+    else, with `queue_if_full`, as Queued (the admitter starts it when its turn comes); commit.
+    Raises QuotaExceeded (nothing written) when it could never fit (it asks more than a quota
+    itself), the account has expired, or it does not fit now and may not queue.
+    `before_commit(job)` runs once the job has its id, before the commit."""
+    from . import queue
+    from .queue_plan import Demand, admit as plan_admit, never_fits
+    settings = replace(settings or queue.QueueSettings(), jupyter_limit=jupyter_limit)
+    now = now or utcnow()
     try:
-        account = _lock_account(account_id)
+        account = lock_account(account_id)
         if account is None:
             raise NotFound(_("No such account."))
         member = db.session.execute(select(Membership).where(
             Membership.account_id == account_id, Membership.user_id == user_id)).scalar_one_or_none()
         if member is None:
             raise Forbidden(_("You are not a member of account %(name)s.", name=account.name))
-        if account.is_expired(utcnow().date()):
+        if account.is_expired(now.date()):
             raise QuotaExceeded(_("Account %(name)s expired on %(date)s; ask its manager to renew it.",
                                   name=account.name, date=account.expires_on.isoformat()))
-        used = usage(account_id, user_id)
-        _check(account, member, used, ask)
-        if job.job_type == "jupyter" and jupyter_limit is not None:
-            _check_jupyter(user_id, jupyter_limit)
-        job.state, job.user_id, job.account_id = "Submitting", user_id, account_id
+        if job.job_type == "jupyter":
+            lock_users([user_id])
+        q = queue.load([account_id], now, settings)[account_id]
+        if job.job_type == "jupyter" and user_id not in q.used.jupyter:
+            q.used.jupyter[user_id] = queue.jupyter_count(user_id)
+        d = Demand(id=0, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
+                   memory_mib=ask.memory_mib, jupyter=job.job_type == "jupyter", time_limit=job.time_limit_seconds or 0,
+                   submitted=now)
+        never = never_fits(q.limits, d)
+        if never is not None:
+            raise QuotaExceeded(_("This job can never start in account %(name)s: %(why)s",
+                                  name=account.name, why=refusal_words(never.as_dict())))
+        decision = plan_admit(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds)
+        if not any(x.id == 0 for x in decision.admit):
+            if not queue_if_full:
+                raise QuotaExceeded(refusal_words(decision.blockers[0].as_dict()))
+            job.state = JobState.QUEUED.value
+            job.reason = Reason.QUEUED
+            job.queue_position = next(i for i, x in enumerate(decision.order, 1) if x.id == 0)
+            job.queue_blocker = decision.blockers[0].as_dict()
+        else:
+            job.state = JobState.SUBMITTING.value
+        job.user_id, job.account_id, job.created_at = user_id, account_id, now
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
+        if job.state == JobState.SUBMITTING.value:
+            queue.charge(account_id, user_id, ask.gpus * settings.penalty_seconds, now, settings)
         if before_commit is not None:
             db.session.flush()
             before_commit(job)
@@ -92,45 +130,41 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
         raise
 
 
-def _check(account: Account, member: Membership, used: dict, ask: Ask) -> None:
-    name = account.name
-    if account.gpu_quota is not None and used["gpus"] + ask.gpus > account.gpu_quota:
-        raise QuotaExceeded(_("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GPUs; this job asks for %(ask)s.",
-                              name=name, used=used["gpus"], limit=account.gpu_quota, ask=ask.gpus))
-    model_limit = db.session.execute(select(AccountGpuQuota.gpus).where(
-        AccountGpuQuota.account_id == account.id, AccountGpuQuota.gpu_model == ask.gpu_model)).scalar_one_or_none()
-    model_used = used["per_model"].get(ask.gpu_model, 0)
-    if ask.gpus and model_limit is not None and model_used + ask.gpus > model_limit:
-        raise QuotaExceeded(_("Quota exceeded: account %(name)s uses %(used)s of %(limit)s %(model)s GPUs; this job asks for %(ask)s.",
-                              name=name, used=model_used, limit=model_limit, model=ask.gpu_model, ask=ask.gpus))
-    if account.cpu_quota is not None and used["cpu_milli"] + ask.cpu_milli > account.cpu_quota * 1000:
-        raise QuotaExceeded(_("Quota exceeded: account %(name)s uses %(used)s of %(limit)s CPU cores; this job asks for %(ask)s.",
-                              name=name, used=_cores(used["cpu_milli"]), limit=account.cpu_quota, ask=_cores(ask.cpu_milli)))
-    if account.memory_quota_gib is not None and used["memory_mib"] + ask.memory_mib > account.memory_quota_gib * 1024:
-        raise QuotaExceeded(_("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GiB of memory; this job asks for %(ask)s GiB.",
-                              name=name, used=_gib(used["memory_mib"]), limit=account.memory_quota_gib, ask=_gib(ask.memory_mib)))
-    if account.max_jobs is not None and used["jobs"] + 1 > account.max_jobs:
-        raise QuotaExceeded(_("Quota exceeded: account %(name)s already runs %(used)s of %(limit)s concurrent jobs.",
-                              name=name, used=used["jobs"], limit=account.max_jobs))
-    if member.gpu_cap is not None and used["member_gpus"] + ask.gpus > member.gpu_cap:
-        raise QuotaExceeded(_("Your GPU cap in account %(name)s is %(limit)s; you use %(used)s and this job asks for %(ask)s.",
-                              name=name, limit=member.gpu_cap, used=used["member_gpus"], ask=ask.gpus))
+def refusal_words(b: dict) -> str:
+    """Why a job cannot start now (or ever), in the reader's language, from a queue blocker."""
+    kind, name = b.get("kind"), b.get("account", "")
+    used, limit, ask = b.get("used", 0), b.get("limit", 0), b.get("ask", 0)
+    if kind == "gpus":
+        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GPUs; this job asks for %(ask)s.",
+                 name=name, used=used, limit=limit, ask=ask)
+    if kind == "model":
+        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s %(model)s GPUs; this job asks for %(ask)s.",
+                 name=name, used=used, limit=limit, model=b.get("model", ""), ask=ask)
+    if kind == "cpu":
+        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s CPU cores; this job asks for %(ask)s.",
+                 name=name, used=_cores(used), limit=_cores(limit), ask=_cores(ask))
+    if kind == "memory":
+        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GiB of memory; this job asks for %(ask)s GiB.",
+                 name=name, used=_gib(used), limit=_gib(limit), ask=_gib(ask))
+    if kind == "jobs":
+        return _("Quota exceeded: account %(name)s already runs %(used)s of %(limit)s concurrent jobs.",
+                 name=name, used=used, limit=limit)
+    if kind == "member":
+        return _("Your GPU cap in account %(name)s is %(limit)s; you use %(used)s and this job asks for %(ask)s.",
+                 name=name, limit=limit, used=used, ask=ask)
+    if kind == "jupyter":
+        return _("You already have %(used)s of at most %(limit)s JupyterLab jobs; stop one first.",
+                 used=used, limit=limit)
+    if kind in ("head", "behind"):
+        return _("Jobs queued earlier in account %(name)s go first; submit it to the queue to wait for its turn.", name=name)
+    if kind == "nomember":
+        return _("The owner is no longer a member of account %(name)s.", name=name)
+    return _("The account's quota is in use.")
 
 
-def _check_jupyter(user_id: int, limit: int) -> None:
-    """The per-user JupyterLab limit spans accounts, so the user's row is locked too (MySQL)."""
-    if db.session.get_bind().dialect.name != "sqlite":
-        db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
-    running = db.session.execute(select(func.count(Job.id)).where(
-        Job.user_id == user_id, Job.job_type == "jupyter", Job.state.in_(ACTIVE_STATES))).scalar_one()
-    if running + 1 > limit:
-        raise QuotaExceeded(_("You already have %(used)s of at most %(limit)s JupyterLab jobs; stop one first.",
-                              used=running, limit=limit))
-
-
-def _cores(milli: int) -> str:
+def _cores(milli: float) -> str:
     return f"{milli / 1000:g}"
 
 
-def _gib(mib: int) -> str:
+def _gib(mib: float) -> str:
     return f"{mib / 1024:g}"

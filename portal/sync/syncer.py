@@ -8,6 +8,7 @@ reconciler's passes. Made of small pieces, each readable and testable alone:
   leads;
 - writers per table (writers.py): jobs, nodes, job events, woken by what the reflectors saw, and
   the kept log lines of ended jobs on a loop of their own;
+- the admitter (admitter.py): the queue's admission passes, woken when a job ends;
 - the reconciler (reconciler.py): abandoned submissions and orphaned cluster objects, on a tick,
   and the metrics passes (gpu.py): GPU devices from the DCGM metrics, jobs' GPU summaries and usage;
 - the outbox sender (services.notify.deliver_due): mail with retries, never twice;
@@ -30,10 +31,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..extensions import db
 from ..models import SyncHeartbeat
-from ..services import notify
+from ..services import notify, queue
 from ..services.transactions import is_retryable
 from ..metrics import MetricsSettings
 from .clock import Clock
+from .admitter import Admitter
 from .gpu import GpuPasses
 from .policies import PolicyPasses
 from .lease import LeaseElector
@@ -90,6 +92,9 @@ class Syncer:
         self.policies = PolicyPasses(cluster, self.gpu.prometheus, self.clock, cluster.settings.namespace,
                                      every=app.config.get("POLICY_SECONDS", 60.0), runner=self.identity)
         self.reconciler.passes += self.policies.passes()
+        self.admitter = Admitter(app, cluster, self.clock, queue.QueueSettings.from_config(app.config),
+                                 every=app.config.get("QUEUE_SECONDS", 1.0))
+        self.jobs.ended_wakes.append(self.admitter.wake)
         self.supervisor = Supervisor(self.clock, self.stop_event)
         self.write_failures = 0
 
@@ -112,6 +117,7 @@ class Syncer:
         spawn("sync-logs", self._log_loop)
         spawn("sync-reconciler", lambda: self.reconciler.run(self.stop_event, lambda: self.leading() and self.jobs_synced(),
                                                               self.settings.reconcile_seconds))
+        spawn("sync-admitter", lambda: self.admitter.run(self.stop_event, lambda: self.leading() and self.jobs_synced()))
         spawn("sync-outbox", self._outbox_loop)
         return self
 
@@ -122,6 +128,7 @@ class Syncer:
         for writer in (self.jobs, self.nodes, self.events):
             writer.wake.set()
         self.jobs.logs_wake.set()
+        self.admitter.wake.set()
         for reflector in self.reflectors.values():
             reflector.retry_now.set()
         for thread in self.supervisor.threads:

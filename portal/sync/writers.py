@@ -84,6 +84,7 @@ class JobWriter:
         self._unsettled: dict[int, float] = {}  # job id -> when its Job failed before its pods said why
         self._logs_due: dict[int, list[dict]] = {}  # ended job -> its pods, whose last lines are to be kept
         self.logs_wake = threading.Event()
+        self.ended_wakes: list[threading.Event] = []  # set whenever a job reached a final state
 
     # ---- listening ----------------------------------------------------------------------------
 
@@ -145,6 +146,8 @@ class JobWriter:
             with self.lock:
                 self._logs_due.update(ended)
             self.logs_wake.set()
+            for wake in self.ended_wakes:  # quota freed: the admitter looks at once
+                wake.set()
 
     def _write_states(self, dirty: set[int], sweep: bool) -> dict[int, list[dict]]:
         """One transaction: states of the dirty jobs; returns the jobs that just ended (with their
@@ -174,8 +177,8 @@ class JobWriter:
             job_obj = self._jobs.get(row.id)
             pods = list(self._pods.get(row.id, {}).values())
         if job_obj is None:
-            if row.state == JobState.SUBMITTING.value:
-                return  # being created right now; the reconciler ends abandoned ones
+            if row.state in (JobState.SUBMITTING.value, JobState.QUEUED.value):
+                return  # being created right now (the reconciler ends abandoned ones), or not yet
             if not self.synced():
                 self._missing.pop(row.id, None)  # the cache may just not know it yet: no verdict
                 return

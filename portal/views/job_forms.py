@@ -81,6 +81,9 @@ class JobForm(FlaskForm):
     mount_home = BooleanField(_l("Mount my home folder"), default=True)
     mount_share = BooleanField(_l("Mount the account's shared folder"), default=True)
     notify = BooleanField(_l("Email me when it ends"))
+    when_full = SelectField(_l("If the account's quota is in use"), default="queue", validate_choice=True, choices=[
+        SelectChoice("queue", _l("wait in the account's queue and start when its turn comes")),
+        SelectChoice("refuse", _l("refuse it now (e.g. for a quick notebook)"))])
     idempotency_key = HiddenField(validators=[Optional(), Regexp(r"^[A-Za-z0-9-]{8,64}$")])
 
     def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float]):
@@ -117,7 +120,8 @@ class JobForm(FlaskForm):
             time_limit_seconds=int(self.time_limit_hours.data * 3600),
             workers=self.workers.data if job_type == "distributed" else 1,
             mount_home=bool(self.mount_home.data), mount_share=bool(self.mount_share.data),
-            notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "")
+            notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "",
+            queue_if_full=self.when_full.data != "refuse")
 
 
 def form_data_from_spec(spec: dict) -> dict:

@@ -1,0 +1,117 @@
+"""The admitter: the queue's loop in the leading syncer. It runs an admission pass whenever a job
+ends (the job writer wakes it) and at least every CRATER_QUEUE_SECONDS (quotas raised by an admin,
+caps changed, jobs cancelled or queued by the web), creates the admitted jobs' cluster objects
+through services.jobs.launch (the web submission's own steps), and on slower timers brings the
+members' decayed usage up to date and re-estimates the queued jobs' starts (only for accounts
+whose jobs changed, or every ESTIMATE_REFRESH seconds, within a time budget per round).
+
+The decisions come from an AdmissionBackend (services.queue.PortalAdmission by default)."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from ..cluster.client import ClusterError
+from ..extensions import db
+from ..services import jobs, queue
+from ..services.transactions import is_retryable
+from .clock import Clock
+
+log = logging.getLogger("crater.sync")
+SAMPLE_SECONDS = 30.0
+ESTIMATE_SECONDS = 5.0
+ESTIMATE_REFRESH = 300.0
+RUNTIMES_SECONDS = 300.0
+
+
+class Admitter:
+    def __init__(self, app, cluster, clock: Clock, settings: queue.QueueSettings, every: float = 1.0,
+                 backend: queue.AdmissionBackend | None = None):
+        self.app, self.cluster, self.clock, self.settings, self.every = app, cluster, clock, settings, every
+        self.backend = backend or queue.PortalAdmission(settings)
+        self.wake = threading.Event()
+        self._sampled = self._estimated = self._runtimes_at = float("-inf")
+        self._runtimes: queue.RunTimes | None = None
+        self._signatures: dict[int, tuple] = {}
+        self._estimated_at: dict[int, float] = {}
+        self.last_admitted: list[int] = []
+        self.durations: dict[str, float] = {}
+
+    def run_pass(self) -> list[int]:
+        """Admit what can start now and create their cluster objects (in the app context)."""
+        with self.app.app_context():
+            try:
+                started = self.clock.monotonic()
+                admitted = self.backend.admission_pass(self.clock.utcnow())
+                self.durations["admission"] = self.clock.monotonic() - started
+                for job_id in admitted:
+                    jobs.launch(job_id, self.cluster)
+                self.last_admitted = admitted
+                return admitted
+            finally:
+                db.session.remove()
+
+    def sample(self) -> int:
+        with self.app.app_context():
+            try:
+                return self.backend.sample_usage(self.clock.utcnow())
+            finally:
+                db.session.remove()
+
+    def estimate(self, budget: float = 0.2) -> int:
+        """Re-estimate the accounts whose queued or admitted jobs changed since their last
+        estimate (or whose estimate is ESTIMATE_REFRESH old), oldest first, for about `budget`
+        seconds."""
+        with self.app.app_context():
+            try:
+                now, mono = self.clock.utcnow(), self.clock.monotonic()
+                if self._runtimes is None or mono - self._runtimes_at >= RUNTIMES_SECONDS:
+                    self._runtimes, self._runtimes_at = queue.RunTimes(now), mono
+                    db.session.commit()
+                current = queue.signatures(now)
+                due = sorted((a for a, sig in current.items()
+                              if self._signatures.get(a) != sig or mono - self._estimated_at.get(a, -1e18) >= ESTIMATE_REFRESH),
+                             key=lambda a: self._estimated_at.get(a, -1e18))
+                written = 0
+                deadline = mono + budget
+                for i in range(0, len(due), 20):
+                    chunk = due[i:i + 20]
+                    written += queue.estimate_pass(now, self.settings, chunk, self._runtimes)
+                    for a in chunk:
+                        self._signatures[a], self._estimated_at[a] = current[a], mono
+                    if self.clock.monotonic() >= deadline:
+                        break
+                for gone in set(self._signatures) - set(current):
+                    self._signatures.pop(gone, None)
+                    self._estimated_at.pop(gone, None)
+                return written
+            finally:
+                db.session.remove()
+
+    def tick(self) -> None:
+        """One round: admission, and the usage sample and estimates when they are due."""
+        self.run_pass()
+        mono = self.clock.monotonic()
+        if mono - self._sampled >= SAMPLE_SECONDS:
+            self._sampled = mono
+            self.sample()
+        if mono - self._estimated >= ESTIMATE_SECONDS:
+            self._estimated = mono
+            self.estimate()
+
+    def run(self, stop: threading.Event, leading: Callable[[], bool]) -> None:
+        while not stop.is_set():
+            if leading():
+                try:
+                    self.tick()
+                except OperationalError as exc:
+                    if is_retryable(exc):  # a deadlock victim: again at once
+                        continue
+                    log.warning("queue admission failed: %s", type(exc).__name__)
+                except (ClusterError, SQLAlchemyError) as exc:
+                    log.warning("queue admission failed: %s", getattr(exc, "message", type(exc).__name__))
+            self.clock.wait(self.wake, self.every)
+            self.wake.clear()
