@@ -38,7 +38,8 @@ def create_app(config: dict | None = None) -> Flask:
     i18n.init_app(app)
 
     from .auth.views import bp as auth_bp
-    from .views import admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes, notifications, usage
+    from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes,
+                        notifications, queue, usage)
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -52,6 +53,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(usage.bp)
     app.register_blueprint(fair_use.bp)
     app.register_blueprint(notifications.bp)
+    app.register_blueprint(queue.bp)
     errors.init_app(app)
 
     from . import cli

@@ -122,3 +122,40 @@ def reason_text(job) -> str:
     """The reason as one line of plain text (mail, CLI)."""
     sentence, detail = reason_words(job)
     return f"{sentence} {detail}".strip()
+
+
+def waiting_words(b: dict | None) -> str:
+    """What a queued job waits for, in a sentence (from the admitter's structured blocker)."""
+    b = b or {}
+    kind, name = b.get("kind"), b.get("account", "")
+    used, limit, ask = b.get("used", 0), b.get("limit", 0), b.get("ask", 0)
+    if kind == "gpus":
+        return _("%(account)s uses %(used)s of %(limit)s GPUs; this job needs %(ask)s.", account=name, used=used,
+                 limit=limit, ask=ask)
+    if kind == "model":
+        return _("%(account)s uses %(used)s of %(limit)s %(model)s GPUs; this job needs %(ask)s.", account=name,
+                 used=used, limit=limit, model=b.get("model", ""), ask=ask)
+    if kind == "cpu":
+        return _("%(account)s uses %(used)s of %(limit)s CPU cores; this job needs %(ask)s.", account=name,
+                 used=f"{used / 1000:g}", limit=f"{limit / 1000:g}", ask=f"{ask / 1000:g}")
+    if kind == "memory":
+        return _("%(account)s uses %(used)s of %(limit)s GiB of memory; this job needs %(ask)s GiB.", account=name,
+                 used=f"{used / 1024:g}", limit=f"{limit / 1024:g}", ask=f"{ask / 1024:g}")
+    if kind == "jobs":
+        return _("%(account)s runs %(used)s of at most %(limit)s jobs at a time.", account=name, used=used, limit=limit)
+    if kind == "member":
+        return _("Its owner uses %(used)s of their %(limit)s-GPU cap in %(account)s; this job needs %(ask)s.",
+                 used=used, limit=limit, account=name, ask=ask)
+    if kind == "jupyter":
+        return _("Its owner already has %(used)s of at most %(limit)s JupyterLab jobs.", used=used, limit=limit)
+    if kind == "head":
+        return _("Job %(job)s is at the head of the queue and holds the quota it waits for; this job would delay it.",
+                 job=b.get("job", ""))
+    if kind == "behind":
+        return _("It starts after its owner's earlier job %(job)s (a member's jobs start in the order submitted).",
+                 job=b.get("job", ""))
+    if kind == "nomember":
+        return _("Its owner is no longer a member of %(account)s; it cannot start.", account=name)
+    if kind == "cluster":
+        return _("The cluster could not take it just now; it is tried again shortly.")
+    return _("Waiting for the account's quota.")

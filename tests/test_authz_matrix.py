@@ -99,6 +99,9 @@ MATRIX = {
     ("GET", "fair_use.admin_policies"): (None, ADMIN_PAGE),
     ("POST", "fair_use.update_policy"): ({"auto_max_hours": "6"}, ADMIN_ACTION),
     ("POST", "fair_use.policy_action"): (None, ADMIN_ACTION),
+    # the queues: every member sees their accounts' queue lengths; the managers and admins the order
+    ("GET", "queue.index"): (None, SIGNED_IN),
+    ("GET", "queue.show"): (None, MANAGER_PAGE),
     ("GET", "notifications.index"): (None, SIGNED_IN),
     ("GET", "notifications.count"): (None, SIGNED_IN),
     ("POST", "notifications.mark_read"): (None, statuses(302, 303, 303, 303, 303)),

@@ -242,3 +242,43 @@ def test_the_nodes_page_shows_a_new_jobs_gpus_without_a_reload_and_charts_render
     page.wait_for_selector("#cluster-chart[data-state]:not([data-state=loading])", timeout=15000)
     page.screenshot(path=os.path.join(ARTIFACTS, "home-cluster-chart.png"), full_page=True)
     assert [e for e in errors if e[0].startswith(base)] == []  # no CSP violation, no failed resource
+
+
+def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_cluster_portal):
+    """Two jobs of 2 GPUs in an account allowed 2: the second is queued with its words, place and
+    estimate; the list then shows it go Queued -> Running -> Succeeded while polling, no reload."""
+    app, base = live_cluster_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    make.account("vision-lab", gpu_quota=2, members={alice: "member"})
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
+
+    def submit(name):
+        page.goto(base + "/jobs/new/batch")
+        page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
+        page.fill("#display_name", name)
+        page.select_option("#account_id", label="Vision-Lab")
+        page.fill("#image", "pytorch/pytorch:2.4")
+        page.fill("#command", "python train.py")
+        page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
+        page.fill("#gpus", "2")
+        page.click("#submit-job")
+        page.wait_for_selector("#job-status")
+        return int(page.url.rsplit("/", 1)[1])
+
+    submit("first")
+    second = submit("second")
+    assert "is queued" in page.inner_text("#flash")
+    assert page.inner_text("#job-status .state") == "Queued"
+    assert "vision-lab uses 2 of 2 GPUs" in page.inner_text("#job-queue")
+    assert "Place 1 of 1" in page.inner_text("#job-queue")
+    page.goto(base + "/jobs")
+    page.evaluate("window.__notReloaded = true")
+    row = f"#job-{second}"
+    assert page.inner_text(f"{row} .state") == "Queued" and "#1 in line" in page.inner_text(row)
+    page.wait_for_selector(f"{row} .state-running", timeout=60000)
+    page.wait_for_selector(f"{row} .state-succeeded", timeout=60000)
+    assert page.evaluate("window.__notReloaded") is True  # the table was polled, not reloaded
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "queue-list.png"), full_page=True)
+    assert [e for e in errors if e[0].startswith(base)] == []

@@ -109,7 +109,7 @@ def test_every_page_with_a_query_survives_hostile_values(app, client, make, worl
     """The GET forms (node filters, usage periods, chart ranges) with hostile query strings: a
     page or a 4xx with a message, never a 5xx."""
     pages = ["/nodes", "/admin/nodes", "/nodes/a100-0", "/nodes/a100-0/gpu.json", "/nodes/-/gpu.json", "/usage", "/usage.csv",
-             f"/jobs/{world['job_id']}/gpu.json", "/nodes/a100-0/drain"]
+             f"/jobs/{world['job_id']}/gpu.json", "/nodes/a100-0/drain", "/queues", f"/queues/{world['account_id']}"]
     checked = []
 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None,

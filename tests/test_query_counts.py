@@ -152,3 +152,31 @@ def test_cluster_pages_use_a_fixed_number_of_queries(app, client, racks, url, li
         response = client.get(url)
     assert response.status_code == 200
     assert len(statements) <= limit, "\n\n".join(statements)
+
+
+def test_queue_pages_and_a_queued_jobs_poll_use_a_fixed_number_of_queries(app, client, crowd, make):
+    """120 queued jobs of 60 members in one account: the queue page, the list of queues and a
+    queued job's polled status cost the same few queries as with one."""
+    admin, lab = crowd
+
+    def queue_up(s):
+        members = [User(username=f"q{n:03d}") for n in range(60)]
+        s.add_all(members)
+        s.flush()
+        s.add_all(Membership(user_id=u.id, account_id=lab, role="member") for u in members)
+        s.add_all(Job(user_id=members[n % 60].id, account_id=lab, job_type="batch", state="Queued", gpus=2,
+                      gpu_model="A100", display_name=f"排队 {n}", queue_position=n + 1,
+                      queue_blocker={"kind": "gpus", "used": 8, "limit": 8, "ask": 2, "account": "lab-05"})
+                  for n in range(120))
+        s.commit()
+        return s.query(Job).filter_by(state="Queued").first().id
+    queued = make.query(queue_up)
+    client.login(admin)
+    # queue page: user, account, the queue's seven reads (queued, account, model quotas, members,
+    # admitted jobs, usage), the page's jobs, the owners
+    for url, limit in ((f"/queues/{lab}", 10), ("/queues", 3), (f"/jobs/{queued}/status", 7)):
+        client.get(url)
+        with count_queries(app) as statements:
+            response = client.get(url)
+        assert response.status_code == 200 and "排队" in response.get_data(as_text=True) or url != f"/queues/{lab}"
+        assert len(statements) <= limit, (url, "\n\n".join(statements))

@@ -24,7 +24,7 @@ SORTS = {  # name -> (column, descending first)
     "state": (Job.state, False), "gpus": (Job.gpus, True),
 }
 LIST_COLUMNS = (Job.id, Job.display_name, Job.job_type, Job.state, Job.reason, Job.gpus, Job.gpu_model, Job.created_at,
-                Job.started_at, Job.time_limit_seconds)
+                Job.started_at, Job.time_limit_seconds, Job.queue_position, Job.queue_estimate)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from flask_babel import gettext as _
 from sqlalchemy import bindparam, func, select, update
 
 from ..extensions import db
-from ..models import (ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, JobWarning, Membership, QueueUsage,
-                      User)
+from ..models import (ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, JobWarning, Membership, MemberRole,
+                      QueueUsage, User)
 from ..models import FINAL_STATES
 from . import audit
 from .context import SYSTEM, Actor
@@ -241,10 +241,10 @@ def _show(q: AccountQueue, decision: Decision, now: datetime) -> int:
         if old is None or old[0] != position or old[1] != blocker or old[2] != reserved:
             changes.append({"jid": d.id, "pos": position, "blocker": blocker, "reserved": reserved})
     if changes:
-        db.session.execute(update(Job).where(Job.id == bindparam("jid"), Job.state == QUEUED).values(
-            queue_position=bindparam("pos"), queue_blocker=bindparam("blocker", type_=Job.queue_blocker.type),
-            queue_reserved_at=bindparam("reserved"), version=Job.version + 1)
-            .execution_options(synchronize_session=False), changes)
+        jobs = Job.__table__.c
+        db.session.execute(update(Job.__table__).where(jobs.id == bindparam("jid"), jobs.state == QUEUED).values(
+            queue_position=bindparam("pos"), queue_blocker=bindparam("blocker", type_=jobs.queue_blocker.type),
+            queue_reserved_at=bindparam("reserved"), version=jobs.version + 1), changes)
     return len(changes)
 
 
@@ -363,8 +363,9 @@ def write_estimates(starts: dict[int, datetime | None], shown: dict[int, datetim
                 continue
         changes.append({"jid": job_id, "est": start})
     if changes:
-        db.session.execute(update(Job).where(Job.id == bindparam("jid"), Job.state == QUEUED).values(
-            queue_estimate=bindparam("est"), version=Job.version + 1).execution_options(synchronize_session=False), changes)
+        jobs = Job.__table__.c
+        db.session.execute(update(Job.__table__).where(jobs.id == bindparam("jid"), jobs.state == QUEUED).values(
+            queue_estimate=bindparam("est"), version=jobs.version + 1), changes)
     return len(changes)
 
 
@@ -412,17 +413,21 @@ def standing(job: Job) -> Standing | None:
 
 
 def queue_accounts(actor: Actor) -> list[dict]:
-    """The queues the actor may see (their managed accounts; every account for admins), with
-    their length: one grouped query."""
-    stmt = select(Account.id, Account.name, func.count(Job.id).label("queued")).join(
-        Job, (Job.account_id == Account.id) & (Job.state == QUEUED), isouter=True).group_by(Account.id, Account.name)
-    if not actor.is_admin:
-        from .job_queries import managed_account_ids
-        managed = managed_account_ids(actor)
-        if not managed:
-            raise Forbidden(_("You do not manage any account."))
-        stmt = stmt.where(_in(Account.id, managed))
-    return [dict(r) for r in db.session.execute(stmt.order_by(Account.name)).mappings()]
+    """The accounts whose queues the actor sees listed (every account for admins, their own for
+    members), with their queue's length and whether the actor may open it (managers, admins):
+    two grouped queries."""
+    if actor.is_admin:
+        accounts = [dict(r, manager=True) for r in db.session.execute(
+            select(Account.id, Account.name).order_by(Account.name)).mappings()]
+    else:
+        accounts = [dict(id=r.id, name=r.name, manager=r.role == MemberRole.MANAGER.value) for r in db.session.execute(
+            select(Account.id, Account.name, Membership.role).join(Membership, Membership.account_id == Account.id)
+            .where(Membership.user_id == actor.user.id).order_by(Account.name))]
+    counts = dict(db.session.execute(select(Job.account_id, func.count(Job.id)).where(Job.state == QUEUED)
+                                     .group_by(Job.account_id)).all())
+    for a in accounts:
+        a["queued"] = int(counts.get(a["id"], 0))
+    return accounts
 
 
 @dataclass
@@ -469,5 +474,4 @@ def queue_page(actor: Actor, account_id: int, now: datetime, settings: QueueSett
     members = sorted(({"username": users.get(u, "?"), "hours": (q.scores.get(u, 0.0)) / 3600, "held": held.get(u, 0),
                        "queued": sum(1 for d in order if d.user_id == u)}
                       for u in set(q.scores) | set(held) | {d.user_id for d in order}), key=lambda m: (m["hours"], m["username"])) if q else []
-    db.session.commit()
     return QueuePage(account, rows, members, total, page, pages)

@@ -20,6 +20,9 @@ from ..vocabulary import Reason
 from .errors import DomainError, Forbidden, NotFound
 
 
+NEW = 1 << 62  # the id of the job being submitted, while the queue decides (after every real id)
+
+
 class QuotaExceeded(DomainError):
     """Refused: says what is used, what is allowed and what was asked."""
 
@@ -98,7 +101,7 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
         q = queue.load([account_id], now, settings)[account_id]
         if job.job_type == "jupyter" and user_id not in q.used.jupyter:
             q.used.jupyter[user_id] = queue.jupyter_count(user_id)
-        d = Demand(id=0, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
+        d = Demand(id=NEW, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
                    memory_mib=ask.memory_mib, jupyter=job.job_type == "jupyter", time_limit=job.time_limit_seconds or 0,
                    submitted=now)
         never = never_fits(q.limits, d)
@@ -106,13 +109,13 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
             raise QuotaExceeded(_("This job can never start in account %(name)s: %(why)s",
                                   name=account.name, why=refusal_words(never.as_dict())))
         decision = plan_admit(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds)
-        if not any(x.id == 0 for x in decision.admit):
+        if not any(x.id == NEW for x in decision.admit):
             if not queue_if_full:
-                raise QuotaExceeded(refusal_words(decision.blockers[0].as_dict()))
+                raise QuotaExceeded(refusal_words(decision.blockers[NEW].as_dict()))
             job.state = JobState.QUEUED.value
             job.reason = Reason.QUEUED
-            job.queue_position = next(i for i, x in enumerate(decision.order, 1) if x.id == 0)
-            job.queue_blocker = decision.blockers[0].as_dict()
+            job.queue_position = next(i for i, x in enumerate(decision.order, 1) if x.id == NEW)
+            job.queue_blocker = decision.blockers[NEW].as_dict()
         else:
             job.state = JobState.SUBMITTING.value
         job.user_id, job.account_id, job.created_at = user_id, account_id, now

@@ -47,6 +47,14 @@ def history_words(entry) -> str:
         return _("warned: the time limit is reached at %(when)s", when=d.get("act_at", "")[:16].replace("T", " "))
     if a.startswith("job.warning_cleared."):
         return _("warning withdrawn (%(why)s)", why=d.get("why", ""))
+    if a == "job.queue":
+        return _("queued by %(who)s: the account's quota was in use", who=who)
+    if a == "job.admit":
+        return _("admitted from the queue after %(minutes)s minutes", minutes=round(d.get("waited_s", 0) / 60))
+    if a == "job.cancel":
+        return _("cancelled in the queue by %(who)s", who=who)
+    if a == "job.requeue":
+        return _("queued again: the portal stopped while creating it")
     if a == "job.submit_failed":
         return _("the cluster refused it")
     if a == "job.orphan_removed":

@@ -15,7 +15,7 @@ from .. import vocabulary
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..models import JobState, utcnow
-from ..services import accounts, fair_use, job_queries, job_templates, jobs
+from ..services import accounts, fair_use, job_queries, job_templates, jobs, queue
 from ..services.errors import DomainError, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
 from ..services.quota import QuotaExceeded
@@ -28,6 +28,7 @@ from .job_forms import FIELD_OF, TYPE_HELP, TYPE_LABELS, JobForm, form_data_from
 bp = Blueprint("jobs", __name__)
 bp.add_app_template_global(list_labels, "job_labels")
 bp.add_app_template_global(vocabulary.reason_words, "job_reason")
+bp.add_app_template_global(vocabulary.waiting_words, "queue_words")
 STATES = [s.value for s in JobState]
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -134,6 +135,9 @@ def submit(job_type):
         return _render_form(form, job_type, 409)
     if job.reason == Reason.SUBMIT_ERROR:
         flash(_("The cluster refused the job: %(error)s", error=job.message), "error")
+    elif job.is_queued:
+        flash(_("Job %(name)s is queued: %(why)s It starts when its turn comes.", name=job.display_name,
+                why=vocabulary.waiting_words(job.queue_blocker)), "success")
     else:
         flash(_("Job %(name)s submitted.", name=job.display_name), "success")
     return redirect(url_for(".show", job_id=job.id), 303)
@@ -154,7 +158,7 @@ def clone(job_id):
 def _status_context(job):
     now = utcnow()
     warned = fair_use.warnings_of([job.id]) if job.is_active else {}
-    return dict(job=job, outlook=job_queries.outlook(job), events=job_queries.job_events(job.id, 20),
+    return dict(job=job, outlook=job_queries.outlook(job), standing=queue.standing(job), events=job_queries.job_events(job.id, 20),
                 is_owner=job.user_id == current_user.id, form=CsrfOnlyForm(), now=now,
                 time_left=fair_use.time_left(job, now) if job.is_active else None,
                 idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))
@@ -225,6 +229,8 @@ def _back_to_job(job, message: str):
 def stop(job_id):
     """Stop a pending or running job (owner, the account's managers, admins)."""
     job = jobs.stop_job(actor(), job_id, _cluster())
+    if job.reason == Reason.CANCELLED:
+        return _back_to_job(job, _("Job %(name)s cancelled; it never reached the cluster.", name=job.display_name))
     return _back_to_job(job, _("Job %(name)s stopped.", name=job.display_name))
 
 

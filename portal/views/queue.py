@@ -1,0 +1,28 @@
+"""/queues: the accounts' queues. Every member sees how long their accounts' queues are; the
+account's managers and admins open one and see its order, what each job waits for, its estimated
+start, and the members' recent usage that decides the order. Reads the DB only."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request
+from flask_login import login_required
+
+from ..models import utcnow
+from ..services import queue
+from .context import actor, htmx_target, page_arg, per_page
+
+bp = Blueprint("queue", __name__)
+
+
+@bp.get("/queues")
+@login_required
+def index():
+    return render_template("queue/index.html", accounts=queue.queue_accounts(actor()))
+
+
+@bp.get("/queues/<int:account_id>")
+@login_required
+def show(account_id):
+    page = queue.queue_page(actor(), account_id, utcnow(), queue.QueueSettings.from_config(current_app.config),
+                            page_arg(), per_page())
+    template = "queue/_table.html" if htmx_target() == "queue-table" or request.args.get("part") == "table" else "queue/show.html"
+    return render_template(template, q=page, now=utcnow())

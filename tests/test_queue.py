@@ -1,0 +1,363 @@
+"""The queue: submissions over quota wait as Queued (no cluster objects) and the admitter admits them
+in fair order as quota frees, under the account lock web submissions take.
+
+- the rules alone (services/queue_plan.py, pure): fair order by decayed usage with the entry
+  penalty, the head's reservation and EASY backfill, member limits waiting alone, never-fits,
+  the estimate's replay, the decay;
+- in the database (SQLite and MariaDB, time given explicitly): queueing with words and place,
+  admission as quota frees, quota raised, decayed usage changing the order, the head not starved,
+  a cancelled queued job, abandoned admissions queued again, and web submissions racing the
+  admitter in threads without ever over-admitting;
+- through the pages against kubesim with the syncer: Queued -> Pending -> Running -> Succeeded,
+  place and estimate shown, cancel, and the queue pages with their authorization.
+"""
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Account, AuditEntry, Job, Membership, QueueUsage
+from portal.services import jobs as job_service
+from portal.services import queue, quota
+from portal.services.queue_plan import Demand, Limits, Tally, admit, decay, estimate, fair_order, never_fits
+from portal.services.quota import Ask, QuotaExceeded
+
+T0 = datetime(2026, 12, 1, 9, 0, 0)
+H = 3600
+SETTINGS = queue.QueueSettings(half_life_seconds=24 * H, penalty_seconds=H, jupyter_limit=2)
+
+
+def d(i, user, gpus=1, minutes=0, limit=H, model="A100", **kw):
+    return Demand(id=i, user_id=user, gpus=gpus, gpu_model=model if gpus else "", time_limit=limit,
+                  submitted=T0 + timedelta(minutes=minutes), **kw)
+
+
+def lim(gpus=8, **kw):
+    kw.setdefault("caps", {1: None, 2: None, 3: None})
+    return Limits(account="vision-lab", gpus=gpus, **kw)
+
+
+def tally(*held):
+    t = Tally()
+    for x in held:
+        t.add(x)
+    return t
+
+
+# ---- the rules ------------------------------------------------------------------------------------
+
+def test_fair_order_serves_the_least_recent_user_first_and_the_penalty_interleaves_members():
+    queued = [d(1, 1, minutes=0), d(2, 1, minutes=1), d(3, 1, minutes=2), d(4, 2, minutes=3), d(5, 2, minutes=4)]
+    # Equal usage: submission time decides first, then each job charges its member an hour per GPU.
+    assert [x.id for x in fair_order(queued, {}, H)] == [1, 4, 2, 5, 3]
+    # Member 1 used 10 GPU-hours recently: member 2's jobs go first, submitted later or not.
+    assert [x.id for x in fair_order(queued, {1: 10 * H}, H)] == [4, 5, 1, 2, 3]
+    # A member's own jobs keep their submission order whatever the usage.
+    order = [x.id for x in fair_order(queued, {2: 0.5 * H}, H)]
+    assert order.index(1) < order.index(2) < order.index(3) and order.index(4) < order.index(5)
+
+
+def test_the_head_holds_its_reservation_and_only_jobs_that_do_not_delay_it_pass():
+    running = [d(100, 3, gpus=6, limit=2 * H, started=T0)]  # ends by 11:00 at the latest
+    now = T0 + timedelta(minutes=10)
+    big, small_long, small_short = d(1, 1, gpus=4, minutes=1), d(2, 2, gpus=2, minutes=2, limit=3 * H), \
+        d(3, 3, gpus=2, minutes=3, limit=H)
+    decision = admit(lim(), tally(*running), [big, small_long, small_short], {}, running, now, H)
+    # The big job does not fit (6 + 4 > 8) and holds the head. A 2-GPU job for 3 hours would
+    # delay it (2 free GPUs taken until 12:10); one for 1 hour ends by 10:10, before 11:00.
+    assert decision.head.id == 1 and decision.blockers[1].kind == "gpus"
+    assert [x.id for x in decision.admit] == [3]
+    assert decision.blockers[2].as_dict() == {"kind": "head", "job": 1, "account": "vision-lab"}
+    # Without the time limits of the running jobs nobody can say when the head starts: no backfill.
+    unbounded = [d(100, 3, gpus=6, limit=0, started=T0)]
+    decision = admit(lim(), tally(*unbounded), [big, small_short], {}, unbounded, now, H)
+    assert decision.admit == [] and decision.blockers[3].kind == "head"
+
+
+def test_a_job_that_fits_beside_the_reservation_starts():
+    """The head waits for A100s (the model's quota); a V100 job without a time limit fits in the
+    account's total beside the head's reservation, so it starts; another A100 job may not."""
+    limits = lim(gpus=16, per_model={"A100": 8})
+    running = [d(100, 3, gpus=6, started=T0)]
+    queued = [d(1, 1, gpus=4), d(2, 2, gpus=2, limit=0, model="V100", minutes=1), d(3, 3, gpus=1, limit=0, minutes=2)]
+    decision = admit(limits, tally(*running), queued, {}, running, T0, H)
+    assert decision.head.id == 1 and decision.blockers[1].kind == "model"
+    assert [x.id for x in decision.admit] == [2] and decision.blockers[3].kind == "head"
+    # The total is the limit now: 6 + 4 (reserved) + 2 > 11.
+    decision = admit(lim(gpus=11, per_model={"A100": 8}), tally(*running), queued[:2], {}, running, T0, H)
+    assert decision.admit == [] and decision.blockers[2].kind == "head"
+
+
+def test_member_limits_wait_alone_without_reserving_and_keep_the_members_order():
+    limits = lim(caps={1: 2, 2: None}, jupyter_limit=1)
+    running = [d(100, 1, gpus=2, started=T0)]
+    queued = [d(1, 1, gpus=1, minutes=0), d(2, 1, gpus=0, minutes=1), d(3, 2, gpus=4, minutes=2)]
+    decision = admit(limits, tally(*running), queued, {}, running, T0, H)
+    assert decision.blockers[1].kind == "member" and decision.blockers[2].kind == "behind"
+    assert [x.id for x in decision.admit] == [3] and decision.head is None
+    jup = Tally(jupyter={2: 1})
+    decision = admit(limits, jup, [Demand(id=9, user_id=2, jupyter=True, submitted=T0)], {}, [], T0, H)
+    assert decision.blockers[9].kind == "jupyter"
+
+
+def test_never_fits_names_the_limit_a_job_exceeds_on_its_own():
+    assert never_fits(lim(gpus=8), d(1, 1, gpus=9)).kind == "gpus"
+    assert never_fits(lim(per_model={"A100": 4}), d(1, 1, gpus=5)).kind == "model"
+    assert never_fits(lim(caps={1: 2}), d(1, 1, gpus=3)).kind == "member"
+    assert never_fits(lim(gpus=8), d(1, 1, gpus=8)) is None
+
+
+def test_the_estimate_replays_the_rules_at_each_predicted_end():
+    running = [replace_end(d(100, 3, gpus=4, started=T0, limit=3 * H), T0 + timedelta(hours=1)),
+               replace_end(d(101, 3, gpus=4, started=T0, limit=3 * H), T0 + timedelta(hours=2))]
+    queued = [d(1, 1, gpus=4), d(2, 2, gpus=8), d(3, 1, gpus=2)]
+    order = fair_order(queued, {}, H)
+    starts = estimate(lim(), tally(*running), running, order, T0, lambda x: 30 * 60)
+    assert starts[1] == T0 + timedelta(hours=1)  # when the first 4 GPUs free
+    # At 10:30 job 1 ends; the 8-GPU job (now the head) waits for job 101, which must end by
+    # 12:00 (its time limit); job 3 (2 GPUs for at most an hour) ends by 11:30: it backfills.
+    assert starts[3] == T0 + timedelta(hours=1, minutes=30)
+    # Jobs 101 and 3 are predicted to end at 11:00: then the 8 GPUs are free.
+    assert starts[2] == T0 + timedelta(hours=2)
+    assert estimate(lim(), tally(), [], [d(5, 1, gpus=1)], T0, lambda x: None)[5] == T0
+
+
+def replace_end(x, end):
+    from dataclasses import replace
+    return replace(x, end=end)
+
+
+def test_usage_halves_every_half_life():
+    assert decay(100.0, 24 * H, 24 * H) == pytest.approx(50.0)
+    assert decay(100.0, 72 * H, 24 * H) == pytest.approx(12.5)
+    assert decay(100.0, 0, 24 * H) == 100.0
+
+
+# ---- in the database -------------------------------------------------------------------------------
+
+@pytest.fixture
+def lab(make):
+    alice, bob, carol = make.user("alice"), make.user("bob"), make.user("carol")
+    account = make.account("vision-lab", gpu_quota=8, members={alice: "member", bob: "member", carol: "manager"})
+    return {"alice": alice, "bob": bob, "carol": carol, "account": account}
+
+
+def submit(app, user, account, gpus, name="job", now=T0, queue_if_full=True, limit=H, job_type="batch"):
+    with app.app_context():
+        try:
+            job = quota.admit(user, account, Ask(gpus=gpus, gpu_model="A100" if gpus else ""),
+                              Job(job_type=job_type, display_name=name, time_limit_seconds=limit, spec={}),
+                              queue_if_full=queue_if_full, settings=SETTINGS, now=now)
+            return job.id
+        finally:
+            db.session.remove()
+
+
+def run_pass(app, now):
+    with app.app_context():
+        try:
+            return queue.admission_pass(now, SETTINGS)
+        finally:
+            db.session.remove()
+
+
+def finish(make, *job_ids, now=T0):
+    def done(s):
+        for job_id in job_ids:
+            job = s.get(Job, job_id)
+            job.state, job.finished_at, job.started_at = "Succeeded", now, job.started_at or now - timedelta(minutes=30)
+        s.commit()
+    make.query(done)
+
+
+def states(make):
+    return make.query(lambda s: {j.id: j.state for j in s.query(Job)})
+
+
+def test_a_submission_over_quota_is_queued_with_its_place_and_blocker_or_refused_if_asked(app, make, lab):
+    first = submit(app, lab["alice"], lab["account"], 6)
+    queued = submit(app, lab["bob"], lab["account"], 4, "b")
+    job = make.query(lambda s: s.get(Job, queued))
+    assert (job.state, job.reason, job.queue_position) == ("Queued", "WaitingForQuota", 1)
+    assert job.queue_blocker == {"kind": "gpus", "used": 6, "limit": 8, "ask": 4, "account": "vision-lab"}
+    with pytest.raises(QuotaExceeded, match="uses 6 of 8 GPUs; this job asks for 4"):
+        submit(app, lab["carol"], lab["account"], 4, "refused", queue_if_full=False)
+    with pytest.raises(QuotaExceeded, match="Jobs queued earlier in account vision-lab go first"):
+        submit(app, lab["bob"], lab["account"], 1, "behind his own", queue_if_full=False)
+    with pytest.raises(QuotaExceeded, match="can never start in account vision-lab"):
+        submit(app, lab["bob"], lab["account"], 9, "too big")
+    # A job that fits the free quota still may not pass the queued one if it would delay it.
+    with pytest.raises(QuotaExceeded, match="Jobs queued earlier in account vision-lab go first"):
+        submit(app, lab["carol"], lab["account"], 2, "small", queue_if_full=False, limit=0)
+    assert sorted(states(make).values()) == ["Queued", "Submitting"] and first
+
+
+def test_the_admitter_admits_in_fair_order_as_quota_frees(app, make, lab):
+    running = submit(app, lab["alice"], lab["account"], 8, "all of it")
+    a1 = submit(app, lab["alice"], lab["account"], 4, "a1", now=T0 + timedelta(minutes=1))
+    a2 = submit(app, lab["alice"], lab["account"], 4, "a2", now=T0 + timedelta(minutes=2))
+    b1 = submit(app, lab["bob"], lab["account"], 4, "b1", now=T0 + timedelta(minutes=3))
+    now = T0 + timedelta(minutes=10)
+    assert run_pass(app, now) == []
+    # alice was charged for her 8-GPU admission (8 GPU-hours at once): bob's job is first in line,
+    # though submitted last.
+    positions = make.query(lambda s: {j.id: j.queue_position for j in s.query(Job).filter_by(state="Queued")})
+    assert positions == {b1: 1, a1: 2, a2: 3}
+    finish(make, running, now=now)
+    assert run_pass(app, now + timedelta(seconds=1)) == [b1, a1]
+    assert states(make)[a2] == "Queued"
+    audit = make.query(lambda s: [e.target_id for e in s.query(AuditEntry).filter_by(action="job.admit")])
+    assert sorted(audit) == sorted([str(b1), str(a1)])
+
+
+def test_decayed_usage_changes_the_order(app, make, lab):
+    dave = make.user("dave")
+    make.query(lambda s: (s.add(Membership(account_id=lab["account"], user_id=dave, role="member")), s.commit()))
+    running = submit(app, lab["carol"], lab["account"], 8, "hold")
+    a = submit(app, lab["alice"], lab["account"], 1, "a", now=T0 + timedelta(minutes=1))
+    b = submit(app, lab["bob"], lab["account"], 1, "b", now=T0 + timedelta(minutes=2))
+    c = submit(app, dave, lab["account"], 1, "c", now=T0 + timedelta(minutes=3))
+
+    def charge(user, hours, at):
+        with app.app_context():
+            queue.charge(lab["account"], user, hours * H, at, SETTINGS)
+            db.session.commit()
+            db.session.remove()
+
+    def positions():
+        return make.query(lambda s: [s.get(Job, i).queue_position for i in (a, b, c)])
+    charge(lab["alice"], 10, T0 - timedelta(days=3))  # 10 GPU-h three half-lives ago: 1.25 now
+    charge(lab["bob"], 4, T0)  # 4 GPU-h just now
+    charge(dave, 10, T0 - timedelta(days=2))  # 2.5 now
+    run_pass(app, T0 + timedelta(minutes=5))
+    assert positions() == [1, 3, 2]  # alice's old use has decayed below dave's, and his below bob's
+    assert make.query(lambda s: s.get(Job, a).queue_reserved_at) is not None  # alice's job holds the head
+    charge(dave, 5, T0 + timedelta(minutes=5))  # dave: 7.5 GPU-h, now above bob
+    run_pass(app, T0 + timedelta(minutes=6))
+    assert positions() == [1, 2, 3]  # the head keeps its place whatever the usage does
+    row = make.query(lambda s: s.get(QueueUsage, (lab["account"], dave)))
+    assert row.gpu_seconds == pytest.approx((2.5 + 5) * H, rel=1e-3)
+    assert running
+
+
+def test_a_quota_raised_by_an_admin_admits_the_next_jobs_at_once(app, make, lab):
+    submit(app, lab["alice"], lab["account"], 8, "hold")
+    waiting = [submit(app, lab["bob"], lab["account"], 2, f"w{n}", now=T0 + timedelta(minutes=n)) for n in range(3)]
+    assert run_pass(app, T0 + timedelta(minutes=5)) == []
+    make.query(lambda s: (setattr(s.get(Account, lab["account"]), "gpu_quota", 12), s.commit()))
+    assert run_pass(app, T0 + timedelta(minutes=5, seconds=1)) == waiting[:2]
+    assert states(make)[waiting[2]] == "Queued"
+
+
+def test_the_head_is_not_starved_by_a_stream_of_small_jobs(app, make, lab):
+    holders = [submit(app, lab["carol"], lab["account"], 2, f"h{n}", limit=2 * H) for n in range(3)]  # 6 of 8
+    big = submit(app, lab["alice"], lab["account"], 8, "big", now=T0 + timedelta(minutes=1))
+    now = T0 + timedelta(minutes=2)
+    admitted_small = []
+    for n in range(6):
+        # Small, long jobs keep coming (each would fit the 2 free GPUs); bob has used nothing.
+        submit(app, lab["bob"], lab["account"], 1, f"s{n}", now=now, limit=4 * H)
+        admitted_small += run_pass(app, now)
+        now += timedelta(minutes=1)
+    assert admitted_small == []  # each would delay the big job: none passes it
+    job = make.query(lambda s: s.get(Job, big))
+    assert job.queue_reserved_at is not None and job.queue_position == 1
+    finish(make, *holders, now=now)
+    assert run_pass(app, now) == [big]
+
+
+def test_a_cancelled_queued_job_ends_without_the_cluster_and_is_never_admitted(app, make, lab):
+    hold = submit(app, lab["alice"], lab["account"], 8, "hold")
+    waiting = submit(app, lab["bob"], lab["account"], 1, "w")
+
+    class NoCluster:
+        def __getattr__(self, name):
+            raise AssertionError(f"the cluster was called: {name}")
+    with app.app_context():
+        from portal.models import User
+        from portal.services.context import Actor
+        job = job_service.stop_job(Actor(db.session.get(User, lab["bob"])), waiting, NoCluster())
+        assert (job.state, job.reason, job.finished_at is not None) == ("Stopped", "Cancelled", True)
+        db.session.remove()
+    finish(make, hold)
+    assert run_pass(app, T0 + timedelta(minutes=1)) == []
+    assert states(make)[waiting] == "Stopped"
+
+
+def test_an_admission_abandoned_before_its_create_goes_back_to_the_queue(app, make, lab):
+    hold = submit(app, lab["alice"], lab["account"], 8, "hold")
+    waiting = submit(app, lab["bob"], lab["account"], 2, "w")
+    finish(make, hold)
+    now = T0 + timedelta(minutes=1)
+    assert run_pass(app, now) == [waiting]  # ... and the syncer dies before the create
+    with app.app_context():
+        assert job_service.end_abandoned_submissions(now + timedelta(minutes=3), set(), now + timedelta(minutes=3)) == []
+        db.session.remove()
+    job = make.query(lambda s: s.get(Job, waiting))
+    assert (job.state, job.queue_blocker["kind"], job.queue_reserved_at is not None) == ("Queued", "cluster", True)
+    assert run_pass(app, now + timedelta(minutes=4)) == [waiting]
+
+
+def test_a_member_removed_from_the_account_leaves_a_job_that_says_it_cannot_start(app, make, lab):
+    submit(app, lab["alice"], lab["account"], 8, "hold")
+    waiting = submit(app, lab["bob"], lab["account"], 2, "w")
+    make.query(lambda s: (s.delete(s.execute(select(Membership).filter_by(user_id=lab["bob"], account_id=lab["account"]))
+                                   .scalar_one()), s.commit()))
+    run_pass(app, T0 + timedelta(minutes=1))
+    assert make.query(lambda s: s.get(Job, waiting).queue_blocker["kind"]) == "nomember"
+
+
+def test_web_submissions_racing_the_admitter_never_over_admit(app, make, lab):
+    """Threads with their own sessions: 24 web submissions of 1 GPU (queue if full) and an
+    admitter pass in a loop, while the holders end: the admitted never exceed 8 GPUs at any
+    commit, and every job ends admitted or queued."""
+    from portal.models import Account as A
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "max_jobs", None), s.commit()))
+    holders = [submit(app, lab["carol"], lab["account"], 2, f"h{n}") for n in range(4)]
+    barrier, errors, stop = threading.Barrier(9), [], threading.Event()
+    peak = []
+
+    def admitted_gpus():
+        with app.app_context():
+            try:
+                return db.session.execute(select(db.func.sum(Job.gpus)).where(
+                    Job.state.in_(("Submitting", "Pending", "Running")))).scalar() or 0
+            finally:
+                db.session.remove()
+
+    def web(n):
+        barrier.wait()
+        for k in range(3):
+            try:
+                submit(app, lab["alice"] if n % 2 else lab["bob"], lab["account"], 1, f"r{n}-{k}",
+                       now=T0 + timedelta(seconds=n * 3 + k))
+            except Exception as exc:  # noqa: BLE001  recorded for the assertion
+                errors.append(repr(exc))
+            peak.append(admitted_gpus())
+
+    def admitter():
+        barrier.wait()
+        while not stop.is_set():
+            try:
+                run_pass(app, T0 + timedelta(minutes=1))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+            peak.append(admitted_gpus())
+
+    threads = [threading.Thread(target=web, args=(n,)) for n in range(8)] + [threading.Thread(target=admitter)]
+    for t in threads:
+        t.start()
+    finish(make, *holders[:2], now=T0 + timedelta(seconds=5))
+    for t in threads[:-1]:
+        t.join(120)
+    finish(make, *holders[2:], now=T0 + timedelta(seconds=30))
+    run_pass(app, T0 + timedelta(minutes=2))
+    stop.set()
+    threads[-1].join(60)
+    assert errors == []
+    assert max(peak) <= 8 and admitted_gpus() == 8
+    final = states(make)
+    assert sorted(set(final.values())) == ["Queued", "Submitting", "Succeeded"]
+    assert sum(1 for s in final.values() if s in ("Queued", "Submitting")) == 24
