@@ -146,6 +146,16 @@ def test_orphans_are_final_or_unknown_jobs_past_their_grace():
     assert due == [2, 4] and waiting == {}
 
 
+def test_objects_of_a_queued_job_are_orphans_but_an_admitted_ones_are_not():
+    """A queued job has no cluster objects; these are left from a create that did not answer."""
+    due, waiting = orphans(100.0, {8, 9}, {8: "Queued", 9: "Submitting"}, {}, grace=30)
+    assert due == [] and set(waiting) == {8}
+    due, waiting = orphans(131.0, {8, 9}, {8: "Queued", 9: "Submitting"}, waiting, grace=30)
+    assert due == [8]
+    due, waiting = orphans(131.0, {8}, {8: "Submitting"}, {8: 100.0}, grace=30)  # admitted again in time
+    assert due == [] and waiting == {}
+
+
 def test_an_active_job_is_never_an_orphan():
     due, waiting = orphans(10**6, {7}, {7: "Running"}, {7: 0.0}, grace=0)
     assert due == [] and waiting == {}

@@ -51,7 +51,8 @@ class Submission:
     queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
 
 
-def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None) -> Job:
+def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None,
+               now: datetime | None = None) -> Job:
     """Check the rules (ValidationFailed, nothing written), admit against the quota and the
     account's queue (services/quota.py): a job that fits now gets its cluster objects and becomes
     Pending (or ends SubmitError with nothing left in the cluster); one that fits only later is
@@ -59,7 +60,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     admitter launches it here in `launch` when its turn comes. The same idempotency key from the
     same user returns the first job (a double-clicked submit). A time limit of 0 means the type's
     default. Without a policy, the app's configuration gives it (so no entry point can skip the
-    deployment's rules)."""
+    deployment's rules). `now` (default: the wall clock) is the submission time."""
     policy = policy or SubmissionPolicy.from_config(current_app.config)
     user = actor.user
     if form.idempotency_key:
@@ -89,7 +90,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     settings = queue.QueueSettings.from_config(current_app.config)
     try:
         retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
-                                     queue_if_full=form.queue_if_full, settings=settings))
+                                     queue_if_full=form.queue_if_full, settings=settings, now=now))
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user_id, form.idempotency_key)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, case, func, literal, select, update
 
 from ..extensions import db
 from ..models import (ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, JobWarning, Membership, MemberRole,
@@ -169,19 +169,45 @@ class AdmissionBackend(Protocol):
 
 
 class PortalAdmission:
+    """Decides in the database. A pass reads the fingerprints of the accounts with a queue and
+    decides only where one changed since the last pass (a job queued, admitted or ended, a
+    quota or a cap changed), plus a slice of the others, so every queue is decided again at
+    least every FULL_PASS_SECONDS (members' usage moves the order slowly). The first pass looks
+    at every queue. The fingerprints are kept in memory: safe to lose."""
+
+    FULL_PASS_SECONDS = 60.0
+    SLICES = 30  # the unchanged queues looked at again: a slice per pass, each at least every minute
+
     def __init__(self, settings: QueueSettings):
         self.settings = settings
+        self._seen: dict[int, tuple] = {}
+        self._looked: dict[int, datetime] = {}
 
     def admission_pass(self, now: datetime) -> list[int]:
-        return admission_pass(now, self.settings)
+        current = signatures()
+        first = not self._looked
+        changed = {a for a, sig in current.items() if first or self._seen.get(a) != sig}
+        stale = sorted((a for a in current if a not in changed and
+                        (now - self._looked.get(a, datetime.min)).total_seconds() >= self.FULL_PASS_SECONDS),
+                       key=lambda a: self._looked.get(a, datetime.min))
+        look = sorted(changed | set(stale[:max(1, -(-len(current) // self.SLICES))]))
+        admitted = admission_pass(now, self.settings, look)
+        self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}
+        # Fingerprints as read before deciding: whatever changed meanwhile (this pass's own
+        # admissions included) is looked at again next pass.
+        self._seen = current
+        return admitted
 
     def sample_usage(self, now: datetime) -> int:
         return sample_usage(now, self.settings)
 
 
-def admission_pass(now: datetime, settings: QueueSettings) -> list[int]:
-    """One pass over every account's queue: the ids admitted (now Submitting, committed)."""
-    queues = load(None, now, settings)
+def admission_pass(now: datetime, settings: QueueSettings, account_ids: list[int] | None = None) -> list[int]:
+    """One pass over the queues of these accounts (None: every account with a queue): the ids
+    admitted (now Submitting, committed)."""
+    if account_ids is not None and not account_ids:
+        return []
+    queues = load(account_ids, now, settings)
     db.session.commit()  # the reads end here; each admitting account gets a transaction of its own
     admitted: list[int] = []
     for account_id, q in queues.items():
@@ -240,12 +266,21 @@ def _show(q: AccountQueue, decision: Decision, now: datetime) -> int:
         old = q.shown.get(d.id)
         if old is None or old[0] != position or old[1] != blocker or old[2] != reserved:
             changes.append({"jid": d.id, "pos": position, "blocker": blocker, "reserved": reserved})
-    if changes:
-        jobs = Job.__table__.c
-        db.session.execute(update(Job.__table__).where(jobs.id == bindparam("jid"), jobs.state == QUEUED).values(
-            queue_position=bindparam("pos"), queue_blocker=bindparam("blocker", type_=jobs.queue_blocker.type),
-            queue_reserved_at=bindparam("reserved"), version=jobs.version + 1), changes)
+    _write_queued(changes, {"pos": "queue_position", "blocker": "queue_blocker", "reserved": "queue_reserved_at"})
     return len(changes)
+
+
+def _write_queued(changes: list[dict], columns: dict[str, str]) -> None:
+    """Set per-job values on queued jobs (guarded: only while Queued) and move their versions: one
+    UPDATE ... CASE id per 500 jobs, not one statement per job."""
+    table = Job.__table__
+    for i in range(0, len(changes), 500):
+        chunk = changes[i:i + 500]
+        ids = [c["jid"] for c in chunk]
+        values = {column: case({c["jid"]: literal(c[key], type_=table.c[column].type) for c in chunk}, value=table.c.id)
+                  for key, column in columns.items()}
+        db.session.execute(update(table).where(table.c.id.in_(ids), table.c.state == QUEUED)
+                           .values(version=table.c.version + 1, **values))
 
 
 def requeue(job_id: int, why: str) -> bool:
@@ -362,10 +397,7 @@ def write_estimates(starts: dict[int, datetime | None], shown: dict[int, datetim
             if abs((start - old).total_seconds()) <= slack:
                 continue
         changes.append({"jid": job_id, "est": start})
-    if changes:
-        jobs = Job.__table__.c
-        db.session.execute(update(Job.__table__).where(jobs.id == bindparam("jid"), jobs.state == QUEUED).values(
-            queue_estimate=bindparam("est"), version=jobs.version + 1), changes)
+    _write_queued(changes, {"est": "queue_estimate"})
     return len(changes)
 
 
@@ -382,14 +414,32 @@ def estimate_pass(now: datetime, settings: QueueSettings, account_ids: list[int]
     return written
 
 
-def signatures(now: datetime) -> dict[int, tuple]:
-    """Per account with a queue: what its estimates depend on (queued and admitted jobs and their
-    states, the quotas' row versions are not tracked: estimates are also refreshed on a timer)."""
-    rows = db.session.execute(select(Job.account_id, func.count(Job.id), func.max(Job.id), func.sum(Job.version))
-                              .where(Job.state.in_((QUEUED,) + ACTIVE_STATES)).group_by(Job.account_id)).all()
-    queued = set(db.session.execute(select(Job.account_id).where(Job.state == QUEUED).group_by(Job.account_id)).scalars())
+def signatures() -> dict[int, tuple]:
+    """Per account with a queue: a fingerprint of what its decisions and estimates depend on (which
+    jobs are queued; its admitted jobs and their versions; its quotas; its members' caps), in four
+    small grouped queries, so a pass can skip the accounts where nothing changed. What the passes
+    themselves write on queued jobs (place, blocker, estimate) does not change it."""
+    is_queued = Job.state == QUEUED
+    jobs = db.session.execute(select(
+        Job.account_id, func.sum(case((is_queued, 0), else_=1)), func.sum(case((is_queued, 0), else_=Job.version)),
+        func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)))
+        .where(Job.state.in_((QUEUED,) + ACTIVE_STATES)).group_by(Job.account_id)).all()
+    queued = {a for a, _n, _v, q, _ids in jobs if q}
+    if not queued:
+        db.session.commit()
+        return {}
+    accounts = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
+        Account.id, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib, Account.max_jobs, Account.expires_on)
+        .where(_in(Account.id, queued)))}
+    caps = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
+        Membership.account_id, func.count(Membership.id), func.sum(func.coalesce(Membership.gpu_cap, -1)),
+        func.max(Membership.id)).where(_in(Membership.account_id, queued)).group_by(Membership.account_id))}
+    models = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
+        AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
+        func.max(AccountGpuQuota.id)).where(_in(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     db.session.commit()
-    return {a: (n, top, int(v or 0)) for a, n, top, v in rows if a in queued}
+    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a))
+            for a, n, v, q, ids in jobs if a in queued}
 
 
 # ---- what the pages show ----------------------------------------------------------------------
@@ -412,22 +462,23 @@ def standing(job: Job) -> Standing | None:
     return Standing(job.queue_position, int(waiting), job.queue_blocker, job.queue_estimate, job.queue_reserved_at is not None)
 
 
-def queue_accounts(actor: Actor) -> list[dict]:
-    """The accounts whose queues the actor sees listed (every account for admins, their own for
-    members), with their queue's length and whether the actor may open it (managers, admins):
-    two grouped queries."""
+def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50):
+    """A page of the accounts whose queues the actor sees listed (every account for admins, their
+    own for members), each with its queue's length and whether the actor may open it (managers,
+    admins): the page, and one grouped count for the page's accounts."""
+    from .pagination import paginate
     if actor.is_admin:
-        accounts = [dict(r, manager=True) for r in db.session.execute(
-            select(Account.id, Account.name).order_by(Account.name)).mappings()]
+        stmt = select(Account.id, Account.name, literal(MemberRole.MANAGER.value).label("role")).order_by(Account.name)
     else:
-        accounts = [dict(id=r.id, name=r.name, manager=r.role == MemberRole.MANAGER.value) for r in db.session.execute(
-            select(Account.id, Account.name, Membership.role).join(Membership, Membership.account_id == Account.id)
-            .where(Membership.user_id == actor.user.id).order_by(Account.name))]
-    counts = dict(db.session.execute(select(Job.account_id, func.count(Job.id)).where(Job.state == QUEUED)
-                                     .group_by(Job.account_id)).all())
-    for a in accounts:
-        a["queued"] = int(counts.get(a["id"], 0))
-    return accounts
+        stmt = (select(Account.id, Account.name, Membership.role).join(Membership, Membership.account_id == Account.id)
+                .where(Membership.user_id == actor.user.id).order_by(Account.name))
+    result = paginate(stmt, page, per_page, rows="tuples")
+    ids = [r[0] for r in result.items]
+    counts = dict(db.session.execute(select(Job.account_id, func.count(Job.id)).where(
+        Job.state == QUEUED, _in(Job.account_id, ids)).group_by(Job.account_id)).all()) if ids else {}
+    result.items = [{"id": i, "name": name, "manager": role == MemberRole.MANAGER.value, "queued": int(counts.get(i, 0))}
+                    for i, name, role in result.items]
+    return result
 
 
 @dataclass

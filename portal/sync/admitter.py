@@ -71,7 +71,7 @@ class Admitter:
                 if self._runtimes is None or mono - self._runtimes_at >= RUNTIMES_SECONDS:
                     self._runtimes, self._runtimes_at = queue.RunTimes(now), mono
                     db.session.commit()
-                current = queue.signatures(now)
+                current = queue.signatures()
                 due = sorted((a for a, sig in current.items()
                               if self._signatures.get(a) != sig or mono - self._estimated_at.get(a, -1e18) >= ESTIMATE_REFRESH),
                              key=lambda a: self._estimated_at.get(a, -1e18))

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..cluster.client import ClusterError
 from ..extensions import db
 from ..services import jobs
-from ..vocabulary import FINAL_STATES
+from ..vocabulary import FINAL_STATES, JobState
 from .clock import Clock
 from .writers import JobWriter, job_id_of
 
@@ -34,8 +34,11 @@ OWNED_KINDS = ("secrets", "services", "ingresses")
 def orphans(now: float, managed: set[int], states: dict[int, str], first_seen: dict[int, float],
             grace: float) -> tuple[list[int], dict[int, float]]:
     """(ids to delete now, orphans still in their grace period with when they were first seen).
-    An orphan is a managed object's job id that the database does not know or calls final."""
-    seen_now = {i: first_seen.get(i, now) for i in managed if i and (i not in states or states[i] in FINAL_STATES)}
+    An orphan is a managed object's job id that the database does not know, calls final, or calls
+    Queued (a queued job has no cluster objects: these are left from a create that did not
+    answer, and a job admitted again within the grace re-uses them)."""
+    seen_now = {i: first_seen.get(i, now) for i in managed
+                if i and (i not in states or states[i] in FINAL_STATES or states[i] == JobState.QUEUED.value)}
     due = sorted(i for i, since in seen_now.items() if now - since >= grace)
     return due, {i: since for i, since in seen_now.items() if i not in due}
 

@@ -170,7 +170,9 @@ class JobWriter:
         return ended
 
     def _write_one(self, row, now: float, ended: dict) -> None:
-        if row.state in FINAL_STATES:
+        if row.state in FINAL_STATES or row.state == JobState.QUEUED.value:
+            # A queued job has no cluster objects of its own: any found are leftovers of an
+            # admission whose create did not answer, which the orphan pass removes.
             self._missing.pop(row.id, None)
             return
         with self.lock:

@@ -16,7 +16,8 @@ bp = Blueprint("queue", __name__)
 @bp.get("/queues")
 @login_required
 def index():
-    return render_template("queue/index.html", accounts=queue.queue_accounts(actor()))
+    page = queue.queue_accounts(actor(), page_arg(), per_page())
+    return render_template("queue/index.html", page=page, endpoint="queue.index", args={})
 
 
 @bp.get("/queues/<int:account_id>")
