@@ -129,3 +129,23 @@ def test_the_queue_pages_show_the_order_to_managers_and_admins(app, new_client, 
     assert new_client().login(people["dave"]).get(f"/queues/{lab}").status_code == 403
     assert new_client().login(people["root"]).get("/queues/999999").status_code == 404
     assert f'href="/queues/{lab}"' in new_client().login(people["carol"]).get("/queues").get_data(as_text=True)
+
+
+def test_an_admission_the_cluster_cannot_take_goes_back_to_the_head_and_starts_once_it_can(app, new_client, people,
+                                                                                           syncer, cluster_sim):
+    sim = cluster_sim[0]
+    alice, bob = new_client().login(people["alice"]), new_client().login(people["bob"])
+    holder = job_id_of(alice.post("/jobs/new/batch", form(people, "hold-000003", gpus="2", command="sleep infinity")))
+    queued = job_id_of(bob.post("/jobs/new/batch", form(people, "sick-000003", display_name="next")))
+    sim.faults.set(error_code=503, path_prefix="/apis/batch/v1/namespaces/crater-jobs/jobs", methods=("POST",))
+    try:
+        assert alice.post(f"/jobs/{holder}/stop").status_code == 303
+        wait_for(lambda: q(app, lambda: (db.session.get(Job, queued).queue_blocker or {}).get("kind")) == "cluster",
+                 timeout=20, what="the admission to fail and go back to the queue")
+        job = q(app, lambda: db.session.get(Job, queued))
+        assert job.state == "Queued" and job.queue_reserved_at is not None
+        assert "The cluster could not take it just now" in bob.get(f"/jobs/{queued}").get_data(as_text=True)
+    finally:
+        sim.faults.clear()
+    wait_for(lambda: state_of(app, queued) in ("Pending", "Running", "Succeeded"), timeout=30,
+             what="the job admitted once the cluster answers")

@@ -193,9 +193,13 @@ class PortalAdmission:
         look = sorted(changed | set(stale[:max(1, -(-len(current) // self.SLICES))]))
         admitted = admission_pass(now, self.settings, look)
         self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}
-        # Fingerprints as read before deciding: whatever changed meanwhile (this pass's own
-        # admissions included) is looked at again next pass.
-        self._seen = current
+        # Fingerprints as read before deciding: whatever changed meanwhile is looked at again next
+        # pass, and so is every account that admitted (its jobs may come back to the queue if
+        # the cluster cannot take them, which leaves the fingerprint as it was).
+        admitting = set(db.session.execute(select(Job.account_id).where(_in(Job.id, admitted))).scalars()) \
+            if admitted else set()
+        db.session.commit()
+        self._seen = {a: sig for a, sig in current.items() if a not in admitting}
         return admitted
 
     def sample_usage(self, now: datetime) -> int:

@@ -1,7 +1,8 @@
 """The admitter: the queue's loop in the leading syncer. It runs an admission pass whenever a job
 ends (the job writer wakes it) and at least every CRATER_QUEUE_SECONDS (quotas raised by an admin,
 caps changed, jobs cancelled or queued by the web), creates the admitted jobs' cluster objects
-through services.jobs.launch (the web submission's own steps), and on slower timers brings the
+through services.jobs.launch (the web submission's own steps; a job the cluster cannot take now
+goes back to the head of its queue, and admission pauses, 1 s doubling to 30 s), and on slower timers brings the
 members' decayed usage up to date and re-estimates the queued jobs' starts (only for accounts
 whose jobs changed, or every ESTIMATE_REFRESH seconds, within a time budget per round).
 
@@ -25,6 +26,7 @@ SAMPLE_SECONDS = 30.0
 ESTIMATE_SECONDS = 5.0
 ESTIMATE_REFRESH = 300.0
 RUNTIMES_SECONDS = 300.0
+MAX_BACKOFF = 30.0  # the longest wait after the cluster could not take admitted jobs
 
 
 class Admitter:
@@ -38,17 +40,27 @@ class Admitter:
         self._signatures: dict[int, tuple] = {}
         self._estimated_at: dict[int, float] = {}
         self.last_admitted: list[int] = []
+        self._backoff, self._paused_until = 0.0, float("-inf")
         self.durations: dict[str, float] = {}
 
     def run_pass(self) -> list[int]:
         """Admit what can start now and create their cluster objects (in the app context)."""
+        if self.clock.monotonic() < self._paused_until:
+            return []
         with self.app.app_context():
             try:
                 started = self.clock.monotonic()
                 admitted = self.backend.admission_pass(self.clock.utcnow())
                 self.durations["admission"] = self.clock.monotonic() - started
+                requeued = 0
                 for job_id in admitted:
-                    jobs.launch(job_id, self.cluster)
+                    job = jobs.launch(job_id, self.cluster)
+                    requeued += job is not None and job.is_queued
+                if requeued:  # the cluster cannot take jobs now: wait before trying again
+                    self._backoff = min(MAX_BACKOFF, self._backoff * 2) if self._backoff else 1.0
+                    self._paused_until = self.clock.monotonic() + self._backoff
+                elif admitted:
+                    self._backoff = 0.0
                 self.last_admitted = admitted
                 return admitted
             finally:
