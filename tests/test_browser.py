@@ -132,6 +132,19 @@ def live_cluster_portal(tmp_path, fresh_sim):
         syncer.stop()
 
 
+def submit_batch(page, name):
+    """Fill the open batch form (2 A100 GPUs in Vision-Lab, `python train.py`) and submit it."""
+    page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
+    page.fill("#display_name", name)
+    page.select_option("#account_id", label="Vision-Lab")
+    page.fill("#image", "pytorch/pytorch:2.4")
+    page.fill("#command", "python train.py")
+    page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
+    page.fill("#gpus", "2")
+    page.click("#submit-job")
+    page.wait_for_selector("#job-status")
+
+
 def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(browser, live_cluster_portal, tmp_path):
     app, base = live_cluster_portal
     make = Factory(app)
@@ -142,15 +155,7 @@ def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(bro
     # The GPU models come from the node inventory the syncer keeps.
     page.goto(base + "/jobs/new")
     page.click("#new-batch")
-    page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
-    page.fill("#display_name", "训练 ResNet")
-    page.select_option("#account_id", label="Vision-Lab")
-    page.fill("#image", "pytorch/pytorch:2.4")
-    page.fill("#command", "python train.py")
-    page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
-    page.fill("#gpus", "2")
-    page.click("#submit-job")
-    page.wait_for_selector("#job-status")
+    submit_batch(page, "训练 ResNet")
     assert "Job 训练 ResNet submitted." in page.inner_text("#flash")
     assert page.inner_text("#job-status .state") in ("Pending", "Running")
     page.evaluate("window.__notReloaded = true")
@@ -255,15 +260,7 @@ def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_
 
     def submit(name):
         page.goto(base + "/jobs/new/batch")
-        page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
-        page.fill("#display_name", name)
-        page.select_option("#account_id", label="Vision-Lab")
-        page.fill("#image", "pytorch/pytorch:2.4")
-        page.fill("#command", "python train.py")
-        page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
-        page.fill("#gpus", "2")
-        page.click("#submit-job")
-        page.wait_for_selector("#job-status")
+        submit_batch(page, name)
         return int(page.url.rsplit("/", 1)[1])
 
     submit("first")

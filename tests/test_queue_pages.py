@@ -7,8 +7,9 @@ import pytest
 
 from kubesim_fixtures import is_gone, wait_for
 from portal.extensions import db
-from portal.models import Job, Node
-from portal.sync.syncer import SyncSettings, Syncer
+from portal.models import Job
+from test_job_pages import _q as q
+from test_job_pages import syncer as syncer_fixture  # noqa: F401  (registers the fixture `syncer`)
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -31,23 +32,6 @@ def people(make):
                                                                   ids["carol"]: "manager"})
     ids["other"] = make.account("nlp-lab", members={ids["dave"]: "manager"})
     return ids
-
-
-@pytest.fixture
-def syncer(app):
-    from portal.cluster.setup import cluster_for
-    s = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5)).start()
-    wait_for(lambda: q(app, lambda: db.session.query(Node).count()), timeout=10, what="node inventory")
-    yield s
-    s.stop()
-
-
-def q(app, fn):
-    with app.app_context():
-        try:
-            return fn()
-        finally:
-            db.session.remove()
 
 
 def form(people, key, **kw):
