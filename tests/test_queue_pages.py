@@ -9,7 +9,7 @@ from kubesim_fixtures import is_gone, wait_for
 from portal.extensions import db
 from portal.models import Job
 from test_job_pages import _q as q
-from test_job_pages import syncer as syncer_fixture  # noqa: F401  (registers the fixture `syncer`)
+from test_job_pages import syncer  # noqa: F401  (the fixture: the syncer against this test's kubesim)
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -51,7 +51,8 @@ def state_of(app, job_id):
     return q(app, lambda: db.session.get(Job, job_id).state)
 
 
-def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_client, people, syncer, cluster_sim):
+@pytest.mark.usefixtures("syncer")
+def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_client, people, cluster_sim):
     batch = cluster_sim[2]
     alice, bob = new_client().login(people["alice"]), new_client().login(people["bob"])
     holder = job_id_of(alice.post("/jobs/new/batch", form(people, "hold-000001", display_name="holder", gpus="2",
@@ -94,7 +95,8 @@ def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_c
     assert "admitted from the queue" in history and "queued by bob" in history
 
 
-def test_the_queue_pages_show_the_order_to_managers_and_admins(app, new_client, people, syncer):
+@pytest.mark.usefixtures("syncer")
+def test_the_queue_pages_show_the_order_to_managers_and_admins(app, new_client, people):
     alice, bob = new_client().login(people["alice"]), new_client().login(people["bob"])
     job_id_of(alice.post("/jobs/new/batch", form(people, "hold-000002", gpus="2", command="sleep infinity")))
     waiting = job_id_of(bob.post("/jobs/new/batch", form(people, "wait-000002", display_name="等待的作业")))
@@ -115,8 +117,9 @@ def test_the_queue_pages_show_the_order_to_managers_and_admins(app, new_client, 
     assert f'href="/queues/{lab}"' in new_client().login(people["carol"]).get("/queues").get_data(as_text=True)
 
 
+@pytest.mark.usefixtures("syncer")
 def test_an_admission_the_cluster_cannot_take_goes_back_to_the_head_and_starts_once_it_can(app, new_client, people,
-                                                                                           syncer, cluster_sim):
+                                                                                           cluster_sim):
     sim = cluster_sim[0]
     alice, bob = new_client().login(people["alice"]), new_client().login(people["bob"])
     holder = job_id_of(alice.post("/jobs/new/batch", form(people, "hold-000003", gpus="2", command="sleep infinity")))
