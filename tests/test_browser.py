@@ -269,6 +269,9 @@ def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_
     assert page.inner_text("#job-status .state") == "Queued"
     assert "vision-lab uses 2 of 2 GPUs" in page.inner_text("#job-queue")
     assert "Place 1 of 1" in page.inner_text("#job-queue")
+    # The estimate arrives with a poll of the status block (the admitter estimates within seconds).
+    page.wait_for_function("() => /UTC \\(in about/.test(document.querySelector('#job-estimate').textContent)",
+                           timeout=15000)
     page.goto(base + "/jobs")
     page.evaluate("window.__notReloaded = true")
     row = f"#job-{second}"

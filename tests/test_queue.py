@@ -361,3 +361,28 @@ def test_web_submissions_racing_the_admitter_never_over_admit(app, make, lab):
     final = states(make)
     assert sorted(set(final.values())) == ["Queued", "Submitting", "Succeeded"]
     assert sum(1 for s in final.values() if s in ("Queued", "Submitting")) == 24
+
+
+def test_estimates_learn_their_bias_from_the_last_days_admitted_jobs(app, make, lab):
+    now = T0 + timedelta(hours=5)
+    for n in range(25):  # waited 30 min where the first estimate said 20
+        make.job(lab["alice"], lab["account"], state="Succeeded", created_at=now - timedelta(hours=2),
+                 admitted_at=now - timedelta(hours=1, minutes=30), started_at=now - timedelta(hours=1, minutes=30),
+                 queue_first_wait=20 * 60 if n < 20 else 30, finished_at=now - timedelta(hours=1))
+    with app.app_context():
+        runs = queue.RunTimes(now)
+        assert runs.wait_ratio == pytest.approx(1.5)
+        waiting = Job(user_id=lab["bob"], account_id=lab["account"], job_type="batch", state="Queued",
+                      created_at=now - timedelta(minutes=1), spec={})
+        db.session.add(waiting)
+        db.session.commit()
+        shown = {waiting.id: (None, None, waiting.created_at)}
+        queue.write_estimates({waiting.id: now + timedelta(minutes=20)}, shown, now, runs.wait_ratio)
+        db.session.commit()
+        job = db.session.get(Job, waiting.id, populate_existing=True)
+        assert job.queue_estimate == now + timedelta(minutes=30)  # 20 min, stretched by 1.5
+        assert job.queue_first_wait == 21 * 60  # the raw wait from its submission, kept for learning
+        db.session.remove()
+    with app.app_context():
+        assert queue.RunTimes(T0).wait_ratio == 1.0  # no admitted job in the day before: no correction
+        db.session.remove()

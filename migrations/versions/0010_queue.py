@@ -32,11 +32,13 @@ def upgrade():
         batch_op.add_column(sa.Column('queue_blocker', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('queue_estimate', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('queue_reserved_at', sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column('queue_first_wait', sa.Integer(), nullable=True))
 
 
 
 def downgrade():
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('queue_first_wait')
         batch_op.drop_column('queue_reserved_at')
         batch_op.drop_column('queue_estimate')
         batch_op.drop_column('queue_blocker')

@@ -83,6 +83,9 @@ class Job(db.Model):
     queue_blocker: Mapped[dict | None] = mapped_column(JSONText)
     queue_estimate: Mapped[datetime | None] = mapped_column(DateTime)
     queue_reserved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The wait the first estimate predicted, before calibration (seconds; kept once admitted): the
+    # estimates learn their own bias from it (services.queue.RunTimes.wait_ratio).
+    queue_first_wait: Mapped[int | None] = mapped_column(Integer)
 
     user = relationship("User")
     account = relationship("Account")

@@ -38,6 +38,8 @@ QUEUED = JobState.QUEUED.value
 ESTIMATE_SLACK = 60.0  # an estimate moves on the page only by more than this (or 10 % of the wait)
 HISTORY_DAYS = 30
 HISTORY_JOBS = 5000
+WAIT_SAMPLES = 20  # admitted jobs needed before estimates correct their own bias
+WAIT_SAMPLE_MIN = 60  # seconds: shorter predicted waits say little about the bias
 
 
 @dataclass(frozen=True)
@@ -352,6 +354,14 @@ class RunTimes:
                 everyone.setdefault(job_type, []).append(seconds)
         self.mine = {k: statistics.median(v) for k, v in mine.items()}
         self.everyone = {k: statistics.median(v) for k, v in everyone.items()}
+        # How the actual waits of the last day's admitted jobs compared with what their first
+        # estimates said (later arrivals of members with less recent use go ahead, so raw
+        # estimates lean early): the median ratio, within [1/3, 3], once there are enough.
+        ratios = [(started - created).total_seconds() / first for created, started, first in db.session.execute(
+            select(Job.created_at, Job.started_at, Job.queue_first_wait).where(
+                Job.admitted_at > now - timedelta(days=1), Job.admitted_at <= now, Job.started_at.is_not(None),
+                Job.queue_first_wait >= WAIT_SAMPLE_MIN).order_by(Job.admitted_at.desc()).limit(HISTORY_JOBS))]
+        self.wait_ratio = min(3.0, max(1 / 3, statistics.median(ratios))) if len(ratios) >= WAIT_SAMPLES else 1.0
 
     def predict(self, d: Demand, job_type: str) -> float | None:
         guess = self.mine.get((d.user_id, job_type), self.everyone.get(job_type))
@@ -388,12 +398,17 @@ def idle_stops(job_ids) -> dict[int, datetime]:
         _in(JobWarning.job_id, job_ids), JobWarning.kind == "idle_gpu", JobWarning.act_at.is_not(None))).all())
 
 
-def write_estimates(starts: dict[int, datetime | None], shown: dict[int, datetime | None], now: datetime) -> int:
-    """Write the estimates that moved by more than ESTIMATE_SLACK (or 10 % of the wait). The
-    caller commits."""
-    changes = []
-    for job_id, start in starts.items():
-        old = shown.get(job_id)
+def write_estimates(starts: dict[int, datetime | None], shown: dict[int, tuple], now: datetime,
+                    ratio: float = 1.0) -> int:
+    """Write the estimates (raw starts stretched by the learned `ratio`) that moved by more than
+    ESTIMATE_SLACK or 10 % of the wait; a job's first estimate also keeps its raw wait. `shown`:
+    job -> (estimate shown, raw first wait, submitted). The caller commits."""
+    changes, firsts = [], []
+    for job_id, raw in starts.items():
+        old, first_wait, submitted = shown.get(job_id, (None, None, now))
+        start = now + (raw - now) * ratio if raw is not None else None
+        if first_wait is None and raw is not None:
+            firsts.append({"jid": job_id, "first": max(0, int((raw - submitted).total_seconds()))})
         if start is None and old is None:
             continue
         if start is not None and old is not None:
@@ -402,6 +417,7 @@ def write_estimates(starts: dict[int, datetime | None], shown: dict[int, datetim
                 continue
         changes.append({"jid": job_id, "est": start})
     _write_queued(changes, {"est": "queue_estimate"})
+    _write_queued(firsts, {"first": "queue_first_wait"})
     return len(changes)
 
 
@@ -409,11 +425,12 @@ def estimate_pass(now: datetime, settings: QueueSettings, account_ids: list[int]
     """Estimate and write the starts of the given accounts' queued jobs (None: every queue)."""
     queues = load(account_ids, now, settings)
     stops = idle_stops([d.id for q in queues.values() for d in q.holding])
-    shown = dict(db.session.execute(select(Job.id, Job.queue_estimate).where(
-        Job.state == QUEUED, _in(Job.account_id, list(queues)))).all()) if queues else {}
+    shown = {r.id: (r.queue_estimate, r.queue_first_wait, r.created_at) for r in db.session.execute(
+        select(Job.id, Job.queue_estimate, Job.queue_first_wait, Job.created_at).where(
+            Job.state == QUEUED, _in(Job.account_id, list(queues))))} if queues else {}
     written = 0
     for q in queues.values():
-        written += write_estimates(estimate_starts(q, now, settings, runs, stops), shown, now)
+        written += write_estimates(estimate_starts(q, now, settings, runs, stops), shown, now, runs.wait_ratio)
     db.session.commit()
     return written
 
