@@ -386,3 +386,18 @@ def test_estimates_learn_their_bias_from_the_last_days_admitted_jobs(app, make, 
     with app.app_context():
         assert queue.RunTimes(T0).wait_ratio == 1.0  # no admitted job in the day before: no correction
         db.session.remove()
+
+
+def test_deactivating_a_user_cancels_their_queued_jobs(app, make, lab):
+    hold = submit(app, lab["alice"], lab["account"], 8, "hold")
+    waiting = submit(app, lab["bob"], lab["account"], 1, "w")
+    root = make.user("root", role="admin")
+    with app.app_context():
+        from portal.models import User
+        from portal.services import users
+        from portal.services.context import Actor
+        users.set_active(Actor(db.session.get(User, root)), lab["bob"], False)
+        db.session.remove()
+    job = make.query(lambda s: s.get(Job, waiting))
+    assert (job.state, job.reason) == ("Stopped", "StoppedByAdmin") and "deactivated" in job.message
+    assert states(make)[hold] == "Submitting"  # admitted jobs are left alone

@@ -167,7 +167,7 @@ def submission_from_spec(spec: dict, account_id: int) -> Submission:
         notify=bool(spec.get("notify")), annotations=tuple(tuple(p) for p in spec.get("annotations") or ()))
 
 
-def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None,
+def end_guarded(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None,
          tell_owner: bool = False) -> tuple[Job, bool]:
     """End a job, guarded: only while it is in `from_states` (the syncer or a stop may have ended
     it first). Queues its end-of-job notice in the same transaction (also when the owner did not
@@ -181,7 +181,7 @@ def _end(job_id: int, from_states: tuple[str, ...], state: str, reason: str, mes
 
 
 def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
-    job, _ended = _end(job_id, ACTIVE_STATES, JobState.FAILED.value, Reason.SUBMIT_ERROR, error)
+    job, _ended = end_guarded(job_id, ACTIVE_STATES, JobState.FAILED.value, Reason.SUBMIT_ERROR, error)
     audit.record(actor, "job.submit_failed", "job", job_id, {"error": error[:500]})
     db.session.commit()
     return job
@@ -273,7 +273,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     if job.is_queued:
         # No cluster objects yet: ended in the database alone, guarded, so a job the admitter
         # takes at the same moment is stopped below like any admitted job.
-        job, ended = _end(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, reason, message,
+        job, ended = end_guarded(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, reason, message,
                           tell_owner=tell_owner or not by_owner)
         if ended:
             audit.record(actor, "job.cancel", "job", job.id, {"reason": reason})
@@ -289,7 +289,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
 
     def mark_stopped() -> Job:
-        job, ended = _end(job_id, OPEN_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
+        job, ended = end_guarded(job_id, OPEN_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
         if ended:
             audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
         db.session.commit()
@@ -362,7 +362,7 @@ def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], no
             if queue.requeue(job_id, "The portal stopped while creating this job; it is queued again."):
                 audit.record(SYSTEM, "job.requeue", "job", job_id)
             continue
-        _job, was_ended = _end(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,
+        _job, was_ended = end_guarded(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,
                                "The portal stopped while submitting this job; nothing was created in the cluster. "
                                "Submit it again.", at=now)
         if was_ended:

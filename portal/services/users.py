@@ -252,5 +252,20 @@ def set_active(actor: Actor, user_id: int, active: bool) -> User:
         audit.record(actor, "user.reactivate" if active else "user.deactivate", "user", user.id,
                      {"username": user.username})
         user.active = active
+        if not active:
+            _cancel_queued_jobs(actor, user)
         db.session.commit()
     return user
+
+
+def _cancel_queued_jobs(actor: Actor, user: User) -> None:
+    """A deactivated user's queued jobs never start: they end Stopped (their running jobs are left
+    to their time limits and the policies, as before). The caller commits."""
+    from ..models import Job, JobState
+    from ..vocabulary import Reason
+    from .jobs import end_guarded
+    for job_id in db.session.execute(select(Job.id).where(Job.user_id == user.id, Job.state == JobState.QUEUED.value)).scalars().all():
+        _job, ended = end_guarded(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, Reason.STOPPED_BY_ADMIN,
+                           f"Cancelled in the queue: {user.username} was deactivated by {actor.name}.")
+        if ended:
+            audit.record(actor, "job.cancel", "job", job_id, {"reason": "owner deactivated"})
