@@ -35,6 +35,8 @@ def test_every_reason_reads_as_a_sentence(app, language, reason):
         assert sentence and sentence != reason and (" " in sentence or language == "zh")
 
 
-def test_the_final_and_active_states_partition_the_states():
-    assert set(vocabulary.ACTIVE_STATES) | set(vocabulary.FINAL_STATES) == {s.value for s in JobState}
-    assert not set(vocabulary.ACTIVE_STATES) & set(vocabulary.FINAL_STATES)
+def test_the_final_and_open_states_partition_the_states():
+    """Open = Queued (no cluster objects, no quota) or active (admitted, holding quota)."""
+    assert set(vocabulary.OPEN_STATES) | set(vocabulary.FINAL_STATES) == {s.value for s in JobState}
+    assert not set(vocabulary.OPEN_STATES) & set(vocabulary.FINAL_STATES)
+    assert set(vocabulary.OPEN_STATES) - set(vocabulary.ACTIVE_STATES) == {"Queued"}
