@@ -1,4 +1,5 @@
-"""Entry point: gunicorn app:app, flask --app app ..."""
-from portal import create_app
+"""Entry point: gunicorn app:app, flask --app app ... Logs go to stderr as CRATER_LOG_FORMAT says."""
+from portal import create_app, logs
 
 app = create_app()
+logs.configure(app.config["LOG_FORMAT"])

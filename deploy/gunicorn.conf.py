@@ -14,8 +14,6 @@ timeout = 30
 graceful_timeout = 20
 max_requests = 2000  # recycle workers now and then (bounded memory growth)
 max_requests_jitter = 200
-accesslog = "-"
+accesslog = None  # the portal logs one line per request itself (portal/logs.py): no query strings
 errorlog = "-"
-# Never log query strings or cookies beyond the request line; no secrets in logs.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 forwarded_allow_ips = os.environ.get("CRATER_FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -73,7 +73,6 @@ def sync():
     """Run the syncer: watch the cluster and keep job states in the database current. Several
     replicas may run; one holds the lease and works. Stops on SIGTERM or Ctrl+C (exit 0); exits 1
     when one of its loops cannot be kept running, so that Kubernetes restarts it."""
-    import logging
     import signal
     import threading
 
@@ -83,8 +82,9 @@ def sync():
     from .cluster.setup import connect
     from .sync.syncer import Syncer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
     app = current_app._get_current_object()
+    logs.configure(app.config["LOG_FORMAT"])
     try:
         cluster = connect(app.config)
     except ClusterError as exc:

@@ -128,6 +128,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "QUEUE_SECONDS": _seconds(env, "CRATER_QUEUE_SECONDS", 1.0),
         "QUEUE_HALF_LIFE_HOURS": _seconds(env, "CRATER_QUEUE_HALF_LIFE_HOURS", 24.0),
         "QUEUE_ENTRY_PENALTY_HOURS": _seconds(env, "CRATER_QUEUE_ENTRY_PENALTY_HOURS", 1.0),
+        "LOG_FORMAT": env.get("CRATER_LOG_FORMAT", "text").strip().lower() or "text",  # text | json
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace
         # Flask and extensions
@@ -168,6 +169,8 @@ def check_config(cfg: dict) -> list[str]:
     problems = []
     if cfg["CRATER_ENV"] not in ENVIRONMENTS:
         problems.append(f"CRATER_ENV must be one of {', '.join(ENVIRONMENTS)}, got {cfg['CRATER_ENV']!r}")
+    if cfg.get("LOG_FORMAT", "text") not in ("text", "json"):
+        problems.append(f"CRATER_LOG_FORMAT must be text or json, got {cfg['LOG_FORMAT']!r}")
     if cfg["PROXY_COUNT"] < 0:
         problems.append("CRATER_PROXY_COUNT must not be negative")
     if cfg["CRATER_ENV"] != "production":
