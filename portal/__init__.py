@@ -25,11 +25,12 @@ def create_app(config: dict | None = None) -> Flask:
     from . import i18n, logs, security
     from .auth import session as auth_session
     from .auth import oidc
-    from .extensions import babel, csrf, db, login_manager, migrate
+    from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     csrf.init_app(app)
+    limiter.init_app(app)
     login_manager.init_app(app)
     oidc.init_app(app)
     babel.init_app(app, locale_selector=i18n.select_locale)

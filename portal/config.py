@@ -128,6 +128,14 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "QUEUE_SECONDS": _seconds(env, "CRATER_QUEUE_SECONDS", 1.0),
         "QUEUE_HALF_LIFE_HOURS": _seconds(env, "CRATER_QUEUE_HALF_LIFE_HOURS", 24.0),
         "QUEUE_ENTRY_PENALTY_HOURS": _seconds(env, "CRATER_QUEUE_ENTRY_PENALTY_HOURS", 1.0),
+        # Rate limits (Flask-Limiter notation): sign-in attempts per client address and per user
+        # name, job submissions per user. Storage: memory:// counts per process (so per gunicorn
+        # worker); redis://... or memcached://... share one count between workers and replicas.
+        "RATE_LIMIT_LOGIN": env.get("CRATER_RATE_LIMIT_LOGIN", "20 per minute; 200 per hour"),
+        "RATE_LIMIT_LOGIN_USER": env.get("CRATER_RATE_LIMIT_LOGIN_USER", "10 per minute"),
+        "RATE_LIMIT_SUBMIT": env.get("CRATER_RATE_LIMIT_SUBMIT", "120 per minute"),
+        "RATELIMIT_STORAGE_URI": env.get("CRATER_RATE_LIMIT_STORAGE", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
         "LOG_FORMAT": env.get("CRATER_LOG_FORMAT", "text").strip().lower() or "text",  # text | json
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace

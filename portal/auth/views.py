@@ -9,6 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
+from .. import limits
 from ..services import users
 from ..services.errors import AuthenticationFailed, Forbidden
 from ..views.forms import CsrfOnlyForm, LoginForm
@@ -37,6 +38,8 @@ def login():
 
 
 @bp.post("/login")
+@limits.login_per_address
+@limits.login_per_user
 def login_post():
     """Local password sign-in (bootstrap and break-glass admins)."""
     form = LoginForm()

@@ -22,7 +22,7 @@ def _title(status: int) -> str:
     titles = {
         400: _("Bad request"), 401: _("Please sign in"), 403: _("Not allowed"), 404: _("Not found"),
         405: _("Method not allowed"), 409: _("Not possible now"), 413: _("Too large"),
-        422: _("Check your input"), 500: _("Something went wrong"), 502: _("Service unreachable"),
+        422: _("Check your input"), 429: _("Too many requests"), 500: _("Something went wrong"), 502: _("Service unreachable"),
         503: _("Unavailable"),
     }
     return titles.get(status, _("Error"))
@@ -46,6 +46,8 @@ def init_app(app: Flask) -> None:
             404: _("There is nothing at this address."),
             405: _("This address does not accept that kind of request."),
             413: _("The request is too large."),
+            429: _("Too many requests in a short time (at most %(limit)s). Wait a minute and try again.",
+                   limit=getattr(exc, "description", "") or "?"),
         }
         return render_error(exc.code or 500, messages.get(exc.code, _title(exc.code or 500)))
 

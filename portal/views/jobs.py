@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from .. import vocabulary
+from .. import limits, vocabulary
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..models import JobState, utcnow
@@ -119,6 +119,7 @@ def new_form(job_type):
 
 @bp.post("/jobs/new/<job_type>")
 @login_required
+@limits.submissions
 def submit(job_type):
     """Parse, then submit (the service checks every rule); field errors come back as 422."""
     form = _form(job_type)
