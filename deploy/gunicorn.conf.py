@@ -17,3 +17,20 @@ max_requests_jitter = 200
 accesslog = None  # the portal logs one line per request itself (portal/logs.py): no query strings
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("CRATER_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """Multiprocess metrics: start from an empty directory (samples of a previous run would add up)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.remove(os.path.join(folder, name))
+
+
+def child_exit(server, worker):
+    """Multiprocess metrics (PROMETHEUS_MULTIPROC_DIR): a dead worker's live gauges stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)

@@ -22,7 +22,7 @@ def create_app(config: dict | None = None) -> Flask:
         n = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
 
-    from . import i18n, logs, security
+    from . import i18n, logs, security, telemetry
     from .auth import session as auth_session
     from .auth import oidc
     from .extensions import babel, csrf, db, limiter, login_manager, migrate
@@ -38,6 +38,7 @@ def create_app(config: dict | None = None) -> Flask:
     security.init_app(app)
     i18n.init_app(app)
     logs.init_app(app)
+    telemetry.init_app(app)
 
     from .auth.views import bp as auth_bp
     from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes,

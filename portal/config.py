@@ -136,6 +136,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "RATE_LIMIT_SUBMIT": env.get("CRATER_RATE_LIMIT_SUBMIT", "120 per minute"),
         "RATELIMIT_STORAGE_URI": env.get("CRATER_RATE_LIMIT_STORAGE", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
+        "METRICS_TOKEN": env.get("CRATER_METRICS_TOKEN", ""),  # /metrics: this bearer token, else loopback only
         "LOG_FORMAT": env.get("CRATER_LOG_FORMAT", "text").strip().lower() or "text",  # text | json
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages
         "DCGM_POD_LABELS": env.get("CRATER_DCGM_POD_LABELS", ""),  # "exported": exported_pod / exported_namespace

@@ -18,10 +18,11 @@ from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User, utcnow
+from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, Reason
 from . import accounts, audit, job_rules, notify, queue, quota
 from .context import SYSTEM, Actor
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
 from .transactions import retrying
 
@@ -69,7 +70,11 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
             return existing
     if not form.time_limit_seconds and form.job_type in policy.time_limits:
         form = replace(form, time_limit_seconds=policy.default_seconds(form.job_type))
-    job_rules.check(form, policy)
+    try:
+        job_rules.check(form, policy)
+    except ValidationFailed:
+        count_submission(form.job_type, "invalid")
+        raise
     account = db.session.get(Account, form.account_id)
     if account is None:
         raise NotFound(_("No such account."))
@@ -91,6 +96,9 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     try:
         retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
                                      queue_if_full=form.queue_if_full, settings=settings, now=now))
+    except quota.QuotaExceeded:
+        count_submission(form.job_type, "refused")
+        raise
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
         existing = _by_key(user_id, form.idempotency_key)
@@ -98,10 +106,13 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
             raise
         return existing
     if admitted["state"] == JobState.QUEUED.value:
+        count_submission(form.job_type, "queued")
         return db.session.get(Job, admitted["id"], populate_existing=True)
     # The admission's commit ended the transaction, and nothing is read again before the cluster
     # has answered: no transaction is open while the cluster is called.
-    return _launch(actor, admitted["id"], admitted["request"], cluster, requeue_if_away=False)
+    job = _launch(actor, admitted["id"], admitted["request"], cluster, requeue_if_away=False)
+    count_submission(form.job_type, "submit_error" if job.reason == Reason.SUBMIT_ERROR else "admitted")
+    return job
 
 
 def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, requeue_if_away: bool) -> Job:
