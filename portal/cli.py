@@ -92,6 +92,10 @@ def sync():
         sys.exit(1)
     syncer = Syncer(app, cluster).start()
     click.echo(f"syncer {syncer.identity} started (namespace {app.config['JOB_NAMESPACE']})")
+    if app.config["SYNC_METRICS_PORT"]:
+        from .sync import telemetry
+        telemetry.serve(syncer, app.config["SYNC_METRICS_PORT"], app.config["SYNC_METRICS_ADDR"])
+        click.echo(f"metrics on {app.config['SYNC_METRICS_ADDR']}:{app.config['SYNC_METRICS_PORT']}/metrics")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

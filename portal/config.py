@@ -136,6 +136,8 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "RATE_LIMIT_SUBMIT": env.get("CRATER_RATE_LIMIT_SUBMIT", "120 per minute"),
         "RATELIMIT_STORAGE_URI": env.get("CRATER_RATE_LIMIT_STORAGE", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
+        "SYNC_METRICS_PORT": _int(env, "CRATER_SYNC_METRICS_PORT", 0),  # `crater sync` serves its metrics here (0: off)
+        "SYNC_METRICS_ADDR": env.get("CRATER_SYNC_METRICS_ADDR", "127.0.0.1"),
         "METRICS_TOKEN": env.get("CRATER_METRICS_TOKEN", ""),  # /metrics: this bearer token, else loopback only
         "LOG_FORMAT": env.get("CRATER_LOG_FORMAT", "text").strip().lower() or "text",  # text | json
         "SHOW_JOB_NAMES": _flag(env.get("CRATER_SHOW_JOB_NAMES")),  # other users' job names on node pages

@@ -40,6 +40,7 @@ class Admitter:
         self._signatures: dict[int, tuple] = {}
         self._estimated_at: dict[int, float] = {}
         self.last_admitted: list[int] = []
+        self.admitted_total = 0
         self._backoff, self._paused_until = 0.0, float("-inf")
         self.durations: dict[str, float] = {}
 
@@ -62,6 +63,7 @@ class Admitter:
                 elif admitted:
                     self._backoff = 0.0
                 self.last_admitted = admitted
+                self.admitted_total += len(admitted)
                 return admitted
             finally:
                 db.session.remove()
