@@ -133,8 +133,14 @@ def live_cluster_portal(tmp_path, fresh_sim):
 
 
 def submit_batch(page, name):
-    """Fill the open batch form (2 A100 GPUs in Vision-Lab, `python train.py`) and submit it."""
-    page.wait_for_selector("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']", state="attached", timeout=15000)
+    """Fill the open batch form (2 A100 GPUs in Vision-Lab, `python train.py`) and submit it. The
+    GPU models come from the node inventory the syncer keeps: until it has them, load the form again."""
+    import time
+    deadline = time.monotonic() + 45
+    while not page.locator("#gpu_model option[value='NVIDIA-A100-SXM4-80GB']").count():
+        assert time.monotonic() < deadline, "the form never offered the A100 model (no node inventory)"
+        time.sleep(0.5)
+        page.reload()
     page.fill("#display_name", name)
     page.select_option("#account_id", label="Vision-Lab")
     page.fill("#image", "pytorch/pytorch:2.4")
