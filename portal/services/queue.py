@@ -18,7 +18,7 @@ Kueue backend can replace it (see docs/queue.md). Touches the DB only."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -72,7 +72,7 @@ class AccountQueue:
         return admit(self.limits, self.used, self.queued, self.scores, self.holding, now, settings.penalty_seconds)
 
 
-def demand_of(row, now: datetime | None = None) -> Demand:
+def demand_of(row) -> Demand:
     return Demand(id=row.id, user_id=row.user_id, gpus=row.gpus or 0, gpu_model=row.gpu_model or "",
                   cpu_milli=row.cpu_milli or 0, memory_mib=row.memory_mib or 0, jupyter=row.job_type == "jupyter",
                   time_limit=row.time_limit_seconds or 0, submitted=row.created_at,
@@ -150,10 +150,6 @@ def jupyter_count(user_id: int) -> int:
     """The user's admitted JupyterLab jobs in all accounts."""
     return int(db.session.execute(select(func.count(Job.id)).where(
         Job.user_id == user_id, Job.job_type == "jupyter", Job.state.in_(ACTIVE_STATES))).scalar_one())
-
-
-def has_queue(account_id: int) -> bool:
-    return db.session.execute(select(Job.id).where(Job.account_id == account_id, Job.state == QUEUED).limit(1)).first() is not None
 
 
 # ---- the admitter's pass ------------------------------------------------------------------------
@@ -386,7 +382,7 @@ def estimate_starts(q: AccountQueue, now: datetime, settings: QueueSettings, run
             end = min(end or deadline, max(deadline, now))
         if d.id in idle_stops:
             end = min(end or idle_stops[d.id], max(idle_stops[d.id], now))
-        holding.append(Demand(**{**d.__dict__, "end": end}))
+        holding.append(replace(d, end=end))
     order = fair_order(q.queued, q.scores, settings.penalty_seconds)
     return estimate(q.limits, q.used, holding, order, now, lambda d: runs.predict(d, q.types.get(d.id, "")))
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, Job, JobState, Membership, User, utcnow
+from ..models import Account, Job, JobState, Membership, User, utcnow
 from ..vocabulary import Reason
 from .errors import DomainError, Forbidden, NotFound
 
@@ -52,23 +52,6 @@ def lock_users(user_ids) -> None:
     SQLite's write lock already covers it). Always after the account's lock, in id order."""
     if user_ids and db.session.get_bind().dialect.name != "sqlite":
         db.session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id).with_for_update())
-
-
-def usage(account_id: int, user_id: int | None = None) -> dict:
-    """What the account's active jobs hold (GPUs, per model, CPU, memory, count); with `user_id`
-    also that member's GPUs."""
-    active = (Job.account_id == account_id) & Job.state.in_(ACTIVE_STATES)
-    gpus, cpu, memory, count = db.session.execute(
-        select(func.coalesce(func.sum(Job.gpus), 0), func.coalesce(func.sum(Job.cpu_milli), 0),
-               func.coalesce(func.sum(Job.memory_mib), 0), func.count(Job.id)).where(active)).one()
-    per_model = dict(db.session.execute(
-        select(Job.gpu_model, func.sum(Job.gpus)).where(active, Job.gpus > 0).group_by(Job.gpu_model)).all())
-    result = {"gpus": int(gpus), "cpu_milli": int(cpu), "memory_mib": int(memory), "jobs": int(count),
-              "per_model": {k: int(v) for k, v in per_model.items()}}
-    if user_id is not None:
-        result["member_gpus"] = int(db.session.execute(
-            select(func.coalesce(func.sum(Job.gpus), 0)).where(active, Job.user_id == user_id)).scalar_one())
-    return result
 
 
 def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None,
