@@ -14,6 +14,7 @@ from pathlib import Path
 
 ENVIRONMENTS = ("development", "production")
 LANGUAGES = {"en": "English", "zh": "简体中文"}
+PLACEHOLDER = "CHANGE-ME"  # what deploy/k8s/overlays/example/secret.yaml holds until edited
 
 
 class ConfigError(RuntimeError):
@@ -203,4 +204,9 @@ def check_config(cfg: dict) -> list[str]:
         problems.append("neither CRATER_OIDC_ISSUER nor CRATER_LOCAL_LOGIN is set: nobody could sign in")
     if cfg["OIDC_ISSUER"] and not cfg["OIDC_CLIENT_SECRET"]:
         problems.append("CRATER_OIDC_CLIENT_SECRET is not set while CRATER_OIDC_ISSUER is")
+    for name, key in (("CRATER_SECRET_KEY", "SECRET_KEY"), ("CRATER_DATABASE_URL", "SQLALCHEMY_DATABASE_URI"),
+                      ("CRATER_OIDC_CLIENT_SECRET", "OIDC_CLIENT_SECRET"), ("CRATER_METRICS_TOKEN", "METRICS_TOKEN"),
+                      ("CRATER_SMTP_URL", "SMTP_URL")):
+        if PLACEHOLDER in (cfg.get(key) or ""):  # deploy/k8s's Secret template, applied unedited
+            problems.append(f"{name} still holds the Secret template's {PLACEHOLDER} placeholder")
     return problems

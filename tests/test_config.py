@@ -49,6 +49,8 @@ def test_production_starts_with_a_key_and_mysql(monkeypatch):
     (production(CRATER_OIDC_ISSUER="https://sso.example.edu"), "CRATER_OIDC_CLIENT_SECRET"),
     (production(CRATER_LOCAL_LOGIN="0"), "nobody could sign in"),
     ({"CRATER_ENV": "staging"}, "CRATER_ENV must be one of"),
+    (production(CRATER_SECRET_KEY="CHANGE-ME-openssl-rand-hex-32-0123456789"), "CRATER_SECRET_KEY still holds"),
+    (production(CRATER_METRICS_TOKEN="CHANGE-ME"), "CRATER_METRICS_TOKEN still holds"),
 ])
 def test_production_refuses_to_start_and_names_the_setting(env, wrong, monkeypatch):
     with pytest.raises(ConfigError) as err:

@@ -225,7 +225,11 @@ def test_time_limit_warning_and_the_pending_interactive_clean_up_with_a_fake_clo
         clock.advance(6 * 3600 + 60)  # 22 h 59 min left: within the 24 h warning
         assert [j for j, _at in passes.time_limit_warning(policies.get("time_limit_warning")).warn] == [long_job]
         assert passes.time_limit_warning(policies.get("time_limit_warning")).warn == []  # once
-        assert passes.pending_interactive(policies.get("pending_interactive")).stop == [stuck]  # pending > 30 min
+        done = passes.run_due()  # every policy, as the syncer runs them: idle GPUs cannot be seen here
+        assert done["pending_interactive"].stop == [stuck] and done["time_limit_warning"].warn == []  # pending > 30 min
+        assert "idle_gpu" not in done
+        assert (passes.actions_total[("pending_interactive", "stop")], passes.actions_total[("time_limit_warning", "warn")],
+                passes.actions_total[("idle_gpu", "stop")]) == (1, 0, 0)  # the syncer's metrics count these
     assert (job_of(app, stuck).state, job_of(app, stuck).reason) == ("Stopped", "PendingTooLong")
     with app.app_context():
         from portal.models import OutboxMessage

@@ -1,4 +1,5 @@
-"""/healthz answers while the process lives; /readyz only while the database answers."""
+"""/healthz answers while the process lives; /readyz only while the database answers with a schema
+that is not behind the code."""
 from conftest import base_config
 from portal import create_app
 
@@ -10,12 +11,37 @@ def test_healthz(client):
 
 def test_readyz_when_the_database_answers(client):
     response = client.get("/readyz")
-    assert response.status_code == 200 and response.get_json()["database"] == "ok"
+    assert response.status_code == 200 and response.get_json() == {"status": "ok", "database": "ok", "schema": "ok"}
+
+
+def test_readyz_waits_for_the_migration_but_not_for_a_newer_release(app, client):
+    """An upgrade: a new release's pod is not ready while the schema is behind it; an old pod
+    stays ready when the new release's migration has run (a revision it does not know)."""
+    from sqlalchemy import text
+
+    from portal.extensions import db
+    with app.app_context():
+        head = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        try:
+            db.session.execute(text("UPDATE alembic_version SET version_num = '0009_fair_use'"))
+            db.session.commit()
+            response = client.get("/readyz")
+            assert response.status_code == 503 and response.get_json()["schema"] == "behind"
+            db.session.execute(text("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'"))
+            db.session.commit()
+            assert client.get("/readyz").status_code == 200
+            db.session.execute(text("DELETE FROM alembic_version"))
+            db.session.commit()
+            assert client.get("/readyz").get_json()["schema"] == "behind"  # never migrated
+        finally:
+            db.session.execute(text("DELETE FROM alembic_version"))
+            db.session.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": head})
+            db.session.commit()
 
 
 def test_readyz_is_503_when_the_database_is_gone(tmp_path):
     app = create_app(base_config("mysql+pymysql://nobody:x@127.0.0.1:1/none?connect_timeout=1"))
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "database": "unreachable"}
+    assert response.get_json() == {"status": "unavailable", "database": "unreachable", "schema": "unknown"}
     assert app.test_client().get("/healthz").status_code == 200

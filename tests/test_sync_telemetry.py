@@ -8,6 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubesim_fixtures import wait_for
+from portal.cluster.manifests import MANAGED_BY
 from test_job_pages import syncer  # noqa: F401  (the fixture: the syncer against this test's kubesim)
 
 
@@ -27,7 +28,7 @@ def scrape(port):
             for s in f.samples}
 
 
-def test_the_syncers_metrics(app, make, syncer):  # noqa: F811
+def test_the_syncers_metrics(app, make, syncer, cluster_sim):  # noqa: F811
     from portal.sync import telemetry
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,5 +47,19 @@ def test_the_syncers_metrics(app, make, syncer):  # noqa: F811
         wait_for(lambda: ("crater_sync_pass_seconds", (("pass", "queue-admission"),)) in scrape(port), timeout=15,
                  what="an admission pass")
         assert scrape(port)[("crater_sync_admissions_total", ())] >= 0
+        # A job's events reach its row: the write lag is observed (a histogram, in seconds).
+        before = scrape(port).get(("crater_sync_write_lag_seconds_count", ()), 0)
+        job_id = make.job(user, lab, state="Pending", gpus=0)
+        labels = {"crater.io/job-id": str(job_id), "app.kubernetes.io/managed-by": MANAGED_BY}
+        cluster_sim[2].create_namespaced_job("crater-jobs", {
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"crater-{job_id}", "labels": labels},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "busybox", "command": ["true"]}]}}}})
+        wait_for(lambda: scrape(port).get(("crater_sync_write_lag_seconds_count", ()), 0) > before, timeout=15,
+                 what="a write observed")
+        found = scrape(port)
+        assert 0 <= found[("crater_sync_write_lag_seconds_sum", ())] and ("crater_sync_write_lag_seconds_bucket", (("le", "+Inf"),)) in found
+        wait_for(lambda: ("crater_sync_policy_actions_total", (("action", "stop"), ("policy", "pending_interactive")))
+                 in scrape(port), timeout=15, what="a policy pass")
     finally:
         server.shutdown()

@@ -130,6 +130,7 @@ class PolicyPasses:
         self.cluster, self.prometheus, self.clock, self.namespace, self.every = cluster, prometheus, clock, namespace, every
         self.runner = runner
         self._last: dict[str, float] = {}
+        self.actions_total: dict[tuple[str, str], int] = {}  # (policy, warn|stop|clear) -> jobs, for the metrics
 
     def passes(self):
         return [("policies", self.run_due)]
@@ -157,6 +158,8 @@ class PolicyPasses:
                 actions, error = Actions(), exc.message
                 log.warning("policy %s skipped: %s", name, exc.message)
             db.session.rollback()
+            for action, acted in (("warn", actions.warn), ("stop", actions.stop), ("clear", actions.clear)):
+                self.actions_total[(name, action)] = self.actions_total.get((name, action), 0) + len(acted)
             policies.record_run(name, started, time.perf_counter() - t0, actions.looked_at, [j for j, _a in actions.warn],
                                 actions.stop, actions.clear, error, runner=self.runner)
         return done

@@ -1,8 +1,9 @@
 """The syncer's own metrics, on a port of its own (CRATER_SYNC_METRICS_PORT; `crater sync` serves
 them, prometheus-client's text format): whether this replica leads, each reflector's relists,
-watch restarts and failures, the database write failures, the last duration of every reconciler
-pass and of the admitter's passes, admissions, and the queue's and the outbox's lengths (two
-counts read at scrape time). Read from the syncer's state when scraped: nothing to keep in step."""
+watch restarts and failures, the database write failures, the write lag (a cluster event to its
+job's row committed), the fair-use policies' actions, the last duration of every reconciler pass
+and of the admitter's passes, admissions, and the queue's and the outbox's lengths (two counts
+read at scrape time). Read from the syncer's state when scraped: nothing to keep in step."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -19,15 +20,14 @@ class SyncerCollector:
         s = self.syncer
         yield GaugeMetricFamily("crater_sync_leader", "1 while this replica holds the Lease and acts",
                                 value=1.0 if s.leading() else 0.0)
-        families = {name: CounterMetricFamily(f"crater_sync_{name}", text, labels=["kind"]) for name, text in (
-            ("relists", "Full lists of a watched kind (at start, after 410 Gone, after failures)"),
-            ("watch_restarts", "Watches resumed after the server ended them"),
-            ("watch_failures", "Watches or lists that failed (the API away)"))}
-        for kind, r in s.reflectors.items():
-            families["relists"].add_metric([kind], r.relists)
-            families["watch_restarts"].add_metric([kind], r.watch_restarts)
-            families["watch_failures"].add_metric([kind], r.failures)
-        yield from families.values()
+        families = [(CounterMetricFamily(name, text, labels=["kind"]), attribute) for name, text, attribute in (
+            ("crater_sync_relists", "Full lists of a watched kind (at start, after 410 Gone, after failures)", "relists"),
+            ("crater_sync_watch_restarts", "Watches resumed after the server ended them", "watch_restarts"),
+            ("crater_sync_watch_failures", "Watches or lists that failed (the API away)", "failures"))]
+        for family, attribute in families:
+            for kind, reflector in s.reflectors.items():
+                family.add_metric([kind], getattr(reflector, attribute))
+            yield family
         yield CounterMetricFamily("crater_sync_write_failures", "Database writes of cluster state that failed",
                                   value=s.write_failures)
         passes = GaugeMetricFamily("crater_sync_pass_seconds", "How long the last run of each pass took", labels=["pass"])
@@ -36,6 +36,12 @@ class SyncerCollector:
         for name, seconds in s.admitter.durations.items():
             passes.add_metric([f"queue-{name}"], seconds)
         yield passes
+        actions = CounterMetricFamily("crater_sync_policy_actions", "Jobs the fair-use policies warned, stopped or "
+                                      "cleared a warning of", labels=["policy", "action"])
+        for (policy, action), n in sorted(s.policies.actions_total.items()):
+            actions.add_metric([policy, action], n)
+        yield actions
+        yield from s.jobs.lag.collect()
         yield CounterMetricFamily("crater_sync_admissions", "Queued jobs admitted by this replica",
                                   value=s.admitter.admitted_total)
         counts = self._counts()

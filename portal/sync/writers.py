@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
+from prometheus_client import Histogram
 from sqlalchemy import delete, func, insert, select, tuple_, update
 
 from ..cluster.client import ClusterError, parse_quantity
@@ -85,6 +86,11 @@ class JobWriter:
         self._logs_due: dict[int, list[dict]] = {}  # ended job -> its pods, whose last lines are to be kept
         self.logs_wake = threading.Event()
         self.ended_wakes: list[threading.Event] = []  # set whenever a job reached a final state
+        self._seen_at: dict[int, float] = {}  # dirty job -> when its first unwritten event arrived
+        # Write lag: from a job's first unwritten event to the commit that wrote it (the syncer's
+        # metrics collect it; not registered globally, so every Syncer has its own).
+        self.lag = Histogram("crater_sync_write_lag_seconds", "From a cluster event to its job's row committed",
+                             registry=None, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
 
     # ---- listening ----------------------------------------------------------------------------
 
@@ -115,6 +121,7 @@ class JobWriter:
                 else:
                     pods[obj["metadata"]["name"]] = obj
             self._dirty.add(job_id)
+            self._seen_at.setdefault(job_id, self.clock.monotonic())
         self.wake.set()
 
     def mark_all(self) -> None:
@@ -135,13 +142,18 @@ class JobWriter:
     def write(self) -> None:
         with self.lock:
             dirty, sweep, self._dirty, self._sweep = self._dirty, self._sweep, set(), False
+            seen_at = {i: self._seen_at.pop(i) for i in dirty if i in self._seen_at}
         try:
             ended = self._write_states(dirty, sweep)
         except BaseException:
             with self.lock:
                 self._dirty |= dirty
                 self._sweep = self._sweep or sweep
+                for job_id, at in seen_at.items():
+                    self._seen_at.setdefault(job_id, at)
             raise
+        if seen_at:
+            self.lag.observe(max(0.0, self.clock.monotonic() - min(seen_at.values())))
         if ended:
             with self.lock:
                 self._logs_due.update(ended)

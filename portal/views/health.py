@@ -1,4 +1,4 @@
-"""Probes for the load balancer and Kubernetes: /healthz (process) and /readyz (database)."""
+"""Probes for the load balancer and Kubernetes: /healthz (process) and /readyz (database and schema)."""
 from __future__ import annotations
 
 from flask import Blueprint
@@ -16,7 +16,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The database answers; 503 otherwise (the pod leaves the Service until it does)."""
-    if not health.database_ready():
-        return {"status": "unavailable", "database": "unreachable"}, 503
-    return {"status": "ok", "database": "ok"}
+    """The database answers and its schema is this release's (or newer); 503 otherwise (the pod
+    leaves the Service until it is)."""
+    state = health.readiness()
+    ready = state["database"] == "ok" and state["schema"] == "ok"
+    return {"status": "ok" if ready else "unavailable", **state}, 200 if ready else 503
