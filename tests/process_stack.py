@@ -155,8 +155,8 @@ class Stack:
         self.syncers.append(proc)
         return proc
 
-    def start_web(self) -> Process:
-        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", "2", "--timeout", "30", "-b",
+    def start_web(self, workers: int = 2) -> Process:
+        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", str(workers), "--timeout", "30", "-b",
                                    f"127.0.0.1:{self.web_port}", "--log-level", "warning", "app:app"],
                            self.env, self.folder / "web.log").start()
         wait_for(lambda: self._web_up() or not self.web.alive(), timeout=30, what="gunicorn")

@@ -45,3 +45,18 @@ def test_readyz_is_503_when_the_database_is_gone(tmp_path):
     assert response.status_code == 503
     assert response.get_json() == {"status": "unavailable", "database": "unreachable", "schema": "unknown"}
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_a_signed_in_page_says_try_again_when_the_database_is_away():
+    """The database refusing connections (restarting): a 503 "try again" page with Retry-After,
+    for a page and for an htmx poll, never a 500."""
+    app = create_app(base_config("mysql+pymysql://nobody:x@127.0.0.1:1/none?connect_timeout=1"))
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session["_user_id"] = "1"
+        session["_fresh"] = True
+    page = client.get("/jobs")
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+    assert "The database does not answer right now" in page.get_data(as_text=True)
+    poll = client.get("/jobs?page=1", headers={"HX-Request": "true"})
+    assert poll.status_code == 503 and poll.headers["HX-Retarget"] == "#flash"

@@ -2,14 +2,20 @@
 retargeted into the page's flash area, so an error never replaces a table."""
 from __future__ import annotations
 
-from flask import Flask, render_template
+import logging
+
+from flask import Flask, g, render_template
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
 from ..services.errors import DomainError
 from .context import is_htmx
+
+log = logging.getLogger(__name__)
 
 def render_error(status: int, message: str):
     if is_htmx():
@@ -51,8 +57,27 @@ def init_app(app: Flask) -> None:
         }
         return render_error(exc.code or 500, messages.get(exc.code, _title(exc.code or 500)))
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def database_away(exc):
+        """The database does not answer (restarting, failing over, overloaded): a "try again" page,
+        not a 500. Rendered without the database: the signed-in user cannot be loaded now."""
+        orig = getattr(exc, "orig", None)
+        code = getattr(orig, "args", (None,))[0] if orig is not None and getattr(orig, "args", None) else None
+        log.warning("the database did not answer: %s %s", type(orig or exc).__name__, code if isinstance(code, int) else "")
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001  a dead connection cannot even roll back; the pool drops it
+            pass
+        from ..extensions import login_manager
+        g._login_user = login_manager.anonymous_user()
+        body, status, *headers = render_error(503, _("The database does not answer right now. "
+                                                    "Try again in a few seconds; nothing was lost."))
+        return body, status, {**(headers[0] if headers else {}), "Retry-After": "5"}
+
     @app.errorhandler(500)
     def server_error(exc):
         db.session.rollback()
         return render_error(500, _("The portal hit an unexpected error. It has been logged; "
                                    "please try again or tell the administrators."))
+
