@@ -78,7 +78,8 @@ def load_wrk(port: int, path: str, headers: dict, seconds: int, connections: int
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def sequential_p95(port: int, path: str, headers: dict, count: int) -> float:
+def sequential(port: int, path: str, headers: dict, count: int) -> list[float]:
+    """Seconds of `count` requests sent one at a time on one keep-alive connection, sorted."""
     conn = HTTPConnection("127.0.0.1", port)
     times = []
     for _ in range(count):
@@ -88,7 +89,11 @@ def sequential_p95(port: int, path: str, headers: dict, count: int) -> float:
         response.read()
         assert response.status in (200, 204), (path, response.status)
         times.append(time.perf_counter() - t)
-    times.sort()
+    return sorted(times)
+
+
+def sequential_p95(port: int, path: str, headers: dict, count: int) -> float:
+    times = sequential(port, path, headers, count)
     return times[int(len(times) * 0.95)] * 1000
 
 

@@ -126,7 +126,7 @@ class Researcher(HttpUser):
         data = {"csrf_token": token.group(1), "idempotency_key": key.group(1), "display_name": f"load-{key.group(1)[:6]}",
                 "account_id": str(self.person["account_id"]), "image": "pytorch/pytorch:2.4",
                 "command": "sleep infinity" if long_running else "python train.py", "command_mode": "shell",
-                "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "2", "notify": "y",
+                "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "24", "notify": "y",
                 "when_full": "queue"}
         for attempt in range(3):  # an answer that never came: the same submission again
             with self.client.post("/jobs/new/batch", data=data, name="POST /jobs/new/batch", catch_response=True) as r:

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from .config import ConfigError, check_config, load_config
 
 
+class IdConverter(IntegerConverter):
+    """`<int:...>` in every route: a number beyond a database id's size (a 32-bit INT) becomes 0,
+    an id nothing has, so it is a 404 like any unknown id, never an overflow in the database
+    driver. (A bound on the converter itself would make werkzeug answer 405 for other methods.)"""
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        return number if number <= 2**31 - 1 else 0
+
+
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    app.url_map.converters["int"] = IdConverter
     cfg = load_config(overrides=config, instance_path=app.instance_path)
     problems = check_config(cfg)
     if problems:
@@ -42,7 +54,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from .auth.views import bp as auth_bp
     from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes,
-                        notifications, queue, usage)
+                        notifications, queue, tokens, usage)
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -57,6 +69,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(fair_use.bp)
     app.register_blueprint(notifications.bp)
     app.register_blueprint(queue.bp)
+    app.register_blueprint(tokens.bp)
+    from . import api
+    api.init_app(app)
     errors.init_app(app)
 
     from . import cli

@@ -135,6 +135,8 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "RATE_LIMIT_LOGIN": env.get("CRATER_RATE_LIMIT_LOGIN", "20 per minute; 200 per hour"),
         "RATE_LIMIT_LOGIN_USER": env.get("CRATER_RATE_LIMIT_LOGIN_USER", "10 per minute"),
         "RATE_LIMIT_SUBMIT": env.get("CRATER_RATE_LIMIT_SUBMIT", "120 per minute"),
+        "RATE_LIMIT_API": env.get("CRATER_RATE_LIMIT_API", "600 per minute"),  # per token (or signed-in user)
+        "LOG_FOLLOW_SECONDS": _seconds(env, "CRATER_LOG_FOLLOW_SECONDS", 300.0),  # one streamed `logs -f` request
         "RATELIMIT_STORAGE_URI": env.get("CRATER_RATE_LIMIT_STORAGE", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "SYNC_METRICS_PORT": _int(env, "CRATER_SYNC_METRICS_PORT", 0),  # `crater sync` serves its metrics here (0: off)

@@ -27,8 +27,15 @@ def _login_name() -> str:
 
 
 def _submitter() -> str:
+    """The session's user, or the API token (its lookup id: the user is not loaded yet when the
+    limit is checked), or the client address."""
     user = session.get("_user_id")
-    return f"user:{user}" if user else f"addr:{get_remote_address()}"
+    if user:
+        return f"user:{user}"
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer " and len(header) > 30:
+        return "token:" + header[7:].strip()[11:23]
+    return f"addr:{get_remote_address()}"
 
 
 login_per_address = limiter.limit(_login_limit, key_func=get_remote_address, methods=["POST"])

@@ -21,6 +21,8 @@ MANAGER_ACTION = statuses(302, 403, 303, 403, 303)
 JOB_VIEW = statuses(302, 200, 200, 404, 200)
 SIGNED_IN = statuses(302, 200, 200, 200, 200)
 NODE_ACTION = statuses(302, 403, 403, 403, 409)  # owner, the account's manager, admin; others 404
+API_SIGNED_IN = statuses(401, 200, 200, 200, 200)
+API_JOB_VIEW = statuses(401, 200, 200, 404, 200)
 
 # (method, endpoint) -> (form data, expected statuses)
 MATRIX = {
@@ -108,6 +110,29 @@ MATRIX = {
     ("POST", "notifications.mark_read"): (None, statuses(302, 303, 303, 303, 303)),
     ("GET", "notifications.settings"): (None, SIGNED_IN),
     ("POST", "notifications.save_settings"): ({"language": "en", "mail": "job_failed"}, statuses(302, 303, 303, 303, 303)),
+    # personal access tokens: everyone their own; `token_id` is the plain user's; admins see all
+    ("GET", "tokens.index"): (None, SIGNED_IN),
+    ("POST", "tokens.create"): ({"name": "ci", "scope": "read", "expires_days": "30"}, statuses(302, 201, 201, 201, 201)),
+    ("POST", "tokens.revoke"): (None, statuses(302, 303, 404, 404, 303)),
+    ("GET", "tokens.admin_index"): (None, ADMIN_PAGE),
+    # the API with the browser's session (tests/test_api.py does every operation with tokens):
+    # nobody signed in gets 401 problem+json, not a redirect
+    ("GET", "api.me"): (None, API_SIGNED_IN),
+    ("GET", "api.jobs_list"): (None, API_SIGNED_IN),
+    ("POST", "api.jobs_create"): ({"display_name": ""}, statuses(401, 422, 422, 422, 422)),  # a form, not JSON
+    ("GET", "api.job_get"): (None, API_JOB_VIEW),
+    ("DELETE", "api.job_delete"): (None, statuses(401, 204, 204, 404, 204)),
+    ("POST", "api.job_stop"): (None, statuses(401, 409, 409, 404, 409)),
+    ("GET", "api.job_spec"): (None, API_JOB_VIEW),
+    ("GET", "api.job_events"): (None, API_JOB_VIEW),
+    ("GET", "api.job_logs"): (None, API_JOB_VIEW),
+    ("GET", "api.job_jupyter"): (None, statuses(401, 409, 404, 404, 404)),
+    ("GET", "api.accounts_list"): (None, API_SIGNED_IN),
+    ("GET", "api.gpus"): (None, API_SIGNED_IN),
+    ("GET", "api.templates_list"): (None, API_SIGNED_IN),
+    ("GET", "api.images_list"): (None, API_SIGNED_IN),
+    ("GET", "api.openapi"): (None, PUBLIC_200),
+    ("GET", "api.docs"): (None, PUBLIC_200),
 }
 
 
@@ -134,6 +159,7 @@ def people(make):
     ids["image"] = make.image()
     ids["name"] = make.node("a100-0")
     ids["request_id"] = make.extension_request(ids["job"], ids["user"])
+    ids["token_id"] = make.api_token(ids["user"])
     make.placement("a100-0", ids["job"], gpus=2)
     return ids
 
@@ -151,14 +177,14 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
     url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
                       "job_type": "batch", "template_id": people["template"], "image_id": people["image"],
                       "name": people["name"], "request_id": people["request_id"], "decision": "approve",
-                      "policy": "extensions", "action": "suspend"})
+                      "policy": "extensions", "action": "suspend", "token_id": people["token_id"]})
     client = new_client()
     if role != "anon":
         client.login(people[role])
     if method == "GET":
         response = client.get(url)
     else:
-        response = client.post(url, data)
+        response = client.http.open(url, method=method, data={**(data or {}), "csrf_token": client.csrf()})
     assert response.status_code == expected[role], response.get_data(as_text=True)[:500]
     if response.status_code == 302 and expected[role] == 302 and endpoint not in (
             "auth.login", "auth.login_sso", "auth.logout_post") and (endpoint, role) != ("jobs.admin_index", "admin"):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.models import (Account, ExtensionRequest, Image, Job, JobTemplate, Membership, Node, OutboxMessage,
+from portal.models import (Account, ApiToken, ExtensionRequest, Image, Job, JobTemplate, Membership, Node, OutboxMessage,
                            PolicySetting, User)
 from portal.views.forms import AccountForm, LoginForm, MemberForm, MemberUpdateForm, RoleForm
 from portal.views.job_forms import JobForm
@@ -27,7 +27,8 @@ FIELDS = sorted({name for form in (LoginForm, AccountForm, MemberForm, MemberUpd
                 | {"name", "shared", "reference", "description", "job_types", "lang", "next", "privileged", "hostPath",
                    "hostNetwork", "serviceAccountName", "role", "username", "password", "reason", "key", "value",
                    "account", "job", "start", "end", "hours", "group", "note", "forever", "auto_max_hours",
-                   "batch.window_minutes", "minutes", "hours_before", "language", "mail"})
+                   "batch.window_minutes", "minutes", "hours_before", "language", "mail", "scope",
+                   "expires_days", "back"})
 value = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=300))
 form_data = st.dictionaries(st.sampled_from(FIELDS), st.one_of(value, st.lists(value, min_size=2, max_size=3)), max_size=12)
 
@@ -46,7 +47,7 @@ def world(make):
     job = make.job(admin, account, state="Running")
     return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "request_id": make.extension_request(job, admin),
             "job_type": "batch", "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0"),
-            "policy": "extensions", "action": "suspend", "decision": "approve"}
+            "policy": "extensions", "action": "suspend", "decision": "approve", "token_id": make.api_token(admin)}
 
 
 def snapshot(make):
@@ -60,7 +61,8 @@ def snapshot(make):
         [(n.name, n.unschedulable, n.cordon_reason, n.reserved_for, n.labels) for n in s.query(Node).order_by(Node.name)],
         [(r.id, r.state, r.hours) for r in s.query(ExtensionRequest).order_by(ExtensionRequest.id)],
         [(p.name, p.params, p.suspended, p.run_now) for p in s.query(PolicySetting).order_by(PolicySetting.name)],
-        [(j.id, j.locked_until, j.lock_reason, j.time_limit_seconds) for j in s.query(Job).order_by(Job.id)]))
+        [(j.id, j.locked_until, j.lock_reason, j.time_limit_seconds) for j in s.query(Job).order_by(Job.id)],
+        [(t.id, t.name, t.revoked_at) for t in s.query(ApiToken).order_by(ApiToken.id)]))
 
 
 def targets(app, world):

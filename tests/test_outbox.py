@@ -87,3 +87,47 @@ def test_a_job_that_did_not_ask_queues_nothing(app, make):
     queue(app, quiet)
     with app.app_context():
         assert db.session.query(OutboxMessage).count() == 0
+
+
+def test_a_sent_notice_whose_mark_fails_is_not_sent_again(app, ended_job):
+    """The mail server accepts the notice, then the database refuses the "sent" mark (here: a
+    writer holds SQLite's lock past the busy timeout; in production a deadlock or a restart). The
+    next round marks it first: once its claim has expired it is still not sent a second time."""
+    import sqlite3
+    import threading
+
+    from aiosmtpd.controller import Controller
+    from sqlalchemy.exc import OperationalError
+
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if not uri.startswith("sqlite:///"):
+        pytest.skip("holds SQLite's file lock; the logic is the same on MariaDB")
+    path = uri[len("sqlite:///"):]
+    received, release = [], threading.Event()
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope.content)
+            if len(received) == 1:  # take the database's write lock before answering, keep it 6 s
+                lock = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                lock.execute("BEGIN EXCLUSIVE")
+                threading.Thread(target=lambda: (release.wait(6), lock.rollback(), lock.close()), daemon=True).start()
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        queue(app, ended_job)
+        with pytest.raises(OperationalError):
+            deliver(app, f"smtp://127.0.0.1:{port}")
+        release.set()
+        later = utcnow() + timedelta(seconds=notify.CLAIM_SECONDS + 60)  # the claim has long expired
+        assert deliver(app, f"smtp://127.0.0.1:{port}", later) == (0, 0)
+        with app.app_context():
+            row = db.session.query(OutboxMessage).one()
+            assert row.sent_at is not None and row.attempts == 1
+        assert len(received) == 1
+    finally:
+        release.set()
+        controller.stop()

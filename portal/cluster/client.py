@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -254,6 +255,23 @@ class Cluster:
         response = self._call(self.core.read_namespaced_pod_log, pod, self.settings.namespace, tail_lines=tail_lines,
                               _preload_content=False)
         return response.data.decode("utf-8", errors="replace")
+
+    def follow_log(self, pod: str, tail_lines: int = 500, seconds: float = 120.0):
+        """The log as it grows (chunks of bytes), until the container ends, `seconds` pass, or no
+        byte comes for the read timeout of a follow (60 s, then it just ends: ask again)."""
+        connect = self.timeout[0]
+        response = self._call(self.core.read_namespaced_pod_log, pod, self.settings.namespace, follow=True,
+                              tail_lines=tail_lines, _preload_content=False, _request_timeout=(connect, 60.0))
+        deadline = time.monotonic() + seconds
+        try:
+            for chunk in response.stream(4096, decode_content=True):
+                yield chunk
+                if time.monotonic() > deadline:
+                    return
+        except FAILURES:
+            return  # quiet for a minute, or the connection ended: the caller may ask again
+        finally:
+            response.release_conn()
 
     # ---- lists and watches, for the syncer --------------------------------------------------
 

@@ -6,11 +6,12 @@ from .job import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, Image, Job, JobEvent,
 from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import Notification, OutboxMessage
 from .sync import SyncHeartbeat
+from .token import ApiToken
 from .types import utcnow
 from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
+    "ApiToken", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
     "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -20,7 +20,7 @@ def record(actor: Actor, action: str, target_type: str = "", target_id="", detai
         action=action,
         target_type=target_type,
         target_id=str(target_id),
-        detail=detail or None,
+        detail=({**(detail or {}), "token": actor.token} if actor.token else detail) or None,
         client_ip=actor.client_ip[:45],
     ))
 
@@ -63,4 +63,5 @@ ACTIONS = {
     "user.create_admin", "account.create", "account.update", "account.delete",
     "member.add", "member.update", "member.remove",
     "job.submit", "job.submit_failed", "job.submit_abandoned", "job.stop", "job.delete", "job.orphan_removed",
+    "job.queue", "job.admit", "job.cancel", "job.requeue", "token.create", "token.revoke",
 }

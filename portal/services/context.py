@@ -13,6 +13,7 @@ from .errors import Forbidden
 class Actor:
     user: User | None  # None = the command line / the system
     client_ip: str = ""
+    token: str = ""  # the personal access token's name, when the API was called with one (audited)
 
     @property
     def name(self) -> str:

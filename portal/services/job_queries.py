@@ -50,10 +50,10 @@ def managed_account_ids(actor: Actor) -> list[int]:
         Membership.user_id == actor.user.id, Membership.role == MemberRole.MANAGER.value)).scalars())
 
 
-def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
-    """A page of jobs as mappings of (id, version, state, created_at): enough to know whether a
-    cached rendering of the row is current; `list_rows` gives the rest for the others. Scopes:
-    mine; the accounts I manage (all accounts for admins); all (admins only)."""
+def _shape(actor: Actor, f: JobFilter) -> tuple[tuple, dict]:
+    """The filter's shape (scope, state, by type, by account, text, sort), checked against what
+    the actor may see, and its bind parameters. Scopes: mine; the accounts I manage (all
+    accounts for admins); all (admins only)."""
     params: dict = {}
     scope = f.scope
     if scope == "mine":
@@ -78,15 +78,56 @@ def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
     if text == "id":
         params["text_id"] = int(f.text)
     sort = f.sort if f.sort in SORTS else "newest"
-    return run_page(_list_statements(scope, state, bool(f.job_type), bool(f.account_id), text, sort),
-                    page, per_page, params)
+    return (scope, state, bool(f.job_type), bool(f.account_id), text, sort), params
+
+
+def list_jobs(actor: Actor, f: JobFilter, page: int, per_page: int) -> Page:
+    """A page of jobs as mappings of (id, version, state, created_at): enough to know whether a
+    cached rendering of the row is current; `list_rows` gives the rest for the others."""
+    shape, params = _shape(actor, f)
+    return run_page(_list_statements(*shape), page, per_page, params)
+
+
+def list_jobs_after(actor: Actor, f: JobFilter, after: tuple | None, limit: int) -> tuple[list[dict], tuple | None]:
+    """Keyset pagination (the API's cursors): up to `limit` jobs after `after` = (sort value, id)
+    of the last one seen, and the key to continue from (None at the end). Jobs added meanwhile
+    never shift a page: the next one starts after the last key, whatever came before it."""
+    shape, params = _shape(actor, f)
+    column, desc = SORTS[shape[-1]]
+    stmt = _keyset_statement(*shape, bool(after))
+    if after:
+        params["after_id"] = int(after[1])
+        if column is not Job.id:
+            params["after_value"] = after[0]
+    rows = [dict(r) for r in db.session.execute(stmt, {**params, "limit": limit + 1}).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not more or not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last["sort_value"], last["id"])
 
 
 @functools.lru_cache(maxsize=512)
-def _list_statements(scope: str, state: str, by_type: bool, by_account: bool, text: str, sort: str):
-    """The list's page and count statements for one shape of filter, built once per process
-    (building and keying a statement costs about as much as MySQL takes to run it); the values
-    come as bind parameters."""
+def _keyset_statement(scope: str, state: str, by_type: bool, by_account: bool, text: str, sort: str, after: bool):
+    column, desc = SORTS[sort]
+    where = _conditions(scope, state, by_type, by_account, text)
+    if after:
+        after_id = bindparam("after_id")
+        if column is Job.id:
+            where.append(Job.id < after_id if desc else Job.id > after_id)
+        else:
+            value = bindparam("after_value")
+            where.append((column < value) | ((column == value) & (Job.id < after_id)) if desc
+                         else (column > value) | ((column == value) & (Job.id > after_id)))
+    order = [column.desc(), Job.id.desc()] if desc else [column.asc(), Job.id.asc()]
+    if column is Job.id:
+        order = order[:1]
+    return (select(Job.id, Job.version, Job.state, column.label("sort_value")).where(*where).order_by(*order)
+            .limit(bindparam("limit")))
+
+
+def _conditions(scope: str, state: str, by_type: bool, by_account: bool, text: str) -> list:
     where = [Job.hidden.is_(False)]
     if scope == "mine":
         where.append(Job.user_id == bindparam("user_id"))
@@ -104,6 +145,15 @@ def _list_statements(scope: str, state: str, by_type: bool, by_account: bool, te
         where.append(contains_text(bindparam("pattern"), Job.display_name, Job.image))
     elif text == "id":
         where.append((Job.id == bindparam("text_id")) | contains_text(bindparam("pattern"), Job.display_name))
+    return where
+
+
+@functools.lru_cache(maxsize=512)
+def _list_statements(scope: str, state: str, by_type: bool, by_account: bool, text: str, sort: str):
+    """The list's page and count statements for one shape of filter, built once per process
+    (building and keying a statement costs about as much as MySQL takes to run it); the values
+    come as bind parameters."""
+    where = _conditions(scope, state, by_type, by_account, text)
     column, desc = SORTS[sort]
     # Ties break on the id in the same direction, so an index on (column, id) serves the order.
     order = [column.desc(), Job.id.desc()] if desc else [column.asc(), Job.id.asc()]

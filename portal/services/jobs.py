@@ -225,6 +225,14 @@ def _spec(form: Submission) -> dict:
             **({"annotations": [list(pair) for pair in form.annotations]} if form.annotations else {})}
 
 
+def exported_spec(job: Job) -> dict:
+    """The spec a job page shows and the API exports: as submitted, with the account's name, so
+    that it can be submitted again unchanged (page -> file -> craterctl -> API)."""
+    spec = dict(job.spec or {})
+    ordered = {k: spec.pop(k) for k in ("job_type", "display_name") if k in spec}
+    return {**ordered, "account": job.account.name, **spec}
+
+
 def _request(job_id: int, form: Submission, username: str, account: str) -> JobRequest:
     mounts = []
     if form.mount_home:

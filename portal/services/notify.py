@@ -15,7 +15,6 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import make_msgid
 from urllib.parse import unquote, urlsplit
 
 from flask_babel import force_locale
@@ -25,6 +24,7 @@ from sqlalchemy import or_, select, update
 from .. import vocabulary
 from ..extensions import db
 from ..models import Job, OutboxMessage
+from .transactions import retrying
 
 log = logging.getLogger("crater.notify")
 JOB_ENDED = "job_ended"
@@ -201,8 +201,14 @@ def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | N
         msg = warning_message(row.job, kind, warning.act_at, settings.sender, settings.public_url)
     else:
         return None
-    msg["Message-ID"] = make_msgid(idstring=f"outbox-{row.id}", domain="crater")
+    # One Message-ID per notice, the same on every attempt: a notice sent twice (see deliver_due)
+    # is one mail to the clients that go by it.
+    msg["Message-ID"] = f"<crater-outbox-{row.id}.{row.created_at:%Y%m%d%H%M%S}@{_domain(settings)}>"
     return msg
+
+
+def _domain(settings: MailSettings) -> str:
+    return urlsplit(settings.public_url).hostname or "crater.invalid"
 
 
 def _claim(row_id: int, now: datetime, sender_id: str) -> bool:
@@ -214,9 +220,34 @@ def _claim(row_id: int, now: datetime, sender_id: str) -> bool:
     return claimed.rowcount == 1
 
 
+# Notices the mail server accepted whose "sent" mark did not reach the database yet (it was away,
+# or a deadlock victim): marked before anything else is sent, never sent again by this process.
+_SENT_UNMARKED: dict[int, tuple[int | None, datetime]] = {}
+
+
+def _mark_sent(row_id: int, job_id: int | None, at: datetime) -> None:
+    def mark():
+        db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(sent_at=at, last_error=""))
+        if job_id is not None:
+            db.session.execute(update(Job).where(Job.id == job_id).values(notified_at=at))
+        db.session.commit()
+    retrying(mark)
+
+
+def _mark_unmarked() -> None:
+    for row_id, (job_id, at) in list(_SENT_UNMARKED.items()):
+        _mark_sent(row_id, job_id, at)  # raises while the database is still away: nothing else is sent then
+        _SENT_UNMARKED.pop(row_id, None)
+
+
 def deliver_due(settings: MailSettings, now: datetime, sender_id: str = "", limit: int = 20) -> tuple[int, int]:
     """Send up to `limit` due notices; (sent, failed). No transaction is open while the mail
-    server is talked to: each notice is read and claimed (commit), sent, then marked (commit)."""
+    server is talked to: each notice is read and claimed (commit), sent, then marked (commit). A
+    mark that fails after the server accepted the mail is kept and done first next time, so the
+    claim never expires into a second sending. (A process killed between the server's answer and
+    the mark would send that one notice again after CLAIM_SECONDS; its Message-ID stays the same,
+    so mail clients show it once.)"""
+    _mark_unmarked()
     rows = db.session.execute(
         select(OutboxMessage).where(OutboxMessage.sent_at.is_(None), OutboxMessage.next_attempt_at <= now,
                                     or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
@@ -241,11 +272,11 @@ def deliver_due(settings: MailSettings, now: datetime, sender_id: str = "", limi
             log.warning("mail %s not sent (%s); retrying in %s s", row_id, error, delay)
             db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(
                 claimed_until=None, last_error=error[:200], next_attempt_at=now + timedelta(seconds=delay)))
+            db.session.commit()
         else:
             sent += 1  # also: nothing to send (no mail configured, no address) counts as done
-            db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(sent_at=now, last_error=""))
-            if job_id is not None:
-                db.session.execute(update(Job).where(Job.id == job_id).values(notified_at=now))
-        db.session.commit()
+            _SENT_UNMARKED[row_id] = (job_id, now)
+            _mark_sent(row_id, job_id, now)
+            _SENT_UNMARKED.pop(row_id, None)
     return sent, failed
 

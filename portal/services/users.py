@@ -254,6 +254,8 @@ def set_active(actor: Actor, user_id: int, active: bool) -> User:
         user.active = active
         if not active:
             _cancel_queued_jobs(actor, user)
+            from .tokens import revoke_all_of
+            revoke_all_of(actor, user.id)  # its API tokens end with it
         db.session.commit()
     return user
 

@@ -47,6 +47,7 @@ from .writers import EventWriter, JobWriter, NodeWriter
 log = logging.getLogger("crater.sync")
 MAX_BACKOFF = 30.0
 LOG_BATCH = 10  # ended jobs whose logs are read between two looks at the job writer
+OUTBOX_BATCH = 20  # notices per round; a full round goes on at once
 
 
 @dataclass(frozen=True)
@@ -228,9 +229,11 @@ class Syncer:
             if self.leading():
                 try:
                     with self.app.app_context():
-                        notify.deliver_due(notify.MailSettings.from_config(self.app.config), self.clock.utcnow(),
-                                           self.identity)
+                        sent, failed = notify.deliver_due(notify.MailSettings.from_config(self.app.config),
+                                                          self.clock.utcnow(), self.identity, limit=OUTBOX_BATCH)
                         db.session.remove()
+                    if sent + failed >= OUTBOX_BATCH and not failed:
+                        continue  # a backlog (many jobs ended at once): the next batch at once
                 except SQLAlchemyError as exc:
                     log.warning("outbox: %s", type(exc).__name__)
             self.clock.wait(self.stop_event, self.settings.outbox_seconds)

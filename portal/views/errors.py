@@ -2,9 +2,10 @@
 retargeted into the page's flash area, so an error never replaces a table."""
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Flask, g, render_template
+from flask import Flask, current_app, g, make_response, render_template, request
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -17,11 +18,28 @@ from .context import is_htmx
 
 log = logging.getLogger(__name__)
 
-def render_error(status: int, message: str):
+def render_error(status: int, message: str, errors: dict | None = None):
+    if request.path.startswith("/api/"):
+        return problem(status, message, errors)
     if is_htmx():
         headers = {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
         return render_template("errors/_error.html", status=status, message=message), status, headers
     return render_template("errors/error.html", status=status, title=_title(status), message=message), status
+
+
+def problem(status: int, message: str, errors: dict | None = None):
+    """An API error as application/problem+json (RFC 9457), with field errors when there are."""
+    body = {"type": "about:blank", "title": str(_title(status)), "status": status, "detail": str(message),
+            "instance": request.path}
+    if errors:
+        body["errors"] = {name: str(text) for name, text in errors.items()}
+    if g.get("request_id"):
+        body["request_id"] = g.request_id
+    response = current_app.response_class(json.dumps(body, ensure_ascii=False), status=status,
+                                          mimetype="application/problem+json")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="crater"'
+    return response
 
 
 def _title(status: int) -> str:
@@ -38,10 +56,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):
         db.session.rollback()
-        return render_error(exc.status, str(exc) or _title(exc.status))
+        return render_error(exc.status, str(exc) or _title(exc.status), getattr(exc, "errors", None))
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
+        if request.path.startswith("/api/"):
+            return problem(403, _("A write with the browser's session needs the page's CSRF token in the X-CSRFToken "
+                                  "header; scripts send a personal access token instead."))
         return render_error(400, _("This form has expired or did not come from this site. "
                                    "Reload the page and try again."))
 
@@ -71,9 +92,10 @@ def init_app(app: Flask) -> None:
             pass
         from ..extensions import login_manager
         g._login_user = login_manager.anonymous_user()
-        body, status, *headers = render_error(503, _("The database does not answer right now. "
-                                                    "Try again in a few seconds; nothing was lost."))
-        return body, status, {**(headers[0] if headers else {}), "Retry-After": "5"}
+        response = make_response(render_error(503, _("The database does not answer right now. "
+                                                    "Try again in a few seconds; nothing was lost.")))
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(500)
     def server_error(exc):

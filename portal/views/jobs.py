@@ -170,7 +170,7 @@ def _status_context(job):
 def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
     job = jobs.get_job(actor(), job_id)
-    spec_yaml = yaml.safe_dump(job.spec or {}, allow_unicode=True, sort_keys=False)
+    spec_yaml = yaml.safe_dump(jobs.exported_spec(job), allow_unicode=True, sort_keys=False)
     return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=stale_notice(), history=fair_use.history(actor(), job.id),
                            requests=fair_use.requests_of(job.id), **_status_context(job))
 

@@ -1,0 +1,424 @@
+"""/api/v1 routes: thin wrappers over the services (which check every rule and every object's
+authorization), JSON in and out. Lists read the database only, as the pages do."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from datetime import date, datetime
+
+import yaml
+from flask import Response, current_app, render_template, request, stream_with_context, url_for
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from .. import limits, vocabulary
+from ..cluster.client import ClusterError
+from ..cluster.setup import LazyCluster
+from ..config import JOB_TYPES
+from ..extensions import db
+from ..models import Account, Job, JobState
+from ..models.account import DEFAULT_ACCOUNT
+from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes, queue
+from ..services.errors import ValidationFailed
+from ..services.job_rules import SubmissionPolicy
+from ..services.jobs import Submission
+from . import api_actor, bp
+from .openapi import description
+
+STATES = [s.value for s in JobState]
+MAX_LIMIT = 200
+SPEC_FIELDS = {  # the submitted spec's fields (what a job page shows), and their JSON types
+    "job_type": str, "display_name": str, "image": str, "command": (str, list), "env": (list, dict),
+    "gpu_model": str, "gpus": int, "cpu_milli": int, "memory_mib": int, "shm_mib": int, "working_dir": str,
+    "time_limit_seconds": int, "workers": int, "mount_home": bool, "mount_share": bool, "notify": bool,
+    "account": str, "account_id": int, "idempotency_key": str, "when_full": str,
+}
+
+
+def _cluster() -> LazyCluster:
+    return LazyCluster(current_app._get_current_object())
+
+
+def _time(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0).isoformat() + "Z"
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _bad(field: str, message: str):
+    return ValidationFailed({field: message})
+
+
+# ---- shapes ---------------------------------------------------------------------------------------
+
+def job_summary(r) -> dict:
+    return {"id": r["id"], "name": r["display_name"], "type": r["job_type"], "state": r["state"], "reason": r["reason"] or "",
+            "gpus": r["gpus"], "gpu_model": r["gpu_model"] or "", "user": r["username"], "account": r["account"],
+            "created_at": _time(r["created_at"]), "started_at": _time(r["started_at"]),
+            "queue_position": r["queue_position"], "queue_estimate": _time(r["queue_estimate"]),
+            "url": url_for("api.job_get", job_id=r["id"])}
+
+
+def job_detail(job: Job) -> dict:
+    words, detail = vocabulary.reason_words(job)
+    standing = queue.standing(job)
+    return {
+        "id": job.id, "name": job.display_name, "type": job.job_type, "state": job.state, "reason": job.reason or "",
+        "reason_text": str(words), "reason_detail": str(detail or ""), "message": job.message or "",
+        "exit_code": job.exit_code, "user": job.user.username, "account": job.account.name, "image": job.image,
+        "gpus": job.gpus, "gpu_model": job.gpu_model or "", "workers": job.workers, "cpu_milli": job.cpu_milli,
+        "memory_mib": job.memory_mib, "time_limit_seconds": job.time_limit_seconds,
+        "created_at": _time(job.created_at), "started_at": _time(job.started_at), "finished_at": _time(job.finished_at),
+        "pods": [{"name": p.get("name", ""), "node": p.get("node") or "", "phase": p.get("phase") or "",
+                  "restarts": int(p.get("restarts") or 0)} for p in job.pods or []],
+        "queue": None if standing is None else {
+            "position": standing.position, "waiting": standing.waiting, "reserved": standing.reserved,
+            "waiting_for": vocabulary.waiting_words(standing.blocker) if standing.blocker else "",
+            "estimated_start": _time(standing.estimate)},
+        "links": {"self": url_for("api.job_get", job_id=job.id), "page": url_for("jobs.show", job_id=job.id),
+                  "logs": url_for("api.job_logs", job_id=job.id), "spec": url_for("api.job_spec", job_id=job.id),
+                  "events": url_for("api.job_events", job_id=job.id)},
+    }
+
+
+def _encode_cursor(sort: str, key: tuple) -> str:
+    return base64.urlsafe_b64encode(json.dumps([sort, key[0], key[1]]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str, sort: str) -> tuple | None:
+    if not raw:
+        return None
+    try:
+        cursor_sort, value, last_id = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise _bad("cursor", _("This cursor is not one the API gave out.")) from None
+    if cursor_sort != sort or not isinstance(last_id, int) or isinstance(last_id, bool) or \
+            not isinstance(value, (int, str)) or isinstance(value, bool):
+        raise _bad("cursor", _("This cursor belongs to another listing: keep the same filters and sort."))
+    return value, last_id
+
+
+def _limit() -> int:
+    raw = request.args.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad("limit", _("limit is a whole number from 1 to %(n)s.", n=MAX_LIMIT))
+    return int(raw)
+
+
+def _page(items: list, key: tuple | None, cursor_kind: str, endpoint: str, **args):
+    body = {"items": items, "next_cursor": None, "links": {}}
+    headers = {}
+    if key is not None:
+        cursor = _encode_cursor(cursor_kind, key)
+        nxt = url_for(endpoint, **{k: v for k, v in args.items() if v not in (None, "")}, cursor=cursor)
+        body["next_cursor"], body["links"]["next"] = cursor, nxt
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    return body, 200, headers
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+@bp.get("/jobs")
+def jobs_list():
+    """Jobs with the list page's scopes, filters and sorting, in pages that a cursor continues."""
+    args = request.args
+    scope, state, job_type = args.get("scope", "mine"), args.get("state", ""), args.get("type", "")
+    sort, text = args.get("sort", "newest"), args.get("q", "").strip()
+    errors = {}
+    if scope not in job_queries.SCOPES:
+        errors["scope"] = _("scope is one of: %(v)s.", v=", ".join(job_queries.SCOPES))
+    if state and state not in STATES + ["active"]:
+        errors["state"] = _("state is a job state or active.")
+    if job_type and job_type not in JOB_TYPES:
+        errors["type"] = _("type is one of: %(v)s.", v=", ".join(JOB_TYPES))
+    if sort not in job_queries.SORTS:
+        errors["sort"] = _("sort is one of: %(v)s.", v=", ".join(job_queries.SORTS))
+    account = args.get("account", "")
+    if account and not account.isdigit():
+        errors["account"] = _("account is an account id.")
+    if len(text) > 100:
+        errors["q"] = _("q is at most 100 characters.")
+    if errors:
+        raise ValidationFailed(errors)
+    limit = _limit()
+    f = job_queries.JobFilter(scope=scope, state=state, job_type=job_type, account_id=int(account) if account else None,
+                              text=text, sort=sort)
+    rows, key = job_queries.list_jobs_after(api_actor(), f, _decode_cursor(args.get("cursor", ""), sort), limit)
+    details = job_queries.list_rows([r["id"] for r in rows])
+    items = [job_summary(details[r["id"]]) for r in rows if r["id"] in details]
+    return _page(items, key, sort, "api.jobs_list", scope=scope, state=state, type=job_type, account=account, q=text,
+                 sort=sort, limit=limit)
+
+
+@bp.get("/jobs/<int:job_id>")
+def job_get(job_id):
+    return job_detail(jobs.get_job(api_actor(), job_id))
+
+
+def submission_from_json(body, actor) -> Submission:
+    """A submitted spec (JSON, or YAML as the job page shows it) as a Submission; type errors per field."""
+    if not isinstance(body, dict):
+        raise _bad("body", _("Send the job's spec as a JSON object."))
+    errors = {}
+    for name, value in body.items():
+        kind = SPEC_FIELDS.get(name)
+        if kind is None:
+            errors[name] = _("Unknown field %(name)s: a spec has %(fields)s.", name=name, fields=", ".join(sorted(SPEC_FIELDS)))
+        elif value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            errors[name] = _("%(name)s has the wrong type.", name=name)
+    if errors:
+        raise ValidationFailed(errors)
+    command = body.get("command") or ()
+    if isinstance(command, list) and not all(isinstance(c, str) for c in command):
+        raise _bad("command", _("command is a string, or a list of strings."))
+    env = body.get("env") or []
+    if isinstance(env, dict):
+        env = list(env.items())
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in env):
+        raise _bad("env", _("env is a list of [NAME, value] pairs, or an object of NAME: value."))
+    when_full = body.get("when_full") or "queue"
+    if when_full not in ("queue", "refuse"):
+        raise _bad("when_full", _("when_full is queue or refuse."))
+    key = body.get("idempotency_key") or ""
+    if key and not (8 <= len(key) <= 64 and key.replace("-", "").isalnum() and key.isascii()):
+        raise _bad("idempotency_key", _("idempotency_key is 8 to 64 letters, digits or dashes."))
+    return Submission(
+        job_type=body.get("job_type") or "batch", account_id=_account_of(body, actor),
+        display_name=(body.get("display_name") or "").strip(), image=(body.get("image") or "").strip(),
+        command=command.strip() if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env),
+        gpu_model=body.get("gpu_model") or "", gpus=_int(body, "gpus", 0), cpu_milli=_int(body, "cpu_milli", 2000),
+        memory_mib=_int(body, "memory_mib", 8192), shm_mib=_int(body, "shm_mib", 0),
+        working_dir=(body.get("working_dir") or "").strip(), time_limit_seconds=_int(body, "time_limit_seconds", 0),
+        workers=_int(body, "workers", 1), mount_home=bool(body.get("mount_home")), mount_share=bool(body.get("mount_share")),
+        notify=bool(body.get("notify")), idempotency_key=key, queue_if_full=when_full != "refuse")
+
+
+def _int(body: dict, name: str, default: int) -> int:
+    value = body.get(name)
+    return default if value is None else value
+
+
+def _account_of(body: dict, actor) -> int:
+    """The spec's account (its name, or its id); without one, the user's only account besides the
+    default account everyone is in."""
+    if body.get("account_id") is not None:
+        return body["account_id"]
+    mine = accounts.my_memberships(actor.user)
+    name = (body.get("account") or "").strip()
+    if name:
+        found = [m.account.id for m in mine if m.account.name == name]
+        if found:
+            return found[0]
+        if actor.is_admin:
+            account = db.session.execute(select(Account).where(Account.name == name)).scalar_one_or_none()
+            if account is not None:
+                return account.id
+        raise _bad("account", _("You are not a member of an account named %(name)s.", name=name))
+    labs = [m for m in mine if m.account.name != DEFAULT_ACCOUNT]  # everyone is in the default one
+    if len(labs) == 1 or len(mine) == 1:
+        return (labs or mine)[0].account.id
+    raise _bad("account", _("Name the account (one of: %(names)s).", names=", ".join(m.account.name for m in mine) or "-"))
+
+
+@bp.post("/jobs")
+@limits.submissions
+def jobs_create():
+    """Submit a job from its spec (the same rules and field errors as the form): 201 with the job,
+    queued or pending; 200 with the first job when its idempotency_key was seen before."""
+    actor = api_actor()
+    body = request.get_json(silent=True) if request.is_json else None
+    if body is None and request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            body = yaml.safe_load(request.get_data(as_text=True))
+        except yaml.YAMLError:
+            raise _bad("body", _("This is not YAML a spec can be read from.")) from None
+    if body is None:
+        raise _bad("body", _("Send the spec as application/json (or application/yaml)."))
+    submission = submission_from_json(body, actor)
+    seen = submission.idempotency_key and db.session.execute(select(Job.id).where(
+        Job.user_id == actor.user.id, Job.idempotency_key == submission.idempotency_key)).scalar_one_or_none()
+    job = jobs.submit_job(actor, submission, _cluster(), SubmissionPolicy.from_config(current_app.config))
+    status = 200 if seen else 201
+    return job_detail(job), status, {"Location": url_for("api.job_get", job_id=job.id)}
+
+
+@bp.post("/jobs/<int:job_id>/stop")
+def job_stop(job_id):
+    return job_detail(jobs.stop_job(api_actor(), job_id, _cluster()))
+
+
+@bp.delete("/jobs/<int:job_id>")
+def job_delete(job_id):
+    jobs.delete_job(api_actor(), job_id)
+    return "", 204
+
+
+@bp.get("/jobs/<int:job_id>/spec")
+def job_spec(job_id):
+    """The job's spec as submitted, with its account: what to submit again (a clone). ?format=yaml
+    gives the YAML the job page shows."""
+    spec = jobs.exported_spec(jobs.get_job(api_actor(), job_id))
+    if request.args.get("format") == "yaml":
+        return Response(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), mimetype="application/yaml")
+    return spec
+
+
+@bp.get("/jobs/<int:job_id>/events")
+def job_events(job_id):
+    job = jobs.get_job(api_actor(), job_id)
+    return {"items": [{"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
+                       "object": e.object_name, "last_seen": _time(e.last_seen)}
+                      for e in job_queries.job_events(job.id, 100)]}
+
+
+@bp.get("/jobs/<int:job_id>/logs")
+def job_logs(job_id):
+    """The last lines of a pod's log (text/plain). With follow=true, the log streams as it grows
+    until the job ends, or for CRATER_LOG_FOLLOW_SECONDS (craterctl then asks again)."""
+    raw_tail = request.args.get("tail", str(current_app.config["LOG_TAIL_LINES"]))
+    if not raw_tail.isdigit() or not 0 <= int(raw_tail) <= 10000:
+        raise _bad("tail", _("tail is a whole number from 0 to 10000."))
+    follow = request.args.get("follow", "false")
+    if follow not in ("true", "false", "1", "0"):
+        raise _bad("follow", _("follow is true or false."))
+    pod, tail = request.args.get("pod", ""), int(raw_tail)
+    actor = api_actor()
+    if follow in ("false", "0"):
+        _job, view = jobs.read_log(actor, job_id, _cluster(), pod, max(tail, 1) if tail else 1)
+        text = view.text if tail else ""
+        headers = {"X-Crater-Log": "live" if view.live else "kept"}
+        if view.unavailable:
+            headers["X-Crater-Log-Unavailable"] = view.unavailable[:200]
+        return Response(text, mimetype="text/plain", headers=headers)
+    job = jobs.get_job(actor, job_id)
+    pods = [p["name"] for p in job.pods or []]
+    if not job.is_active or not pods:
+        text = job.last_log or ""
+        db.session.commit()
+        return Response(text if tail else "", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
+    name = pod if pod in pods else pods[0]
+    db.session.commit()  # no transaction stays open while the log streams
+    cluster, seconds = _cluster(), current_app.config["LOG_FOLLOW_SECONDS"]
+
+    def stream():
+        deadline = time.monotonic() + seconds
+        try:
+            for chunk in cluster.follow_log(name, tail_lines=tail, seconds=seconds):
+                yield chunk
+                if time.monotonic() > deadline:
+                    return
+        except ClusterError as exc:
+            yield ("\n[crater] " + _("The cluster stopped sending the log: %(error)s", error=exc.message) + "\n").encode()
+    return Response(stream_with_context(stream()), mimetype="text/plain",
+                    headers={"X-Crater-Log": "follow", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/jobs/<int:job_id>/jupyter")
+def job_jupyter(job_id):
+    """The owner's link into a running JupyterLab (it carries the notebook's token)."""
+    url, token = jobs.jupyter_access(api_actor(), job_id, _cluster())
+    return {"url": f"{url}?token={token}"}
+
+
+# ---- the rest ---------------------------------------------------------------------------------
+
+@bp.get("/me")
+def me():
+    actor = api_actor()
+    user = actor.user
+    from flask import g
+    token = g.get("api_token")
+    return {"id": user.id, "username": user.username, "display_name": user.display_name or "", "email": user.email or "",
+            "admin": bool(user.is_admin),
+            "memberships": [{"account": m.account.name, "account_id": m.account.id, "role": m.role, "gpu_cap": m.gpu_cap}
+                            for m in accounts.my_memberships(user)],
+            "token": None if token is None else {"name": token.name, "scope": token.scope,
+                                                 "expires_at": _time(token.expires_at)}}
+
+
+def account_json(account: Account, role: str | None, used: dict, queued: int) -> dict:
+    return {"id": account.id, "name": account.name, "display_name": account.display_name or "", "role": role,
+            "expires_on": _time(account.expires_on),
+            "quota": {"gpus": account.gpu_quota, "cpu": account.cpu_quota, "memory_gib": account.memory_quota_gib,
+                      "max_jobs": account.max_jobs,
+                      "gpus_per_model": {q.gpu_model: q.gpus for q in account.gpu_model_quotas}},
+            "used": used, "queued": queued}
+
+
+@bp.get("/accounts")
+def accounts_list():
+    """My accounts with their quotas and what their jobs use now; admins: ?all=true for every account."""
+    actor = api_actor()
+    everyone = request.args.get("all", "false")
+    if everyone not in ("true", "false"):
+        raise _bad("all", _("all is true or false."))
+    limit = _limit()
+    if everyone == "true":
+        actor.require_admin()
+        after = _decode_cursor(request.args.get("cursor", ""), "accounts")
+        stmt = select(Account).order_by(Account.id).limit(limit + 1)
+        if after:
+            stmt = stmt.where(Account.id > after[1])
+        rows = list(db.session.execute(stmt).scalars())
+        roles = {}
+    else:
+        memberships = accounts.my_memberships(actor.user)
+        rows, roles = [m.account for m in memberships], {m.account.id: m.role for m in memberships}
+    more = len(rows) > limit if everyone == "true" else False
+    rows = rows[:limit] if everyone == "true" else rows
+    ids = [a.id for a in rows]
+    used = job_queries.usage_by_account(ids)
+    queued = dict(db.session.execute(select(Job.account_id, db.func.count(Job.id)).where(
+        Job.account_id.in_(ids), Job.state == JobState.QUEUED.value).group_by(Job.account_id)).all()) if ids else {}
+    items = [account_json(a, roles.get(a.id), used.get(a.id, {}), int(queued.get(a.id, 0))) for a in rows]
+    return _page(items, (rows[-1].id, rows[-1].id) if more else None, "accounts", "api.accounts_list", all=everyone,
+                 limit=limit)
+
+
+@bp.get("/gpus")
+def gpus():
+    """GPUs per model: in total, in use, free, the largest free block on one node, waiting."""
+    return {"items": [{"model": m["model"] or "", "total": m["total"] or 0, "used": m["used"] or 0, "free": m["free"] or 0,
+                       "largest_free_on_one_node": m["largest"] or 0, "reserved": m["reserved"] or 0,
+                       "nodes": m["nodes"] or 0, "waiting": m["waiting"]}
+                      for m in nodes.model_summary() if m["model"] is not None]}
+
+
+@bp.get("/templates")
+def templates_list():
+    """My templates and those shared in my accounts, with their specs."""
+    actor = api_actor()
+    page = request.args.get("page", "1")
+    if not page.isdigit() or int(page) < 1:
+        raise _bad("page", _("page is a whole number from 1."))
+    listing = job_templates.list_templates(actor, int(page), _limit())
+    return {"items": [{"id": t.id, "name": t.name, "type": t.job_type, "shared": t.shared, "owner": t.user.username,
+                       "account": t.account.name if t.account else None, "spec": t.spec} for t in listing.items],
+            "page": listing.page, "has_next": listing.has_next}
+
+
+@bp.get("/images")
+def images_list():
+    """The images the admins offer, per job type."""
+    items = {}
+    for job_type in JOB_TYPES:
+        for image in job_rules.images_for(job_type):
+            items.setdefault(image.id, {"reference": image.reference, "description": image.description or "",
+                                        "job_types": []})["job_types"].append(job_type)
+    return {"items": list(items.values())}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return description()
+
+
+@bp.get("/docs")
+def docs():
+    """A page for reading the description: every operation, its parameters and answers."""
+    return render_template("api/docs.html", spec=description())
+
