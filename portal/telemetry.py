@@ -27,14 +27,16 @@ DURATION = Histogram("crater_http_request_duration_seconds", "Time to answer a r
                      buckets=BUCKETS)
 IN_FLIGHT = Gauge("crater_http_requests_in_flight", "Requests being answered now", multiprocess_mode="livesum")
 DB_TIME = Histogram("crater_db_statement_duration_seconds", "Time of each SQL statement", buckets=BUCKETS)
-SUBMISSIONS = Counter("crater_job_submissions_total", "Job submissions by type and outcome (admitted, queued, "
-                      "refused, invalid, submit_error)", ["type", "outcome"])
+SUBMISSIONS = Counter("crater_job_submissions_total", "Job submissions by type, outcome (admitted, queued, refused, "
+                      "invalid, submit_error) and reason (what refused it, the first invalid field, the cluster's "
+                      "answer)", ["type", "outcome", "reason"])
 
 bp = Blueprint("telemetry", __name__)
 
 
-def count_submission(job_type: str, outcome: str) -> None:
-    SUBMISSIONS.labels(job_type, outcome).inc()
+def count_submission(job_type: str, outcome: str, reason: str = "") -> None:
+    """`reason` comes from a small fixed set (quota kinds, form field names, HTTP statuses)."""
+    SUBMISSIONS.labels(job_type, outcome, reason[:32]).inc()
 
 
 @bp.get("/metrics")

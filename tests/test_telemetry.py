@@ -47,13 +47,26 @@ def test_submissions_are_counted_by_outcome(app, make):
     from portal.telemetry import SUBMISSIONS
     alice = make.user("alice")
     lab = make.account("vision-lab", gpu_quota=8, members={alice: "member"})
-    before = SUBMISSIONS.labels("batch", "invalid")._value.get()
+    def invalid():
+        return sum(s.value for f in SUBMISSIONS.collect() for s in f.samples
+                   if s.name.endswith("_total") and s.labels["outcome"] == "invalid" and s.labels["reason"])
+    before = invalid()
     with app.app_context():
         with pytest.raises(ValidationFailed):
             jobs.submit_job(Actor(db.session.get(User, alice)), jobs.Submission(
                 job_type="batch", account_id=lab, display_name="", image=""), cluster=None)
         db.session.remove()
-    assert SUBMISSIONS.labels("batch", "invalid")._value.get() == before + 1
+    assert invalid() == before + 1  # with the first field the rules refused
+    refused = SUBMISSIONS.labels("batch", "refused", "gpus")._value.get()
+    from portal.services.quota import QuotaExceeded
+    make.job(alice, lab, state="Running", gpus=8)
+    with app.app_context():
+        with pytest.raises(QuotaExceeded):
+            jobs.submit_job(Actor(db.session.get(User, alice)), jobs.Submission(
+                job_type="batch", account_id=lab, display_name="big", image="pytorch/pytorch:2.4", command="true", gpus=1,
+                queue_if_full=False), cluster=None)
+        db.session.remove()
+    assert SUBMISSIONS.labels("batch", "refused", "gpus")._value.get() == refused + 1
 
 
 def test_only_loopback_reads_the_metrics_without_a_token(client):
@@ -100,15 +113,19 @@ def test_every_gunicorn_worker_counts_in_multiprocess_mode(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline and web.poll() is None, "gunicorn did not start"
                 time.sleep(0.2)
-        for _ in range(39):
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+        key = ("crater_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
+
+        def counted():
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for f in text_string_to_metric_families(text) for s in f.samples}[key]
+        before = counted()  # the start-up probes (one may have timed out here and still been answered)
+        for _ in range(40):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).read()
         files = {p.name for p in (tmp_path / "prom").iterdir()}
         assert len({name.rsplit("_", 1)[-1] for name in files if name.startswith("counter_")}) == 2  # two workers wrote
         for _ in range(4):
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            found = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                     for f in text_string_to_metric_families(text) for s in f.samples}
-            assert found[("crater_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))] == 40
+            assert counted() == before + 40
     finally:
         web.terminate()
         web.wait(20)

@@ -72,8 +72,8 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         form = replace(form, time_limit_seconds=policy.default_seconds(form.job_type))
     try:
         job_rules.check(form, policy)
-    except ValidationFailed:
-        count_submission(form.job_type, "invalid")
+    except ValidationFailed as exc:
+        count_submission(form.job_type, "invalid", min(exc.errors) if exc.errors else "")
         raise
     account = db.session.get(Account, form.account_id)
     if account is None:
@@ -96,8 +96,8 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     try:
         retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
                                      queue_if_full=form.queue_if_full, settings=settings, now=now))
-    except quota.QuotaExceeded:
-        count_submission(form.job_type, "refused")
+    except quota.QuotaExceeded as exc:
+        count_submission(form.job_type, "refused", exc.kind)
         raise
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
@@ -111,7 +111,8 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     # The admission's commit ended the transaction, and nothing is read again before the cluster
     # has answered: no transaction is open while the cluster is called.
     job = _launch(actor, admitted["id"], admitted["request"], cluster, requeue_if_away=False)
-    count_submission(form.job_type, "submit_error" if job.reason == Reason.SUBMIT_ERROR else "admitted")
+    if job.reason != Reason.SUBMIT_ERROR:  # a SubmitError is counted where the cluster's answer is known
+        count_submission(form.job_type, "admitted")
     return job
 
 
@@ -134,6 +135,7 @@ def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, re
             return retrying(back)
         _undo(cluster, job_id, exc)
         error = exc.message
+        count_submission(request.job_type, "submit_error", f"http-{exc.status}" if exc.status else "unreachable")
         return retrying(lambda: _end_submit_error(actor, job_id, error))
 
     def mark_pending() -> Job:

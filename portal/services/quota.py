@@ -24,9 +24,14 @@ NEW = 1 << 62  # the id of the job being submitted, while the queue decides (aft
 
 
 class QuotaExceeded(DomainError):
-    """Refused: says what is used, what is allowed and what was asked."""
+    """Refused: says what is used, what is allowed and what was asked; `kind` is what refused it
+    (expired, never, or the quota that is full: gpus, model, cpu, memory, jobs, member, ...)."""
 
     status = 409
+
+    def __init__(self, message: str = "", kind: str = ""):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
             raise Forbidden(_("You are not a member of account %(name)s.", name=account.name))
         if account.is_expired(now.date()):
             raise QuotaExceeded(_("Account %(name)s expired on %(date)s; ask its manager to renew it.",
-                                  name=account.name, date=account.expires_on.isoformat()))
+                                  name=account.name, date=account.expires_on.isoformat()), kind="expired")
         if job.job_type == "jupyter":
             lock_users([user_id])
         q = queue.load([account_id], now, settings)[account_id]
@@ -90,11 +95,11 @@ def admit(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int 
         never = never_fits(q.limits, d)
         if never is not None:
             raise QuotaExceeded(_("This job can never start in account %(name)s: %(why)s",
-                                  name=account.name, why=refusal_words(never.as_dict())))
+                                  name=account.name, why=refusal_words(never.as_dict())), kind="never")
         decision = plan_admit(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds)
         if not any(x.id == NEW for x in decision.admit):
             if not queue_if_full:
-                raise QuotaExceeded(refusal_words(decision.blockers[NEW].as_dict()))
+                raise QuotaExceeded(refusal_words(decision.blockers[NEW].as_dict()), kind=decision.blockers[NEW].kind)
             job.state = JobState.QUEUED.value
             job.reason = Reason.QUEUED
             job.queue_position = next(i for i, x in enumerate(decision.order, 1) if x.id == NEW)
