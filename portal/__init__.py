@@ -40,6 +40,16 @@ def create_app(config: dict | None = None) -> Flask:
     from .extensions import babel, csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
+
+    @app.teardown_appcontext
+    def close_session(_exc):
+        """Before Flask-SQLAlchemy's own teardown (teardowns run last-registered first): ending the
+        session rolls back, which raises on a connection the database has just dropped (a restart);
+        the answer is already made, so drop that session instead of turning it into a 500."""
+        try:
+            db.session.remove()
+        except Exception:  # noqa: BLE001  the pool has invalidated the dead connection
+            db.session.registry.clear()
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
     csrf.init_app(app)
     limiter.init_app(app)

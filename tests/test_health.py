@@ -60,3 +60,28 @@ def test_a_signed_in_page_says_try_again_when_the_database_is_away():
     assert "The database does not answer right now" in page.get_data(as_text=True)
     poll = client.get("/jobs?page=1", headers={"HX-Request": "true"})
     assert poll.status_code == 503 and poll.headers["HX-Retarget"] == "#flash"
+
+
+def test_a_connection_the_database_drops_mid_request_is_not_a_500(app):
+    """MariaDB restarting under a request: its connection is gone by the time the session ends.
+    The answer already made stands; the dead connection is dropped (and the next request works)."""
+    from sqlalchemy import create_engine, text
+
+    from portal.extensions import db
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if not uri.startswith("mysql"):
+        import pytest
+        pytest.skip("needs a server that can drop a connection")
+    killer = create_engine(uri)
+
+    def dropped():
+        own = db.session.execute(text("SELECT CONNECTION_ID()")).scalar()
+        with killer.connect() as conn:
+            conn.execute(text(f"KILL CONNECTION {int(own)}"))
+        return "answered"
+    app.add_url_rule("/test-dropped", "test_dropped", dropped)
+    client = app.test_client()
+    response = client.get("/test-dropped")
+    assert response.status_code == 200 and response.get_data(as_text=True) == "answered"
+    assert client.get("/readyz").status_code == 200
+    killer.dispose()
