@@ -8,6 +8,7 @@ import json
 import time
 from datetime import date, datetime
 
+import orjson
 import yaml
 from flask import Response, current_app, render_template, request, stream_with_context, url_for
 from flask_babel import gettext as _
@@ -55,12 +56,12 @@ def _bad(field: str, message: str):
 
 # ---- shapes ---------------------------------------------------------------------------------------
 
-def job_summary(r) -> dict:
+def job_summary(r, base: str) -> dict:
     return {"id": r["id"], "name": r["display_name"], "type": r["job_type"], "state": r["state"], "reason": r["reason"] or "",
             "gpus": r["gpus"], "gpu_model": r["gpu_model"] or "", "user": r["username"], "account": r["account"],
             "created_at": _time(r["created_at"]), "started_at": _time(r["started_at"]),
             "queue_position": r["queue_position"], "queue_estimate": _time(r["queue_estimate"]),
-            "url": url_for("api.job_get", job_id=r["id"])}
+            "url": f"{base}/{r['id']}"}
 
 
 def job_detail(job: Job) -> dict:
@@ -109,7 +110,8 @@ def _limit() -> int:
     return int(raw)
 
 
-def _page(items: list, key: tuple | None, cursor_kind: str, endpoint: str, **args):
+def _page(items: list, key: tuple | None, cursor_kind: str, endpoint: str, **args) -> Response:
+    """A page of a list, with its cursor and links (orjson: a page is the API's largest answer)."""
     body = {"items": items, "next_cursor": None, "links": {}}
     headers = {}
     if key is not None:
@@ -117,7 +119,7 @@ def _page(items: list, key: tuple | None, cursor_kind: str, endpoint: str, **arg
         nxt = url_for(endpoint, **{k: v for k, v in args.items() if v not in (None, "")}, cursor=cursor)
         body["next_cursor"], body["links"]["next"] = cursor, nxt
         headers["Link"] = f'<{nxt}>; rel="next"'
-    return body, 200, headers
+    return Response(orjson.dumps(body), mimetype="application/json", headers=headers)
 
 
 # ---- jobs -------------------------------------------------------------------------------------
@@ -148,8 +150,8 @@ def jobs_list():
     f = job_queries.JobFilter(scope=scope, state=state, job_type=job_type, account_id=int(account) if account else None,
                               text=text, sort=sort)
     rows, key = job_queries.list_jobs_after(api_actor(), f, _decode_cursor(args.get("cursor", ""), sort), limit)
-    details = job_queries.list_rows([r["id"] for r in rows])
-    items = [job_summary(details[r["id"]]) for r in rows if r["id"] in details]
+    base = url_for("api.jobs_list")  # one url_for for the page, not one per job
+    items = [job_summary(r, base) for r in rows]
     return _page(items, key, sort, "api.jobs_list", scope=scope, state=state, type=job_type, account=account, q=text,
                  sort=sort, limit=limit)
 
