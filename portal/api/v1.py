@@ -305,16 +305,24 @@ def job_logs(job_id):
     name = pod if pod in pods else pods[0]
     db.session.commit()  # no transaction stays open while the log streams
     cluster, seconds = _cluster(), current_app.config["LOG_FOLLOW_SECONDS"]
+    # Words made now: the stream runs after the request's session has ended (no user to ask).
+    stopped = _("The cluster stopped sending the log: %(error)s")
 
     def stream():
         deadline = time.monotonic() + seconds
-        try:
-            for chunk in cluster.follow_log(name, tail_lines=tail, seconds=seconds):
-                yield chunk
-                if time.monotonic() > deadline:
-                    return
-        except ClusterError as exc:
-            yield ("\n[crater] " + _("The cluster stopped sending the log: %(error)s", error=exc.message) + "\n").encode()
+        while time.monotonic() < deadline:
+            try:
+                for chunk in cluster.follow_log(name, tail_lines=tail, seconds=max(1.0, deadline - time.monotonic())):
+                    yield chunk
+                    if time.monotonic() > deadline:
+                        return
+                return  # the container ended, or a quiet minute: craterctl asks again if the job runs on
+            except ClusterError as exc:
+                if exc.status == 400 and "waiting to start" in exc.message:
+                    time.sleep(1)  # pending: the log begins once its container starts
+                    continue
+                yield ("\n[crater] " + stopped % {"error": exc.message} + "\n").encode()
+                return
     return Response(stream_with_context(stream()), mimetype="text/plain",
                     headers={"X-Crater-Log": "follow", "X-Accel-Buffering": "no"})
 
