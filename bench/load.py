@@ -145,13 +145,11 @@ class Probe:
         return max(answered.values()) if len(answered) == len(self.PAGES) else None
 
 
-def restart_mariadb() -> tuple[float, float]:
-    """Shut MariaDB down cleanly and start it again; (seconds down, when it answered again)."""
-    t0 = time.monotonic()
+def restart_mariadb() -> float:
+    """Shut MariaDB down cleanly and start it again; the (monotonic) time it answers again."""
     subprocess.run(["mariadb-admin", "-uroot", "shutdown"], check=True, timeout=60)
-    down = time.monotonic()
     subprocess.run([str(ROOT / "scripts" / "mariadb.sh")], check=True, timeout=120, stdout=subprocess.DEVNULL)
-    return down - t0, time.monotonic()
+    return time.monotonic()
 
 
 def crash_plan(stack, probe: Probe, seconds: float, windows: list, crashes: list, with_database: bool):
@@ -162,17 +160,19 @@ def crash_plan(stack, probe: Probe, seconds: float, windows: list, crashes: list
     def at(fraction):
         time.sleep(max(0.0, start + seconds * fraction - time.monotonic()))
 
-    def crash(what, act):
+    def crash(what: str, act):
+        """`act` crashes something; it may return when the thing is back (the pages are timed from
+        then, else from the crash). `what` may name {away}: the seconds until then."""
         wall, t = time.time(), time.monotonic()
         back_from = act() or t
         back = probe.back_after(back_from)
         windows.append((wall - 0.5, time.time() + 0.5))
-        crashes.append({"what": what(time.monotonic() - t, back), "pages back after s": back,
+        crashes.append({"what": what.format(away=back_from - t), "pages back after s": back,
                         "failed requests in its window": 0})
 
     at(0.35)
     victim = worker_pids(stack.web.proc.pid)[0]
-    crash(lambda *_: f"kill -9 gunicorn worker {victim}", lambda: os.kill(victim, signal.SIGKILL))
+    crash(f"kill -9 gunicorn worker {victim}", lambda: os.kill(victim, signal.SIGKILL))
 
     at(0.55)
 
@@ -181,18 +181,11 @@ def crash_plan(stack, probe: Probe, seconds: float, windows: list, crashes: list
         old.signal(signal.SIGKILL)
         old.proc.wait(10)
         stack.start_syncer()  # what Kubernetes does with the pod
-    crash(lambda *_: "kill -9 the syncer, a new one started", kill_syncer)
+    crash("kill -9 the syncer, a new one started", kill_syncer)
 
     if with_database:
         at(0.75)
-        box = {}
-
-        def restart():
-            t = time.monotonic()
-            _, up_at = restart_mariadb()
-            box["down"] = up_at - t
-            return up_at
-        crash(lambda *_: f"MariaDB shut down and started again (away {box['down']:.1f} s)", restart)
+        crash("MariaDB shut down and started again (away {away:.1f} s)", restart_mariadb)
 
 
 def read_table(prefix: Path) -> list[dict]:
@@ -202,7 +195,6 @@ def read_table(prefix: Path) -> list[dict]:
 
 def drain(app, stack, timeout: float = 180) -> None:
     """Stop every open job as the admin would, then wait until all are final."""
-    from kubesim_fixtures import wait_for
     from process_stack import csrf_of
 
     from portal.extensions import db
@@ -216,12 +208,21 @@ def drain(app, stack, timeout: float = 180) -> None:
         token = csrf_of(s, f"{stack.url}/jobs/{job_id}")
         s.post(f"{stack.url}/jobs/{job_id}/stop", data={"csrf_token": token}, timeout=30)
 
-    def settled():
+    wait_until_none(app, Job.id, Job.state.in_(OPEN), timeout, "every job final")
+
+
+def wait_until_none(app, column, condition, timeout: float, what: str) -> None:
+    """Wait until no row matches `condition` (asked once a second, each time in a fresh session)."""
+    from kubesim_fixtures import wait_for
+
+    from portal.extensions import db
+
+    def none_left():
         with app.app_context():
-            n = db.session.query(Job.id).filter(Job.state.in_(OPEN)).count()
+            n = db.session.query(column).filter(condition).count()
             db.session.remove()
             return n == 0
-    wait_for(settled, timeout=timeout, interval=1, what="every job final")
+    wait_for(none_left, timeout=timeout, interval=1, what=what)
 
 
 def run(users: int = 300, minutes: float = 10, crash: bool = False, database_url: str = BENCH_DB,
@@ -281,17 +282,8 @@ def run(users: int = 300, minutes: float = 10, crash: bool = False, database_url
 
 def settle_outbox(app, timeout: float = 300) -> None:
     """Wait until every notice has gone out (many jobs end at once when the run is drained)."""
-    from kubesim_fixtures import wait_for
-
-    from portal.extensions import db
     from portal.models import OutboxMessage
-
-    def empty():
-        with app.app_context():
-            n = db.session.query(OutboxMessage.id).filter(OutboxMessage.sent_at.is_(None)).count()
-            db.session.remove()
-            return n == 0
-    wait_for(empty, timeout=timeout, interval=1, what="the outbox empty")
+    wait_until_none(app, OutboxMessage.id, OutboxMessage.sent_at.is_(None), timeout, "the outbox empty")
 
 
 def verify(app, stack, folder: Path, result: Result) -> None:

@@ -32,10 +32,9 @@ def _submitter() -> str:
     user = session.get("_user_id")
     if user:
         return f"user:{user}"
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer " and len(header) > 30:
-        return "token:" + header[7:].strip()[11:23]
-    return f"addr:{get_remote_address()}"
+    from .services.tokens import lookup_in
+    lookup = lookup_in(request.headers.get("Authorization", ""))
+    return f"token:{lookup}" if lookup else f"addr:{get_remote_address()}"
 
 
 login_per_address = limiter.limit(_login_limit, key_func=get_remote_address, methods=["POST"])

@@ -143,15 +143,15 @@ class Factory:
             db.session.commit()
             return job.id
 
-    def api_token(self, user_id, name="laptop", scope="write") -> int:
-        """A personal access token's id (the token itself: tests/test_api.py makes its own)."""
+    def api_token(self, user_id, name="laptop", scope="write", expires_days=30, now=None) -> tuple[int, str]:
+        """A personal access token: (its row's id, the token itself)."""
         from portal.models import User
         from portal.services import tokens
         from portal.services.context import Actor
 
         with self.app.app_context():
-            row, _token = tokens.create(Actor(db.session.get(User, user_id)), name, scope, 30)
-            return row.id
+            row, token = tokens.create(Actor(db.session.get(User, user_id)), name, scope, expires_days, now=now)
+            return row.id, token
 
     def template(self, user_id, account_id, name="tpl", shared=False, job_type="batch") -> int:
         from portal.models import JobTemplate

@@ -215,11 +215,16 @@ class Stack:
     # ---- a user -----------------------------------------------------------------------------------
 
     def session(self, username: str, password: str) -> requests.Session:
-        s = requests.Session()
-        token = CSRF.search(s.get(self.url + "/login", timeout=10).text).group(1)
-        page = s.post(self.url + "/login", data={"csrf_token": token, "username": username, "password": password}, timeout=10)
-        assert page.url == self.url + "/", page.text[:500]
-        return s
+        return signed_in(self.url, username, password)
+
+
+def signed_in(base: str, username: str, password: str) -> requests.Session:
+    """A session signed in through the local sign-in form, as a browser would."""
+    s = requests.Session()
+    token = CSRF.search(s.get(base + "/login", timeout=10).text).group(1)
+    page = s.post(base + "/login", data={"csrf_token": token, "username": username, "password": password}, timeout=10)
+    assert page.url == base + "/", page.text[:500]
+    return s
 
 
 def submit_form(s: requests.Session, base: str, account_id: int, **fields) -> requests.Response:

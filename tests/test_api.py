@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 import yaml
 
+from conftest import Factory
 from kubesim_fixtures import wait_for
 from portal.extensions import db
 from portal.models import ApiToken, AuditEntry, Job
@@ -23,12 +24,7 @@ def bearer(token: str) -> dict:
 
 
 def make_token(app, user_id: int, scope: str = "write", name: str = "laptop", expires_days: int = 30, now=None) -> str:
-    from portal.services import tokens
-    from portal.services.context import Actor
-    from portal.models import User
-    with app.app_context():
-        _row, token = tokens.create(Actor(db.session.get(User, user_id)), name, scope, expires_days, now=now)
-        return token
+    return Factory(app).api_token(user_id, name, scope, expires_days, now)[1]
 
 
 @pytest.fixture

@@ -34,12 +34,7 @@ def live_api(tmp_path_factory):
     make.node("a100-0")
     make.template(alice, lab, shared=True)
     make.image()
-    from portal.extensions import db
-    from portal.models import User
-    from portal.services import tokens
-    from portal.services.context import Actor
-    with app.app_context():
-        _row, token = tokens.create(Actor(db.session.get(User, alice)), "schemathesis", "write", 30)
+    _token_id, token = make.api_token(alice, "schemathesis")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

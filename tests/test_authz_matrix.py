@@ -159,7 +159,7 @@ def people(make):
     ids["image"] = make.image()
     ids["name"] = make.node("a100-0")
     ids["request_id"] = make.extension_request(ids["job"], ids["user"])
-    ids["token_id"] = make.api_token(ids["user"])
+    ids["token_id"] = make.api_token(ids["user"])[0]
     make.placement("a100-0", ids["job"], gpus=2)
     return ids
 

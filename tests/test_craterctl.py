@@ -15,6 +15,7 @@ import yaml
 
 from conftest import Factory
 from kubesim_fixtures import wait_for
+from process_stack import csrf_of, signed_in
 from test_browser import serving
 
 TOKEN = re.compile(r"crater_pat_[0-9a-f]{12}_[A-Za-z0-9_-]{40}")
@@ -44,14 +45,8 @@ def ctl(tmp_path, *args, stdin: str | None = None, env: dict | None = None, time
 
 def token_from_settings(base: str) -> str:
     """Sign in with the form and create a token on the settings page, as a person would."""
-    import requests
-    s = requests.Session()
-    csrf = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
-    page = s.get(base + "/login", timeout=10)
-    s.post(base + "/login", data={"csrf_token": csrf.search(page.text).group(1), "username": "alice",
-                                  "password": "alice-password-1"}, timeout=10)
-    page = s.get(base + "/settings/tokens", timeout=10)
-    made = s.post(base + "/settings/tokens", data={"csrf_token": csrf.search(page.text).group(1), "name": "terminal",
+    s = signed_in(base, "alice", "alice-password-1")
+    made = s.post(base + "/settings/tokens", data={"csrf_token": csrf_of(s, base + "/settings/tokens"), "name": "terminal",
                                                    "scope": "write", "expires_days": "30"}, timeout=10)
     assert made.status_code == 201
     return TOKEN.search(made.text).group(0), s

@@ -14,7 +14,7 @@ def world(make):
     return {"admin": admin, "user_id": member, "account_id": account, "job_id": job, "job_type": "batch",
             "request_id": make.extension_request(job, admin),
             "template_id": make.template(admin, account), "image_id": make.image(), "name": make.node("a100-0"),
-            "policy": "extensions", "action": "suspend", "decision": "approve", "token_id": make.api_token(admin)}
+            "policy": "extensions", "action": "suspend", "decision": "approve", "token_id": make.api_token(admin)[0]}
 
 
 def snapshot(make):

@@ -7,7 +7,7 @@ path). Each token (or session user) has its own rate limit, CRATER_RATE_LIMIT_AP
 description is /api/v1/openapi.json; /api/v1/docs is a page for reading it."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, request, session
 from flask_babel import gettext as _
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
@@ -30,12 +30,9 @@ def api_actor() -> Actor:
 
 def rate_key() -> str:
     """The caller's rate-limit bucket: its token's lookup id, else its session user, else its address."""
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        match = tokens.TOKEN_FORMAT.match(header[7:].strip())
-        if match:
-            return f"api-token:{match.group(1)}"
-    from flask import session
+    lookup = tokens.lookup_in(request.headers.get("Authorization", ""))
+    if lookup:
+        return f"api-token:{lookup}"
     user = session.get("_user_id")
     return f"api-user:{user}" if user else f"api-addr:{get_remote_address()}"
 

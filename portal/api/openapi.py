@@ -8,6 +8,7 @@ import functools
 from ..config import JOB_TYPES
 from ..models import JobState
 from ..models.token import TOKEN_PREFIX
+from ..services.job_queries import SCOPES, SORTS
 
 S, I, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 NS, NI = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
@@ -48,7 +49,7 @@ ERRORS = {
 
 
 def answers(ok: dict, *codes: str) -> dict:
-    out = {code: resp for code, resp in ok.items()}
+    out = dict(ok)
     for code in ("401", "429", "503", *codes):
         out[code] = ERRORS[code]
     return out
@@ -121,14 +122,13 @@ def _paths() -> dict:
         "/jobs": {
             "get": {"operationId": "listJobs", "summary": "List jobs (the job list's scopes, filters and sort)",
                     "parameters": [
-                        param("scope", "query", {"type": "string", "enum": ["mine", "account", "all"], "default": "mine"},
+                        param("scope", "query", {"type": "string", "enum": list(SCOPES), "default": "mine"},
                               "mine; account: the accounts I manage (admins: all); all: admins"),
                         param("state", "query", {"type": "string", "enum": states}, "One state, or active (not ended)"),
                         param("type", "query", {"type": "string", "enum": list(JOB_TYPES)}, "Job type"),
                         param("account", "query", {"type": "integer", "minimum": 1}, "An account's id"),
                         param("q", "query", {"type": "string", "maxLength": 100}, "Words in the name or image, or a job id"),
-                        param("sort", "query", {"type": "string", "enum": ["newest", "oldest", "name", "state", "gpus"],
-                                                "default": "newest"}, "Order"),
+                        param("sort", "query", {"type": "string", "enum": list(SORTS), "default": "newest"}, "Order"),
                         LIMIT, CURSOR],
                     "responses": answers({"200": json_response("A page of jobs", page_of(ref("JobSummary")), LINK)},
                                          "403", "422")},

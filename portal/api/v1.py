@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 import orjson
 import yaml
-from flask import Response, current_app, render_template, request, stream_with_context, url_for
+from flask import Response, current_app, g, render_template, request, stream_with_context, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -241,8 +241,7 @@ def jobs_create():
     if body is None:
         raise _bad("body", _("Send the spec as application/json (or application/yaml)."))
     submission = submission_from_json(body, actor)
-    seen = submission.idempotency_key and db.session.execute(select(Job.id).where(
-        Job.user_id == actor.user.id, Job.idempotency_key == submission.idempotency_key)).scalar_one_or_none()
+    seen = submission.idempotency_key and jobs.by_key(actor.user.id, submission.idempotency_key) is not None
     job = jobs.submit_job(actor, submission, _cluster(), SubmissionPolicy.from_config(current_app.config))
     status = 200 if seen else 201
     return job_detail(job), status, {"Location": url_for("api.job_get", job_id=job.id)}
@@ -290,20 +289,17 @@ def job_logs(job_id):
     pod, tail = request.args.get("pod", ""), int(raw_tail)
     actor = api_actor()
     if follow in ("false", "0"):
-        _job, view = jobs.read_log(actor, job_id, _cluster(), pod, max(tail, 1) if tail else 1)
+        _job, view = jobs.read_log(actor, job_id, _cluster(), pod, max(tail, 1))
         text = view.text if tail else ""
         headers = {"X-Crater-Log": "live" if view.live else "kept"}
         if view.unavailable:
             headers["X-Crater-Log-Unavailable"] = view.unavailable[:200]
         return Response(text, mimetype="text/plain", headers=headers)
     job = jobs.get_job(actor, job_id)
-    pods = [p["name"] for p in job.pods or []]
-    if not job.is_active or not pods:
-        text = job.last_log or ""
-        db.session.commit()
-        return Response(text if tail else "", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
-    name = pod if pod in pods else pods[0]
+    name, text = jobs.live_pod(job, pod), job.last_log or ""
     db.session.commit()  # no transaction stays open while the log streams
+    if not name:
+        return Response(text if tail else "", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
     cluster, seconds = _cluster(), current_app.config["LOG_FOLLOW_SECONDS"]
     # Words made now: the stream runs after the request's session has ended (no user to ask).
     stopped = _("The cluster stopped sending the log: %(error)s")
@@ -339,9 +335,7 @@ def job_jupyter(job_id):
 @bp.get("/me")
 def me():
     actor = api_actor()
-    user = actor.user
-    from flask import g
-    token = g.get("api_token")
+    user, token = actor.user, g.get("api_token")
     return {"id": user.id, "username": user.username, "display_name": user.display_name or "", "email": user.email or "",
             "admin": bool(user.is_admin),
             "memberships": [{"account": m.account.name, "account_id": m.account.id, "role": m.role, "gpu_cap": m.gpu_cap}
@@ -382,9 +376,8 @@ def accounts_list():
     rows = rows[:limit] if everyone == "true" else rows
     ids = [a.id for a in rows]
     used = job_queries.usage_by_account(ids)
-    queued = dict(db.session.execute(select(Job.account_id, db.func.count(Job.id)).where(
-        Job.account_id.in_(ids), Job.state == JobState.QUEUED.value).group_by(Job.account_id)).all()) if ids else {}
-    items = [account_json(a, roles.get(a.id), used.get(a.id, {}), int(queued.get(a.id, 0))) for a in rows]
+    queued = queue.queued_counts(ids)
+    items = [account_json(a, roles.get(a.id), used.get(a.id, {}), queued.get(a.id, 0)) for a in rows]
     return _page(items, (rows[-1].id, rows[-1].id) if more else None, "accounts", "api.accounts_list", all=everyone,
                  limit=limit)
 

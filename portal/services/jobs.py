@@ -65,7 +65,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     policy = policy or SubmissionPolicy.from_config(current_app.config)
     user = actor.user
     if form.idempotency_key:
-        existing = _by_key(user.id, form.idempotency_key)
+        existing = by_key(user.id, form.idempotency_key)
         if existing is not None:
             return existing
     if not form.time_limit_seconds and form.job_type in policy.time_limits:
@@ -101,7 +101,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         raise
     except IntegrityError:  # the same key, submitted twice at the same moment
         db.session.rollback()
-        existing = _by_key(user_id, form.idempotency_key)
+        existing = by_key(user_id, form.idempotency_key)
         if existing is None:
             raise
         return existing
@@ -212,7 +212,7 @@ def _undo(cluster: Cluster, job_id: int, cause: ClusterError) -> None:
         pass  # the orphan pass removes it later
 
 
-def _by_key(user_id: int, key: str) -> Job | None:
+def by_key(user_id: int, key: str) -> Job | None:
     return db.session.execute(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key)).scalar_one_or_none()
 
 
@@ -336,13 +336,21 @@ class LogView:
     unavailable: str = ""  # why the live log could not be read (the cluster's error), if it could not
 
 
+def live_pod(job: Job, pod: str = "") -> str:
+    """The pod whose live log to read: the one asked for if the job has it, else its first; ""
+    when there is no live log (the job has ended, or has no pod yet): then the kept lines."""
+    pods = [p["name"] for p in job.pods or []]
+    if not job.is_active or not pods:
+        return ""
+    return pod if pod in pods else pods[0]
+
+
 def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: int = 500) -> tuple[Job, LogView]:
     """The last `lines` of a pod's log from the cluster while the job is active; once it has
     ended, or when the cluster cannot answer (then saying so), the lines the syncer kept."""
     job = get_job(actor, job_id)
-    pods = [p["name"] for p in job.pods or []]
-    if job.is_active and pods:
-        name = pod if pod in pods else pods[0]
+    name = live_pod(job, pod)
+    if name:
         db.session.commit()  # no transaction stays open while the cluster is called
         try:
             return job, LogView(cluster.log(name, tail_lines=lines), True)

@@ -479,6 +479,14 @@ def standing(job: Job) -> Standing | None:
     return Standing(job.queue_position, int(waiting), job.queue_blocker, job.queue_estimate, job.queue_reserved_at is not None)
 
 
+def queued_counts(account_ids: list[int]) -> dict[int, int]:
+    """How many jobs wait in each of these accounts' queues (absent: none): one grouped count."""
+    if not account_ids:
+        return {}
+    return {a: int(n) for a, n in db.session.execute(select(Job.account_id, func.count(Job.id)).where(
+        Job.state == QUEUED, _in(Job.account_id, account_ids)).group_by(Job.account_id)).all()}
+
+
 def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50):
     """A page of the accounts whose queues the actor sees listed (every account for admins, their
     own for members), each with its queue's length and whether the actor may open it (managers,
@@ -491,9 +499,8 @@ def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50):
                 .where(Membership.user_id == actor.user.id).order_by(Account.name))
     result = paginate(stmt, page, per_page, rows="tuples")
     ids = [r[0] for r in result.items]
-    counts = dict(db.session.execute(select(Job.account_id, func.count(Job.id)).where(
-        Job.state == QUEUED, _in(Job.account_id, ids)).group_by(Job.account_id)).all()) if ids else {}
-    result.items = [{"id": i, "name": name, "manager": role == MemberRole.MANAGER.value, "queued": int(counts.get(i, 0))}
+    counts = queued_counts(ids)
+    result.items = [{"id": i, "name": name, "manager": role == MemberRole.MANAGER.value, "queued": counts.get(i, 0)}
                     for i, name, role in result.items]
     return result
 

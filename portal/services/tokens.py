@@ -32,6 +32,14 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def lookup_in(authorization: str) -> str | None:
+    """The public lookup id of the token an Authorization header carries (no database; for rate
+    limits, which are checked before the token is), or None."""
+    scheme, _sep, raw = (authorization or "").partition(" ")
+    match = TOKEN_FORMAT.match(raw.strip()) if scheme.lower() == "bearer" else None
+    return match.group(1) if match else None
+
+
 def create(actor: Actor, name: str, scope: str, expires_days: int, now: datetime | None = None) -> tuple[ApiToken, str]:
     """A new token of the acting user; returns the row and the token itself (shown once)."""
     now = now or utcnow()

@@ -15,9 +15,14 @@ T = TypeVar("T")
 RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
 
 
+def error_code(exc) -> int | None:
+    """The database driver's error number behind a SQLAlchemy error (MySQL's, e.g. 1213), if any."""
+    args = getattr(getattr(exc, "orig", None), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def is_retryable(exc: OperationalError) -> bool:
-    args = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in RETRYABLE
+    return error_code(exc) in RETRYABLE
 
 
 def retrying(work: Callable[[], T], attempts: int = 4) -> T:

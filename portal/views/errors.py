@@ -12,8 +12,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from ..extensions import db
+from ..extensions import db, login_manager
 from ..services.errors import DomainError
+from ..services.transactions import error_code
 from .context import is_htmx
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,12 @@ def init_app(app: Flask) -> None:
     def database_away(exc):
         """The database does not answer (restarting, failing over, overloaded): a "try again" page,
         not a 500. Rendered without the database: the signed-in user cannot be loaded now."""
-        orig = getattr(exc, "orig", None)
-        code = getattr(orig, "args", (None,))[0] if orig is not None and getattr(orig, "args", None) else None
-        log.warning("the database did not answer: %s %s", type(orig or exc).__name__, code if isinstance(code, int) else "")
+        log.warning("the database did not answer: %s %s", type(getattr(exc, "orig", None) or exc).__name__,
+                    error_code(exc) or "")
         try:
             db.session.rollback()
         except Exception:  # noqa: BLE001  a dead connection cannot even roll back; the pool drops it
             pass
-        from ..extensions import login_manager
         g._login_user = login_manager.anonymous_user()
         response = make_response(render_error(503, _("The database does not answer right now. "
                                                     "Try again in a few seconds; nothing was lost.")))
