@@ -130,11 +130,14 @@ def test_the_session_may_call_the_api_but_writes_need_the_csrf_token(app, new_cl
     assert is_problem(app.test_client().get("/api/v1/me"), 401)  # signed out
 
 
-def test_errors_are_problem_json(app, people):
+def test_errors_are_problem_json(app, people, new_client):
     api, token = app.test_client(), make_token(app, people["alice"])
     assert is_problem(api.get("/api/v1/no-such-thing", headers=bearer(token)), 404)
     assert is_problem(api.put("/api/v1/jobs", headers=bearer(token)), 405)
     assert is_problem(api.get("/api/v1/jobs/999999", headers=bearer(token)), 404)["detail"] == "No such job."
+    huge = "/api/v1/jobs/" + "9" * 25  # beyond any id: a 404, not a driver overflow (nor a 405 for DELETE)
+    assert is_problem(api.get(huge, headers=bearer(token)), 404) and is_problem(api.delete(huge, headers=bearer(token)), 404)
+    assert new_client().login(people["alice"]).get("/jobs/" + "9" * 25).status_code == 404  # the pages' routes too
     body = is_problem(api.post("/api/v1/jobs", json={"image": 5, "gpus": "two", "privileged": True},
                                headers=bearer(token)), 422)
     assert set(body["errors"]) == {"image", "gpus", "privileged"} and "Unknown field privileged" in body["errors"]["privileged"]
