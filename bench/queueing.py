@@ -132,13 +132,14 @@ def one_pass(args) -> None:
     from admin_pages import fresh_app
     from portal.extensions import db
     from portal.models import Account, Job, Membership, User, utcnow
-    from portal.services import queue
+    from portal.services.scheduling import admission, estimates, schedule
+    from portal.services.scheduling.state import QueueSettings
 
     folder = Path(tempfile.mkdtemp(prefix="crater-queue-"))
     url = args.database_url or f"sqlite:///{folder}/bench.sqlite3"
     app = fresh_app(url)
     rng = random.Random(3)
-    settings = queue.QueueSettings.from_config(app.config)
+    settings = QueueSettings.from_config(app.config)
     with app.app_context():
         now = utcnow()
         admin = User(username="root", role="admin", auth_source="local")
@@ -181,9 +182,9 @@ def one_pass(args) -> None:
     with app.app_context():
         db.session.execute(update(Job).where(Job.display_name.like("queued %")).values(state="Queued", reason="WaitingForQuota"))
         db.session.commit()
-        backend = queue.PortalAdmission(settings)
-        for label, call in (("first, every queue (writes every place)", lambda: queue.admission_pass(now, settings)),
-                            ("every queue again (nothing to write)", lambda: queue.admission_pass(now, settings)),
+        backend = schedule.PortalAdmission(settings)
+        for label, call in (("first, every queue (writes every place)", lambda: admission.admit_queued(now, settings)),
+                            ("every queue again (nothing to write)", lambda: admission.admit_queued(now, settings)),
                             ("the admitter's first (every queue)", lambda: backend.admission_pass(now)),
                             ("the admitter's, nothing changed", lambda: backend.admission_pass(now + timedelta(seconds=1))),
                             ("the admitter's, nothing changed", lambda: backend.admission_pass(now + timedelta(seconds=2)))):
@@ -212,12 +213,12 @@ def one_pass(args) -> None:
         db.session.execute(update(Job).where(Job.id.in_(running[::4])).values(state="Succeeded", finished_at=now))
         db.session.commit()
         t0 = time.perf_counter()
-        admitted = queue.admission_pass(now + timedelta(seconds=1), settings)
+        admitted = admission.admit_queued(now + timedelta(seconds=1), settings)
         print(f"admission pass that admits in every account: {(time.perf_counter() - t0) * 1000:.0f} ms, "
               f"{len(admitted)} admitted", flush=True)
-        runs = queue.RunTimes(now)
+        runs = estimates.RunTimes(now)
         t0 = time.perf_counter()
-        written = queue.estimate_pass(now, settings, None, runs)
+        written = estimates.estimate_pass(now, settings, None, runs)
         print(f"estimating every queue once (background, budgeted per round): {(time.perf_counter() - t0) * 1000:.0f} ms, "
               f"{written} estimates written", flush=True)
         queued = db.session.execute(db.select(Job.id, Job.version).where(Job.state == "Queued").limit(1)).one()

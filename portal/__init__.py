@@ -84,6 +84,6 @@ def create_app(config: dict | None = None) -> Flask:
     api.init_app(app)
     errors.init_app(app)
 
-    from . import cli
-    cli.register(app)
+    from . import commands
+    commands.register(app)
     return app

@@ -35,6 +35,11 @@ DEMO_IMAGES = [
 ]
 
 
+def ensure_instance_folder(app_or_path) -> None:
+    path = getattr(app_or_path, "instance_path", app_or_path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
 def run_demo(host: str, port: int) -> None:
     import warnings
 
@@ -46,7 +51,6 @@ def run_demo(host: str, port: int) -> None:
         from oidc_provider_mock._storage import User as MockUser
 
     from . import create_app
-    from .cli import _ensure_instance_folder
 
     from kubesim import KubeSim
 
@@ -57,7 +61,7 @@ def run_demo(host: str, port: int) -> None:
                   for u, n, e, g in DEMO_USERS]
     import os
     instance = Path(os.environ.get("CRATER_DEMO_INSTANCE") or Path(__file__).resolve().parent.parent / "instance")
-    _ensure_instance_folder(instance)
+    ensure_instance_folder(instance)
     scale = float(os.environ.get("CRATER_DEMO_TIME_SCALE", "1"))  # tests run the demo faster
     with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim(time_scale=scale) as sim:
         issuer = f"http://localhost:{sso.server_port}"

@@ -25,7 +25,18 @@ ACTIVE_STATES = (JobState.SUBMITTING.value, JobState.PENDING.value, JobState.RUN
 # Open: not ended yet (Queued, or active): what can still change, be stopped, be polled.
 OPEN_STATES = (JobState.QUEUED.value,) + ACTIVE_STATES
 FINAL_STATES = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.STOPPED.value, JobState.LOST.value)
-JOB_TYPES = ("jupyter", "batch", "distributed")
+
+
+class JobType(str, enum.Enum):
+    JUPYTER = "jupyter"
+    BATCH = "batch"
+    DISTRIBUTED = "distributed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+JOB_TYPES = tuple(t.value for t in JobType)
 
 
 class Reason:

@@ -13,7 +13,7 @@ from portal.models import AuditEntry, Job, User
 from portal.services import jobs
 from portal.services.context import Actor
 from portal.services.errors import Conflict, NotFound
-from portal.services.quota import QuotaExceeded
+from portal.services.scheduling.admission import QuotaExceeded
 
 SETTINGS = ClusterSettings(namespace="crater-jobs")
 A = "kubesim.crater.io/"

@@ -1,7 +1,7 @@
 """The queue: submissions over quota wait as Queued (no cluster objects) and the admitter admits them
 in fair order as quota frees, under the account lock web submissions take.
 
-- the rules alone (services/queue_plan.py, pure): fair order by decayed usage with the entry
+- the rules alone (services/scheduling/plan.py, pure): fair order by decayed usage with the entry
   penalty, the head's reservation and EASY backfill, member limits waiting alone, never-fits,
   the estimate's replay, the decay;
 - in the database (SQLite and MariaDB, time given explicitly): queueing with words and place,
@@ -20,13 +20,14 @@ from sqlalchemy import select
 from portal.extensions import db
 from portal.models import Account, AuditEntry, Job, Membership, QueueUsage
 from portal.services import jobs as job_service
-from portal.services import queue, quota
-from portal.services.queue_plan import Demand, Limits, Tally, admit, decay, estimate, fair_order, never_fits
-from portal.services.quota import Ask, QuotaExceeded
+from portal.services.scheduling import estimates, usage
+from portal.services.scheduling.plan import Demand, Limits, Tally, decay, decide, estimate, fair_order, never_fits
+from portal.services.scheduling.admission import Ask, QuotaExceeded, admit_queued, admit_submission
+from portal.services.scheduling.state import QueueSettings
 
 T0 = datetime(2026, 12, 1, 9, 0, 0)
 H = 3600
-SETTINGS = queue.QueueSettings(half_life_seconds=24 * H, penalty_seconds=H, jupyter_limit=2)
+SETTINGS = QueueSettings(half_life_seconds=24 * H, penalty_seconds=H, jupyter_limit=2)
 
 
 def d(i, user, gpus=1, minutes=0, limit=H, model="A100", **kw):
@@ -64,7 +65,7 @@ def test_the_head_holds_its_reservation_and_only_jobs_that_do_not_delay_it_pass(
     now = T0 + timedelta(minutes=10)
     big, small_long, small_short = d(1, 1, gpus=4, minutes=1), d(2, 2, gpus=2, minutes=2, limit=3 * H), \
         d(3, 3, gpus=2, minutes=3, limit=H)
-    decision = admit(lim(), tally(*running), [big, small_long, small_short], {}, running, now, H)
+    decision = decide(lim(), tally(*running), [big, small_long, small_short], {}, running, now, H)
     # The big job does not fit (6 + 4 > 8) and holds the head. A 2-GPU job for 3 hours would
     # delay it (2 free GPUs taken until 12:10); one for 1 hour ends by 10:10, before 11:00.
     assert decision.head.id == 1 and decision.blockers[1].kind == "gpus"
@@ -72,7 +73,7 @@ def test_the_head_holds_its_reservation_and_only_jobs_that_do_not_delay_it_pass(
     assert decision.blockers[2].as_dict() == {"kind": "head", "job": 1, "account": "vision-lab"}
     # Without the time limits of the running jobs nobody can say when the head starts: no backfill.
     unbounded = [d(100, 3, gpus=6, limit=0, started=T0)]
-    decision = admit(lim(), tally(*unbounded), [big, small_short], {}, unbounded, now, H)
+    decision = decide(lim(), tally(*unbounded), [big, small_short], {}, unbounded, now, H)
     assert decision.admit == [] and decision.blockers[3].kind == "head"
 
 
@@ -82,11 +83,11 @@ def test_a_job_that_fits_beside_the_reservation_starts():
     limits = lim(gpus=16, per_model={"A100": 8})
     running = [d(100, 3, gpus=6, started=T0)]
     queued = [d(1, 1, gpus=4), d(2, 2, gpus=2, limit=0, model="V100", minutes=1), d(3, 3, gpus=1, limit=0, minutes=2)]
-    decision = admit(limits, tally(*running), queued, {}, running, T0, H)
+    decision = decide(limits, tally(*running), queued, {}, running, T0, H)
     assert decision.head.id == 1 and decision.blockers[1].kind == "model"
     assert [x.id for x in decision.admit] == [2] and decision.blockers[3].kind == "head"
     # The total is the limit now: 6 + 4 (reserved) + 2 > 11.
-    decision = admit(lim(gpus=11, per_model={"A100": 8}), tally(*running), queued[:2], {}, running, T0, H)
+    decision = decide(lim(gpus=11, per_model={"A100": 8}), tally(*running), queued[:2], {}, running, T0, H)
     assert decision.admit == [] and decision.blockers[2].kind == "head"
 
 
@@ -94,11 +95,11 @@ def test_member_limits_wait_alone_without_reserving_and_keep_the_members_order()
     limits = lim(caps={1: 2, 2: None}, jupyter_limit=1)
     running = [d(100, 1, gpus=2, started=T0)]
     queued = [d(1, 1, gpus=1, minutes=0), d(2, 1, gpus=0, minutes=1), d(3, 2, gpus=4, minutes=2)]
-    decision = admit(limits, tally(*running), queued, {}, running, T0, H)
+    decision = decide(limits, tally(*running), queued, {}, running, T0, H)
     assert decision.blockers[1].kind == "member" and decision.blockers[2].kind == "behind"
     assert [x.id for x in decision.admit] == [3] and decision.head is None
     jup = Tally(jupyter={2: 1})
-    decision = admit(limits, jup, [Demand(id=9, user_id=2, jupyter=True, submitted=T0)], {}, [], T0, H)
+    decision = decide(limits, jup, [Demand(id=9, user_id=2, jupyter=True, submitted=T0)], {}, [], T0, H)
     assert decision.blockers[9].kind == "jupyter"
 
 
@@ -147,7 +148,7 @@ def lab(make):
 def submit(app, user, account, gpus, name="job", now=T0, queue_if_full=True, limit=H, job_type="batch"):
     with app.app_context():
         try:
-            job = quota.admit(user, account, Ask(gpus=gpus, gpu_model="A100" if gpus else ""),
+            job = admit_submission(user, account, Ask(gpus=gpus, gpu_model="A100" if gpus else ""),
                               Job(job_type=job_type, display_name=name, time_limit_seconds=limit, spec={}),
                               queue_if_full=queue_if_full, settings=SETTINGS, now=now)
             return job.id
@@ -158,7 +159,7 @@ def submit(app, user, account, gpus, name="job", now=T0, queue_if_full=True, lim
 def run_pass(app, now):
     with app.app_context():
         try:
-            return queue.admission_pass(now, SETTINGS)
+            return admit_queued(now, SETTINGS)
         finally:
             db.session.remove()
 
@@ -222,7 +223,7 @@ def test_decayed_usage_changes_the_order(app, make, lab):
 
     def charge(user, hours, at):
         with app.app_context():
-            queue.charge(lab["account"], user, hours * H, at, SETTINGS)
+            usage.charge(lab["account"], user, hours * H, at, SETTINGS)
             db.session.commit()
             db.session.remove()
 
@@ -370,21 +371,21 @@ def test_estimates_learn_their_bias_from_the_last_days_admitted_jobs(app, make, 
                  admitted_at=now - timedelta(hours=1, minutes=30), started_at=now - timedelta(hours=1, minutes=30),
                  queue_first_wait=20 * 60 if n < 20 else 30, finished_at=now - timedelta(hours=1))
     with app.app_context():
-        runs = queue.RunTimes(now)
+        runs = estimates.RunTimes(now)
         assert runs.wait_ratio == pytest.approx(1.5)
         waiting = Job(user_id=lab["bob"], account_id=lab["account"], job_type="batch", state="Queued",
                       created_at=now - timedelta(minutes=1), spec={})
         db.session.add(waiting)
         db.session.commit()
         shown = {waiting.id: (None, None, waiting.created_at)}
-        queue.write_estimates({waiting.id: now + timedelta(minutes=20)}, shown, now, runs.wait_ratio)
+        estimates.write_estimates({waiting.id: now + timedelta(minutes=20)}, shown, now, runs.wait_ratio)
         db.session.commit()
         job = db.session.get(Job, waiting.id, populate_existing=True)
         assert job.queue_estimate == now + timedelta(minutes=30)  # 20 min, stretched by 1.5
         assert job.queue_first_wait == 21 * 60  # the raw wait from its submission, kept for learning
         db.session.remove()
     with app.app_context():
-        assert queue.RunTimes(T0).wait_ratio == 1.0  # no admitted job in the day before: no correction
+        assert estimates.RunTimes(T0).wait_ratio == 1.0  # no admitted job in the day before: no correction
         db.session.remove()
 
 

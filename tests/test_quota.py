@@ -6,8 +6,7 @@ import pytest
 
 from portal.extensions import db
 from portal.models import Job
-from portal.services import quota
-from portal.services.quota import Ask, QuotaExceeded
+from portal.services.scheduling.admission import Ask, QuotaExceeded, admit_submission
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -22,7 +21,7 @@ def lab(make):
 
 def submit(app, user, account, ask, name="job"):
     with app.app_context():
-        job = quota.admit(user, account, ask, Job(job_type="batch", display_name=name))
+        job = admit_submission(user, account, ask, Job(job_type="batch", display_name=name))
         return job.id
 
 
@@ -102,7 +101,7 @@ def test_concurrent_submissions_never_exceed_the_quota(app, make, lab, database_
         with app.app_context():
             barrier.wait()
             try:
-                quota.admit(lab["alice"] if n % 2 else lab["bob"], lab["account"], Ask(gpus=1, gpu_model="RTX"),
+                admit_submission(lab["alice"] if n % 2 else lab["bob"], lab["account"], Ask(gpus=1, gpu_model="RTX"),
                             Job(job_type="batch", display_name=f"race-{n}"))
                 admitted.append(n)
             except QuotaExceeded as exc:

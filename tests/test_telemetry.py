@@ -58,7 +58,7 @@ def test_submissions_are_counted_by_outcome(app, make):
         db.session.remove()
     assert invalid() == before + 1  # with the first field the rules refused
     refused = SUBMISSIONS.labels("batch", "refused", "gpus")._value.get()
-    from portal.services.quota import QuotaExceeded
+    from portal.services.scheduling.admission import QuotaExceeded
     make.job(alice, lab, state="Running", gpus=8)
     with app.app_context():
         with pytest.raises(QuotaExceeded):

@@ -21,11 +21,12 @@ from ..config import JOB_TYPES
 from ..extensions import db
 from ..models import Account, Job, JobState
 from ..models.account import DEFAULT_ACCOUNT
-from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes, queue
+from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes
+from ..services.scheduling import pages as queue_pages
 from ..services.errors import ValidationFailed
 from ..services.job_rules import SubmissionPolicy
 from ..services.jobs import Submission
-from . import api_actor, bp
+from .auth import api_actor, bp
 from .openapi import description
 
 STATES = [s.value for s in JobState]
@@ -66,7 +67,7 @@ def job_summary(r, base: str) -> dict:
 
 def job_detail(job: Job) -> dict:
     words, detail = vocabulary.reason_words(job)
-    standing = queue.standing(job)
+    standing = queue_pages.standing(job)
     return {
         "id": job.id, "name": job.display_name, "type": job.job_type, "state": job.state, "reason": job.reason or "",
         "reason_text": str(words), "reason_detail": str(detail or ""), "message": job.message or "",
@@ -376,7 +377,7 @@ def accounts_list():
     rows = rows[:limit] if everyone == "true" else rows
     ids = [a.id for a in rows]
     used = job_queries.usage_by_account(ids)
-    queued = queue.queued_counts(ids)
+    queued = queue_pages.queued_counts(ids)
     items = [account_json(a, roles.get(a.id), used.get(a.id, {}), queued.get(a.id, 0)) for a in rows]
     return _page(items, (rows[-1].id, rows[-1].id) if more else None, "accounts", "api.accounts_list", all=everyone,
                  limit=limit)

@@ -74,7 +74,7 @@ class Job(db.Model):
     # An admin's lock: exempt from every clean-up until then (LOCKED_FOREVER: indefinitely).
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
     lock_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
-    # The queue (services/queue.py): when the job left Queued, and while Queued, what the admitter
+    # The queue (services/scheduling): when the job left Queued, and while Queued, what the admitter
     # last found: its place among the account's queued jobs, what it waits for (a structured
     # blocker, put in words by the pages), an estimated start, and since when it holds the head
     # of the queue with a reservation (jobs behind it may not delay it).
@@ -84,7 +84,7 @@ class Job(db.Model):
     queue_estimate: Mapped[datetime | None] = mapped_column(DateTime)
     queue_reserved_at: Mapped[datetime | None] = mapped_column(DateTime)
     # The wait the first estimate predicted, before calibration (seconds; kept once admitted): the
-    # estimates learn their own bias from it (services.queue.RunTimes.wait_ratio).
+    # estimates learn their own bias from it (services.scheduling.estimates.RunTimes.wait_ratio).
     queue_first_wait: Mapped[int | None] = mapped_column(Integer)
 
     user = relationship("User")

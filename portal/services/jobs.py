@@ -20,10 +20,12 @@ from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User, utcnow
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, Reason
-from . import accounts, audit, job_rules, notify, queue, quota
+from . import accounts, audit, job_rules, notify
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
+from .scheduling.admission import Ask, QuotaExceeded, admit_submission, requeue
+from .scheduling.state import QueueSettings
 from .transactions import retrying
 
 
@@ -55,7 +57,7 @@ class Submission:
 def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None,
                now: datetime | None = None) -> Job:
     """Check the rules (ValidationFailed, nothing written), admit against the quota and the
-    account's queue (services/quota.py): a job that fits now gets its cluster objects and becomes
+    account's queue (services/scheduling/admission.py): a job that fits now gets its cluster objects and becomes
     Pending (or ends SubmitError with nothing left in the cluster); one that fits only later is
     Queued, unless the form said to refuse it (QuotaExceeded, nothing written), and the syncer's
     admitter launches it here in `launch` when its turn comes. The same idempotency key from the
@@ -78,7 +80,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     account = db.session.get(Account, form.account_id)
     if account is None:
         raise NotFound(_("No such account."))
-    ask = quota.Ask(gpus=form.gpus * form.workers, gpu_model=form.gpu_model if form.gpus else "",
+    ask = Ask(gpus=form.gpus * form.workers, gpu_model=form.gpu_model if form.gpus else "",
                     cpu_milli=form.cpu_milli * form.workers, memory_mib=form.memory_mib * form.workers)
     job = Job(job_type=form.job_type, display_name=form.display_name, image=form.image, workers=form.workers,
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
@@ -92,11 +94,11 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
                                                              "gpus": ask.gpus, "gpu_model": ask.gpu_model})
-    settings = queue.QueueSettings.from_config(current_app.config)
+    settings = QueueSettings.from_config(current_app.config)
     try:
-        retrying(lambda: quota.admit(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
+        retrying(lambda: admit_submission(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
                                      queue_if_full=form.queue_if_full, settings=settings, now=now))
-    except quota.QuotaExceeded as exc:
+    except QuotaExceeded as exc:
         count_submission(form.job_type, "refused", exc.kind)
         raise
     except IntegrityError:  # the same key, submitted twice at the same moment
@@ -129,7 +131,7 @@ def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, re
             why = exc.message
 
             def back() -> Job:
-                queue.requeue(job_id, why)
+                requeue(job_id, why)
                 db.session.commit()
                 return db.session.get(Job, job_id, populate_existing=True)
             return retrying(back)
@@ -388,7 +390,7 @@ def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], no
     ended = []
     for job_id, admitted in stale:
         if admitted is not None:
-            if queue.requeue(job_id, "The portal stopped while creating this job; it is queued again."):
+            if requeue(job_id, "The portal stopped while creating this job; it is queued again."):
                 audit.record(SYSTEM, "job.requeue", "job", job_id)
             continue
         _job, was_ended = end_guarded(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,

@@ -4,9 +4,10 @@ caps changed, jobs cancelled or queued by the web), creates the admitted jobs' c
 through services.jobs.launch (the web submission's own steps; a job the cluster cannot take now
 goes back to the head of its queue, and admission pauses, 1 s doubling to 30 s), and on slower timers brings the
 members' decayed usage up to date and re-estimates the queued jobs' starts (only for accounts
-whose jobs changed, or every ESTIMATE_REFRESH seconds, within a time budget per round).
+whose jobs changed, or every few minutes, within a time budget per round).
 
-The decisions come from an AdmissionBackend (services.queue.PortalAdmission by default)."""
+The decisions come from an AdmissionBackend (services.scheduling.schedule.PortalAdmission by default); which accounts are
+looked at again is decided there too (fingerprints)."""
 from __future__ import annotations
 
 import logging
@@ -17,28 +18,26 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..cluster.client import ClusterError
 from ..extensions import db
-from ..services import jobs, queue
+from ..services import jobs
+from ..services.scheduling import schedule
+from ..services.scheduling.state import QueueSettings
 from ..services.transactions import is_retryable
 from .clock import Clock
 
 log = logging.getLogger("crater.sync")
 SAMPLE_SECONDS = 30.0
 ESTIMATE_SECONDS = 5.0
-ESTIMATE_REFRESH = 300.0
-RUNTIMES_SECONDS = 300.0
 MAX_BACKOFF = 30.0  # the longest wait after the cluster could not take admitted jobs
 
 
 class Admitter:
-    def __init__(self, app, cluster, clock: Clock, settings: queue.QueueSettings, every: float = 1.0,
-                 backend: queue.AdmissionBackend | None = None):
+    def __init__(self, app, cluster, clock: Clock, settings: QueueSettings, every: float = 1.0,
+                 backend: schedule.AdmissionBackend | None = None):
         self.app, self.cluster, self.clock, self.settings, self.every = app, cluster, clock, settings, every
-        self.backend = backend or queue.PortalAdmission(settings)
+        self.backend = backend or schedule.PortalAdmission(settings)
         self.wake = threading.Event()
-        self._sampled = self._estimated = self._runtimes_at = float("-inf")
-        self._runtimes: queue.RunTimes | None = None
-        self._signatures: dict[int, tuple] = {}
-        self._estimated_at: dict[int, float] = {}
+        self.estimates = schedule.EstimateSchedule(settings)
+        self._sampled = self._estimated = float("-inf")
         self.last_admitted: list[int] = []
         self.admitted_total = 0
         self._backoff, self._paused_until = 0.0, float("-inf")
@@ -76,32 +75,10 @@ class Admitter:
                 db.session.remove()
 
     def estimate(self, budget: float = 0.2) -> int:
-        """Re-estimate the accounts whose queued or admitted jobs changed since their last
-        estimate (or whose estimate is ESTIMATE_REFRESH old), oldest first, for about `budget`
-        seconds."""
+        """Re-estimate the queued jobs' starts where something changed, for about `budget` seconds."""
         with self.app.app_context():
             try:
-                now, mono = self.clock.utcnow(), self.clock.monotonic()
-                if self._runtimes is None or mono - self._runtimes_at >= RUNTIMES_SECONDS:
-                    self._runtimes, self._runtimes_at = queue.RunTimes(now), mono
-                    db.session.commit()
-                current = queue.signatures()
-                due = sorted((a for a, sig in current.items()
-                              if self._signatures.get(a) != sig or mono - self._estimated_at.get(a, -1e18) >= ESTIMATE_REFRESH),
-                             key=lambda a: self._estimated_at.get(a, -1e18))
-                written = 0
-                deadline = mono + budget
-                for i in range(0, len(due), 20):
-                    chunk = due[i:i + 20]
-                    written += queue.estimate_pass(now, self.settings, chunk, self._runtimes)
-                    for a in chunk:
-                        self._signatures[a], self._estimated_at[a] = current[a], mono
-                    if self.clock.monotonic() >= deadline:
-                        break
-                for gone in set(self._signatures) - set(current):
-                    self._signatures.pop(gone, None)
-                    self._estimated_at.pop(gone, None)
-                return written
+                return self.estimates.run(self.clock.utcnow(), self.clock.monotonic, budget)
             finally:
                 db.session.remove()
 

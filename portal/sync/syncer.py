@@ -31,7 +31,8 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..extensions import db
 from ..models import SyncHeartbeat
-from ..services import notify, queue
+from ..services import notify
+from ..services.scheduling.state import QueueSettings
 from ..services.transactions import is_retryable
 from ..metrics import MetricsSettings
 from .clock import Clock
@@ -93,7 +94,7 @@ class Syncer:
         self.policies = PolicyPasses(cluster, self.gpu.prometheus, self.clock, cluster.settings.namespace,
                                      every=app.config.get("POLICY_SECONDS", 60.0), runner=self.identity)
         self.reconciler.passes += self.policies.passes()
-        self.admitter = Admitter(app, cluster, self.clock, queue.QueueSettings.from_config(app.config),
+        self.admitter = Admitter(app, cluster, self.clock, QueueSettings.from_config(app.config),
                                  every=app.config.get("QUEUE_SECONDS", 1.0))
         self.jobs.ended_wakes.append(self.admitter.wake)
         self.supervisor = Supervisor(self.clock, self.stop_event)

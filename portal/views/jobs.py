@@ -15,10 +15,11 @@ from .. import limits, vocabulary
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..models import JobState, utcnow
-from ..services import accounts, fair_use, job_queries, job_templates, jobs, queue
+from ..services import accounts, fair_use, job_queries, job_templates, jobs
+from ..services.scheduling import pages as queue_pages
 from ..services.errors import DomainError, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
-from ..services.quota import QuotaExceeded
+from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import Reason
 from .context import actor, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm, apply_errors
@@ -159,7 +160,7 @@ def clone(job_id):
 def _status_context(job):
     now = utcnow()
     warned = fair_use.warnings_of([job.id]) if job.is_active else {}
-    return dict(job=job, outlook=job_queries.outlook(job), standing=queue.standing(job), events=job_queries.job_events(job.id, 20),
+    return dict(job=job, outlook=job_queries.outlook(job), standing=queue_pages.standing(job), events=job_queries.job_events(job.id, 20),
                 is_owner=job.user_id == current_user.id, form=CsrfOnlyForm(), now=now,
                 time_left=fair_use.time_left(job, now) if job.is_active else None,
                 idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))

@@ -2,7 +2,7 @@
 members' caps, what its admitted jobs hold and the jobs waiting in its queue, they say which
 queued jobs to admit now, in what order the rest stand, what each waits for, and (from predicted
 run times) when each should start. The web submission and the syncer's admitter both decide
-through `admit`, so a submission and the admitter can never disagree about who goes first.
+through `decide`, so a submission and the admitter can never disagree about who goes first.
 
 The rules, in the order they apply:
 
@@ -194,7 +194,7 @@ class Decision:
     head: Demand | None  # the job holding the reservation
 
 
-def admit(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, float], holding: list[Demand],
+def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, float], holding: list[Demand],
           now: datetime, penalty_seconds: float = 3600.0, order: list[Demand] | None = None) -> Decision:
     """Which queued jobs start now (rules 1-3). `used` is what `holding` holds (it is not changed)."""
     order = order if order is not None else fair_order(queued, scores, penalty_seconds)
@@ -251,7 +251,7 @@ def estimate(limits: Limits, used: Tally, holding: list[Demand], order: list[Dem
     remaining = list(order)
     t = now
     for _round in range(len(order) + len(holding) + 1):
-        decision = admit(limits, used, remaining, {}, list(running.values()), t, order=remaining)
+        decision = decide(limits, used, remaining, {}, list(running.values()), t, order=remaining)
         for d in decision.admit:
             starts[d.id] = t
             used.add(d)

@@ -1,0 +1,158 @@
+"""The state the queue's plan decides on, as the database holds it: an account's quotas, its
+members' caps, its admitted and queued jobs and its members' decayed usage (`load`, a fixed number
+of queries for one account or every account with a queue); the row locks that admission takes; and
+the per-job queue columns (place, blocker, reservation, estimate) written in bulk. Touches the DB
+only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import bindparam, case, func, literal, select, update
+
+from ...extensions import db
+from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, QueueUsage, User
+from ...vocabulary import JobType
+from .plan import Decision, Demand, Limits, Tally, decay, decide
+
+QUEUED = JobState.QUEUED.value
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    half_life_seconds: float = 86400.0
+    penalty_seconds: float = 3600.0  # GPU-seconds charged per GPU at admission
+    jupyter_limit: int | None = None
+
+    @classmethod
+    def from_config(cls, config) -> "QueueSettings":
+        return cls(half_life_seconds=config.get("QUEUE_HALF_LIFE_HOURS", 24.0) * 3600,
+                   penalty_seconds=config.get("QUEUE_ENTRY_PENALTY_HOURS", 1.0) * 3600,
+                   jupyter_limit=config.get("MAX_JUPYTER_PER_USER"))
+
+
+@dataclass
+class AccountQueue:
+    account_id: int
+    name: str
+    expired: bool
+    limits: Limits
+    used: Tally
+    holding: list[Demand]
+    queued: list[Demand]
+    scores: dict[int, float]  # member -> decayed GPU-seconds now
+    shown: dict[int, tuple] = field(default_factory=dict)  # queued job -> (position, blocker, reserved_at)
+    types: dict[int, str] = field(default_factory=dict)  # job -> job type (for run-time predictions)
+
+    def decide(self, now: datetime, settings: QueueSettings) -> Decision:
+        return decide(self.limits, self.used, self.queued, self.scores, self.holding, now, settings.penalty_seconds)
+
+
+def demand_of(row) -> Demand:
+    return Demand(id=row.id, user_id=row.user_id, gpus=row.gpus or 0, gpu_model=row.gpu_model or "",
+                  cpu_milli=row.cpu_milli or 0, memory_mib=row.memory_mib or 0, jupyter=row.job_type == JobType.JUPYTER.value,
+                  time_limit=row.time_limit_seconds or 0, submitted=row.created_at,
+                  reserved_at=getattr(row, "queue_reserved_at", None), started=getattr(row, "started_at", None))
+
+
+DEMAND_COLUMNS = (Job.id, Job.account_id, Job.user_id, Job.gpus, Job.gpu_model, Job.cpu_milli, Job.memory_mib,
+                  Job.job_type, Job.time_limit_seconds, Job.created_at)
+
+
+def in_ids(column, ids):
+    return column.in_(bindparam(column.key + "_ids", list(ids), expanding=True))
+
+
+def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) -> dict[int, AccountQueue]:
+    """The queue state of these accounts (None: every account with a queued job): seven queries."""
+    queued_stmt = select(*DEMAND_COLUMNS, Job.queue_reserved_at, Job.queue_position, Job.queue_blocker).where(
+        Job.state == QUEUED)
+    if account_ids is not None:
+        queued_stmt = queued_stmt.where(in_ids(Job.account_id, account_ids))
+    queued_rows = list(db.session.execute(queued_stmt.order_by(Job.id)))
+    ids = sorted(set(account_ids) if account_ids is not None else {r.account_id for r in queued_rows})
+    if not ids:
+        return {}
+    accounts = {a.id: a for a in db.session.execute(
+        select(Account.id, Account.name, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib,
+               Account.max_jobs, Account.expires_on).where(in_ids(Account.id, ids)))}
+    models: dict[int, dict] = {}
+    for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
+                                                             AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, ids))):
+        models.setdefault(account_id, {})[model] = gpus
+    caps: dict[int, dict] = {}
+    for account_id, user_id, cap in db.session.execute(select(Membership.account_id, Membership.user_id,
+                                                              Membership.gpu_cap).where(in_ids(Membership.account_id, ids))):
+        caps.setdefault(account_id, {})[user_id] = cap
+    holding_rows = list(db.session.execute(select(*DEMAND_COLUMNS, Job.started_at).where(
+        in_ids(Job.account_id, ids), Job.state.in_(ACTIVE_STATES))))
+    jupyter_users = {r.user_id for r in queued_rows if r.job_type == JobType.JUPYTER.value}
+    jupyter = dict(db.session.execute(select(Job.user_id, func.count(Job.id)).where(
+        in_ids(Job.user_id, jupyter_users), Job.job_type == JobType.JUPYTER.value, Job.state.in_(ACTIVE_STATES))
+        .group_by(Job.user_id)).all()) if jupyter_users else {}
+    scores: dict[int, dict] = {}
+    for account_id, user_id, value, as_of in db.session.execute(select(
+            QueueUsage.account_id, QueueUsage.user_id, QueueUsage.gpu_seconds, QueueUsage.as_of).where(
+            in_ids(QueueUsage.account_id, ids))):
+        scores.setdefault(account_id, {})[user_id] = decay(value, (now - as_of).total_seconds(), settings.half_life_seconds)
+    result: dict[int, AccountQueue] = {}
+    for account_id in ids:
+        a = accounts.get(account_id)
+        if a is None:
+            continue
+        limits = Limits(account=a.name, gpus=a.gpu_quota, per_model=models.get(account_id, {}),
+                        cpu_milli=a.cpu_quota * 1000 if a.cpu_quota is not None else None,
+                        memory_mib=a.memory_quota_gib * 1024 if a.memory_quota_gib is not None else None,
+                        jobs=a.max_jobs, caps=caps.get(account_id, {}), jupyter_limit=settings.jupyter_limit)
+        result[account_id] = AccountQueue(account_id, a.name, a.expires_on is not None and a.expires_on < now.date(),
+                                          limits, Tally(jupyter), [], [], scores.get(account_id, {}))
+    for r in holding_rows:
+        q = result.get(r.account_id)
+        if q is not None:
+            d = demand_of(r)
+            q.holding.append(d)
+            q.used.add(d, jupyter=False)  # the JupyterLab counts span accounts: read above
+            q.types[r.id] = r.job_type
+    for r in queued_rows:
+        q = result.get(r.account_id)
+        if q is not None:
+            q.queued.append(demand_of(r))
+            q.shown[r.id] = (r.queue_position, r.queue_blocker, r.queue_reserved_at)
+            q.types[r.id] = r.job_type
+    return result
+
+
+def jupyter_count(user_id: int) -> int:
+    """The user's admitted JupyterLab jobs in all accounts."""
+    return int(db.session.execute(select(func.count(Job.id)).where(
+        Job.user_id == user_id, Job.job_type == JobType.JUPYTER.value, Job.state.in_(ACTIVE_STATES))).scalar_one())
+
+
+def lock_account(account_id: int) -> Account | None:
+    """Row lock on the account until commit. SQLite has no row locks: a no-op write as the
+    transaction's first statement takes its database write lock instead."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        db.session.commit()  # start a fresh transaction whose first statement is the write
+        db.session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
+        return db.session.get(Account, account_id, populate_existing=True)
+    return db.session.execute(select(Account).where(Account.id == account_id).with_for_update()).scalar_one_or_none()
+
+
+def lock_users(user_ids) -> None:
+    """The per-user JupyterLab limit spans accounts, so those users' rows are locked too (MySQL;
+    SQLite's write lock already covers it). Always after the account's lock, in id order."""
+    if user_ids and db.session.get_bind().dialect.name != "sqlite":
+        db.session.execute(select(User.id).where(User.id.in_(sorted(set(user_ids)))).order_by(User.id).with_for_update())
+
+
+def write_queued(changes: list[dict], columns: dict[str, str]) -> None:
+    """Set per-job values on queued jobs (guarded: only while Queued) and move their versions: one
+    UPDATE ... CASE id per 500 jobs, not one statement per job."""
+    table = Job.__table__
+    for i in range(0, len(changes), 500):
+        chunk = changes[i:i + 500]
+        ids = [c["jid"] for c in chunk]
+        values = {column: case({c["jid"]: literal(c[key], type_=table.c[column].type) for c in chunk}, value=table.c.id)
+                  for key, column in columns.items()}
+        db.session.execute(update(table).where(table.c.id.in_(ids), table.c.state == QUEUED)
+                           .values(version=table.c.version + 1, **values))
