@@ -13,6 +13,7 @@ from kubesim_fixtures import wait_for
 from portal.extensions import db
 from portal.models import AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
 from portal.sync.syncer import SyncSettings, Syncer
+from portal.services import job_states
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -535,14 +536,14 @@ def test_the_heartbeat_is_read_at_most_every_few_seconds_when_cached(app, new_cl
 
 
 def test_a_listed_job_that_changes_is_shown_changed(app, new_client, people, make):
-    """List rows are cached by the job's version: any change to a job must show on the next list."""
+    """List rows are cached by the job's version: any change to a job (always through
+    services.job_states, which moves the version) must show on the next list."""
     job = make.job(people["alice"], people["lab"], state="Running", display_name="cached run")
     alice = as_(new_client, people["alice"])
     assert "state-running" in alice.get("/jobs").get_data(as_text=True)
 
     def fail(s):
-        row = s.get(Job, job)
-        row.state, row.reason = "Failed", "OOMKilled"
+        job_states.ended(job, ("Running",), "Failed", "OOMKilled", "")
         s.commit()
     make.query(fail)
     page = alice.get("/jobs").get_data(as_text=True)

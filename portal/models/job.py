@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -55,8 +55,8 @@ class Job(db.Model):
     last_log: Mapped[str | None] = mapped_column(Text, deferred=True)  # the last lines, kept when the job ends
     pods: Mapped[list | None] = mapped_column(JSONText)  # [{name, node, phase, reason, restarts, exit_code, started_at}]
     notified_at: Mapped[datetime | None] = mapped_column(DateTime)  # the end-of-job mail went out
-    # Bumped on every change the detail page shows (state, pods, events): a poll that already has
-    # this version gets 204 No Content without rendering anything.
+    # Moved on every change the detail page shows (state, pods, events), by services.job_states
+    # alone: a poll that already has this version gets 204 No Content without rendering anything.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -91,7 +91,7 @@ class Job(db.Model):
     account = relationship("Account")
 
     @property
-    def is_active(self) -> bool:
+    def is_open(self) -> bool:
         """Not ended: queued, or admitted and not final (may be stopped, is polled)."""
         return self.state in OPEN_STATES
 
@@ -177,9 +177,3 @@ class Image(db.Model):
     def offered_for(self, job_type: str) -> bool:
         return job_type in self.job_types.split(",")
 
-
-@event.listens_for(Job, "before_update")
-def _bump_version(mapper, connection, target: Job) -> None:
-    """Every ORM change of a job is a new version (Core updates in the syncer bump it themselves),
-    so a page holding an older version knows to render the job again."""
-    target.version = (target.version or 0) + 1

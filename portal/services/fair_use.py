@@ -13,7 +13,7 @@ from ..cluster.client import Cluster, ClusterError
 from ..extensions import db
 from ..models import (OPEN_STATES, FINAL_STATES, AuditEntry, ExtensionRequest, ExtensionState, Job, JobState, JobWarning,
                       utcnow)
-from . import accounts, audit, jobs, notify, policies
+from . import accounts, audit, job_states, jobs, notify, policies
 from .context import SYSTEM, Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .pagination import Page, paginate
@@ -93,8 +93,8 @@ def _grant(actor: Actor, request: ExtensionRequest, cluster: Cluster, now: datet
         state=ExtensionState.GRANTED, decided_by=actor.name if not request.automatic else "policy",
         decided_at=now, note=note[:MAX_REASON]))
     if changed.rowcount:
-        db.session.execute(update(Job).where(Job.id == job.id).values(time_limit_seconds=new_limit,
-                                                                      version=Job.version + 1))
+        db.session.execute(update(Job).where(Job.id == job.id).values(time_limit_seconds=new_limit))
+        job_states.touch([job.id])
         db.session.execute(delete(JobWarning).where(JobWarning.job_id == job.id, JobWarning.kind == "time_limit"))
         audit.record(actor if not request.automatic else SYSTEM, "job.extend", "job", job.id,
                      {"hours": request.hours, "automatic": request.automatic, "by": actor.name, "reason": request.reason,
@@ -161,12 +161,13 @@ def lock(actor: Actor, job_id: int, until: datetime | None, reason: str, now: da
     actor.require_admin()
     now = now or utcnow()
     job = jobs.get_job(actor, job_id)
-    if not job.is_active:
+    if not job.is_open:
         raise Conflict(_("Job %(id)s has already ended.", id=job.id))
     if until is not None and until <= now:
         raise ValidationFailed({"until": _("Choose a time in the future.")})
     reason = _text(reason, "reason")
     job.locked_until, job.lock_reason = until or LOCKED_FOREVER, reason
+    job_states.touched(job)
     db.session.execute(delete(JobWarning).where(JobWarning.job_id == job.id, JobWarning.kind == "idle_gpu"))
     audit.record(actor, "job.lock", "job", job.id, {"until": until.isoformat() if until else "indefinitely", "reason": reason})
     db.session.commit()
@@ -177,6 +178,7 @@ def unlock(actor: Actor, job_id: int) -> Job:
     actor.require_admin()
     job = jobs.get_job(actor, job_id)
     job.locked_until, job.lock_reason = None, ""
+    job_states.touched(job)
     audit.record(actor, "job.unlock", "job", job.id)
     db.session.commit()
     return job
@@ -216,8 +218,7 @@ def warn_many(items: list[tuple[int, datetime]], kind: str, now: datetime) -> li
                       mail=mail[owners[job_id]])
         audit.record(SYSTEM, f"job.warned.{kind}", "job", job_id, {"act_at": act_at.isoformat(), "episode": episode})
     warned = sorted(due)
-    for i in range(0, len(warned), 500):  # the job pages show the warning: a new version
-        db.session.execute(update(Job).where(Job.id.in_(warned[i:i + 500])).values(version=Job.version + 1))
+    job_states.touch(warned)  # the job pages show the warning
     db.session.commit()
     return warned
 
@@ -225,7 +226,7 @@ def warn_many(items: list[tuple[int, datetime]], kind: str, now: datetime) -> li
 def clear_warning(job_id: int, kind: str, why: str) -> bool:
     gone = db.session.execute(delete(JobWarning).where(JobWarning.job_id == job_id, JobWarning.kind == kind)).rowcount
     if gone:
-        db.session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1))
+        job_states.touch([job_id])
         audit.record(SYSTEM, f"job.warning_cleared.{kind}", "job", job_id, {"why": why})
     db.session.commit()
     return bool(gone)

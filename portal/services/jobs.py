@@ -11,20 +11,20 @@ from datetime import datetime
 
 from flask import current_app
 from flask_babel import gettext as _
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest, Mount
 from ..extensions import db
-from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User, utcnow
+from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, Reason
-from . import accounts, audit, job_rules, notify
+from . import accounts, audit, job_rules, job_states
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
-from .scheduling.admission import Ask, QuotaExceeded, admit_submission, requeue
+from .scheduling.admission import Ask, QuotaExceeded, admit_submission
 from .scheduling.state import QueueSettings
 from .transactions import retrying
 
@@ -131,7 +131,7 @@ def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, re
             why = exc.message
 
             def back() -> Job:
-                requeue(job_id, why)
+                job_states.requeued(job_id, why)
                 db.session.commit()
                 return db.session.get(Job, job_id, populate_existing=True)
             return retrying(back)
@@ -142,8 +142,7 @@ def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, re
 
     def mark_pending() -> Job:
         # Only from Submitting: the syncer may have moved it on already (Running, even Succeeded).
-        db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
-            state=JobState.PENDING.value, reason=Reason.CREATED, message="", version=Job.version + 1))
+        job_states.created(job_id)
         audit.record(actor, "job.submit", "job", job_id, {"type": request.job_type, "account": request.account,
                                                           "gpus": request.gpus * request.workers,
                                                           "gpu_model": request.gpu_model})
@@ -182,21 +181,8 @@ def submission_from_spec(spec: dict, account_id: int) -> Submission:
         notify=bool(spec.get("notify")), annotations=tuple(tuple(p) for p in spec.get("annotations") or ()))
 
 
-def end_guarded(job_id: int, from_states: tuple[str, ...], state: str, reason: str, message: str, at=None,
-         tell_owner: bool = False) -> tuple[Job, bool]:
-    """End a job, guarded: only while it is in `from_states` (the syncer or a stop may have ended
-    it first). Queues its end-of-job notice in the same transaction (also when the owner did not
-    ask for one, with `tell_owner`); (job, whether this ended it). The caller commits."""
-    result = db.session.execute(update(Job).where(Job.id == job_id, Job.state.in_(from_states)).values(
-        state=state, reason=reason, message=message[:2000], finished_at=at or utcnow(), version=Job.version + 1))
-    job = db.session.get(Job, job_id, populate_existing=True)
-    if result.rowcount == 1:
-        notify.enqueue_job_ended(job, always=tell_owner)
-    return job, result.rowcount == 1
-
-
 def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
-    job, _ended = end_guarded(job_id, ACTIVE_STATES, JobState.FAILED.value, Reason.SUBMIT_ERROR, error)
+    job, _ended = job_states.ended(job_id, ACTIVE_STATES, JobState.FAILED.value, Reason.SUBMIT_ERROR, error)
     audit.record(actor, "job.submit_failed", "job", job_id, {"error": error[:500]})
     db.session.commit()
     return job
@@ -284,7 +270,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     IdleGPU or Evicted) and an optional message. The change is guarded: a job that ended meanwhile
     keeps the end it reached. `tell_owner` mails the owner even if they asked for no mail."""
     job = get_job(actor, job_id)
-    if not job.is_active:
+    if not job.is_open:
         raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
     by_owner = actor.user is not None and actor.user.id == job.user_id
     if job.is_queued and not reason:
@@ -296,14 +282,14 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     if job.is_queued:
         # No cluster objects yet: ended in the database alone, guarded, so a job the admitter
         # takes at the same moment is stopped below like any admitted job.
-        job, ended = end_guarded(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, reason, message,
-                          tell_owner=tell_owner or not by_owner)
+        job, ended = job_states.ended(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, reason, message,
+                                      tell_owner=tell_owner or not by_owner)
         if ended:
             audit.record(actor, "job.cancel", "job", job.id, {"reason": reason})
             db.session.commit()
             return job
         db.session.commit()
-        if not job.is_active:
+        if not job.is_open:
             raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
     db.session.commit()  # no transaction stays open while the cluster is called
     try:
@@ -312,7 +298,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         raise Conflict(_("The cluster could not stop the job now: %(error)s Try again in a minute.", error=exc.message)) from None
 
     def mark_stopped() -> Job:
-        job, ended = end_guarded(job_id, OPEN_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
+        job, ended = job_states.ended(job_id, OPEN_STATES, JobState.STOPPED.value, reason, message, tell_owner=tell_owner)
         if ended:
             audit.record(actor, "job.stop", "job", job.id, {"reason": reason})
         db.session.commit()
@@ -323,9 +309,10 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
 def delete_job(actor: Actor, job_id: int) -> Job:
     """Hide an ended job from every list (the row and the audit log keep it)."""
     job = get_job(actor, job_id)
-    if job.is_active:
+    if job.is_open:
         raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=job.state))
     job.hidden = True
+    job_states.touched(job)
     audit.record(actor, "job.delete", "job", job.id, {"name": job.display_name})
     db.session.commit()
     return job
@@ -342,7 +329,7 @@ def live_pod(job: Job, pod: str = "") -> str:
     """The pod whose live log to read: the one asked for if the job has it, else its first; ""
     when there is no live log (the job has ended, or has no pod yet): then the kept lines."""
     pods = [p["name"] for p in job.pods or []]
-    if not job.is_active or not pods:
+    if not job.is_open or not pods:
         return ""
     return pod if pod in pods else pods[0]
 
@@ -390,11 +377,11 @@ def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], no
     ended = []
     for job_id, admitted in stale:
         if admitted is not None:
-            if requeue(job_id, "The portal stopped while creating this job; it is queued again."):
+            if job_states.requeued(job_id, "The portal stopped while creating this job; it is queued again."):
                 audit.record(SYSTEM, "job.requeue", "job", job_id)
             continue
-        _job, was_ended = end_guarded(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value, Reason.SUBMIT_ERROR,
-                               "The portal stopped while submitting this job; nothing was created in the cluster. "
+        _job, was_ended = job_states.ended(job_id, (JobState.SUBMITTING.value,), JobState.FAILED.value,
+                                           Reason.SUBMIT_ERROR, "The portal stopped while submitting this job; nothing was created in the cluster. "
                                "Submit it again.", at=now)
         if was_ended:
             audit.record(SYSTEM, "job.submit_abandoned", "job", job_id)

@@ -265,9 +265,9 @@ def _cancel_queued_jobs(actor: Actor, user: User) -> None:
     to their time limits and the policies, as before). The caller commits."""
     from ..models import Job, JobState
     from ..vocabulary import Reason
-    from .jobs import end_guarded
+    from . import job_states
     for job_id in db.session.execute(select(Job.id).where(Job.user_id == user.id, Job.state == JobState.QUEUED.value)).scalars().all():
-        _job, ended = end_guarded(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value, Reason.STOPPED_BY_ADMIN,
-                           f"Cancelled in the queue: {user.username} was deactivated by {actor.name}.")
+        _job, ended = job_states.ended(job_id, (JobState.QUEUED.value,), JobState.STOPPED.value,
+                                       Reason.STOPPED_BY_ADMIN, f"Cancelled in the queue: {user.username} was deactivated by {actor.name}.")
         if ended:
             audit.record(actor, "job.cancel", "job", job_id, {"reason": "owner deactivated"})

@@ -26,7 +26,7 @@ from ..extensions import db
 from ..cluster.manifests import GPU_PRODUCT_LABEL
 from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node, Placement
 from ..models.node import CORDON_REASON, RESERVED_FOR
-from ..services import notify
+from ..services import job_states
 from ..vocabulary import JobState, Reason
 from .clock import Clock
 
@@ -238,14 +238,7 @@ class JobWriter:
             values["finished_at"] = finished_at
         if all(getattr(row, k) == v for k, v in values.items()):
             return False
-        result = db.session.execute(update(Job).where(Job.id == row.id, Job.state.notin_(FINAL_STATES))
-                                    .values(version=Job.version + 1, **values))
-        if result.rowcount == 1 and state in FINAL_STATES:
-            notify.enqueue_job_ended(row, state=state, reason=reason or "")
-            return True
-        if result.rowcount == 1 and state == JobState.RUNNING.value and row.started_at is None:  # its first start
-            notify.enqueue_job_started(row.id, row.user_id)
-        return False
+        return job_states.follow_cluster(row, values)[1]
 
     def keep_logs(self, limit: int = 50) -> int:
         """Read and keep the last log lines of jobs that ended (up to `limit` jobs a call; the
@@ -489,8 +482,7 @@ class EventWriter:
             row.last_seen = parse_time(ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp"))
             db.session.add(row)
         db.session.flush()
-        for chunk in _chunks(known):
-            db.session.execute(update(Job).where(Job.id.in_(chunk)).values(version=Job.version + 1))
+        job_states.touch(known)
         grown = {event_job_id(events[uid]) for uid in uids if uid not in rows}
         for chunk in _chunks(sorted(grown)):  # keep the newest KEEP_EVENTS of each job that got new ones
             rank = func.row_number().over(partition_by=JobEvent.job_id,

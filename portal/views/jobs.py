@@ -159,10 +159,10 @@ def clone(job_id):
 
 def _status_context(job):
     now = utcnow()
-    warned = fair_use.warnings_of([job.id]) if job.is_active else {}
+    warned = fair_use.warnings_of([job.id]) if job.is_open else {}
     return dict(job=job, outlook=job_queries.outlook(job), standing=queue_pages.standing(job), events=job_queries.job_events(job.id, 20),
                 is_owner=job.user_id == current_user.id, form=CsrfOnlyForm(), now=now,
-                time_left=fair_use.time_left(job, now) if job.is_active else None,
+                time_left=fair_use.time_left(job, now) if job.is_open else None,
                 idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))
 
 

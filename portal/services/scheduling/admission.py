@@ -4,7 +4,7 @@ never can) and the queued jobs the syncer's admitter starts (`admit_queued`: dec
 account, lock only those where a job can start, decide again under the lock, flip those jobs
 Queued -> Submitting and charge their members). Both decide by the same plan (`plan.decide`), so
 concurrent submissions and the admitter can never exceed a quota or disagree about who goes
-first. `requeue` puts an admitted job the cluster could not take back at the head. Touches the DB
+first. Touches the DB
 only: the caller creates the cluster objects after the commit."""
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from datetime import datetime
 from typing import Callable
 
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ...extensions import db
 from ...models import Job, JobState, Membership, utcnow
-from ...vocabulary import JobType, Reason
-from .. import audit
+from ...vocabulary import JobType
+from .. import audit, job_states
 from ..context import SYSTEM
 from ..errors import DomainError, Forbidden, NotFound
 from .plan import Decision, Demand, decide, never_fits
-from .state import QUEUED, AccountQueue, QueueSettings, jupyter_count, load, lock_account, lock_users, write_queued
+from .state import AccountQueue, QueueSettings, jupyter_count, load, lock_account, lock_users, write_queued
 from .usage import charge
 
 
@@ -87,12 +87,10 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
         if not any(x.id == NEW for x in decision.admit):
             if not queue_if_full:
                 raise QuotaExceeded(refusal_words(decision.blockers[NEW].as_dict()), kind=decision.blockers[NEW].kind)
-            job.state = JobState.QUEUED.value
-            job.reason = Reason.QUEUED
-            job.queue_position = next(i for i, x in enumerate(decision.order, 1) if x.id == NEW)
-            job.queue_blocker = decision.blockers[NEW].as_dict()
+            job_states.queued(job, next(i for i, x in enumerate(decision.order, 1) if x.id == NEW),
+                              decision.blockers[NEW].as_dict())
         else:
-            job.state = JobState.SUBMITTING.value
+            job_states.submitted(job)
         job.user_id, job.account_id, job.created_at = user_id, account_id, now
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
@@ -144,10 +142,7 @@ def _admit_account(account_id: int, now: datetime, settings: QueueSettings) -> l
             decision = q.decide(now, settings)
         done = []
         for d in decision.admit:
-            result = db.session.execute(update(Job).where(Job.id == d.id, Job.state == QUEUED).values(
-                state=JobState.SUBMITTING.value, reason="", message="", admitted_at=now, queue_position=None,
-                queue_blocker=None, queue_estimate=None, queue_reserved_at=None, version=Job.version + 1))
-            if result.rowcount == 1:
+            if job_states.admitted(d.id, now):
                 done.append(d.id)
                 charge(account_id, d.user_id, d.gpus * settings.penalty_seconds, now, settings)
                 audit.record(SYSTEM, "job.admit", "job", d.id, {"account": q.name, "gpus": d.gpus,
@@ -173,15 +168,6 @@ def _show(q: AccountQueue, decision: Decision, now: datetime) -> int:
             changes.append({"jid": d.id, "pos": position, "blocker": blocker, "reserved": reserved})
     write_queued(changes, {"pos": "queue_position", "blocker": "queue_blocker", "reserved": "queue_reserved_at"})
     return len(changes)
-
-
-def requeue(job_id: int, why: str) -> bool:
-    """An admitted job whose cluster objects could not be created now (the API away) goes back to
-    the queue, at the head (guarded: only from Submitting). The caller commits."""
-    result = db.session.execute(update(Job).where(Job.id == job_id, Job.state == JobState.SUBMITTING.value).values(
-        state=QUEUED, reason="", admitted_at=None, queue_blocker={"kind": "cluster", "error": why[:300]},
-        queue_reserved_at=Job.created_at, version=Job.version + 1))
-    return result.rowcount == 1
 
 
 def refusal_words(b: dict) -> str:
