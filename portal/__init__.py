@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from .config import ConfigError, check_config, load_config
+from .models.types import MAX_ID
 
 
 class IdConverter(IntegerConverter):
@@ -19,7 +20,7 @@ class IdConverter(IntegerConverter):
 
     def to_python(self, value: str) -> int:
         number = super().to_python(value)
-        return number if number <= 2**31 - 1 else 0
+        return number if number <= MAX_ID else 0
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -12,7 +12,7 @@ from portal.extensions import db
 from portal.models import AuditEntry, Job, User
 from portal.services import jobs
 from portal.services.context import Actor
-from portal.services.errors import Conflict, NotFound
+from portal.services.errors import Conflict, NotFound, ValidationFailed
 from portal.services.scheduling.admission import QuotaExceeded
 
 SETTINGS = ClusterSettings(namespace="crater-jobs")
@@ -82,10 +82,19 @@ def test_failure_after_the_job_was_created_removes_it(app, world):
 
 def test_a_double_submit_makes_one_job(app, world):
     with app.app_context():
-        first = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="k-1"), world["cluster"])
-        again = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="k-1"), world["cluster"])
+        first = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"])
+        again = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"])
         assert first.id == again.id and db.session.query(Job).count() == 1
     assert len(cluster_names(world)["jobs"]) == 1
+
+
+def test_a_malformed_idempotency_key_is_refused_by_the_service_itself(app, world):
+    """The key's rule lives in the service's rules, so no entry point (form, API, CLI) skips it."""
+    with app.app_context():
+        with pytest.raises(ValidationFailed) as caught:
+            jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="k-1"), world["cluster"])
+        assert set(caught.value.errors) == {"idempotency_key"} and db.session.query(Job).count() == 0
+    assert cluster_names(world)["jobs"] == []
 
 
 def test_quota_refusal_creates_nothing(app, world):

@@ -3,12 +3,11 @@ openapi-spec-validator, and fuzzed by schemathesis against the live API in the t
 the routes in v1.py: a route without its operation here fails the tests."""
 from __future__ import annotations
 
-import functools
-
-from ..config import JOB_TYPES
-from ..models import JobState
+from ..services import job_spec
+from ..models import MAX_ID, JobState
 from ..models.token import TOKEN_PREFIX
 from ..services.job_queries import SCOPES, SORTS
+from ..vocabulary import JOB_TYPES
 
 S, I, B = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
 NS, NI = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
@@ -61,7 +60,8 @@ def param(name: str, where: str, schema: dict, text: str, required: bool = False
 
 JOB_ID = param("job_id", "path", {"type": "integer", "minimum": 1}, "The job's id")
 LIMIT = param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Items per page")
-CURSOR = param("cursor", "query", S, "From a previous page's next_cursor (keep the same filters and sort)")
+CURSOR = param("cursor", "query", {"type": "string", "pattern": "^[A-Za-z0-9_-]{0,1000}$"},
+               "From a previous page's next_cursor (keep the same filters and sort); one that names no page: 404")
 
 SCHEMAS = {
     "Problem": obj(["type", "title", "status", "detail"], type=S, title=S, status=I, detail=S, instance=S, request_id=S,
@@ -75,26 +75,6 @@ SCHEMAS = {
                pods={"type": "array", "items": obj(name=S, node=S, phase=S, restarts=I)},
                queue={"oneOf": [{"type": "null"}, obj(position=NI, waiting=I, reserved=B, waiting_for=S, estimated_start=TIME)]},
                links=obj(self=S, page=S, logs=S, spec=S, events=S)),
-    "Spec": {**obj(
-        ["image"],
-        job_type={"type": "string", "enum": list(JOB_TYPES), "default": "batch"},
-        display_name={"type": "string", "maxLength": 128},
-        account={"type": "string", "description": "The account's name (or give account_id); default: your only account"},
-        account_id={"type": "integer"},
-        image=S,
-        command={"oneOf": [{"type": "string"}, {"type": "array", "items": S}],
-                 "description": "Shell text (/bin/sh -c), or the arguments"},
-        env={"oneOf": [{"type": "array", "items": {"type": "array", "items": S, "minItems": 2, "maxItems": 2}},
-                       {"type": "object", "additionalProperties": S}]},
-        gpu_model=S, gpus={"type": "integer", "minimum": 0}, cpu_milli={"type": "integer", "minimum": 1},
-        memory_mib={"type": "integer", "minimum": 1}, shm_mib={"type": "integer", "minimum": 0}, working_dir=S,
-        time_limit_seconds={"type": "integer", "minimum": 0, "description": "0: the type's default"},
-        workers={"type": "integer", "minimum": 1}, mount_home=B, mount_share=B, notify=B,
-        idempotency_key={"type": "string", "pattern": "^[A-Za-z0-9-]{8,64}$",
-                         "description": "The same key again returns the first job (a resubmission)"},
-        when_full={"type": "string", "enum": ["queue", "refuse"], "default": "queue"}),
-        "additionalProperties": False,
-        "description": "The same fields as the job page's Submitted spec (which can be sent back unchanged)"},
     "Event": obj(type=S, reason=S, message=S, count=I, object=S, last_seen=TIME),
     "Membership": obj(["account", "account_id", "role"], account=S, account_id=I, role=S, gpu_cap=NI),
     "Me": obj(["id", "username", "memberships"], id=I, username=S, display_name=S, email=S, admin=B,
@@ -124,14 +104,14 @@ def _paths() -> dict:
                     "parameters": [
                         param("scope", "query", {"type": "string", "enum": list(SCOPES), "default": "mine"},
                               "mine; account: the accounts I manage (admins: all); all: admins"),
-                        param("state", "query", {"type": "string", "enum": states}, "One state, or active (not ended)"),
-                        param("type", "query", {"type": "string", "enum": list(JOB_TYPES)}, "Job type"),
-                        param("account", "query", {"type": "integer", "minimum": 1}, "An account's id"),
+                        param("state", "query", {"type": "string", "enum": states + [""]}, "One state, or active (not ended); empty: any"),
+                        param("type", "query", {"type": "string", "enum": list(JOB_TYPES) + [""]}, "Job type; empty: any"),
+                        param("account", "query", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "An account's id"),
                         param("q", "query", {"type": "string", "maxLength": 100}, "Words in the name or image, or a job id"),
                         param("sort", "query", {"type": "string", "enum": list(SORTS), "default": "newest"}, "Order"),
                         LIMIT, CURSOR],
                     "responses": answers({"200": json_response("A page of jobs", page_of(ref("JobSummary")), LINK)},
-                                         "403", "422")},
+                                         "403", "404", "422")},
             "post": {"operationId": "submitJob", "summary": "Submit a job from its spec (the form's rules and field errors)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref("Spec")},
                                                                    "application/yaml": {"schema": ref("Spec")}}},
@@ -157,7 +137,8 @@ def _paths() -> dict:
             "get": {"operationId": "getJobSpec", "summary": "The submitted spec with its account: submit it again to clone",
                     "parameters": [param("format", "query", {"type": "string", "enum": ["json", "yaml"]}, "yaml: as the page shows it")],
                     "responses": answers({"200": {"description": "The spec", "content": {
-                        "application/json": {"schema": {"type": "object"}}, "application/yaml": {"schema": S}}}}, "404")},
+                        "application/json": {"schema": {"type": "object"}},
+                        "application/yaml": {"schema": {"type": "object"}}}}}, "404", "422")},
         },
         "/jobs/{job_id}/events": {
             "parameters": [JOB_ID],
@@ -169,7 +150,7 @@ def _paths() -> dict:
             "parameters": [JOB_ID],
             "get": {"operationId": "getJobLogs", "summary": "The log's last lines; follow=true streams it as it grows",
                     "parameters": [param("tail", "query", {"type": "integer", "minimum": 0, "maximum": 10000}, "Lines"),
-                                   param("follow", "query", {"type": "string", "enum": ["true", "false"]}, "Stream"),
+                                   param("follow", "query", {"type": "string", "enum": ["true", "false", "1", "0"]}, "Stream"),
                                    param("pod", "query", S, "A pod of the job (default: the first)")],
                     "responses": answers({"200": {"description": "The log", "content": {"text/plain": {"schema": S}}}},
                                          "404", "422")},
@@ -186,7 +167,7 @@ def _paths() -> dict:
             "operationId": "listAccounts", "summary": "My accounts with quotas and use; admins: all=true for every account",
             "parameters": [param("all", "query", {"type": "string", "enum": ["true", "false"]}, "Every account (admins)"),
                            LIMIT, CURSOR],
-            "responses": answers({"200": json_response("Accounts", page_of(ref("Account")), LINK)}, "403", "422")}},
+            "responses": answers({"200": json_response("Accounts", page_of(ref("Account")), LINK)}, "403", "404", "422")}},
         "/gpus": {"get": {"operationId": "listGpus", "summary": "GPUs per model: total, used, free",
                           "responses": answers({"200": json_response("Per model", obj(["items"], items={
                               "type": "array", "items": ref("GpuModel")}))})}},
@@ -201,8 +182,9 @@ def _paths() -> dict:
     }
 
 
-@functools.cache
-def description() -> dict:
+def description(context: dict) -> dict:
+    """The description for this deployment: the spec's schema from services.job_spec's table with
+    `context` (services.job_rules.spec_context: time limits, offered images, GPU models)."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "Crater API", "version": "1",
@@ -216,6 +198,6 @@ def description() -> dict:
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A personal access token"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "crater_session",
                                   "description": "The browser's session; writes also need the X-CSRFToken header"}},
-            "schemas": SCHEMAS},
+            "schemas": {**SCHEMAS, "Spec": job_spec.body_schema(context["max_hours"], context["images"], context["models"])}},
         "paths": _paths(),
     }

@@ -5,40 +5,33 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
+from dataclasses import replace
 from datetime import date, datetime
 
 import orjson
 import yaml
 from flask import Response, current_app, g, render_template, request, stream_with_context, url_for
 from flask_babel import gettext as _
-from sqlalchemy import select
 
 from .. import limits, vocabulary
 from ..cluster.client import ClusterError
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..extensions import db
-from ..models import Account, Job, JobState
-from ..models.account import DEFAULT_ACCOUNT
+from ..models import MAX_ID, Account, Job, JobState
 from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes
+from ..services import job_spec as specs
 from ..services.scheduling import pages as queue_pages
-from ..services.errors import ValidationFailed
+from ..services.errors import NotFound, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
-from ..services.jobs import Submission
 from .auth import api_actor, bp
 from .openapi import description
 
 STATES = [s.value for s in JobState]
 MAX_LIMIT = 200
-SPEC_FIELDS = {  # the submitted spec's fields (what a job page shows), and their JSON types
-    "job_type": str, "display_name": str, "image": str, "command": (str, list), "env": (list, dict),
-    "gpu_model": str, "gpus": int, "cpu_milli": int, "memory_mib": int, "shm_mib": int, "working_dir": str,
-    "time_limit_seconds": int, "workers": int, "mount_home": bool, "mount_share": bool, "notify": bool,
-    "account": str, "account_id": int, "idempotency_key": str, "when_full": str,
-}
-
-
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,1000}")  # the description says ^[A-Za-z0-9_-]{0,1000}$ ("": the first page)
 def _cluster() -> LazyCluster:
     return LazyCluster(current_app._get_current_object())
 
@@ -92,15 +85,19 @@ def _encode_cursor(sort: str, key: tuple) -> str:
 
 
 def _decode_cursor(raw: str, sort: str) -> tuple | None:
+    """The key a cursor continues from. A malformed one is invalid input (422); one that reads but
+    names no page of this listing (not given out by the API, or another listing's) is 404."""
     if not raw:
         return None
+    if not CURSOR.fullmatch(raw):
+        raise _bad("cursor", _("This cursor is not one the API gave out."))
     try:
         cursor_sort, value, last_id = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise _bad("cursor", _("This cursor is not one the API gave out.")) from None
+        raise NotFound(_("This cursor is not one the API gave out.")) from None
     if cursor_sort != sort or not isinstance(last_id, int) or isinstance(last_id, bool) or \
             not isinstance(value, (int, str)) or isinstance(value, bool):
-        raise _bad("cursor", _("This cursor belongs to another listing: keep the same filters and sort."))
+        raise NotFound(_("This cursor belongs to another listing: keep the same filters and sort."))
     return value, last_id
 
 
@@ -141,7 +138,7 @@ def jobs_list():
     if sort not in job_queries.SORTS:
         errors["sort"] = _("sort is one of: %(v)s.", v=", ".join(job_queries.SORTS))
     account = args.get("account", "")
-    if account and not account.isdigit():
+    if account and (not account.isdigit() or not 1 <= int(account) <= MAX_ID):
         errors["account"] = _("account is an account id.")
     if len(text) > 100:
         errors["q"] = _("q is at most 100 characters.")
@@ -162,71 +159,6 @@ def job_get(job_id):
     return job_detail(jobs.get_job(api_actor(), job_id))
 
 
-def submission_from_json(body, actor) -> Submission:
-    """A submitted spec (JSON, or YAML as the job page shows it) as a Submission; type errors per field."""
-    if not isinstance(body, dict):
-        raise _bad("body", _("Send the job's spec as a JSON object."))
-    errors = {}
-    for name, value in body.items():
-        kind = SPEC_FIELDS.get(name)
-        if kind is None:
-            errors[name] = _("Unknown field %(name)s: a spec has %(fields)s.", name=name, fields=", ".join(sorted(SPEC_FIELDS)))
-        elif value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            errors[name] = _("%(name)s has the wrong type.", name=name)
-    if errors:
-        raise ValidationFailed(errors)
-    command = body.get("command") or ()
-    if isinstance(command, list) and not all(isinstance(c, str) for c in command):
-        raise _bad("command", _("command is a string, or a list of strings."))
-    env = body.get("env") or []
-    if isinstance(env, dict):
-        env = list(env.items())
-    if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in env):
-        raise _bad("env", _("env is a list of [NAME, value] pairs, or an object of NAME: value."))
-    when_full = body.get("when_full") or "queue"
-    if when_full not in ("queue", "refuse"):
-        raise _bad("when_full", _("when_full is queue or refuse."))
-    key = body.get("idempotency_key") or ""
-    if key and not (8 <= len(key) <= 64 and key.replace("-", "").isalnum() and key.isascii()):
-        raise _bad("idempotency_key", _("idempotency_key is 8 to 64 letters, digits or dashes."))
-    return Submission(
-        job_type=body.get("job_type") or "batch", account_id=_account_of(body, actor),
-        display_name=(body.get("display_name") or "").strip(), image=(body.get("image") or "").strip(),
-        command=command.strip() if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env),
-        gpu_model=body.get("gpu_model") or "", gpus=_int(body, "gpus", 0), cpu_milli=_int(body, "cpu_milli", 2000),
-        memory_mib=_int(body, "memory_mib", 8192), shm_mib=_int(body, "shm_mib", 0),
-        working_dir=(body.get("working_dir") or "").strip(), time_limit_seconds=_int(body, "time_limit_seconds", 0),
-        workers=_int(body, "workers", 1), mount_home=bool(body.get("mount_home")), mount_share=bool(body.get("mount_share")),
-        notify=bool(body.get("notify")), idempotency_key=key, queue_if_full=when_full != "refuse")
-
-
-def _int(body: dict, name: str, default: int) -> int:
-    value = body.get(name)
-    return default if value is None else value
-
-
-def _account_of(body: dict, actor) -> int:
-    """The spec's account (its name, or its id); without one, the user's only account besides the
-    default account everyone is in."""
-    if body.get("account_id") is not None:
-        return body["account_id"]
-    mine = accounts.my_memberships(actor.user)
-    name = (body.get("account") or "").strip()
-    if name:
-        found = [m.account.id for m in mine if m.account.name == name]
-        if found:
-            return found[0]
-        if actor.is_admin:
-            account = db.session.execute(select(Account).where(Account.name == name)).scalar_one_or_none()
-            if account is not None:
-                return account.id
-        raise _bad("account", _("You are not a member of an account named %(name)s.", name=name))
-    labs = [m for m in mine if m.account.name != DEFAULT_ACCOUNT]  # everyone is in the default one
-    if len(labs) == 1 or len(mine) == 1:
-        return (labs or mine)[0].account.id
-    raise _bad("account", _("Name the account (one of: %(names)s).", names=", ".join(m.account.name for m in mine) or "-"))
-
-
 @bp.post("/jobs")
 @limits.submissions
 def jobs_create():
@@ -241,7 +173,9 @@ def jobs_create():
             raise _bad("body", _("This is not YAML a spec can be read from.")) from None
     if body is None:
         raise _bad("body", _("Send the spec as application/json (or application/yaml)."))
-    submission = submission_from_json(body, actor)
+    submission = specs.from_body(body, account_id=0)  # field types first, then whose account
+    submission = replace(submission, account_id=accounts.account_for_submission(actor, int(body["account_id"]) if "account_id" in body else None,
+                                                                                body.get("account") or ""))
     seen = submission.idempotency_key and jobs.by_key(actor.user.id, submission.idempotency_key) is not None
     job = jobs.submit_job(actor, submission, _cluster(), SubmissionPolicy.from_config(current_app.config))
     status = 200 if seen else 201
@@ -264,7 +198,10 @@ def job_spec(job_id):
     """The job's spec as submitted, with its account: what to submit again (a clone). ?format=yaml
     gives the YAML the job page shows."""
     spec = jobs.exported_spec(jobs.get_job(api_actor(), job_id))
-    if request.args.get("format") == "yaml":
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "yaml"):
+        raise _bad("format", _("format is json or yaml."))
+    if fmt == "yaml":
         return Response(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), mimetype="application/yaml")
     return spec
 
@@ -362,19 +299,8 @@ def accounts_list():
     if everyone not in ("true", "false"):
         raise _bad("all", _("all is true or false."))
     limit = _limit()
-    if everyone == "true":
-        actor.require_admin()
-        after = _decode_cursor(request.args.get("cursor", ""), "accounts")
-        stmt = select(Account).order_by(Account.id).limit(limit + 1)
-        if after:
-            stmt = stmt.where(Account.id > after[1])
-        rows = list(db.session.execute(stmt).scalars())
-        roles = {}
-    else:
-        memberships = accounts.my_memberships(actor.user)
-        rows, roles = [m.account for m in memberships], {m.account.id: m.role for m in memberships}
-    more = len(rows) > limit if everyone == "true" else False
-    rows = rows[:limit] if everyone == "true" else rows
+    after = _decode_cursor(request.args.get("cursor", ""), "accounts")
+    rows, roles, more = accounts.accounts_after(actor, everyone == "true", after[1] if after else None, limit)
     ids = [a.id for a in rows]
     used = job_queries.usage_by_account(ids)
     queued = queue_pages.queued_counts(ids)
@@ -418,11 +344,15 @@ def images_list():
 
 @bp.get("/openapi.json")
 def openapi():
-    return description()
+    return _description()
 
 
 @bp.get("/docs")
 def docs():
     """A page for reading the description: every operation, its parameters and answers."""
-    return render_template("api/docs.html", spec=description())
+    return render_template("api/docs.html", spec=_description())
+
+
+def _description() -> dict:
+    return description(job_rules.spec_context(SubmissionPolicy.from_config(current_app.config)))
 

@@ -7,7 +7,7 @@ from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import Notification, OutboxMessage
 from .sync import SyncHeartbeat
 from .token import ApiToken
-from .types import utcnow
+from .types import MAX_ID, utcnow  # noqa: F401  (re-exported)
 from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 

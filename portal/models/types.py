@@ -6,6 +6,9 @@ from sqlalchemy import Text
 from sqlalchemy.types import TypeDecorator
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit INTs: a larger number names nothing
+
+
 def utcnow() -> datetime:
     """Naive UTC now: both SQLite and MySQL DATETIME store no zone, so the DB holds UTC throughout."""
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import contains_eager, joinedload
 from ..extensions import db
 from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User
 from ..models.account import DEFAULT_ACCOUNT
+from ..models.types import MAX_ID
 from . import audit
 from .context import Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -121,6 +122,47 @@ def my_memberships(user: User) -> list[Membership]:
         .join(Membership.account).order_by(Account.name)
         .options(contains_eager(Membership.account).selectinload(Account.gpu_model_quotas))
     ).scalars())
+
+
+def accounts_after(actor: Actor, everyone: bool, after_id: int | None, limit: int) -> tuple[list, dict, bool]:
+    """The API's account listing: with `everyone` (admins only) every account after `after_id`,
+    `limit` at a time; else the actor's own accounts, all at once. (accounts, role by account id,
+    whether more follow)."""
+    if everyone:
+        actor.require_admin()
+        stmt = select(Account).order_by(Account.id).limit(limit + 1)
+        if after_id is not None:
+            stmt = stmt.where(Account.id > after_id)
+        rows = list(db.session.execute(stmt).scalars())
+        return rows[:limit], {}, len(rows) > limit
+    memberships = my_memberships(actor.user)
+    return [m.account for m in memberships], {m.account.id: m.role for m in memberships}, False
+
+
+def account_for_submission(actor: Actor, account_id: int | None, name: str) -> int:
+    """The account a spec names (its id, or its name); without either, the user's only account
+    besides the default account everyone is in. NotFound for a name that is not one of the
+    user's (admins: any account's)."""
+    if account_id is not None:
+        if not 1 <= account_id <= MAX_ID:
+            raise NotFound(_("No such account."))
+        return account_id
+    mine = my_memberships(actor.user)
+    name = (name or "").strip()
+    if name:
+        found = [m.account.id for m in mine if m.account.name == name]
+        if found:
+            return found[0]
+        if actor.is_admin:
+            account = _by_name(name)
+            if account is not None:
+                return account.id
+        raise NotFound(_("You are not a member of an account named %(name)s.", name=name))
+    labs = [m for m in mine if m.account.name != DEFAULT_ACCOUNT]  # everyone is in the default one
+    if len(labs) == 1 or len(mine) == 1:
+        return (labs or mine)[0].account.id
+    raise ValidationFailed({"account": _("Name the account (one of: %(names)s).",
+                                         names=", ".join(m.account.name for m in mine) or "-")})
 
 
 def list_members(actor: Actor, account_id: int, page: int, per_page: int) -> tuple[Account, Page]:

@@ -18,22 +18,15 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import Image
 
-from ..vocabulary import JOB_TYPES
-from . import job_queries
+from ..vocabulary import JOB_TYPES, JobType
+from . import job_queries, job_spec
 from .errors import ValidationFailed
 
-IMAGE_REFERENCE = re.compile(r"^[a-z0-9]([a-z0-9._/:@-]*[a-zA-Z0-9_.-])?$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESERVED_ENV = frozenset({"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NNODES", "NPROC_PER_NODE", "RANK", "NODE_RANK",
-                          "JUPYTER_TOKEN"})
+IMAGE_REFERENCE = re.compile(job_spec.IMAGE_PATTERN)
+ENV_NAME = re.compile(job_spec.ENV_NAME_PATTERN)
+RESERVED_ENV = frozenset(job_spec.RESERVED_ENV)
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-MAX_GPUS_PER_WORKER = 64
-MAX_WORKERS = 64
-MIN_CPU_MILLI, MAX_CPU_MILLI = 100, 256_000
-MIN_MEMORY_MIB, MAX_MEMORY_MIB = 1024, 4096 * 1024
-MAX_TEXT = 8000
-MAX_ENV = 200
-MIN_TIME_LIMIT = 360  # 0.1 h
+L = job_spec.LIMITS
 
 
 @dataclass(frozen=True)
@@ -60,6 +53,14 @@ def images_for(job_type: str) -> list[Image]:
     return [i for i in db.session.execute(select(Image).order_by(Image.reference)).scalars() if i.offered_for(job_type)]
 
 
+def spec_context(policy: SubmissionPolicy) -> dict:
+    """What the API's description of a submission depends on besides the spec's own table: the
+    longest time limit per type, the offered images when free text is off, the GPU models."""
+    return {"max_hours": {t: policy.max_seconds(t) / 3600 for t in JOB_TYPES},
+            "images": None if policy.custom_images else sorted({i.reference for t in JOB_TYPES for i in images_for(t)}),
+            "models": {m: n for m, n in job_queries.gpus_per_node_by_model().items() if m}}
+
+
 def check(form, policy: SubmissionPolicy) -> None:
     """Raise ValidationFailed naming every broken rule; return quietly when the form is fine."""
     errors: dict[str, str] = {}
@@ -69,7 +70,10 @@ def check(form, policy: SubmissionPolicy) -> None:
     _check_image(form, policy, errors)
     _check_env(form.env, errors)
     _check_resources(form, errors)
-    low, high = MIN_TIME_LIMIT, policy.max_seconds(form.job_type)
+    key_error = job_spec.check_idempotency_key(form.idempotency_key)
+    if key_error:
+        errors["idempotency_key"] = key_error
+    low, high = L.min_time_limit, policy.max_seconds(form.job_type)
     if not low <= form.time_limit_seconds <= high:
         errors["time_limit_seconds"] = _("Between %(low)s and %(high)s hours for this job type.", low=0.1,
                                          high=f"{high / 3600:g}")
@@ -81,22 +85,22 @@ def _check_text(form, errors: dict) -> None:
     name = form.display_name
     if not name.strip():
         errors["display_name"] = _("Give the job a name.")
-    elif len(name) > 128 or CONTROL.search(name):
-        errors["display_name"] = _("At most 128 characters, without control characters.")
+    elif len(name) > L.max_name or CONTROL.search(name):
+        errors["display_name"] = _("At most %(n)s characters, without control characters.", n=L.max_name)
     command = form.command
     parts = [command] if isinstance(command, str) else list(command)
-    if any(not isinstance(p, str) or "\x00" in p for p in parts) or sum(len(p) for p in parts if isinstance(p, str)) > MAX_TEXT:
-        errors["command"] = _("At most %(n)s characters, without NUL characters.", n=MAX_TEXT)
-    elif form.job_type != "jupyter" and not any(p.strip() for p in parts):
+    if any(not isinstance(p, str) or "\x00" in p for p in parts) or sum(len(p) for p in parts if isinstance(p, str)) > L.max_text:
+        errors["command"] = _("At most %(n)s characters, without NUL characters.", n=L.max_text)
+    elif form.job_type != JobType.JUPYTER and not any(p.strip() for p in parts):
         errors["command"] = _("What should the job run?")
     wd = form.working_dir
-    if wd and (len(wd) > 256 or not wd.startswith("/") or CONTROL.search(wd)):
+    if wd and (len(wd) > L.max_working_dir or not wd.startswith("/") or CONTROL.search(wd)):
         errors["working_dir"] = _("An absolute path, e.g. /home/you/project.")
 
 
 def _check_image(form, policy: SubmissionPolicy, errors: dict) -> None:
     image = form.image
-    if not image or len(image) > 512 or not IMAGE_REFERENCE.match(image):
+    if not image or len(image) > L.max_image or not IMAGE_REFERENCE.match(image):
         errors["image"] = _("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime.")
     elif not policy.custom_images and image not in {i.reference for i in images_for(form.job_type)}:
         errors["image"] = _("Choose one of the offered images.")
@@ -104,8 +108,8 @@ def _check_image(form, policy: SubmissionPolicy, errors: dict) -> None:
 
 def _check_env(env, errors: dict) -> None:
     seen: set[str] = set()
-    if len(env) > MAX_ENV:
-        errors["env"] = _("At most %(n)s environment variables.", n=MAX_ENV)
+    if len(env) > L.max_env:
+        errors["env"] = _("At most %(n)s environment variables.", n=L.max_env)
         return
     total = 0
     for pair in env:
@@ -125,8 +129,8 @@ def _check_env(env, errors: dict) -> None:
         if "env" in errors:
             return
         seen.add(name)
-    if total > MAX_TEXT:
-        errors["env"] = _("At most %(n)s characters, without NUL characters.", n=MAX_TEXT)
+    if total > L.max_text:
+        errors["env"] = _("At most %(n)s characters, without NUL characters.", n=L.max_text)
 
 
 def _check_resources(form, errors: dict) -> None:
@@ -135,21 +139,21 @@ def _check_resources(form, errors: dict) -> None:
     if form.gpu_model and (len(form.gpu_model) > 128 or (models and form.gpu_model not in models)):
         errors["gpu_model"] = _("No node has GPUs of model %(model)s.", model=form.gpu_model[:128])
     most = (per_model.get(form.gpu_model) if form.gpu_model in models else max(per_model.values(), default=0)) \
-        or MAX_GPUS_PER_WORKER
+        or L.max_gpus_per_worker
     if form.gpus < 0:
         errors["gpus"] = _("Zero or more GPUs.")
     elif form.gpus > most:
         errors["gpus"] = _("At most %(n)s GPUs fit on one node.", n=most)
-    if not MIN_CPU_MILLI <= form.cpu_milli <= MAX_CPU_MILLI:
-        errors["cpu_milli"] = _("Between %(low)s and %(high)s CPU cores.", low=MIN_CPU_MILLI / 1000, high=MAX_CPU_MILLI // 1000)
-    if not MIN_MEMORY_MIB <= form.memory_mib <= MAX_MEMORY_MIB:
-        errors["memory_mib"] = _("Between %(low)s and %(high)s GiB.", low=MIN_MEMORY_MIB // 1024, high=MAX_MEMORY_MIB // 1024)
+    if not L.min_cpu_milli <= form.cpu_milli <= L.max_cpu_milli:
+        errors["cpu_milli"] = _("Between %(low)s and %(high)s CPU cores.", low=L.min_cpu_milli / 1000, high=L.max_cpu_milli // 1000)
+    if not L.min_memory_mib <= form.memory_mib <= L.max_memory_mib:
+        errors["memory_mib"] = _("Between %(low)s and %(high)s GiB.", low=L.min_memory_mib // 1024, high=L.max_memory_mib // 1024)
     if form.shm_mib < 0:
         errors["shm_mib"] = _("Zero or more GiB.")
     elif form.shm_mib > form.memory_mib:
         errors["shm_mib"] = _("Shared memory counts in the job's memory; ask for more memory.")
-    if form.job_type == "distributed":
-        if not 2 <= form.workers <= MAX_WORKERS:
-            errors["workers"] = _("Between %(low)s and %(high)s workers.", low=2, high=MAX_WORKERS)
+    if form.job_type == JobType.DISTRIBUTED:
+        if not 2 <= form.workers <= L.max_workers:
+            errors["workers"] = _("Between %(low)s and %(high)s workers.", low=2, high=L.max_workers)
     elif form.workers != 1:
         errors["workers"] = _("Only distributed jobs have several workers.")

@@ -6,7 +6,7 @@ cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from flask import current_app
@@ -15,43 +15,19 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from ..cluster.client import Cluster, ClusterError
-from ..cluster.manifests import JobRequest, Mount
+from ..cluster.manifests import JobRequest
 from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, Reason
-from . import accounts, audit, job_rules, job_states
+from . import accounts, audit, job_rules, job_spec, job_states
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
+from .job_spec import Submission
 from .scheduling.admission import Ask, QuotaExceeded, admit_submission
 from .scheduling.state import QueueSettings
 from .transactions import retrying
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What a submission form yields once validated."""
-    job_type: str
-    account_id: int
-    display_name: str
-    image: str
-    command: tuple[str, ...] | str = ()
-    env: tuple[tuple[str, str], ...] = ()
-    gpu_model: str = ""
-    gpus: int = 0  # per worker
-    cpu_milli: int = 2000  # per worker
-    memory_mib: int = 8192  # per worker
-    shm_mib: int = 0
-    working_dir: str = ""
-    time_limit_seconds: int = 0
-    workers: int = 1
-    mount_home: bool = False
-    mount_share: bool = False
-    notify: bool = False
-    idempotency_key: str = ""
-    annotations: tuple[tuple[str, str], ...] = field(default=())
-    queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
 
 
 def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None,
@@ -84,13 +60,13 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
                     cpu_milli=form.cpu_milli * form.workers, memory_mib=form.memory_mib * form.workers)
     job = Job(job_type=form.job_type, display_name=form.display_name, image=form.image, workers=form.workers,
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
-              idempotency_key=form.idempotency_key or None, spec=_spec(form))
+              idempotency_key=form.idempotency_key or None, spec=job_spec.to_stored(form))
     user_id, username, account_id, account_name = user.id, user.username, account.id, account.name
     admitted = {}
 
     def keep(job: Job) -> None:
         admitted["id"], admitted["state"] = job.id, job.state
-        admitted["request"] = _request(job.id, form, username, account_name)
+        admitted["request"] = job_spec.cluster_request(job.id, form, username, account_name)
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
                                                              "gpus": ask.gpus, "gpu_model": ask.gpu_model})
@@ -161,24 +137,10 @@ def launch(job_id: int, cluster: Cluster) -> Job | None:
     if row is None or row.state != JobState.SUBMITTING.value:
         db.session.commit()
         return None
-    form = submission_from_spec(row.spec or {}, row.account_id)
-    request = _request(job_id, form, row.username, row.name)
+    form = job_spec.from_stored(row.spec or {}, row.account_id)
+    request = job_spec.cluster_request(job_id, form, row.username, row.name)
     db.session.commit()  # no transaction stays open while the cluster is called
     return _launch(SYSTEM, job_id, request, cluster, requeue_if_away=True)
-
-
-def submission_from_spec(spec: dict, account_id: int) -> Submission:
-    """A submitted spec (the job row's) as the Submission it came from."""
-    command = spec.get("command") or ()
-    return Submission(
-        job_type=spec.get("job_type", "batch"), account_id=account_id, display_name=spec.get("display_name", ""),
-        image=spec.get("image", ""), command=command if isinstance(command, str) else tuple(command),
-        env=tuple(tuple(p) for p in spec.get("env") or ()), gpu_model=spec.get("gpu_model", ""),
-        gpus=int(spec.get("gpus", 0)), cpu_milli=int(spec.get("cpu_milli", 0)), memory_mib=int(spec.get("memory_mib", 0)),
-        shm_mib=int(spec.get("shm_mib", 0)), working_dir=spec.get("working_dir", ""),
-        time_limit_seconds=int(spec.get("time_limit_seconds", 0)), workers=int(spec.get("workers", 1)),
-        mount_home=bool(spec.get("mount_home")), mount_share=bool(spec.get("mount_share")),
-        notify=bool(spec.get("notify")), annotations=tuple(tuple(p) for p in spec.get("annotations") or ()))
 
 
 def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
@@ -204,38 +166,9 @@ def by_key(user_id: int, key: str) -> Job | None:
     return db.session.execute(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key)).scalar_one_or_none()
 
 
-def _spec(form: Submission) -> dict:
-    """The submitted form without secrets (there are none in it: the Jupyter token never is)."""
-    return {"job_type": form.job_type, "display_name": form.display_name, "image": form.image,
-            "command": form.command if isinstance(form.command, str) else list(form.command),
-            "env": [list(pair) for pair in form.env], "gpu_model": form.gpu_model, "gpus": form.gpus,
-            "cpu_milli": form.cpu_milli, "memory_mib": form.memory_mib, "shm_mib": form.shm_mib,
-            "working_dir": form.working_dir, "time_limit_seconds": form.time_limit_seconds, "workers": form.workers,
-            "mount_home": form.mount_home, "mount_share": form.mount_share, "notify": form.notify,
-            **({"annotations": [list(pair) for pair in form.annotations]} if form.annotations else {})}
-
-
 def exported_spec(job: Job) -> dict:
-    """The spec a job page shows and the API exports: as submitted, with the account's name, so
-    that it can be submitted again unchanged (page -> file -> craterctl -> API)."""
-    spec = dict(job.spec or {})
-    ordered = {k: spec.pop(k) for k in ("job_type", "display_name") if k in spec}
-    return {**ordered, "account": job.account.name, **spec}
-
-
-def _request(job_id: int, form: Submission, username: str, account: str) -> JobRequest:
-    mounts = []
-    if form.mount_home:
-        mounts.append(Mount(f"users/{username}", f"/home/{username}"))
-    if form.mount_share:
-        mounts.append(Mount(f"accounts/{account}", "/shared"))
-    return JobRequest(
-        job_id=job_id, job_type=form.job_type, username=username, account=account,
-        display_name=form.display_name, image=form.image, command=form.command, env=form.env,
-        gpu_model=form.gpu_model if form.gpus else "", gpus=form.gpus, cpu=f"{form.cpu_milli}m",
-        memory=f"{form.memory_mib}Mi", shm=f"{form.shm_mib}Mi" if form.shm_mib else "",
-        working_dir=form.working_dir, time_limit_seconds=form.time_limit_seconds, workers=form.workers,
-        mounts=tuple(mounts), annotations=form.annotations)
+    """The spec a job page shows and the API exports (job_spec.exported)."""
+    return job_spec.exported(job.spec, job.account.name)
 
 
 # ---- access and control ----------------------------------------------------------------------

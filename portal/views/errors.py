@@ -77,7 +77,10 @@ def init_app(app: Flask) -> None:
             429: _("Too many requests in a short time (at most %(limit)s). Wait a minute and try again.",
                    limit=getattr(exc, "description", "") or "?"),
         }
-        return render_error(exc.code or 500, messages.get(exc.code, _title(exc.code or 500)))
+        response = make_response(render_error(exc.code or 500, messages.get(exc.code, _title(exc.code or 500))))
+        if exc.code == 405:  # RFC 9110: a 405 says which methods the address takes
+            response.headers["Allow"] = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)

@@ -18,9 +18,9 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DecimalField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Optional, Regexp, ValidationError
+from wtforms.validators import InputRequired, Optional, ValidationError
 
-from ..services.jobs import Submission
+from ..services.job_spec import DEFAULTS, DISTRIBUTED_WORKERS, Submission, from_stored
 from .forms import WholeNumberField
 
 ENV_LINE = re.compile(r"^\s*([^=\s]+)\s*=(.*)$")
@@ -35,7 +35,7 @@ TYPE_HELP = {
 FIELD_OF = {"display_name": "display_name", "account_id": "account_id", "image": "image", "command": "command",
             "env": "env", "gpu_model": "gpu_model", "gpus": "gpus", "workers": "workers", "cpu_milli": "cpu",
             "memory_mib": "memory_gib", "shm_mib": "shm_gib", "working_dir": "working_dir",
-            "time_limit_seconds": "time_limit_hours"}
+            "time_limit_seconds": "time_limit_hours", "idempotency_key": "idempotency_key"}
 
 
 def parse_env(text: str) -> tuple[tuple[str, str], ...]:
@@ -70,11 +70,11 @@ class JobForm(FlaskForm):
     env = TextAreaField(_l("Environment variables"), description=_l("One NAME=value per line."))
     gpu_model = SelectField(_l("GPU model"), default="")
     gpus = WholeNumberField(_l("GPUs"), default=1, validators=[Optional()])
-    workers = WholeNumberField(_l("Workers"), default=2, validators=[Optional()],
+    workers = WholeNumberField(_l("Workers"), default=DISTRIBUTED_WORKERS, validators=[Optional()],
                            description=_l("Pods; each gets the GPUs, CPU and memory below."))
-    cpu = NumberField(_l("CPU cores"), default=Decimal("4"), places=1, validators=[InputRequired()])
-    memory_gib = WholeNumberField(_l("Memory (GiB)"), default=32, validators=[InputRequired()])
-    shm_gib = WholeNumberField(_l("Shared memory /dev/shm (GiB)"), default=0, validators=[Optional()],
+    cpu = NumberField(_l("CPU cores"), default=Decimal(DEFAULTS["cpu_milli"]) / 1000, places=1, validators=[InputRequired()])
+    memory_gib = WholeNumberField(_l("Memory (GiB)"), default=DEFAULTS["memory_mib"] // 1024, validators=[InputRequired()])
+    shm_gib = WholeNumberField(_l("Shared memory /dev/shm (GiB)"), default=DEFAULTS["shm_mib"] // 1024, validators=[Optional()],
                            description=_l("PyTorch data loaders need it; counted in the memory above."))
     working_dir = StringField(_l("Working directory"))
     time_limit_hours = NumberField(_l("Time limit (hours)"), places=1, validators=[InputRequired()])
@@ -84,7 +84,7 @@ class JobForm(FlaskForm):
     when_full = SelectField(_l("If the account's quota is in use"), default="queue", validate_choice=True, choices=[
         SelectChoice("queue", _l("wait in the account's queue and start when its turn comes")),
         SelectChoice("refuse", _l("refuse it now (e.g. for a quick notebook)"))])
-    idempotency_key = HiddenField(validators=[Optional(), Regexp(r"^[A-Za-z0-9-]{8,64}$")])
+    idempotency_key = HiddenField()  # its rule: services.job_rules
 
     def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float]):
         """Choices and the default time limit for this user and type (call before validate)."""
@@ -125,20 +125,19 @@ class JobForm(FlaskForm):
 
 
 def form_data_from_spec(spec: dict) -> dict:
-    """A saved spec (clone, template) as the form's initial data."""
-    command = spec.get("command") or ""
+    """A saved spec (clone, template) as the form's initial data, in the form's units."""
+    sub = from_stored(spec, spec.get("account_id") or 0)
     data = {
-        "display_name": spec.get("display_name", ""), "image": spec.get("image", ""),
-        "command_mode": "argv" if isinstance(command, list) else "shell",
-        "command": "\n".join(command) if isinstance(command, list) else command,
-        "env": "\n".join(f"{k}={v}" for k, v in spec.get("env") or []),
-        "gpu_model": spec.get("gpu_model", ""), "gpus": spec.get("gpus", 0),
-        "workers": spec.get("workers", 2) if spec.get("job_type") == "distributed" else 2,
-        "cpu": Decimal(spec.get("cpu_milli", 4000)) / 1000, "memory_gib": max(1, spec.get("memory_mib", 32768) // 1024),
-        "shm_gib": spec.get("shm_mib", 0) // 1024, "working_dir": spec.get("working_dir", ""),
-        "time_limit_hours": Decimal(spec.get("time_limit_seconds", 3600)) / 3600,
-        "mount_home": spec.get("mount_home", False), "mount_share": spec.get("mount_share", False),
-        "notify": spec.get("notify", False),
+        "display_name": sub.display_name, "image": sub.image,
+        "command_mode": "shell" if isinstance(sub.command, str) else "argv",
+        "command": sub.command if isinstance(sub.command, str) else "\n".join(sub.command),
+        "env": "\n".join(f"{k}={v}" for k, v in sub.env),
+        "gpu_model": sub.gpu_model, "gpus": sub.gpus,
+        "workers": sub.workers if sub.job_type == "distributed" else DISTRIBUTED_WORKERS,
+        "cpu": Decimal(sub.cpu_milli) / 1000, "memory_gib": max(1, sub.memory_mib // 1024),
+        "shm_gib": sub.shm_mib // 1024, "working_dir": sub.working_dir,
+        "time_limit_hours": Decimal(sub.time_limit_seconds or 3600) / 3600,
+        "mount_home": sub.mount_home, "mount_share": sub.mount_share, "notify": sub.notify,
     }
     if spec.get("account_id"):
         data["account_id"] = spec["account_id"]
