@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from ..cluster.client import ClusterError
 from ..extensions import db
 from ..services import jobs
 from ..services.scheduling import schedule
 from ..services.scheduling.state import QueueSettings
-from ..services.transactions import is_retryable
 from .clock import Clock
 
 log = logging.getLogger("crater.sync")
@@ -92,17 +88,3 @@ class Admitter:
         if mono - self._estimated >= ESTIMATE_SECONDS:
             self._estimated = mono
             self.estimate()
-
-    def run(self, stop: threading.Event, leading: Callable[[], bool]) -> None:
-        while not stop.is_set():
-            if leading():
-                try:
-                    self.tick()
-                except OperationalError as exc:
-                    if is_retryable(exc):  # a deadlock victim: again at once
-                        continue
-                    log.warning("queue admission failed: %s", type(exc).__name__)
-                except (ClusterError, SQLAlchemyError) as exc:
-                    log.warning("queue admission failed: %s", getattr(exc, "message", type(exc).__name__))
-            self.clock.wait(self.wake, self.every)
-            self.wake.clear()

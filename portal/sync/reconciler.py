@@ -14,7 +14,6 @@ A pass that fails (the cluster or the database away) is logged and tried again n
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 from typing import Callable
 
@@ -94,9 +93,3 @@ class Reconciler:
                 self._orphans_seen[job_id] = self.clock.monotonic() - self.orphan_grace  # due again next tick
                 log.warning("could not remove the objects of job %s: %s", job_id, exc.message)
         return removed
-
-    def run(self, stop: threading.Event, leading: Callable[[], bool], every: float) -> None:
-        while not stop.is_set():
-            if leading():
-                self.tick()
-            self.clock.wait(stop, every)

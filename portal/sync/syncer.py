@@ -14,7 +14,8 @@ reconciler's passes. Made of small pieces, each readable and testable alone:
 - the outbox sender (services.notify.deliver_due): mail with retries, never twice;
 - a heartbeat row, so pages can say "cluster data is N s old".
 
-Every loop runs under the supervisor (supervisor.py): a failing loop is logged and resumed; one
+Every loop shares its plumbing (loop.py: wake-ups, the app context, backing off, rolling back)
+and runs under the supervisor (supervisor.py): a failing loop is logged and resumed; one
 that keeps failing stops the syncer, and `crater sync` exits non-zero. Time comes from the
 injected clock (clock.py), the only thing tests fake.
 """
@@ -27,26 +28,25 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
 from ..models import SyncHeartbeat
 from ..services import notify
 from ..services.scheduling.state import QueueSettings
-from ..services.transactions import is_retryable
 from ..metrics import MetricsSettings
 from .clock import Clock
 from .admitter import Admitter
 from .gpu import GpuPasses
 from .policies import PolicyPasses
 from .lease import LeaseElector
+from .loop import Loop
 from .reconciler import Reconciler
 from .reflector import Reflector
 from .supervisor import Supervisor
 from .writers import EventWriter, JobWriter, NodeWriter
 
 log = logging.getLogger("crater.sync")
-MAX_BACKOFF = 30.0
 LOG_BATCH = 10  # ended jobs whose logs are read between two looks at the job writer
 OUTBOX_BATCH = 20  # notices per round; a full round goes on at once
 
@@ -115,13 +115,19 @@ class Syncer:
         for kind, reflector in self.reflectors.items():
             spawn(f"sync-{kind}", reflector.run)
         for name, writer in (("jobs", self.jobs), ("nodes", self.nodes), ("events", self.events)):
-            spawn(f"sync-write-{name}", lambda w=writer: self._write_loop(w))
-        spawn("sync-logs", self._log_loop)
-        spawn("sync-reconciler", lambda: self.reconciler.run(self.stop_event, lambda: self.leading() and self.jobs_synced(),
-                                                              self.settings.reconcile_seconds))
-        spawn("sync-admitter", lambda: self.admitter.run(self.stop_event, lambda: self.leading() and self.jobs_synced()))
-        spawn("sync-outbox", self._outbox_loop)
+            # Gaining the lead writes every job once (what happened meanwhile).
+            self._loop(f"sync-write-{name}", writer.write, wake=writer.wake, on_failure=self._count_write_failure,
+                       on_activate=self.jobs.mark_all if writer is self.jobs else None)
+        self._loop("sync-logs", self._keep_logs, wake=self.jobs.logs_wake)
+        synced = lambda: self.leading() and self.jobs_synced()  # noqa: E731
+        self._loop("sync-reconciler", self.reconciler.tick, every=self.settings.reconcile_seconds, active=synced)
+        self._loop("sync-admitter", self.admitter.tick, every=self.admitter.every, wake=self.admitter.wake, active=synced)
+        self._loop("sync-outbox", self._send_mail, every=self.settings.outbox_seconds)
         return self
+
+    def _loop(self, name: str, step, every: float = 1.0, active=None, **kw) -> None:
+        loop = Loop(name, self.app, self.clock, self.stop_event, step, every, active=active or self.leading, **kw)
+        self.supervisor.spawn(name, loop.run)
 
     def stop(self) -> None:
         """Stop working and hand the lease back. Reflector threads may still be blocked in a read
@@ -160,33 +166,6 @@ class Syncer:
         except SQLAlchemyError as exc:
             log.warning("heartbeat not written: %s", type(exc).__name__)
 
-    def _write_loop(self, writer) -> None:
-        """Write what the reflectors saw for one table, whenever they saw something (and at least
-        every second). Gaining the lead writes every job once (what happened meanwhile)."""
-        backoff = 1.0
-        was_leading = False
-        while not self.stop_event.is_set():
-            self.clock.wait(writer.wake, 1.0)
-            writer.wake.clear()
-            leading = self.leading()
-            if leading and not was_leading and writer is self.jobs:
-                self.jobs.mark_all()
-            was_leading = leading
-            if not leading:
-                continue
-            try:
-                self.write_once(writer)
-                backoff = 1.0
-            except SQLAlchemyError as exc:  # the database is away: keep what is dirty, try again
-                self.write_failures += 1
-                if isinstance(exc, OperationalError) and is_retryable(exc):  # a deadlock victim: again at once
-                    writer.wake.set()
-                    continue
-                log.warning("writing cluster state failed (%s); retrying in %.0f s", type(exc).__name__, backoff)
-                self.clock.wait(self.stop_event, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                writer.wake.set()
-
     def write_once(self, *writers) -> None:
         """One round of the given writers (all of them by default), in the app context."""
         with self.app.app_context():
@@ -199,42 +178,23 @@ class Syncer:
             finally:
                 db.session.remove()
 
-    def _log_loop(self) -> None:
-        """Keep the last log lines of ended jobs (cluster reads, then a short write). States come
-        first: a batch waits (up to a second) while the job writer has work, so a burst of ending
-        jobs is recorded at once and their logs follow."""
-        while not self.stop_event.is_set():
-            self.clock.wait(self.jobs.logs_wake, 1.0)
-            self.jobs.logs_wake.clear()
-            while self.leading() and self.jobs.logs_pending():
-                yield_until = self.clock.monotonic() + 1.0
-                while self.jobs.busy() and self.clock.monotonic() < yield_until and not self.stop_event.is_set():
-                    self.clock.wait(self.stop_event, 0.05)
-                try:
-                    with self.app.app_context():
-                        self.jobs.keep_logs(limit=LOG_BATCH)
-                        db.session.remove()
-                except OperationalError as exc:
-                    if is_retryable(exc):
-                        continue  # a deadlock victim: the batch went back, try again at once
-                    log.warning("keeping logs failed (%s)", type(exc).__name__)
-                    self.clock.wait(self.stop_event, 1.0)
-                    break
-                except SQLAlchemyError as exc:
-                    log.warning("keeping logs failed (%s)", type(exc).__name__)
-                    self.clock.wait(self.stop_event, 1.0)
-                    break
+    def _keep_logs(self) -> bool:
+        """Keep the last log lines of a batch of ended jobs (cluster reads, then a short write).
+        States come first: a batch waits (up to a second) while the job writer has work, so a
+        burst of ending jobs is recorded at once and their logs follow. True: more are due."""
+        if not self.jobs.logs_pending():
+            return False
+        yield_until = self.clock.monotonic() + 1.0
+        while self.jobs.busy() and self.clock.monotonic() < yield_until and not self.stop_event.is_set():
+            self.clock.wait(self.stop_event, 0.05)
+        self.jobs.keep_logs(limit=LOG_BATCH)
+        return self.jobs.logs_pending() > 0
 
-    def _outbox_loop(self) -> None:
-        while not self.stop_event.is_set():
-            if self.leading():
-                try:
-                    with self.app.app_context():
-                        sent, failed = notify.deliver_due(notify.MailSettings.from_config(self.app.config),
-                                                          self.clock.utcnow(), self.identity, limit=OUTBOX_BATCH)
-                        db.session.remove()
-                    if sent + failed >= OUTBOX_BATCH and not failed:
-                        continue  # a backlog (many jobs ended at once): the next batch at once
-                except SQLAlchemyError as exc:
-                    log.warning("outbox: %s", type(exc).__name__)
-            self.clock.wait(self.stop_event, self.settings.outbox_seconds)
+    def _send_mail(self) -> bool:
+        """One batch of the outbox; True: a full batch went out (a backlog), the next at once."""
+        sent, failed = notify.deliver_due(notify.MailSettings.from_config(self.app.config), self.clock.utcnow(),
+                                          self.identity, limit=OUTBOX_BATCH)
+        return sent + failed >= OUTBOX_BATCH and not failed
+
+    def _count_write_failure(self, _exc) -> None:
+        self.write_failures += 1
