@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubesim_fixtures import wait_for
-from portal.cluster.manifests import MANAGED_BY
+from portal.cluster.labels import MANAGED_BY
 from test_job_pages import syncer  # noqa: F401  (the fixture: the syncer against this test's kubesim)
 
 

@@ -20,7 +20,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
 
-from .manifests import MANAGED_BY, ClusterSettings, JobRequest, build, name_of, owned_by
+from .labels import MANAGED_BY, job_label_selector
+from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by
 
 DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
 WATCH_READ_SLACK = 10.0  # a watch's client read timeout = its server timeout + this
@@ -232,7 +233,7 @@ class Cluster:
             if exc.status != 404:
                 raise
             job = None
-        pods = self._raw(self.core.list_namespaced_pod, ns, label_selector=f"crater.io/job-id={job_id}")
+        pods = self._raw(self.core.list_namespaced_pod, ns, label_selector=job_label_selector(job_id))
         return job, list(pods.get("items") or [])
 
     def jupyter_token(self, job_id: int) -> str:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MANAGED_BY = "crater-portal"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-RESERVED_FOR = "crater.io/reserved-for"  # node taint (and label) of a node reserved for an account
+from .labels import DISPLAY_NAME, GPU_PRODUCT_LABEL, RESERVED_FOR, job_labels, job_selector, object_name
 JUPYTER_PORT = 8888
 RDZV_PORT = 29500
 TYPES = ("jupyter", "batch", "distributed")
@@ -59,12 +57,11 @@ class ClusterSettings:
 
 
 def name_of(job_id: int) -> str:
-    return f"crater-{job_id}"
+    return object_name(job_id)
 
 
 def labels_of(req: JobRequest) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": MANAGED_BY, "crater.io/job-id": str(req.job_id),
-            "crater.io/user": req.username, "crater.io/account": req.account, "crater.io/type": req.job_type}
+    return job_labels(req.job_id, req.username, req.account, req.job_type)
 
 
 def jupyter_path(req: JobRequest, settings: ClusterSettings) -> str:
@@ -95,7 +92,7 @@ def owned_by(obj: dict, job_name: str, job_uid: str) -> dict:
 
 def _meta(req: JobRequest, settings: ClusterSettings) -> dict:
     return {"name": name_of(req.job_id), "namespace": settings.namespace, "labels": labels_of(req),
-            "annotations": {"crater.io/display-name": req.display_name}}
+            "annotations": {DISPLAY_NAME: req.display_name}}
 
 
 def _container(req: JobRequest, settings: ClusterSettings) -> dict:
@@ -170,7 +167,7 @@ def _pod_spec(req: JobRequest, settings: ClusterSettings) -> dict:
 
 def _job(req: JobRequest, settings: ClusterSettings) -> dict:
     meta = _meta(req, settings)
-    template_meta = {"labels": labels_of(req), "annotations": {"crater.io/display-name": req.display_name,
+    template_meta = {"labels": labels_of(req), "annotations": {DISPLAY_NAME: req.display_name,
                                                               **dict(req.annotations)}}
     spec = {"backoffLimit": settings.backoff_limit, "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
             "template": {"metadata": template_meta, "spec": _pod_spec(req, settings)}}
@@ -189,7 +186,7 @@ def _secret(req: JobRequest, settings: ClusterSettings, token: str) -> dict:
 
 
 def _service(req: JobRequest, settings: ClusterSettings, headless: bool) -> dict:
-    selector = {"crater.io/job-id": str(req.job_id), "app.kubernetes.io/managed-by": MANAGED_BY}
+    selector = job_selector(req.job_id)
     if headless:
         spec = {"clusterIP": "None", "selector": selector, "publishNotReadyAddresses": True,
                 "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}]}

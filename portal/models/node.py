@@ -13,9 +13,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..extensions import db
 from .types import JSONText
 
-CORDON_REASON = "crater.io/cordon-reason"  # node annotation: why it is cordoned, shown to everyone
-CORDONED_BY = "crater.io/cordoned-by"
-RESERVED_FOR = "crater.io/reserved-for"  # node taint key (and label): the account it is reserved for (as in manifests)
 
 
 class NodeState:

@@ -16,7 +16,7 @@ from ..cluster.client import Cluster, ClusterError
 from ..cache import short_cached
 from ..extensions import db
 from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeState, Placement, User, utcnow
-from ..models.node import CORDON_REASON, CORDONED_BY, RESERVED_FOR
+from ..cluster import labels
 from ..vocabulary import Reason
 from . import accounts, audit, jobs
 from .context import Actor
@@ -33,7 +33,7 @@ SORTS = {  # name -> order
 }
 # Labels an admin may set: not the ones Kubernetes, the device plugin or GPU feature discovery own.
 PROTECTED_PREFIXES = ("kubernetes.io/", "k8s.io/", "node.kubernetes.io/", "node-role.kubernetes.io/", "nvidia.com/",
-                      "feature.node.kubernetes.io/", "crater.io/reserved-for")
+                      "feature.node.kubernetes.io/", labels.RESERVED_FOR)
 LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?)$")
@@ -214,8 +214,7 @@ def _read(cluster: Cluster, name: str) -> dict:
 def cordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
     node, reason = get_node(name), _reason(reason)
-    _patch(cluster, node.name, {"spec": {"unschedulable": True},
-                                "metadata": {"annotations": {CORDON_REASON: reason, CORDONED_BY: actor.name}}})
+    _patch(cluster, node.name, labels.cordon_patch(reason, actor.name))
     node = get_node(name)
     node.unschedulable, node.cordon_reason, node.updated_at, node.version = True, reason, utcnow(), node.version + 1
     audit.record(actor, "node.cordon", "node", node.name, {"reason": reason})
@@ -226,8 +225,7 @@ def cordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
 def uncordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
     node, reason = get_node(name), _reason(reason)
-    _patch(cluster, node.name, {"spec": {"unschedulable": None},
-                                "metadata": {"annotations": {CORDON_REASON: None, CORDONED_BY: None}}})
+    _patch(cluster, node.name, labels.uncordon_patch())
     node = get_node(name)
     node.unschedulable, node.cordon_reason, node.updated_at, node.version = False, "", utcnow(), node.version + 1
     audit.record(actor, "node.uncordon", "node", node.name, {"reason": reason})
@@ -279,11 +277,8 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
     account = db.session.get(Account, account_id) if account_id else None
     if account is None:
         raise ValidationFailed({"account": _("Choose an account.")})
-    obj = _read(cluster, node.name)
-    taints = [t for t in (obj.get("spec") or {}).get("taints") or [] if t.get("key") != RESERVED_FOR]
-    taints.append({"key": RESERVED_FOR, "value": account.name, "effect": "NoSchedule"})
-    _patch(cluster, node.name, {"spec": {"taints": taints}, "metadata": {
-        "resourceVersion": obj["metadata"].get("resourceVersion"), "labels": {RESERVED_FOR: account.name}}})
+    patch, taints = labels.reserve_patch(_read(cluster, node.name), account.name)
+    _patch(cluster, node.name, patch)
     node = get_node(name)
     node.reserved_for, node.taints, node.updated_at, node.version = account.name, taints, utcnow(), node.version + 1
     audit.record(actor, "node.reserve", "node", node.name, {"account": account.name, "reason": reason})
@@ -294,10 +289,8 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
 def release(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
     node, reason = get_node(name), _reason(reason)
-    obj = _read(cluster, node.name)
-    taints = [t for t in (obj.get("spec") or {}).get("taints") or [] if t.get("key") != RESERVED_FOR]
-    _patch(cluster, node.name, {"spec": {"taints": taints or None}, "metadata": {
-        "resourceVersion": obj["metadata"].get("resourceVersion"), "labels": {RESERVED_FOR: None}}})
+    patch, taints = labels.unreserve_patch(_read(cluster, node.name))
+    _patch(cluster, node.name, patch)
     node = get_node(name)
     was, node.reserved_for, node.taints, node.updated_at, node.version = node.reserved_for, "", taints, utcnow(), node.version + 1
     audit.record(actor, "node.release", "node", node.name, {"account": was, "reason": reason})
@@ -322,7 +315,7 @@ def set_label(actor: Actor, cluster: Cluster, name: str, key: str, value: str) -
     if len(value) > 63 or not LABEL_VALUE.match(value):
         raise ValidationFailed({"value": _("A label value is at most 63 letters, digits, '-', '_' or '.', "
                                            "starting and ending with a letter or digit.")})
-    _patch(cluster, node.name, {"metadata": {"labels": {key: value}}})
+    _patch(cluster, node.name, labels.label_patch(key, value))
     node = get_node(name)
     node.labels, node.updated_at, node.version = {**(node.labels or {}), key: value}, utcnow(), node.version + 1
     audit.record(actor, "node.label", "node", node.name, {"key": key, "value": value})
@@ -335,7 +328,7 @@ def remove_label(actor: Actor, cluster: Cluster, name: str, key: str) -> Node:
     node, key = get_node(name), check_label_key(key)
     if key not in (node.labels or {}):
         raise ValidationFailed({"key": _("The node has no label %(key)s.", key=key)})
-    _patch(cluster, node.name, {"metadata": {"labels": {key: None}}})
+    _patch(cluster, node.name, labels.label_patch(key, None))
     node = get_node(name)
     node.labels, node.updated_at, node.version = {k: v for k, v in (node.labels or {}).items() if k != key}, utcnow(), node.version + 1
     audit.record(actor, "node.unlabel", "node", node.name, {"key": key})

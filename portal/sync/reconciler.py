@@ -24,7 +24,8 @@ from ..extensions import db
 from ..services import jobs
 from ..vocabulary import FINAL_STATES, JobState
 from .clock import Clock
-from .writers import JobWriter, job_id_of
+from ..cluster.labels import job_id_of
+from .writers import JobWriter
 
 log = logging.getLogger("crater.sync")
 OWNED_KINDS = ("secrets", "services", "ingresses")

@@ -23,9 +23,8 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from ..cluster.client import ClusterError, parse_quantity
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..cluster.manifests import GPU_PRODUCT_LABEL
+from ..cluster.labels import CORDON_REASON, GPU_PRODUCT_LABEL, job_id_of, job_id_of_name, reserved_for
 from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node, Placement
-from ..models.node import CORDON_REASON, RESERVED_FOR
 from ..services import job_states
 from ..vocabulary import JobState, Reason
 from .clock import Clock
@@ -39,20 +38,9 @@ ROW_COLUMNS = (Job.id, Job.user_id, Job.notify, Job.state, Job.reason, Job.messa
                Job.finished_at, Job.pods)
 
 
-def job_id_of(obj: dict) -> int:
-    try:
-        return int(obj["metadata"]["labels"]["crater.io/job-id"])
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
 def event_job_id(event: dict) -> int:
     """The job an Event is about: its involved object is crater-<id> or one of its pods."""
-    name = (event.get("involvedObject") or {}).get("name", "")
-    if not name.startswith("crater-"):
-        return 0
-    head = name[len("crater-"):].split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return job_id_of_name((event.get("involvedObject") or {}).get("name", ""))
 
 
 def parse_time(ts: str | None) -> datetime | None:
@@ -410,7 +398,7 @@ class NodeWriter:
         row.unschedulable = bool(spec.get("unschedulable"))
         row.cordon_reason = (annotations.get(CORDON_REASON, "") if row.unschedulable else "")[:500]
         taints = spec.get("taints") or []
-        row.reserved_for = next((str(t.get("value") or "")[:64] for t in taints if t.get("key") == RESERVED_FOR), "")
+        row.reserved_for = reserved_for(taints)
         row.labels, row.taints = labels, taints
         row.capacity, row.allocatable = status.get("capacity") or {}, allocatable
         row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]

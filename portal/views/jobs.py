@@ -12,6 +12,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from .. import limits, vocabulary
+from ..cluster.labels import object_name
 from ..cluster.setup import LazyCluster
 from ..config import JOB_TYPES
 from ..models import JobState, utcnow
@@ -207,7 +208,7 @@ def logs(job_id):
 def download_logs(job_id):
     job, view = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), 10000)
     text = view.text
-    name = SAFE_FILENAME.sub("-", f"crater-{job.id}-{request.args.get('pod', '') or 'log'}")[:100]
+    name = SAFE_FILENAME.sub("-", f"{object_name(job.id)}-{request.args.get('pod', '') or 'log'}")[:100]
     return Response(text, mimetype="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}.txt"'})
 
 
