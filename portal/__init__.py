@@ -65,7 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from .auth.views import bp as auth_bp
     from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes,
-                        notifications, queue, tokens, usage)
+                        notifications, queue, templating, tokens, usage)
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -84,6 +84,7 @@ def create_app(config: dict | None = None) -> Flask:
     from . import api
     api.init_app(app)
     errors.init_app(app)
+    templating.init_app(app)
 
     from . import commands
     commands.register(app)

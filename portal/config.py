@@ -37,8 +37,8 @@ def _int(environ, name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
-from .vocabulary import JOB_TYPES  # noqa: E402,F401  (re-exported)
-DEFAULT_TIME_LIMITS = {"jupyter": (24, 168), "batch": (72, 336), "distributed": (72, 336)}  # hours: default, max
+from .vocabulary import JOB_TYPES, JobType  # noqa: E402
+DEFAULT_TIME_LIMITS = {JobType.JUPYTER.value: (24, 168), JobType.BATCH.value: (72, 336), JobType.DISTRIBUTED.value: (72, 336)}  # hours: default, max
 
 
 def parse_time_limits(raw: str) -> dict[str, tuple[float, float]]:

@@ -116,6 +116,10 @@ def reason_words(job) -> tuple[str, str]:
         return _("Finished successfully."), ""
     if r == Reason.CREATED:
         return _("Submitted; waiting for the cluster to schedule it."), ""
+    if r in (Reason.CREATING, Reason.CONTAINER_CREATING):
+        return _("Starting: its containers are being created."), ""
+    if r == Reason.FAILED:
+        return _("The job failed; see its events and logs."), message
     if r == Reason.IDLE_GPU:
         return _("Stopped because its GPUs stayed idle."), message
     if r == Reason.EVICTED:
@@ -129,44 +133,175 @@ def reason_words(job) -> tuple[str, str]:
     return r, message
 
 
+def reason_label(reason: str) -> str:
+    """A reason in a few words (a list's row); a code the portal does not know (the cluster's own
+    waiting reasons) reads as waiting."""
+    if not reason:
+        return ""
+    if reason in Reason.IMAGE_PULL:
+        return _("image cannot be pulled")
+    words = {
+        Reason.CREATED: _("submitted"), Reason.CREATING: _("creating"), Reason.CONTAINER_CREATING: _("starting"),
+        Reason.UNSCHEDULABLE: _("waiting for resources"), Reason.COMPLETED: _("finished"),
+        Reason.EXIT_CODE: _("the command failed"), Reason.OOM_KILLED: _("out of memory"),
+        Reason.DEADLINE_EXCEEDED: _("time limit reached"), Reason.SUBMIT_ERROR: _("the cluster refused it"),
+        Reason.STOPPED_BY_USER: _("stopped by its owner"), Reason.STOPPED_BY_ADMIN: _("stopped by an administrator"),
+        Reason.IDLE_GPU: _("idle GPUs"), Reason.EVICTED: _("evicted"), Reason.PENDING_TOO_LONG: _("could not start in time"),
+        Reason.LOST: _("lost"), Reason.FAILED: _("failed"), Reason.QUEUED: _("waiting for the quota"),
+        Reason.CANCELLED: _("cancelled in the queue"),
+    }
+    return words.get(reason, _("waiting"))
+
+
+def reason_codes() -> list[str]:
+    """Every reason code the portal writes (for tests that enumerate them)."""
+    codes = []
+    for name, value in vars(Reason).items():
+        if not name.startswith("_"):
+            codes += list(value) if isinstance(value, tuple) else [value]
+    return codes
+
+
 def reason_text(job) -> str:
     """The reason as one line of plain text (mail, CLI)."""
     sentence, detail = reason_words(job)
     return f"{sentence} {detail}".strip()
 
 
-def waiting_words(b: dict | None) -> str:
-    """What a queued job waits for, in a sentence (from the admitter's structured blocker)."""
+def _cores(milli: float) -> str:
+    return f"{milli / 1000:g}"
+
+
+def _gib(mib: float) -> str:
+    return f"{mib / 1024:g}"
+
+
+def blocker_words(b: dict | None) -> str:
+    """What holds a job back, in one sentence (the admitter's structured blocker): the same words
+    on a queued job's page, in the queue, in the API and in a refusal."""
     b = b or {}
     kind, name = b.get("kind"), b.get("account", "")
     used, limit, ask = b.get("used", 0), b.get("limit", 0), b.get("ask", 0)
     if kind == "gpus":
-        return _("%(account)s uses %(used)s of %(limit)s GPUs; this job needs %(ask)s.", account=name, used=used,
-                 limit=limit, ask=ask)
+        return _("account %(account)s uses %(used)s of %(limit)s GPUs; this job asks for %(ask)s.", account=name,
+                 used=used, limit=limit, ask=ask)
     if kind == "model":
-        return _("%(account)s uses %(used)s of %(limit)s %(model)s GPUs; this job needs %(ask)s.", account=name,
-                 used=used, limit=limit, model=b.get("model", ""), ask=ask)
+        return _("account %(account)s uses %(used)s of %(limit)s %(model)s GPUs; this job asks for %(ask)s.",
+                 account=name, used=used, limit=limit, model=b.get("model", ""), ask=ask)
     if kind == "cpu":
-        return _("%(account)s uses %(used)s of %(limit)s CPU cores; this job needs %(ask)s.", account=name,
-                 used=f"{used / 1000:g}", limit=f"{limit / 1000:g}", ask=f"{ask / 1000:g}")
+        return _("account %(account)s uses %(used)s of %(limit)s CPU cores; this job asks for %(ask)s.", account=name,
+                 used=_cores(used), limit=_cores(limit), ask=_cores(ask))
     if kind == "memory":
-        return _("%(account)s uses %(used)s of %(limit)s GiB of memory; this job needs %(ask)s GiB.", account=name,
-                 used=f"{used / 1024:g}", limit=f"{limit / 1024:g}", ask=f"{ask / 1024:g}")
+        return _("account %(account)s uses %(used)s of %(limit)s GiB of memory; this job asks for %(ask)s GiB.",
+                 account=name, used=_gib(used), limit=_gib(limit), ask=_gib(ask))
     if kind == "jobs":
-        return _("%(account)s runs %(used)s of at most %(limit)s jobs at a time.", account=name, used=used, limit=limit)
+        return _("account %(account)s already runs %(used)s of at most %(limit)s jobs at a time.", account=name,
+                 used=used, limit=limit)
     if kind == "member":
-        return _("Its owner uses %(used)s of their %(limit)s-GPU cap in %(account)s; this job needs %(ask)s.",
-                 used=used, limit=limit, account=name, ask=ask)
+        return _("the owner's GPU cap in account %(account)s is %(limit)s; they use %(used)s and this job asks for %(ask)s.",
+                 account=name, limit=limit, used=used, ask=ask)
     if kind == "jupyter":
-        return _("Its owner already has %(used)s of at most %(limit)s JupyterLab jobs.", used=used, limit=limit)
+        return _("the owner already has %(used)s of at most %(limit)s JupyterLab jobs.", used=used, limit=limit)
     if kind == "head":
-        return _("Job %(job)s is at the head of the queue and holds the quota it waits for; this job would delay it.",
+        return _("job %(job)s is at the head of the queue and holds the quota it waits for; this job would delay it.",
                  job=b.get("job", ""))
     if kind == "behind":
-        return _("It starts after its owner's earlier job %(job)s (a member's jobs start in the order submitted).",
+        return _("it starts after its owner's earlier job %(job)s (a member's jobs start in the order submitted).",
                  job=b.get("job", ""))
     if kind == "nomember":
-        return _("Its owner is no longer a member of %(account)s; it cannot start.", account=name)
+        return _("the owner is no longer a member of account %(account)s.", account=name)
     if kind == "cluster":
-        return _("The cluster could not take it just now; it is tried again shortly.")
-    return _("Waiting for the account's quota.")
+        return _("the cluster could not take it just now; it is tried again shortly.")
+    return _("the account's quota is in use.")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def waiting_words(b: dict | None) -> str:
+    """What a queued job waits for, as a sentence of its own."""
+    return _sentence(blocker_words(b))
+
+
+def refusal_words(b: dict) -> str:
+    """Why a submission that may not queue is refused now."""
+    words = _("Quota exceeded: %(why)s", why=blocker_words(b))
+    if b.get("kind") in ("head", "behind"):
+        words += " " + _("Submit it to the queue to wait for its turn.")
+    return words
+
+
+def never_words(account: str, b: dict) -> str:
+    """Why a job could never start in an account (it asks more than a limit allows on its own)."""
+    return _("This job can never start in account %(name)s: %(why)s", name=account, why=blocker_words(b))
+
+
+# ---- job types, node states, a job's history --------------------------------------------------
+
+def type_titles() -> dict[str, str]:
+    """A job type as a form's or a page's title."""
+    return {JobType.JUPYTER: _("JupyterLab"), JobType.BATCH: _("Batch job"), JobType.DISTRIBUTED: _("Distributed PyTorch")}
+
+
+def type_help() -> dict[str, str]:
+    return {JobType.JUPYTER: _("An interactive notebook with GPUs, opened in your browser."),
+            JobType.BATCH: _("One container runs your command to the end; logs stay readable afterwards."),
+            JobType.DISTRIBUTED: _("Several workers with GPUs each, wired for torchrun (MASTER_ADDR, WORLD_SIZE, NODE_RANK).")}
+
+
+class NodeState:
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    CORDONED = "Cordoned"
+    RESERVED = "Reserved"
+    ALL = (READY, NOT_READY, CORDONED, RESERVED)
+
+
+def node_state_words() -> dict[str, str]:
+    return {NodeState.READY: _("Ready"), NodeState.NOT_READY: _("NotReady"), NodeState.CORDONED: _("Cordoned"),
+            NodeState.RESERVED: _("Reserved")}
+
+
+def history_words(entry) -> str:
+    """One line of a job's history: what happened, by whom (a person or a policy), and why."""
+    d, who = entry.detail or {}, entry.actor_name or "system"
+    a = entry.action
+    if a == "job.stop":
+        return _("stopped by %(who)s (%(reason)s)", who=_("a policy") if who == "system" else who, reason=d.get("reason", ""))
+    if a == "job.extend":
+        if d.get("automatic"):
+            return _("%(n)s more hours granted within policy (asked by %(owner)s: %(why)s)", n=d.get("hours"),
+                     owner=d.get("by", ""), why=d.get("reason", ""))
+        return _("%(n)s more hours granted by %(who)s (%(note)s)", n=d.get("hours"), who=who, note=d.get("note", ""))
+    if a == "job.extension_requested":
+        return _("%(who)s asked for %(n)s more hours: %(why)s", who=who, n=d.get("hours"), why=d.get("reason", ""))
+    if a == "job.extension_rejected":
+        return _("request for %(n)s more hours rejected by %(who)s: %(note)s", n=d.get("hours"), who=who, note=d.get("note", ""))
+    if a == "job.extension_cancelled":
+        return _("request for more time cancelled: the job ended")
+    if a == "job.lock":
+        return _("locked by %(who)s until %(until)s: %(why)s", who=who, until=d.get("until", ""), why=d.get("reason", ""))
+    if a == "job.unlock":
+        return _("unlocked by %(who)s", who=who)
+    if a == "job.warned.idle_gpu":
+        return _("warned by the idle-GPU policy: stopped at %(when)s unless busy", when=d.get("act_at", "")[:16].replace("T", " "))
+    if a == "job.warned.time_limit":
+        return _("warned: the time limit is reached at %(when)s", when=d.get("act_at", "")[:16].replace("T", " "))
+    if a.startswith("job.warning_cleared."):
+        return _("warning withdrawn (%(why)s)", why=d.get("why", ""))
+    if a == "job.queue":
+        return _("queued by %(who)s: the account's quota was in use", who=who)
+    if a == "job.admit":
+        return _("admitted from the queue after %(minutes)s minutes", minutes=round(d.get("waited_s", 0) / 60))
+    if a == "job.cancel":
+        return _("cancelled in the queue by %(who)s", who=who)
+    if a == "job.requeue":
+        return _("queued again: the portal stopped while creating it")
+    if a == "job.submit_failed":
+        return _("the cluster refused it")
+    if a == "job.orphan_removed":
+        return _("its leftover cluster objects were removed")
+    if a == "job.delete":
+        return _("deleted from the lists by %(who)s", who=who)
+    return f"{a} ({who})"

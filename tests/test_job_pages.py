@@ -547,4 +547,4 @@ def test_a_listed_job_that_changes_is_shown_changed(app, new_client, people, mak
         s.commit()
     make.query(fail)
     page = alice.get("/jobs").get_data(as_text=True)
-    assert "state-failed" in page and "OOMKilled" in page and "state-running" not in page
+    assert "state-failed" in page and "out of memory" in page and "state-running" not in page

@@ -185,12 +185,12 @@ def test_a_submission_over_quota_is_queued_with_its_place_and_blocker_or_refused
     assert job.queue_blocker == {"kind": "gpus", "used": 6, "limit": 8, "ask": 4, "account": "vision-lab"}
     with pytest.raises(QuotaExceeded, match="uses 6 of 8 GPUs; this job asks for 4"):
         submit(app, lab["carol"], lab["account"], 4, "refused", queue_if_full=False)
-    with pytest.raises(QuotaExceeded, match="Jobs queued earlier in account vision-lab go first"):
+    with pytest.raises(QuotaExceeded, match="Submit it to the queue to wait for its turn"):
         submit(app, lab["bob"], lab["account"], 1, "behind his own", queue_if_full=False)
     with pytest.raises(QuotaExceeded, match="can never start in account vision-lab"):
         submit(app, lab["bob"], lab["account"], 9, "too big")
     # A job that fits the free quota still may not pass the queued one if it would delay it.
-    with pytest.raises(QuotaExceeded, match="Jobs queued earlier in account vision-lab go first"):
+    with pytest.raises(QuotaExceeded, match="Submit it to the queue to wait for its turn"):
         submit(app, lab["carol"], lab["account"], 2, "small", queue_if_full=False, limit=0)
     assert sorted(states(make).values()) == ["Queued", "Submitting"] and first
 

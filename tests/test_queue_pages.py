@@ -61,7 +61,7 @@ def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_c
     cancelled = job_id_of(bob.post("/jobs/new/batch", form(people, "cancel-00001", display_name="later")))
     assert state_of(app, queued) == state_of(app, cancelled) == "Queued"
     page = bob.get(f"/jobs/{queued}").get_data(as_text=True)
-    assert "vision-lab uses 2 of 2 GPUs; this job needs 1." in page
+    assert "Account vision-lab uses 2 of 2 GPUs; this job asks for 1." in page
     assert "Place 1 of 2 in the queue of vision-lab." in page
     later = bob.get(f"/jobs/{cancelled}").get_data(as_text=True)
     assert f"It starts after its owner&#39;s earlier job {queued}" in later and "Place 2 of 2" in later
@@ -73,7 +73,7 @@ def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_c
     assert "#1 in line" in listing and "#2 in line" in listing
     # A refusal, when asked for: nothing written.
     refused = bob.post("/jobs/new/batch", form(people, "refuse-00001", when_full="refuse"))
-    assert refused.status_code == 409 and "go first" in refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "Submit it to the queue to wait for its turn" in refused.get_data(as_text=True)
 
     # Cancel the second: it ends at once, and the cluster never sees it.
     assert bob.post(f"/jobs/{cancelled}/stop").status_code == 303

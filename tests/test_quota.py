@@ -56,7 +56,7 @@ def test_each_quota_refuses_with_what_is_used_allowed_and_asked(app, make, lab, 
 def test_concurrent_job_limit(app, make, lab):
     for n in range(5):
         submit(app, lab["alice"], lab["account"], Ask(), f"j{n}")
-    with pytest.raises(QuotaExceeded, match="already runs 5 of 5 concurrent jobs"):
+    with pytest.raises(QuotaExceeded, match="already runs 5 of at most 5 jobs at a time"):
         submit(app, lab["alice"], lab["account"], Ask())
 
 
@@ -71,7 +71,7 @@ def test_member_gpu_cap(app, make, lab):
     make.query(lambda s: (setattr(s.query(Membership).filter_by(user_id=lab["alice"], account_id=lab["account"]).one(),
                                   "gpu_cap", 2), s.commit()))
     submit(app, lab["alice"], lab["account"], Ask(gpus=2, gpu_model="RTX"))
-    with pytest.raises(QuotaExceeded, match="Your GPU cap in account vision-lab is 2; you use 2 and this job asks for 1."):
+    with pytest.raises(QuotaExceeded, match="the owner's GPU cap in account vision-lab is 2; they use 2 and this job asks for 1."):
         submit(app, lab["alice"], lab["account"], Ask(gpus=1, gpu_model="RTX"))
     submit(app, lab["bob"], lab["account"], Ask(gpus=1, gpu_model="RTX"))  # the cap is alice's alone
 

@@ -8,9 +8,7 @@ from flask_babel import force_locale
 from portal import vocabulary
 from portal.vocabulary import JOB_TYPES, JobState, Reason
 
-REASONS = [Reason.UNSCHEDULABLE, *Reason.IMAGE_PULL, Reason.EXIT_CODE, Reason.OOM_KILLED, Reason.DEADLINE_EXCEEDED,
-           Reason.SUBMIT_ERROR, Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.LOST, Reason.COMPLETED,
-           Reason.CREATED, Reason.IDLE_GPU, Reason.EVICTED]
+REASONS = vocabulary.reason_codes()  # every code the portal writes, enumerated from Reason
 
 
 def job(reason, state="Failed"):
@@ -33,6 +31,22 @@ def test_every_reason_reads_as_a_sentence(app, language, reason):
     with app.test_request_context(), force_locale(language):
         sentence, _detail = vocabulary.reason_words(job(reason))
         assert sentence and sentence != reason and (" " in sentence or language == "zh")
+
+
+def test_the_reasons_are_enumerated_from_the_vocabulary():
+    assert Reason.FAILED in REASONS and Reason.CANCELLED in REASONS and set(Reason.IMAGE_PULL) <= set(REASONS)
+    assert len(REASONS) == len(set(REASONS))
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_every_reason_has_a_short_label_in_both_languages(app, reason):
+    with app.test_request_context():
+        with force_locale("en"):
+            english = vocabulary.reason_label(reason)
+        with force_locale("zh"):
+            chinese = vocabulary.reason_label(reason)
+    assert english and english != reason and english != vocabulary.reason_label("SomethingTheClusterSays")
+    assert chinese != english
 
 
 def test_the_final_and_open_states_partition_the_states():

@@ -16,9 +16,9 @@ from flask import Response, current_app, g, render_template, request, stream_wit
 from flask_babel import gettext as _
 
 from .. import limits, vocabulary
+from ..vocabulary import JOB_TYPES
 from ..cluster.client import ClusterError
 from ..cluster.setup import LazyCluster
-from ..config import JOB_TYPES
 from ..extensions import db
 from ..models import MAX_ID, Account, Job, JobState
 from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..vocabulary import JOB_TYPES, JobType
 from .labels import DISPLAY_NAME, GPU_PRODUCT_LABEL, RESERVED_FOR, job_labels, job_selector, object_name
 JUPYTER_PORT = 8888
 RDZV_PORT = 29500
-TYPES = ("jupyter", "batch", "distributed")
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,14 @@ def build(req: JobRequest, settings: ClusterSettings, token_secret: str = "") ->
     """All objects of a job by kind: "Job" always; "Secret", "Service", "Ingress" as the type needs.
     The Job goes first; the others get an ownerReference to it once its uid is known
     (`owned_by`)."""
-    if req.job_type not in TYPES:
+    if req.job_type not in JOB_TYPES:
         raise ValueError(f"unknown job type {req.job_type!r}")
     objects = {"Job": _job(req, settings)}
-    if req.job_type == "jupyter":
+    if req.job_type == JobType.JUPYTER:
         objects["Secret"] = _secret(req, settings, token_secret)
         objects["Service"] = _service(req, settings, headless=False)
         objects["Ingress"] = _ingress(req, settings)
-    elif req.job_type == "distributed":
+    elif req.job_type == JobType.DISTRIBUTED:
         objects["Service"] = _service(req, settings, headless=True)
     return objects
 
@@ -120,7 +120,7 @@ def _container(req: JobRequest, settings: ClusterSettings) -> dict:
 
 
 def _command(req: JobRequest, settings: ClusterSettings) -> list[str]:
-    if req.job_type == "jupyter":
+    if req.job_type == JobType.JUPYTER:
         return ["start-notebook.py", f"--ServerApp.base_url={jupyter_path(req, settings)}", "--ServerApp.ip=0.0.0.0",
                 f"--ServerApp.port={JUPYTER_PORT}", "--ServerApp.allow_origin=*"]
     if isinstance(req.command, str):
@@ -143,11 +143,11 @@ def _pod_spec(req: JobRequest, settings: ClusterSettings) -> dict:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": req.shm}})
     if volumes:
         spec["volumes"] = volumes
-    if req.job_type == "jupyter":
+    if req.job_type == JobType.JUPYTER:
         container["ports"] = [{"name": "http", "containerPort": JUPYTER_PORT}]
         container["env"].append({"name": "JUPYTER_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": name_of(req.job_id), "key": "token"}}})
-    if req.job_type == "distributed":
+    if req.job_type == JobType.DISTRIBUTED:
         name = name_of(req.job_id)
         spec["subdomain"] = name
         container["ports"] = [{"name": "rdzv", "containerPort": RDZV_PORT}]
@@ -173,7 +173,7 @@ def _job(req: JobRequest, settings: ClusterSettings) -> dict:
             "template": {"metadata": template_meta, "spec": _pod_spec(req, settings)}}
     if req.time_limit_seconds:
         spec["activeDeadlineSeconds"] = req.time_limit_seconds
-    if req.job_type == "distributed":
+    if req.job_type == JobType.DISTRIBUTED:
         spec.update({"completionMode": "Indexed", "completions": req.workers, "parallelism": req.workers})
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
+from ..vocabulary import JobState, Reason
+
+PENDING, RUNNING, SUCCEEDED, FAILED = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUCCEEDED.value,
+                                       JobState.FAILED.value)
 
 
 @dataclass
@@ -56,35 +59,35 @@ def _failure(pods: list[dict]) -> tuple[str, str, int | None]:
     for pod in pods:
         term = _terminated(pod)
         if term and term.get("reason") == "OOMKilled":
-            return "OOMKilled", "The container ran out of memory (OOMKilled). Ask for more memory.", term.get("exitCode")
+            return Reason.OOM_KILLED, "The container ran out of memory (OOMKilled). Ask for more memory.", term.get("exitCode")
     for pod in pods:
         term = _terminated(pod)
         if term and term.get("exitCode", 0) != 0:
             code = term["exitCode"]
-            return "ExitCode", f"The command exited with code {code}.", code
+            return Reason.EXIT_CODE, f"The command exited with code {code}.", code
     for pod in pods:
         waiting = _waiting(pod)
-        if waiting and waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+        if waiting and waiting.get("reason") in Reason.IMAGE_PULL:
             return waiting["reason"], waiting.get("message") or "The image could not be pulled.", None
-    return "Failed", "The job failed.", None
+    return Reason.FAILED, "The job failed.", None
 
 
 def from_cluster(job: dict | None, pods: list[dict]) -> ClusterStatus:
     """State and reason of a job from its Job object (None when it is gone) and its pods."""
     infos = [_pod_info(p) for p in sorted(pods, key=lambda p: p["metadata"]["name"])]
     if job is None:
-        return ClusterStatus("Lost", "Lost", "The job's Kubernetes objects are gone.", pods=infos)
+        return ClusterStatus(JobState.LOST.value, Reason.LOST, "The job's Kubernetes objects are gone.", pods=infos)
     status = job.get("status", {})
     conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
     base = dict(started_at=status.get("startTime"), pods=infos)
     if "Complete" in conditions:
-        return ClusterStatus(SUCCEEDED, "Completed", "The job finished successfully.", exit_code=0,
+        return ClusterStatus(SUCCEEDED, Reason.COMPLETED, "The job finished successfully.", exit_code=0,
                              finished_at=status.get("completionTime") or conditions["Complete"].get("lastTransitionTime"), **base)
     if "Failed" in conditions:
         failed = conditions["Failed"]
         finished = failed.get("lastTransitionTime")
         if failed.get("reason") == "DeadlineExceeded":
-            return ClusterStatus(FAILED, "DeadlineExceeded", "The job reached its time limit and was stopped.",
+            return ClusterStatus(FAILED, Reason.DEADLINE_EXCEEDED, "The job reached its time limit and was stopped.",
                                  finished_at=finished, **base)
         reason, message, code = _failure(pods)
         return ClusterStatus(FAILED, reason, message, exit_code=code, finished_at=finished, **base)
@@ -96,12 +99,12 @@ def from_cluster(job: dict | None, pods: list[dict]) -> ClusterStatus:
     for pod in live:
         scheduled = next((c for c in pod.get("status", {}).get("conditions", []) if c["type"] == "PodScheduled"), None)
         if scheduled and scheduled.get("status") == "False":
-            return ClusterStatus(PENDING, scheduled.get("reason") or "Unschedulable", scheduled.get("message", ""), **base)
+            return ClusterStatus(PENDING, scheduled.get("reason") or Reason.UNSCHEDULABLE, scheduled.get("message", ""), **base)
         waiting = _waiting(pod)
-        if waiting and waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+        if waiting and waiting.get("reason") in Reason.IMAGE_PULL:
             return ClusterStatus(PENDING, waiting["reason"], waiting.get("message") or "The image cannot be pulled.", **base)
         if waiting:
-            return ClusterStatus(PENDING, waiting.get("reason", "ContainerCreating"), "The container is starting.", **base)
+            return ClusterStatus(PENDING, waiting.get("reason", Reason.CONTAINER_CREATING), "The container is starting.", **base)
     if live and any(p.get("status", {}).get("phase") == RUNNING for p in live):
         return ClusterStatus(RUNNING, "", "Some pods are running, others are starting.", **base)
-    return ClusterStatus(PENDING, "Creating", "Waiting for the job's pods to be created.", **base)
+    return ClusterStatus(PENDING, Reason.CREATING, "Waiting for the job's pods to be created.", **base)

@@ -11,16 +11,9 @@ from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, Str
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
+from ..vocabulary import NodeState
 from .types import JSONText
 
-
-
-class NodeState:
-    READY = "Ready"
-    NOT_READY = "NotReady"
-    CORDONED = "Cordoned"
-    RESERVED = "Reserved"
-    ALL = (READY, NOT_READY, CORDONED, RESERVED)
 
 
 class Node(db.Model):

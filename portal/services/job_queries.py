@@ -167,8 +167,37 @@ def _list_statements(scope: str, state: str, by_type: bool, by_account: bool, te
     return page_statements(select(Job.id, Job.version, Job.state, Job.created_at).where(*where).order_by(*order))
 
 
-def list_rows(job_ids) -> dict[int, dict]:
-    """What a list row shows, for the given jobs: job columns plus `username` and `account`."""
+@dataclass(frozen=True)
+class JobRow:
+    """What a job list's row shows."""
+    id: int
+    name: str
+    job_type: str
+    state: str
+    reason: str  # shown beside the state only when it says more than the state
+    queue_position: int | None
+    queue_estimate: datetime | None
+    deadline: datetime | None  # a running job's time limit
+    gpus: int
+    gpu_model: str
+    owner: str
+    account: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r) -> "JobRow":
+        state = r["state"]
+        running = state == JobState.RUNNING.value
+        deadline = r["started_at"] + timedelta(seconds=r["time_limit_seconds"]) \
+            if running and r["started_at"] and r["time_limit_seconds"] else None
+        quiet = state in (JobState.RUNNING.value, JobState.SUCCEEDED.value, JobState.QUEUED.value)
+        return cls(r["id"], r["display_name"], r["job_type"], state, "" if quiet else (r["reason"] or ""),
+                   r["queue_position"], r["queue_estimate"], deadline, r["gpus"] or 0, r["gpu_model"] or "",
+                   r["username"], r["account"], r["created_at"])
+
+
+def list_rows(job_ids) -> dict[int, JobRow]:
+    """What the list rows of the given jobs show (job columns, the owner's and account's names)."""
     if not job_ids:
         return {}
     # STRAIGHT_JOIN: walk the given jobs and look up names (MySQL may otherwise start elsewhere).
@@ -176,7 +205,7 @@ def list_rows(job_ids) -> dict[int, dict]:
             .prefix_with("STRAIGHT_JOIN", dialect="mysql")
             .join(User, User.id == Job.user_id).join(Account, Account.id == Job.account_id)
             .where(Job.id.in_(list(job_ids))))
-    return {r["id"]: r for r in db.session.execute(stmt).mappings()}
+    return {r["id"]: JobRow.of(r) for r in db.session.execute(stmt).mappings()}
 
 
 def any_changeable(rows) -> bool:

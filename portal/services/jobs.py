@@ -19,7 +19,7 @@ from ..cluster.manifests import JobRequest
 from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
 from ..telemetry import count_submission
-from ..vocabulary import STOP_REASONS, Reason
+from ..vocabulary import STOP_REASONS, JobType, Reason
 from . import accounts, audit, job_rules, job_spec, job_states
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
@@ -99,7 +99,7 @@ def _launch(actor: Actor, job_id: int, request: JobRequest, cluster: Cluster, re
     refuses, whatever was created is removed and the job ends SubmitError; if it cannot answer
     now, a job that waited in the queue goes back to its head (`requeue_if_away`: the create is
     safe to repeat), a fresh submission ends SubmitError (its user is there to try again)."""
-    token = secrets.token_urlsafe(32) if request.job_type == "jupyter" else ""
+    token = secrets.token_urlsafe(32) if request.job_type == JobType.JUPYTER else ""
     try:
         cluster.create_job(request, token=token)
     except ClusterError as exc:
@@ -285,7 +285,7 @@ def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, st
     """(url, token) of the owner's running JupyterLab job. Only the owner: a manager or an admin
     may see the job but never gets into the notebook. The token is read from the cluster."""
     job = get_job(actor, job_id)
-    if job.job_type != "jupyter" or actor.user is None or job.user_id != actor.user.id:
+    if job.job_type != JobType.JUPYTER or actor.user is None or job.user_id != actor.user.id:
         raise NotFound(_("No JupyterLab of yours here."))
     if job.state != JobState.RUNNING.value:
         raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=job.state))

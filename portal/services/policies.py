@@ -11,15 +11,15 @@ from sqlalchemy import delete, select
 
 from ..extensions import db
 from ..models import PolicyRun, PolicySetting, utcnow
+from ..vocabulary import JOB_TYPES, JobType
 from . import audit
 from .context import Actor
 from .errors import NotFound, ValidationFailed
 from .pagination import Page, paginate
 
-JOB_TYPES = ("jupyter", "batch", "distributed")
 # name -> {parameter: (default, low, high)}; per-type parameters are "<type>.<name>"
 DEFAULTS: dict[str, dict[str, tuple[float, float, float]]] = {
-    "idle_gpu": {**{f"{t}.window_minutes": (90 if t == "jupyter" else 120, 0.1, 10080) for t in JOB_TYPES},
+    "idle_gpu": {**{f"{t}.window_minutes": (90 if t == JobType.JUPYTER else 120, 0.1, 10080) for t in JOB_TYPES},
                  **{f"{t}.threshold_percent": (0, 0, 100) for t in JOB_TYPES},
                  **{f"{t}.grace_minutes": (30, 0.1, 1440) for t in JOB_TYPES}},
     "time_limit_warning": {"hours_before": (24, 1, 336)},

@@ -27,7 +27,7 @@ from ..models import Job, JobState
 from ..services import fair_use, jobs, policies
 from ..services.context import SYSTEM
 from ..services.errors import Conflict, NotFound
-from ..vocabulary import Reason
+from ..vocabulary import JobType, Reason
 
 log = logging.getLogger("crater.sync")
 
@@ -114,7 +114,7 @@ def time_limit_decisions(now: datetime, running: list[RunningJob], warned: set[i
 def pending_decisions(now: datetime, active: list[RunningJob], minutes: float) -> Actions:
     out = Actions()
     for job in active:
-        if job.job_type != "jupyter" or job.state != JobState.PENDING.value:
+        if job.job_type != JobType.JUPYTER or job.state != JobState.PENDING.value:
             continue
         out.looked_at += 1
         if not _locked(job, now) and job.created_at <= now - timedelta(minutes=minutes):

@@ -17,54 +17,8 @@ from .context import actor, page_arg, per_page
 from .forms import CsrfOnlyForm
 
 bp = Blueprint("fair_use", __name__)
-bp.add_app_template_global(timedelta, "timedelta")
 
 
-def history_words(entry) -> str:
-    """One line of a job's history: what happened, by whom (a person or a policy), and why."""
-    d, who = entry.detail or {}, entry.actor_name or "system"
-    a = entry.action
-    if a == "job.stop":
-        return _("stopped by %(who)s (%(reason)s)", who=_("a policy") if who == "system" else who, reason=d.get("reason", ""))
-    if a == "job.extend":
-        if d.get("automatic"):
-            return _("%(n)s more hours granted within policy (asked by %(owner)s: %(why)s)", n=d.get("hours"),
-                     owner=d.get("by", ""), why=d.get("reason", ""))
-        return _("%(n)s more hours granted by %(who)s (%(note)s)", n=d.get("hours"), who=who, note=d.get("note", ""))
-    if a == "job.extension_requested":
-        return _("%(who)s asked for %(n)s more hours: %(why)s", who=who, n=d.get("hours"), why=d.get("reason", ""))
-    if a == "job.extension_rejected":
-        return _("request for %(n)s more hours rejected by %(who)s: %(note)s", n=d.get("hours"), who=who, note=d.get("note", ""))
-    if a == "job.extension_cancelled":
-        return _("request for more time cancelled: the job ended")
-    if a == "job.lock":
-        return _("locked by %(who)s until %(until)s: %(why)s", who=who, until=d.get("until", ""), why=d.get("reason", ""))
-    if a == "job.unlock":
-        return _("unlocked by %(who)s", who=who)
-    if a == "job.warned.idle_gpu":
-        return _("warned by the idle-GPU policy: stopped at %(when)s unless busy", when=d.get("act_at", "")[:16].replace("T", " "))
-    if a == "job.warned.time_limit":
-        return _("warned: the time limit is reached at %(when)s", when=d.get("act_at", "")[:16].replace("T", " "))
-    if a.startswith("job.warning_cleared."):
-        return _("warning withdrawn (%(why)s)", why=d.get("why", ""))
-    if a == "job.queue":
-        return _("queued by %(who)s: the account's quota was in use", who=who)
-    if a == "job.admit":
-        return _("admitted from the queue after %(minutes)s minutes", minutes=round(d.get("waited_s", 0) / 60))
-    if a == "job.cancel":
-        return _("cancelled in the queue by %(who)s", who=who)
-    if a == "job.requeue":
-        return _("queued again: the portal stopped while creating it")
-    if a == "job.submit_failed":
-        return _("the cluster refused it")
-    if a == "job.orphan_removed":
-        return _("its leftover cluster objects were removed")
-    if a == "job.delete":
-        return _("deleted from the lists by %(who)s", who=who)
-    return f"{a} ({who})"
-
-
-bp.add_app_template_global(history_words, "history_words")
 
 
 def _cluster() -> LazyCluster:

@@ -20,17 +20,12 @@ from wtforms import BooleanField, DecimalField, HiddenField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Optional, ValidationError
 
+from ..vocabulary import JobType
 from ..services.job_spec import DEFAULTS, DISTRIBUTED_WORKERS, Submission, from_stored
 from .forms import WholeNumberField
 
 ENV_LINE = re.compile(r"^\s*([^=\s]+)\s*=(.*)$")
 LARGEST = Decimal("1e9")  # beyond any bound the rules allow: refuse before multiplying
-TYPE_LABELS = {"jupyter": _l("JupyterLab"), "batch": _l("Batch job"), "distributed": _l("Distributed PyTorch")}
-TYPE_HELP = {
-    "jupyter": _l("An interactive notebook with GPUs, opened in your browser."),
-    "batch": _l("One container runs your command to the end; logs stay readable afterwards."),
-    "distributed": _l("Several workers with GPUs each, wired for torchrun (MASTER_ADDR, WORLD_SIZE, NODE_RANK)."),
-}
 # Submission field -> form field, for the rules' errors.
 FIELD_OF = {"display_name": "display_name", "account_id": "account_id", "image": "image", "command": "command",
             "env": "env", "gpu_model": "gpu_model", "gpus": "gpus", "workers": "workers", "cpu_milli": "cpu",
@@ -98,14 +93,14 @@ class JobForm(FlaskForm):
         return self
 
     def validate_workers(self, field):
-        if self.job_type == "distributed" and field.data is None:
+        if self.job_type == JobType.DISTRIBUTED and field.data is None:
             raise ValidationError(_l("How many workers?"))
 
     def validate_env(self, field):
         self.parsed_env = parse_env(field.data or "")
 
     def to_submission(self, job_type: str) -> Submission:
-        if job_type == "jupyter":
+        if job_type == JobType.JUPYTER:
             command = ()
         elif self.command_mode.data == "argv":
             command = tuple(line.strip() for line in (self.command.data or "").splitlines() if line.strip())
@@ -118,7 +113,7 @@ class JobForm(FlaskForm):
             cpu_milli=int(self.cpu.data * 1000), memory_mib=self.memory_gib.data * 1024,
             shm_mib=(self.shm_gib.data or 0) * 1024, working_dir=(self.working_dir.data or "").strip(),
             time_limit_seconds=int(self.time_limit_hours.data * 3600),
-            workers=self.workers.data if job_type == "distributed" else 1,
+            workers=self.workers.data if job_type == JobType.DISTRIBUTED else 1,
             mount_home=bool(self.mount_home.data), mount_share=bool(self.mount_share.data),
             notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "",
             queue_if_full=self.when_full.data != "refuse")
@@ -133,7 +128,7 @@ def form_data_from_spec(spec: dict) -> dict:
         "command": sub.command if isinstance(sub.command, str) else "\n".join(sub.command),
         "env": "\n".join(f"{k}={v}" for k, v in sub.env),
         "gpu_model": sub.gpu_model, "gpus": sub.gpus,
-        "workers": sub.workers if sub.job_type == "distributed" else DISTRIBUTED_WORKERS,
+        "workers": sub.workers if sub.job_type == JobType.DISTRIBUTED else DISTRIBUTED_WORKERS,
         "cpu": Decimal(sub.cpu_milli) / 1000, "memory_gib": max(1, sub.memory_mib // 1024),
         "shm_gib": sub.shm_mib // 1024, "working_dir": sub.working_dir,
         "time_limit_hours": Decimal(sub.time_limit_seconds or 3600) / 3600,

@@ -14,23 +14,19 @@ from flask_login import current_user, login_required
 from .. import limits, vocabulary
 from ..cluster.labels import object_name
 from ..cluster.setup import LazyCluster
-from ..config import JOB_TYPES
 from ..models import JobState, utcnow
 from ..services import accounts, fair_use, job_queries, job_templates, jobs
 from ..services.scheduling import pages as queue_pages
 from ..services.errors import DomainError, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
 from ..services.scheduling.admission import QuotaExceeded
-from ..vocabulary import Reason
+from ..vocabulary import JOB_TYPES, Reason
 from .context import actor, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm, apply_errors
-from .job_rows import list_labels, render_rows
-from .job_forms import FIELD_OF, TYPE_HELP, TYPE_LABELS, JobForm, form_data_from_spec
+from .job_rows import render_rows
+from .job_forms import FIELD_OF, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
-bp.add_app_template_global(list_labels, "job_labels")
-bp.add_app_template_global(vocabulary.reason_words, "job_reason")
-bp.add_app_template_global(vocabulary.waiting_words, "queue_words")
 STATES = [s.value for s in JobState]
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -85,7 +81,7 @@ def admin_index():
 def new():
     """Pick a job type (and see the templates I can start from)."""
     templates = job_templates.list_templates(actor(), 1, 10)
-    return render_template("jobs/new.html", types=TYPE_LABELS, help=TYPE_HELP, templates=templates.items)
+    return render_template("jobs/new.html", types=vocabulary.type_titles(), help=vocabulary.type_help(), templates=templates.items)
 
 
 def _form(job_type: str, data: dict | None = None) -> JobForm:
@@ -99,7 +95,7 @@ def _form(job_type: str, data: dict | None = None) -> JobForm:
 
 def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
     images = job_templates.images_for(job_type)
-    return render_template("jobs/form.html", form=form, job_type=job_type, type_label=TYPE_LABELS[job_type],
+    return render_template("jobs/form.html", form=form, job_type=job_type, type_label=vocabulary.type_titles()[job_type],
                            images=images, custom_images=current_app.config["CUSTOM_IMAGES"],
                            mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
                            limits=current_app.config["TIME_LIMITS"][job_type], source=source), status
@@ -264,7 +260,7 @@ def save_template(job_id):
 @login_required
 def templates():
     page = job_templates.list_templates(actor(), page_arg(), per_page())
-    return render_template("jobs/templates.html", page=page, types=TYPE_LABELS, form=CsrfOnlyForm())
+    return render_template("jobs/templates.html", page=page, types=vocabulary.type_titles(), form=CsrfOnlyForm())
 
 
 @bp.post("/templates/<int:template_id>/delete")
@@ -278,7 +274,7 @@ def delete_template(template_id):
 @bp.get("/admin/images")
 @login_required
 def images():
-    return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=TYPE_LABELS,
+    return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=vocabulary.type_titles(),
                            form=CsrfOnlyForm(), errors={}, values={})
 
 
@@ -291,7 +287,7 @@ def add_image():
     try:
         image = job_templates.add_image(actor(), values["reference"], values["description"], values["job_types"])
     except DomainError as exc:
-        return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=TYPE_LABELS,
+        return render_template("jobs/images.html", images=job_templates.list_images(actor()), types=vocabulary.type_titles(),
                                form=CsrfOnlyForm(), errors=getattr(exc, "errors", {}), values=values), 422
     flash(_("Image %(ref)s added.", ref=image.reference), "success")
     return redirect(url_for(".images"), 303)

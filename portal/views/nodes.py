@@ -12,6 +12,7 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 from flask_login import login_required
 
+from .. import vocabulary
 from ..cluster.setup import LazyCluster
 from ..models import NodeState
 from ..services import nodes
@@ -53,22 +54,16 @@ def _cluster() -> LazyCluster:
     return LazyCluster(current_app._get_current_object())
 
 
-def state_words() -> dict[str, str]:
-    return {NodeState.READY: _("Ready"), NodeState.NOT_READY: _("NotReady"), NodeState.CORDONED: _("Cordoned"),
-            NodeState.RESERVED: _("Reserved")}
-
-
 def sort_words() -> dict[str, str]:
     return {"name": _("name"), "free": _("most free GPUs"), "used": _("most GPUs in use"), "util": _("GPU utilisation"),
             "jobs": _("most jobs"), "model": _("GPU model")}
 
 
-bp.add_app_template_global(state_words, "node_state_words")
 
 
 def _row_words() -> dict:
     """The words every row of the nodes table uses, translated once per request."""
-    return {"states": state_words(), "reserved_for": _("reserved for"), "other_pods": _("other pods"),
+    return {"states": vocabulary.node_state_words(), "reserved_for": _("reserved for"), "other_pods": _("other pods"),
             "no_metrics": _("no metrics"), "labels": _("labels"), "show_labels": _("show them"), "manage": _("Manage"),
             "drain": _("Drain")}
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from ...extensions import db
 from ...models import Job, JobState, Membership, utcnow
-from ...vocabulary import JobType
+from ...vocabulary import JobType, never_words, refusal_words
 from .. import audit, job_states
 from ..context import SYSTEM
 from ..errors import DomainError, Forbidden, NotFound
@@ -81,8 +81,7 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
                    submitted=now)
         never = never_fits(q.limits, d)
         if never is not None:
-            raise QuotaExceeded(_("This job can never start in account %(name)s: %(why)s",
-                                  name=account.name, why=refusal_words(never.as_dict())), kind="never")
+            raise QuotaExceeded(never_words(account.name, never.as_dict()), kind="never")
         decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds)
         if not any(x.id == NEW for x in decision.admit):
             if not queue_if_full:
@@ -168,43 +167,3 @@ def _show(q: AccountQueue, decision: Decision, now: datetime) -> int:
             changes.append({"jid": d.id, "pos": position, "blocker": blocker, "reserved": reserved})
     write_queued(changes, {"pos": "queue_position", "blocker": "queue_blocker", "reserved": "queue_reserved_at"})
     return len(changes)
-
-
-def refusal_words(b: dict) -> str:
-    """Why a job cannot start now (or ever), in the reader's language, from a queue blocker."""
-    kind, name = b.get("kind"), b.get("account", "")
-    used, limit, ask = b.get("used", 0), b.get("limit", 0), b.get("ask", 0)
-    if kind == "gpus":
-        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GPUs; this job asks for %(ask)s.",
-                 name=name, used=used, limit=limit, ask=ask)
-    if kind == "model":
-        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s %(model)s GPUs; this job asks for %(ask)s.",
-                 name=name, used=used, limit=limit, model=b.get("model", ""), ask=ask)
-    if kind == "cpu":
-        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s CPU cores; this job asks for %(ask)s.",
-                 name=name, used=_cores(used), limit=_cores(limit), ask=_cores(ask))
-    if kind == "memory":
-        return _("Quota exceeded: account %(name)s uses %(used)s of %(limit)s GiB of memory; this job asks for %(ask)s GiB.",
-                 name=name, used=_gib(used), limit=_gib(limit), ask=_gib(ask))
-    if kind == "jobs":
-        return _("Quota exceeded: account %(name)s already runs %(used)s of %(limit)s concurrent jobs.",
-                 name=name, used=used, limit=limit)
-    if kind == "member":
-        return _("Your GPU cap in account %(name)s is %(limit)s; you use %(used)s and this job asks for %(ask)s.",
-                 name=name, limit=limit, used=used, ask=ask)
-    if kind == "jupyter":
-        return _("You already have %(used)s of at most %(limit)s JupyterLab jobs; stop one first.",
-                 used=used, limit=limit)
-    if kind in ("head", "behind"):
-        return _("Jobs queued earlier in account %(name)s go first; submit it to the queue to wait for its turn.", name=name)
-    if kind == "nomember":
-        return _("The owner is no longer a member of account %(name)s.", name=name)
-    return _("The account's quota is in use.")
-
-
-def _cores(milli: float) -> str:
-    return f"{milli / 1000:g}"
-
-
-def _gib(mib: float) -> str:
-    return f"{mib / 1024:g}"

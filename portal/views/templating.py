@@ -1,0 +1,31 @@
+"""What every template may use, registered in one place: the vocabulary (states, types, reasons,
+what a job waits for, node states, a job's history), the job list's fixed words, and one date
+filter (`|dt`, `|dt('date')`, `|dt('short')`, `|dt('seconds')`; times are UTC as stored)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flask import Flask
+
+from .. import vocabulary
+from .job_rows import list_labels
+
+DATE_FORMATS = {"minutes": "%Y-%m-%d %H:%M", "date": "%Y-%m-%d", "short": "%m-%d %H:%M", "seconds": "%Y-%m-%d %H:%M:%S"}
+
+
+def format_datetime(value: datetime | None, style: str = "minutes") -> str:
+    """A stored time as a page shows it ("—" for none)."""
+    if value is None:
+        return "—"
+    return value.strftime(DATE_FORMATS[style])
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(format_datetime, "dt")
+    for name, value in {
+        "JobState": vocabulary.JobState, "JobType": vocabulary.JobType, "NodeState": vocabulary.NodeState,
+        "timedelta": timedelta, "job_labels": list_labels, "job_reason": vocabulary.reason_words,
+        "queue_words": vocabulary.waiting_words, "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
+        "history_words": vocabulary.history_words,
+    }.items():
+        app.add_template_global(value, name)
