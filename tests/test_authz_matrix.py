@@ -66,7 +66,9 @@ MATRIX = {
     ("GET", "jobs.download_logs"): (None, JOB_VIEW),
     ("GET", "jobs.clone"): (None, JOB_VIEW),
     ("GET", "jobs.open_jupyter"): (None, statuses(302, 409, 404, 404, 404)),  # the owner's only; not running
+    ("GET", "jobs.confirm_stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended
     ("POST", "jobs.stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended
+    ("GET", "jobs.confirm_delete"): (None, JOB_VIEW),
     ("POST", "jobs.delete"): (None, statuses(302, 303, 303, 404, 303)),
     ("POST", "jobs.save_template"): ({"name": "mine"}, statuses(302, 303, 303, 404, 303)),
     ("GET", "jobs.templates"): (None, statuses(302, 200, 200, 200, 200)),

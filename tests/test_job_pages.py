@@ -276,6 +276,22 @@ def test_a_manager_stops_a_members_job_and_its_objects_go(app, new_client, peopl
     wait_for(lambda: not batch.list_namespaced_job("crater-jobs").items, what="job deleted in the cluster")
 
 
+def test_stop_is_confirmed_on_a_plain_page_without_javascript(app, sleeping):
+    """The job page's Stop is a link to a confirmation page (htmx's dialog only shortcuts it);
+    that page's form stops the job."""
+    alice, job_id = sleeping
+    page = alice.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f'href="/jobs/{job_id}/stop"' in page
+    confirm = alice.get(f"/jobs/{job_id}/stop")
+    body = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and f'action="/jobs/{job_id}/stop"' in body and 'method="post"' in body
+    assert alice.post(f"/jobs/{job_id}/stop").status_code == 303
+    assert _q(app, lambda: db.session.get(Job, job_id).state) == "Stopped"
+    assert alice.get(f"/jobs/{job_id}/stop").status_code == 409  # nothing left to stop
+    deleting = alice.get(f"/jobs/{job_id}/delete").get_data(as_text=True)
+    assert f'action="/jobs/{job_id}/delete"' in deleting
+
+
 def test_an_active_job_cannot_be_deleted(sleeping):
     alice, job_id = sleeping
     assert alice.post(f"/jobs/{job_id}/delete").status_code == 409

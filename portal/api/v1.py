@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 import re
-import time
 from dataclasses import replace
 from datetime import date, datetime
 
@@ -17,24 +16,19 @@ from flask_babel import gettext as _
 
 from .. import limits, vocabulary
 from ..vocabulary import JOB_TYPES
-from ..cluster.client import ClusterError
-from ..cluster.setup import LazyCluster
-from ..extensions import db
 from ..models import MAX_ID, Account, Job, JobState
 from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes
 from ..services import job_spec as specs
 from ..services.scheduling import pages as queue_pages
 from ..services.errors import NotFound, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
+from ..views.context import cluster
 from .auth import api_actor, bp
 from .openapi import description
 
 STATES = [s.value for s in JobState]
 MAX_LIMIT = 200
 CURSOR = re.compile(r"[A-Za-z0-9_-]{1,1000}")  # the description says ^[A-Za-z0-9_-]{0,1000}$ ("": the first page)
-def _cluster() -> LazyCluster:
-    return LazyCluster(current_app._get_current_object())
-
 
 def _time(value) -> str | None:
     if value is None:
@@ -177,14 +171,14 @@ def jobs_create():
     submission = replace(submission, account_id=accounts.account_for_submission(actor, int(body["account_id"]) if "account_id" in body else None,
                                                                                 body.get("account") or ""))
     seen = submission.idempotency_key and jobs.by_key(actor.user.id, submission.idempotency_key) is not None
-    job = jobs.submit_job(actor, submission, _cluster(), SubmissionPolicy.from_config(current_app.config))
+    job = jobs.submit_job(actor, submission, cluster(), SubmissionPolicy.from_config(current_app.config))
     status = 200 if seen else 201
     return job_detail(job), status, {"Location": url_for("api.job_get", job_id=job.id)}
 
 
 @bp.post("/jobs/<int:job_id>/stop")
 def job_stop(job_id):
-    return job_detail(jobs.stop_job(api_actor(), job_id, _cluster()))
+    return job_detail(jobs.stop_job(api_actor(), job_id, cluster()))
 
 
 @bp.delete("/jobs/<int:job_id>")
@@ -227,44 +221,25 @@ def job_logs(job_id):
     pod, tail = request.args.get("pod", ""), int(raw_tail)
     actor = api_actor()
     if follow in ("false", "0"):
-        _job, view = jobs.read_log(actor, job_id, _cluster(), pod, max(tail, 1))
+        _job, view = jobs.read_log(actor, job_id, cluster(), pod, max(tail, 1))
         text = view.text if tail else ""
         headers = {"X-Crater-Log": "live" if view.live else "kept"}
         if view.unavailable:
             headers["X-Crater-Log-Unavailable"] = view.unavailable[:200]
         return Response(text, mimetype="text/plain", headers=headers)
-    job = jobs.get_job(actor, job_id)
-    name, text = jobs.live_pod(job, pod), job.last_log or ""
-    db.session.commit()  # no transaction stays open while the log streams
-    if not name:
-        return Response(text if tail else "", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
-    cluster, seconds = _cluster(), current_app.config["LOG_FOLLOW_SECONDS"]
     # Words made now: the stream runs after the request's session has ended (no user to ask).
-    stopped = _("The cluster stopped sending the log: %(error)s")
-
-    def stream():
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                for chunk in cluster.follow_log(name, tail_lines=tail, seconds=max(1.0, deadline - time.monotonic())):
-                    yield chunk
-                    if time.monotonic() > deadline:
-                        return
-                return  # the container ended, or a quiet minute: craterctl asks again if the job runs on
-            except ClusterError as exc:
-                if exc.status == 400 and "waiting to start" in exc.message:
-                    time.sleep(1)  # pending: the log begins once its container starts
-                    continue
-                yield ("\n[crater] " + stopped % {"error": exc.message} + "\n").encode()
-                return
-    return Response(stream_with_context(stream()), mimetype="text/plain",
+    kept, stream = jobs.follow_log(actor, job_id, cluster(), pod, tail, current_app.config["LOG_FOLLOW_SECONDS"],
+                                   _("The cluster stopped sending the log: %(error)s"))
+    if stream is None:
+        return Response(kept if tail else "", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
+    return Response(stream_with_context(stream), mimetype="text/plain",
                     headers={"X-Crater-Log": "follow", "X-Accel-Buffering": "no"})
 
 
 @bp.get("/jobs/<int:job_id>/jupyter")
 def job_jupyter(job_id):
     """The owner's link into a running JupyterLab (it carries the notebook's token)."""
-    url, token = jobs.jupyter_access(api_actor(), job_id, _cluster())
+    url, token = jobs.jupyter_access(api_actor(), job_id, cluster())
     return {"url": f"{url}?token={token}"}
 
 

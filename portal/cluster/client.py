@@ -38,6 +38,11 @@ class ClusterError(Exception):
         """The API server answered (a status code): it is up, it said no."""
         return self.status > 0
 
+    @property
+    def not_started(self) -> bool:
+        """A log was asked of a container that has not started yet (the API's 400 says so)."""
+        return self.status == 400 and "waiting to start" in self.message
+
 
 class Gone(ClusterError):
     """A watch's resourceVersion is too old (410): list again."""

@@ -106,6 +106,12 @@ def get_account(actor: Actor, account_id: int) -> Account:
     return account
 
 
+def account_to_edit(actor: Actor, account_id: int) -> Account:
+    """An account for the admins' edit and delete pages."""
+    actor.require_admin()
+    return get_account(actor, account_id)
+
+
 def is_manager(user: User | None, account_id: int) -> bool:
     if user is None:
         return False

@@ -13,6 +13,7 @@ from ..cluster.client import Cluster, ClusterError
 from ..extensions import db
 from ..models import (OPEN_STATES, FINAL_STATES, AuditEntry, ExtensionRequest, ExtensionState, Job, JobState, JobWarning,
                       utcnow)
+from ..vocabulary import state_word
 from . import accounts, audit, job_states, jobs, notify, policies
 from .context import SYSTEM, Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -43,7 +44,7 @@ def request_extension(actor: Actor, job_id: int, hours: int | None, reason: str,
     if actor.user is None or job.user_id != actor.user.id:
         raise Forbidden(_("Only the job's owner asks for more time."))
     if job.state not in (JobState.PENDING.value, JobState.RUNNING.value):
-        raise Conflict(_("Job %(id)s is %(state)s: only a pending or running job gets more time.", id=job.id, state=job.state))
+        raise Conflict(_("Job %(id)s is %(state)s: only a pending or running job gets more time.", id=job.id, state=state_word(job.state)))
     policy = policies.get("extensions")
     most = int(policy.params["max_request_hours"])
     if hours is None or not 1 <= hours <= most:

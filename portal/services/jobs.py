@@ -6,7 +6,9 @@ cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from datetime import datetime
 
 from flask import current_app
@@ -19,7 +21,7 @@ from ..cluster.manifests import JobRequest
 from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
 from ..telemetry import count_submission
-from ..vocabulary import STOP_REASONS, JobType, Reason
+from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
 from . import accounts, audit, job_rules, job_spec, job_states
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
@@ -204,7 +206,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     keeps the end it reached. `tell_owner` mails the owner even if they asked for no mail."""
     job = get_job(actor, job_id)
     if not job.is_open:
-        raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
+        raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=state_word(job.state)))
     by_owner = actor.user is not None and actor.user.id == job.user_id
     if job.is_queued and not reason:
         reason = Reason.CANCELLED if by_owner else Reason.STOPPED_BY_ADMIN
@@ -223,7 +225,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
             return job
         db.session.commit()
         if not job.is_open:
-            raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=job.state))
+            raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=state_word(job.state)))
     db.session.commit()  # no transaction stays open while the cluster is called
     try:
         cluster.delete_job(job_id)
@@ -239,11 +241,26 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     return retrying(mark_stopped)
 
 
+def job_to_stop(actor: Actor, job_id: int) -> Job:
+    """A job its confirmation page may offer to stop (or cancel): open, and the actor's to stop."""
+    job = get_job(actor, job_id)
+    if not job.is_open:
+        raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=state_word(job.state)))
+    return job
+
+
+def job_to_delete(actor: Actor, job_id: int) -> Job:
+    job = get_job(actor, job_id)
+    if job.is_open:
+        raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=state_word(job.state)))
+    return job
+
+
 def delete_job(actor: Actor, job_id: int) -> Job:
     """Hide an ended job from every list (the row and the audit log keep it)."""
     job = get_job(actor, job_id)
     if job.is_open:
-        raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=job.state))
+        raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=state_word(job.state)))
     job.hidden = True
     job_states.touched(job)
     audit.record(actor, "job.delete", "job", job.id, {"name": job.display_name})
@@ -267,6 +284,36 @@ def live_pod(job: Job, pod: str = "") -> str:
     return pod if pod in pods else pods[0]
 
 
+def follow_log(actor: Actor, job_id: int, cluster: Cluster, pod: str, tail: int, seconds: float,
+               stopped_words: str) -> tuple[str, Iterator[bytes] | None]:
+    """A log that follows itself: (the kept lines, None) when no pod of the job is live; else
+    ("", chunks as the log grows) until the container ends, a quiet minute passes or `seconds`
+    run out. A pending job's log begins once its container starts. `stopped_words` (made by the
+    caller, with a %(error)s) ends the stream when the cluster stops sending."""
+    job = get_job(actor, job_id)
+    name, kept = live_pod(job, pod), job.last_log or ""
+    db.session.commit()  # no transaction stays open while the log streams
+    if not name:
+        return kept, None
+
+    def stream() -> Iterator[bytes]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                for chunk in cluster.follow_log(name, tail_lines=tail, seconds=max(1.0, deadline - time.monotonic())):
+                    yield chunk
+                    if time.monotonic() > deadline:
+                        return
+                return  # the container ended, or a quiet minute: the caller asks again if the job runs on
+            except ClusterError as exc:
+                if exc.not_started:
+                    time.sleep(1)  # pending: the log begins once its container starts
+                    continue
+                yield ("\n[crater] " + stopped_words % {"error": exc.message} + "\n").encode()
+                return
+    return "", stream()
+
+
 def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: int = 500) -> tuple[Job, LogView]:
     """The last `lines` of a pod's log from the cluster while the job is active; once it has
     ended, or when the cluster cannot answer (then saying so), the lines the syncer kept."""
@@ -288,7 +335,7 @@ def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, st
     if job.job_type != JobType.JUPYTER or actor.user is None or job.user_id != actor.user.id:
         raise NotFound(_("No JupyterLab of yours here."))
     if job.state != JobState.RUNNING.value:
-        raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=job.state))
+        raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=state_word(job.state)))
     db.session.commit()  # no transaction stays open while the cluster is called
     try:
         return cluster.jupyter_url(job.id), cluster.jupyter_token(job.id)

@@ -117,6 +117,20 @@ class NodeDetail:
     placements: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DrainPreview:
+    node: Node
+    jobs: list
+    others: list
+
+
+def drain_preview(actor: Actor, name: str) -> DrainPreview:
+    """What a drain would do now (admins): the jobs it would stop, and the other pods on the node."""
+    actor.require_admin()
+    node = get_node(name)
+    return DrainPreview(node, jobs_on_node(node.name), other_pods_on_node(node.name))
+
+
 def get_node(name: str) -> Node:
     node = db.session.get(Node, name[:253])
     if node is None:

@@ -152,6 +152,22 @@ def record_run(name: str, started_at, seconds: float, looked_at: int, warned: li
     db.session.commit()
 
 
+@dataclass(frozen=True)
+class PoliciesPage:
+    policies: list
+    defaults: dict
+    words: dict
+    runs: Page
+    shown: str  # the policy whose runs are listed ("": every policy's)
+
+
+def policies_page(actor: Actor, shown: str, page: int, per_page: int) -> PoliciesPage:
+    """The admins' policy page: every policy with its settings and words, and a page of the log."""
+    shown = shown if shown in names() else ""
+    runs = list_runs(actor, shown, page, per_page)
+    return PoliciesPage(all_policies(), DEFAULTS, words(), runs, shown)
+
+
 def list_runs(actor: Actor, name: str, page: int, per_page: int) -> Page:
     actor.require_admin()
     stmt = select(PolicyRun).order_by(PolicyRun.id.desc())

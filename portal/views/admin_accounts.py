@@ -8,7 +8,7 @@ from flask_login import login_required
 
 from ..services import accounts
 from ..services.errors import ValidationFailed
-from .context import actor, htmx_target, is_htmx, page_arg, per_page
+from .context import actor, fragment_or_page, is_htmx, page_arg, per_page
 from .forms import AccountForm, CsrfOnlyForm, MemberForm, MemberUpdateForm, apply_errors, format_model_quotas
 
 bp = Blueprint("admin_accounts", __name__, url_prefix="/admin/accounts")
@@ -20,7 +20,7 @@ def index():
     """All accounts with quotas and member counts."""
     q = request.args.get("q", "").strip()[:100]
     page = accounts.list_accounts(actor(), q, page_arg(), per_page())
-    template = "admin/_accounts_table.html" if htmx_target() == "accounts-table" else "admin/accounts.html"
+    template = fragment_or_page("accounts-table", "admin/_accounts_table.html", "admin/accounts.html")
     return render_template(template, page=page, q=q)
 
 
@@ -35,7 +35,6 @@ def new():
 @login_required
 def create():
     """Create an account; a taken or malformed name comes back as a field error."""
-    actor().require_admin()
     form = AccountForm()
     if form.validate_on_submit():
         try:
@@ -60,8 +59,7 @@ def show(account_id):
 @bp.get("/<int:account_id>/edit")
 @login_required
 def edit(account_id):
-    actor().require_admin()
-    account = accounts.get_account(actor(), account_id)
+    account = accounts.account_to_edit(actor(), account_id)
     form = AccountForm(obj=account)
     form.gpu_model_quotas.data = format_model_quotas(account.gpu_model_quotas)
     return render_template("admin/account_form.html", form=form, account=account)
@@ -71,8 +69,7 @@ def edit(account_id):
 @login_required
 def update(account_id):
     """Save quotas and descriptions; the name is fixed once created."""
-    account = accounts.get_account(actor(), account_id)
-    actor().require_admin()
+    account = accounts.account_to_edit(actor(), account_id)
     form = AccountForm()
     form.name.data = account.name  # never taken from the form
     if form.validate_on_submit():
@@ -90,8 +87,7 @@ def update(account_id):
 @login_required
 def confirm_delete(account_id):
     """A plain confirmation page (htmx's confirm dialog merely shortcuts it)."""
-    actor().require_admin()
-    account = accounts.get_account(actor(), account_id)
+    account = accounts.account_to_edit(actor(), account_id)
     return render_template("admin/account_delete.html", account=account, form=CsrfOnlyForm())
 
 

@@ -7,7 +7,7 @@ from flask import Blueprint, render_template, request
 from flask_login import login_required
 
 from ..services import audit
-from .context import actor, htmx_target, page_arg, per_page
+from .context import actor, fragment_or_page, page_arg, per_page
 
 bp = Blueprint("admin_audit", __name__, url_prefix="/admin/audit")
 
@@ -30,7 +30,7 @@ def index():
         since=_date("since"), until=until + timedelta(days=1) if until else None,
     )
     page = audit.list_entries(actor(), filters, page_arg(), per_page())
-    template = "admin/_audit_table.html" if htmx_target() == "audit-table" else "admin/audit.html"
+    template = fragment_or_page("audit-table", "admin/_audit_table.html", "admin/audit.html")
     link_args = {k: v for k, v in request.args.items() if k != "page"}
     return render_template(template, page=page, args=request.args, link_args=link_args,
                            actions=audit.known_actions())

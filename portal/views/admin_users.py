@@ -7,7 +7,7 @@ from flask_login import login_required
 
 from ..services import users
 from ..services.errors import DomainError
-from .context import actor, htmx_target, is_htmx, page_arg, per_page
+from .context import actor, fragment_or_page, is_htmx, page_arg, per_page
 from .forms import RoleForm
 
 bp = Blueprint("admin_users", __name__, url_prefix="/admin/users")
@@ -24,7 +24,7 @@ def index():
     """The user list; htmx's active search asks for the table alone."""
     filters = _filters()
     page = users.list_users(actor(), filters, page_arg(), per_page())
-    template = "admin/_users_table.html" if htmx_target() == "users-table" else "admin/users.html"
+    template = fragment_or_page("users-table", "admin/_users_table.html", "admin/users.html")
     return render_template(template, page=page, filters=filters)
 
 

@@ -1,9 +1,11 @@
-"""What every view needs from the request: the acting user, page numbers, htmx detection."""
+"""What every view needs from the request: the acting user, page numbers, htmx (a fragment or the
+whole page), and the cluster handle for what a user just asked for."""
 from __future__ import annotations
 
 from flask import current_app, request
 from flask_login import current_user
 
+from ..cluster.setup import LazyCluster
 from ..services import job_queries
 from ..services.context import Actor
 
@@ -26,6 +28,16 @@ def is_htmx() -> bool:
 
 def htmx_target() -> str:
     return request.headers.get("HX-Target", "") if is_htmx() else ""
+
+
+def fragment_or_page(target: str, fragment: str, page: str) -> str:
+    """The template to render: the fragment when htmx asks to swap `target`, else the whole page."""
+    return fragment if htmx_target() == target else page
+
+
+def cluster() -> LazyCluster:
+    """The cluster, connected on first use (only for what a user just asked for)."""
+    return LazyCluster(current_app._get_current_object())
 
 
 def stale_notice() -> dict | None:

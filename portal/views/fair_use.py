@@ -5,24 +5,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from ..cluster.setup import LazyCluster
 from ..models import utcnow
 from ..services import fair_use, jobs, policies
 from ..services.errors import ValidationFailed
-from .context import actor, page_arg, per_page
+from .context import actor, cluster, page_arg, per_page
 from .forms import CsrfOnlyForm
 
 bp = Blueprint("fair_use", __name__)
 
 
 
-
-def _cluster() -> LazyCluster:
-    return LazyCluster(current_app._get_current_object())
 
 
 def _checked() -> None:
@@ -50,7 +46,7 @@ def _job_errors(job_id: int, exc: ValidationFailed):
 def extend(job_id):
     _checked()
     try:
-        req = fair_use.request_extension(actor(), job_id, _whole("hours"), request.form.get("reason", "")[:2000], _cluster())
+        req = fair_use.request_extension(actor(), job_id, _whole("hours"), request.form.get("reason", "")[:2000], cluster())
     except ValidationFailed as exc:
         return _job_errors(job_id, exc)
     if req.state == "granted":
@@ -61,7 +57,6 @@ def extend(job_id):
 @bp.post("/jobs/<int:job_id>/lock")
 @login_required
 def lock(job_id):
-    actor().require_admin()
     _checked()
     hours = _whole("hours")
     until = None if request.form.get("forever") or not hours else utcnow() + timedelta(hours=hours)
@@ -75,7 +70,6 @@ def lock(job_id):
 @bp.post("/jobs/<int:job_id>/unlock")
 @login_required
 def unlock(job_id):
-    actor().require_admin()
     _checked()
     fair_use.unlock(actor(), job_id)
     return _back_to_job(job_id, _("The job is unlocked."))
@@ -94,7 +88,7 @@ def approvals():
 def decide(request_id, decision):
     _checked()
     try:
-        req = fair_use.decide(actor(), request_id, decision == "approve", request.form.get("note", "")[:2000], _cluster())
+        req = fair_use.decide(actor(), request_id, decision == "approve", request.form.get("note", "")[:2000], cluster())
     except ValidationFailed as exc:
         flash(str(exc), "error")
         return redirect(url_for(".approvals"), 303)
@@ -105,29 +99,26 @@ def decide(request_id, decision):
 @bp.get("/admin/policies")
 @login_required
 def admin_policies():
-    actor().require_admin()
-    name = request.args.get("policy", "")
-    name = name if name in policies.names() else ""
-    runs = policies.list_runs(actor(), name, page_arg(), per_page())
-    return render_template("fair_use/policies.html", policies=policies.all_policies(), defaults=policies.DEFAULTS,
-                           words=policies.words(), runs=runs, shown=name, form=CsrfOnlyForm(), errors={},
-                           endpoint="fair_use.admin_policies", args={"policy": name})
+    page = policies.policies_page(actor(), request.args.get("policy", ""), page_arg(), per_page())
+    return _policies(page)
+
+
+def _policies(page, errors: dict | None = None):
+    return render_template("fair_use/policies.html", policies=page.policies, defaults=page.defaults, words=page.words,
+                           runs=page.runs, shown=page.shown, form=CsrfOnlyForm(), errors=errors or {},
+                           endpoint="fair_use.admin_policies", args={"policy": page.shown})
 
 
 @bp.post("/admin/policies/<policy>")
 @login_required
 def update_policy(policy):
     name = policy
-    actor().require_admin()
     _checked()
     try:
         policies.update(actor(), name, {k: v[:50] for k, v in request.form.items()})
     except ValidationFailed as exc:
         flash(str(exc), "error")
-        runs = policies.list_runs(actor(), "", 1, per_page())
-        return render_template("fair_use/policies.html", policies=policies.all_policies(), defaults=policies.DEFAULTS,
-                               words=policies.words(), runs=runs, shown="", form=CsrfOnlyForm(), errors={name: exc.errors},
-                               endpoint="fair_use.admin_policies", args={"policy": ""}), 422
+        return _policies(policies.policies_page(actor(), "", 1, per_page()), {name: exc.errors}), 422
     flash(_("Policy %(name)s saved.", name=policies.words().get(name, name)), "success")
     return redirect(url_for(".admin_policies"), 303)
 
@@ -136,7 +127,6 @@ def update_policy(policy):
 @login_required
 def policy_action(policy, action):
     name = policy
-    actor().require_admin()
     _checked()
     if action == "run":
         policies.request_run(actor(), name)

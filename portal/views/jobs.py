@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import re
 
-import yaml
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from .. import limits, vocabulary
 from ..cluster.labels import object_name
-from ..cluster.setup import LazyCluster
 from ..models import JobState, utcnow
-from ..services import accounts, fair_use, job_queries, job_templates, jobs
-from ..services.scheduling import pages as queue_pages
+from ..services import accounts, job_page, job_queries, job_templates, jobs
 from ..services.errors import DomainError, ValidationFailed
 from ..services.job_rules import SubmissionPolicy
 from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import JOB_TYPES, Reason
-from .context import actor, htmx_target, is_htmx, page_arg, per_page, stale_notice
+from .context import actor, cluster, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm, apply_errors
 from .job_rows import render_rows
 from .job_forms import FIELD_OF, JobForm, form_data_from_spec
@@ -30,9 +27,6 @@ bp = Blueprint("jobs", __name__)
 STATES = [s.value for s in JobState]
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
-
-def _cluster() -> LazyCluster:
-    return LazyCluster(current_app._get_current_object())
 
 
 def _filters() -> job_queries.JobFilter:
@@ -124,7 +118,7 @@ def submit(job_type):
     if not form.validate_on_submit():
         return _render_form(form, job_type, 422)
     try:
-        job = jobs.submit_job(actor(), form.to_submission(job_type), _cluster(),
+        job = jobs.submit_job(actor(), form.to_submission(job_type), cluster(),
                               SubmissionPolicy.from_config(current_app.config))
     except ValidationFailed as exc:
         apply_errors(form, exc, FIELD_OF)
@@ -154,23 +148,12 @@ def clone(job_id):
 
 # ---- one job -------------------------------------------------------------------------------
 
-def _status_context(job):
-    now = utcnow()
-    warned = fair_use.warnings_of([job.id]) if job.is_open else {}
-    return dict(job=job, outlook=job_queries.outlook(job), standing=queue_pages.standing(job), events=job_queries.job_events(job.id, 20),
-                is_owner=job.user_id == current_user.id, form=CsrfOnlyForm(), now=now,
-                time_left=fair_use.time_left(job, now) if job.is_open else None,
-                idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))
-
-
 @bp.get("/jobs/<int:job_id>")
 @login_required
 def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
-    job = jobs.get_job(actor(), job_id)
-    spec_yaml = yaml.safe_dump(jobs.exported_spec(job), allow_unicode=True, sort_keys=False)
-    return render_template("jobs/show.html", spec_yaml=spec_yaml, stale=stale_notice(), history=fair_use.history(actor(), job.id),
-                           requests=fair_use.requests_of(job.id), **_status_context(job))
+    page = job_page.job_page(actor(), job_id, utcnow())
+    return render_template("jobs/show.html", stale=stale_notice(), form=CsrfOnlyForm(), **page.context())
 
 
 @bp.get("/jobs/<int:job_id>/status")
@@ -184,8 +167,8 @@ def status(job_id):
         version, state = jobs.poll_state(actor(), job_id)
         if seen == version and state != JobState.PENDING.value:
             return "", 204
-    job = jobs.get_job(actor(), job_id)
-    return render_template("jobs/_status.html", **_status_context(job))
+    status = job_page.job_status(actor(), job_id, utcnow())
+    return render_template("jobs/_status.html", form=CsrfOnlyForm(), **status.context())
 
 
 @bp.get("/jobs/<int:job_id>/logs")
@@ -193,7 +176,7 @@ def status(job_id):
 def logs(job_id):
     """The last lines of a pod's log (live while the job runs, kept lines once it has ended)."""
     lines = min(max(request.args.get("lines", current_app.config["LOG_TAIL_LINES"], type=int) or 1, 1), 10000)
-    job, view = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), lines)
+    job, view = jobs.read_log(actor(), job_id, cluster(), request.args.get("pod", ""), lines)
     template = "jobs/_logs.html" if is_htmx() else "jobs/logs.html"
     return render_template(template, job=job, text=view.text, live=view.live, unavailable=view.unavailable, lines=lines,
                            pod=request.args.get("pod", ""))
@@ -202,7 +185,7 @@ def logs(job_id):
 @bp.get("/jobs/<int:job_id>/logs/download")
 @login_required
 def download_logs(job_id):
-    job, view = jobs.read_log(actor(), job_id, _cluster(), request.args.get("pod", ""), 10000)
+    job, view = jobs.read_log(actor(), job_id, cluster(), request.args.get("pod", ""), 10000)
     text = view.text
     name = SAFE_FILENAME.sub("-", f"{object_name(job.id)}-{request.args.get('pod', '') or 'log'}")[:100]
     return Response(text, mimetype="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}.txt"'})
@@ -212,22 +195,36 @@ def download_logs(job_id):
 @login_required
 def open_jupyter(job_id):
     """The owner's way into a running JupyterLab: a redirect carrying the token from the Secret."""
-    url, token = jobs.jupyter_access(actor(), job_id, _cluster())
+    url, token = jobs.jupyter_access(actor(), job_id, cluster())
     return redirect(f"{url}?token={token}", 303)
 
 
 def _back_to_job(job, message: str):
     if is_htmx():
-        return render_template("jobs/_status.html", flash_now=message, **_status_context(job))
+        status = job_page.job_status(actor(), job.id, utcnow())
+        return render_template("jobs/_status.html", flash_now=message, form=CsrfOnlyForm(), **status.context())
     flash(message, "success")
     return redirect(url_for(".show", job_id=job.id), 303)
+
+
+@bp.get("/jobs/<int:job_id>/stop")
+@login_required
+def confirm_stop(job_id):
+    """A plain confirmation page (the job page's htmx confirm dialog merely shortcuts it)."""
+    return render_template("jobs/confirm_stop.html", job=jobs.job_to_stop(actor(), job_id), form=CsrfOnlyForm())
+
+
+@bp.get("/jobs/<int:job_id>/delete")
+@login_required
+def confirm_delete(job_id):
+    return render_template("jobs/confirm_delete.html", job=jobs.job_to_delete(actor(), job_id), form=CsrfOnlyForm())
 
 
 @bp.post("/jobs/<int:job_id>/stop")
 @login_required
 def stop(job_id):
     """Stop a pending or running job (owner, the account's managers, admins)."""
-    job = jobs.stop_job(actor(), job_id, _cluster())
+    job = jobs.stop_job(actor(), job_id, cluster())
     if job.reason == Reason.CANCELLED:
         return _back_to_job(job, _("Job %(name)s cancelled; it never reached the cluster.", name=job.display_name))
     return _back_to_job(job, _("Job %(name)s stopped.", name=job.display_name))
@@ -281,7 +278,6 @@ def images():
 @bp.post("/admin/images")
 @login_required
 def add_image():
-    actor().require_admin()
     values = {"reference": request.form.get("reference", "")[:600], "description": request.form.get("description", ""),
               "job_types": request.form.getlist("job_types")}
     try:
@@ -296,7 +292,6 @@ def add_image():
 @bp.post("/admin/images/<int:image_id>/delete")
 @login_required
 def delete_image(image_id):
-    actor().require_admin()
     job_templates.delete_image(actor(), image_id)
     flash(_("Image removed from the list."), "success")
     return redirect(url_for(".images"), 303)

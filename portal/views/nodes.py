@@ -13,11 +13,10 @@ from markupsafe import Markup
 from flask_login import login_required
 
 from .. import vocabulary
-from ..cluster.setup import LazyCluster
 from ..models import NodeState
 from ..services import nodes
 from ..services.errors import Conflict, NotFound, ValidationFailed
-from .context import actor, htmx_target, page_arg, stale_notice
+from .context import actor, cluster, htmx_target, page_arg, stale_notice
 from .forms import CsrfOnlyForm
 
 bp = Blueprint("nodes", __name__)
@@ -49,9 +48,6 @@ class _Rendered:
 def _rendered() -> _Rendered:
     return current_app.extensions.setdefault("crater_nodes_rendered", _Rendered())
 
-
-def _cluster() -> LazyCluster:
-    return LazyCluster(current_app._get_current_object())
 
 
 def sort_words() -> dict[str, str]:
@@ -165,51 +161,45 @@ def _reason() -> str:
 @bp.post("/nodes/<name>/cordon")
 @login_required
 def cordon(name):
-    actor().require_admin()
-    return _act(name, lambda: nodes.cordon(actor(), _cluster(), name, _reason()),
+    return _act(name, lambda: nodes.cordon(actor(), cluster(), name, _reason()),
                 _("Node %(name)s is cordoned: no new jobs start on it.", name=name))
 
 
 @bp.post("/nodes/<name>/uncordon")
 @login_required
 def uncordon(name):
-    actor().require_admin()
-    return _act(name, lambda: nodes.uncordon(actor(), _cluster(), name, _reason()),
+    return _act(name, lambda: nodes.uncordon(actor(), cluster(), name, _reason()),
                 _("Node %(name)s takes new jobs again.", name=name))
 
 
 @bp.post("/nodes/<name>/reserve")
 @login_required
 def reserve(name):
-    actor().require_admin()
     account_id = request.form.get("account", type=int)
-    return _act(name, lambda: nodes.reserve(actor(), _cluster(), name, account_id, _reason()),
+    return _act(name, lambda: nodes.reserve(actor(), cluster(), name, account_id, _reason()),
                 _("Node %(name)s is reserved.", name=name))
 
 
 @bp.post("/nodes/<name>/release")
 @login_required
 def release(name):
-    actor().require_admin()
-    return _act(name, lambda: nodes.release(actor(), _cluster(), name, _reason()),
+    return _act(name, lambda: nodes.release(actor(), cluster(), name, _reason()),
                 _("Node %(name)s is open to every account again.", name=name))
 
 
 @bp.post("/nodes/<name>/labels")
 @login_required
 def set_label(name):
-    actor().require_admin()
     key, value = request.form.get("key", "")[:400], request.form.get("value", "")[:400]
-    return _act(name, lambda: nodes.set_label(actor(), _cluster(), name, key, value),
+    return _act(name, lambda: nodes.set_label(actor(), cluster(), name, key, value),
                 _("Label %(key)s set.", key=key.strip()))
 
 
 @bp.post("/nodes/<name>/labels/remove")
 @login_required
 def remove_label(name):
-    actor().require_admin()
     key = request.form.get("key", "")[:400]
-    return _act(name, lambda: nodes.remove_label(actor(), _cluster(), name, key),
+    return _act(name, lambda: nodes.remove_label(actor(), cluster(), name, key),
                 _("Label %(key)s removed.", key=key.strip()))
 
 
@@ -217,25 +207,23 @@ def remove_label(name):
 @login_required
 def drain_preview(name):
     """What a drain would do: the jobs it would stop, with owners and accounts."""
-    actor().require_admin()
-    return _drain_page(nodes.get_node(name), CsrfOnlyForm())
+    return _drain_page(nodes.drain_preview(actor(), name), CsrfOnlyForm())
 
 
 @bp.post("/nodes/<name>/drain")
 @login_required
 def drain(name):
-    actor().require_admin()
-    node = nodes.get_node(name)
-    form = CsrfOnlyForm()
+    preview = nodes.drain_preview(actor(), name)
+    node, form = preview.node, CsrfOnlyForm()
     job_ids = [int(v) for v in request.form.getlist("job") if v.isdigit() and len(v) < 12]
     if form.validate_on_submit():
         try:
-            result = nodes.drain(actor(), _cluster(), node.name, job_ids, _reason())
+            result = nodes.drain(actor(), cluster(), node.name, job_ids, _reason())
         except ValidationFailed as exc:
-            return _drain_page(node, form, exc.errors), 422
+            return _drain_page(nodes.drain_preview(actor(), name), form, exc.errors), 422
         except Conflict as exc:
             flash(exc.message, "error")
-            return _drain_page(node, form), 409
+            return _drain_page(nodes.drain_preview(actor(), name), form), 409
         flash(_("Node %(name)s drained: %(n)s jobs stopped.", name=node.name, n=len(result.stopped)), "success")
         if result.failed:
             flash(_("%(n)s jobs could not be stopped now; try the drain again.", n=len(result.failed)), "error")
@@ -243,13 +231,13 @@ def drain(name):
             flash(_("%(n)s jobs came onto the node after the preview and were left running; review them.",
                     n=len(result.new_since_preview)), "warn")
         return redirect(url_for(".show", name=node.name), 303)
-    return _drain_page(node, form, {"form": _("This form has expired or did not come from this site.")}), 400
+    return _drain_page(preview, form, {"form": _("This form has expired or did not come from this site.")}), 400
 
 
-def _drain_page(node, form, errors: dict | None = None):
+def _drain_page(preview, form, errors: dict | None = None):
     """The drain preview: the jobs a drain would stop now, with owners and accounts."""
-    return render_template("nodes/drain.html", node=node, jobs=nodes.jobs_on_node(node.name),
-                           others=nodes.other_pods_on_node(node.name), form=form, errors=errors or {})
+    return render_template("nodes/drain.html", node=preview.node, jobs=preview.jobs, others=preview.others, form=form,
+                           errors=errors or {})
 
 
 __all__ = ["bp", "NotFound"]
