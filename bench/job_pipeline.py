@@ -8,6 +8,7 @@ Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
+from flask import current_app
 import argparse
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def main():
             actor = Actor(db.session.get(User, user_id), "")
             n = 0
             while not stop.is_set():
-                job = jobs.submit_job(actor, form(f"{t}-{n}", "forever"), cluster)
+                job = jobs.submit_job(actor, form(f"{t}-{n}", "forever"), cluster, jobs.SubmitSettings.from_config(current_app.config))
                 assert job.state == "Pending", (job.state, job.message)
                 n += 1
                 with lock:

@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+from flask import current_app
 import argparse
 import math
 import random
@@ -97,7 +98,7 @@ def latency(args) -> None:
         ids = [jobs.submit_job(actor, jobs.Submission(
             job_type="batch", account_id=lab[0], display_name=f"c{n}", image="pytorch:2", command="python train.py",
             gpus=2, gpu_model=A100, time_limit_seconds=3600,
-            annotations=(("kubesim.crater.io/run-seconds", "2"),)), cluster).id for n in range(args.rounds + 1)]
+            annotations=(("kubesim.crater.io/run-seconds", "2"),)), cluster, jobs.SubmitSettings.from_config(current_app.config)).id for n in range(args.rounds + 1)]
         db.session.remove()
     from kubesim.resources import lookup
     jobs_type, pods_type = lookup("batch", "v1", "jobs"), lookup("", "v1", "pods")
@@ -357,7 +358,7 @@ def estimates(args) -> None:
                     job_type="batch", account_id=r["account"], display_name=f"sweep {k}", image="pytorch:2",
                     command="python train.py", gpus=r["gpus"], gpu_model=r["model"], cpu_milli=4000, memory_mib=16384,
                     time_limit_seconds=r["limit"], annotations=(("kubesim.crater.io/run-seconds", f"{run:.0f}"),)),
-                    cluster, now=clock.utcnow())
+                    cluster, jobs.SubmitSettings.from_config(current_app.config), now=clock.utcnow())
                 submitted[job.id] = job.created_at
         # let the queue drain
         deadline = time.monotonic() + 4 * 3600 / scale + 120

@@ -12,6 +12,7 @@ Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
+from flask import current_app
 import argparse
 import statistics
 import sys
@@ -73,7 +74,7 @@ def main():
             for n in range(args.jobs):
                 form = jobs.Submission(job_type="batch", account_id=account_id, display_name=f"lag-{n}", image="x:1",
                                        command="sleep infinity", cpu_milli=100, memory_mib=1024)
-                ids.append(jobs.submit_job(actor, form, cluster).id)
+                ids.append(jobs.submit_job(actor, form, cluster, jobs.SubmitSettings.from_config(current_app.config)).id)
             db.session.remove()
         print(f"{args.jobs} jobs submitted in {time.perf_counter() - started:.0f} s", flush=True)
 

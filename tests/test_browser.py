@@ -10,6 +10,7 @@ import requests
 from werkzeug.serving import make_server
 
 from conftest import Factory, base_config, migrate_fresh, skip_or_fail
+from flask import current_app
 from portal import create_app
 
 pytestmark = pytest.mark.browser
@@ -239,7 +240,7 @@ def test_the_nodes_page_shows_a_new_jobs_gpus_without_a_reload_and_charts_render
             job_type="batch", account_id=lab, display_name="chart me", image="pytorch:2", command="python train.py",
             gpus=2, gpu_model="NVIDIA-A100-SXM4-80GB", annotations=(("kubesim.crater.io/run-seconds", "forever"),
                                                                    ("kubesim.crater.io/gpu-util", "30-90"))),
-            cluster_for(app)).id
+            cluster_for(app), jobs.SubmitSettings.from_config(current_app.config)).id
     page.wait_for_function("""() => ['a100-0', 'a100-1'].some(n => {
         const cell = document.querySelector('#node-' + n + ' .gpus-used');
         return cell && cell.textContent.trim() === '2'; })""", timeout=20000)

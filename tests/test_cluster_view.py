@@ -7,6 +7,7 @@ import re
 import pytest
 
 from kubesim_fixtures import kubectl, wait_for
+from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
@@ -46,7 +47,7 @@ def submit(app, world, who, account, gpus=2, model=A100, run="forever"):
         form = jobs.Submission(job_type="batch", account_id=world[account], display_name=f"{who}-train", image="pytorch:2",
                                command="python train.py", gpus=gpus, gpu_model=model,
                                annotations=((A + "run-seconds", run),))
-        return jobs.submit_job(actor, form, world["cluster"]).id
+        return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
 
 def job_row(app, job_id):

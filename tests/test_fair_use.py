@@ -11,6 +11,7 @@ import pytest
 
 from conftest import job_of
 from kubesim_fixtures import require_tool, wait_for
+from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
@@ -109,7 +110,7 @@ def submit(app, world, util="idle", job_type="batch", gpus=1, run="forever", **k
         form = jobs.Submission(job_type=job_type, account_id=world["lab"], display_name=f"{job_type} job",
                                image="pytorch:2", command="python train.py", gpus=gpus, gpu_model=A100 if gpus else "",
                                annotations=((A + "run-seconds", run), (A + "gpu-util", util)), **kw)
-        return jobs.submit_job(actor, form, world["cluster"]).id
+        return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
 
 def warning_of(app, job_id):
@@ -260,10 +261,10 @@ def test_notices_follow_preferences_and_never_repeat_across_restarts(app, world,
         actor = Actor(db.session.get(User, world["carol"]), "")
         form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="short", image="pytorch:2",
                                command="python train.py", gpus=1, gpu_model=A100, annotations=((A + "run-seconds", "2"),))
-        ok = jobs.submit_job(actor, form, world["cluster"]).id
+        ok = jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
         bad = jobs.submit_job(actor, jobs.Submission(**{**form.__dict__, "display_name": "crash",
                                                         "annotations": ((A + "run-seconds", "2"), (A + "exit-code", "3"))}),
-                              world["cluster"]).id
+                              world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
     wait_for(lambda: job_of(app, ok).state == "Succeeded" and job_of(app, bad).state == "Failed", timeout=30)
     wait_for(lambda: len(mails(mailbox)) >= 3, timeout=15, what="mails")
     # a new syncer (a restart, a failover) sees the same jobs: nothing is recorded or mailed again

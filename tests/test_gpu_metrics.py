@@ -6,6 +6,7 @@ import pytest
 
 from conftest import job_of
 from kubesim_fixtures import require_tool, wait_for
+from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
@@ -52,7 +53,7 @@ def submit(app, world, gpus, util, run):
         form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name=f"util-{util}", image="pytorch:2",
                                command="python train.py", gpus=gpus, gpu_model=A100,
                                annotations=((A + "run-seconds", run), (A + "gpu-util", util)))
-        return jobs.submit_job(actor, form, world["cluster"]).id
+        return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
 
 def test_charts_devices_summaries_and_waste_follow_what_the_gpus_did(app, world, new_client):

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from kubesim_fixtures import wait_for
+from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
@@ -53,7 +54,7 @@ def cluster_names(world):
 
 def test_submit_creates_the_job_and_marks_it_pending(app, world):
     with app.app_context():
-        job = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"])
+        job = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert (job.state, job.reason, job.gpus) == ("Pending", "Created", 1)
         job_id = job.id
         assert db.session.query(AuditEntry).filter_by(action="job.submit").count() == 1
@@ -65,7 +66,7 @@ def test_submit_creates_the_job_and_marks_it_pending(app, world):
 def test_api_failure_ends_submit_error_without_orphans(app, world):
     world["sim"].faults.set(error_code=503)
     with app.app_context():
-        job = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"])
+        job = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert (job.state, job.reason) == ("Failed", "SubmitError") and "503" in job.message
     world["sim"].faults.clear()
     assert cluster_names(world) == {"jobs": [], "services": [], "secrets": []}
@@ -74,7 +75,7 @@ def test_api_failure_ends_submit_error_without_orphans(app, world):
 def test_failure_after_the_job_was_created_removes_it(app, world):
     world["sim"].faults.set(error_code=500, path_prefix="/api/v1/namespaces/crater-jobs/secrets")
     with app.app_context():
-        job = jobs.submit_job(as_user(world, "alice"), form(world, job_type="jupyter", command=()), world["cluster"])
+        job = jobs.submit_job(as_user(world, "alice"), form(world, job_type="jupyter", command=()), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert job.reason == "SubmitError"
     world["sim"].faults.clear()
     wait_for(lambda: cluster_names(world) == {"jobs": [], "services": [], "secrets": []}, what="no orphans")
@@ -82,8 +83,8 @@ def test_failure_after_the_job_was_created_removes_it(app, world):
 
 def test_a_double_submit_makes_one_job(app, world):
     with app.app_context():
-        first = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"])
-        again = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"])
+        first = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
+        again = jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="double-click-1"), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert first.id == again.id and db.session.query(Job).count() == 1
     assert len(cluster_names(world)["jobs"]) == 1
 
@@ -92,7 +93,7 @@ def test_a_malformed_idempotency_key_is_refused_by_the_service_itself(app, world
     """The key's rule lives in the service's rules, so no entry point (form, API, CLI) skips it."""
     with app.app_context():
         with pytest.raises(ValidationFailed) as caught:
-            jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="k-1"), world["cluster"])
+            jobs.submit_job(as_user(world, "alice"), form(world, idempotency_key="k-1"), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert set(caught.value.errors) == {"idempotency_key"} and db.session.query(Job).count() == 0
     assert cluster_names(world)["jobs"] == []
 
@@ -100,7 +101,7 @@ def test_a_malformed_idempotency_key_is_refused_by_the_service_itself(app, world
 def test_quota_refusal_creates_nothing(app, world):
     with app.app_context():
         with pytest.raises(QuotaExceeded, match="uses 0 of 8 GPUs; this job asks for 16"):
-            jobs.submit_job(as_user(world, "alice"), form(world, gpus=8, workers=2, job_type="distributed"), world["cluster"])
+            jobs.submit_job(as_user(world, "alice"), form(world, gpus=8, workers=2, job_type="distributed"), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         assert db.session.query(Job).count() == 0
     assert cluster_names(world)["jobs"] == []
 
@@ -108,7 +109,7 @@ def test_quota_refusal_creates_nothing(app, world):
 def test_the_jupyter_token_never_reaches_the_database(app, world):
     import base64
     with app.app_context():
-        job = jobs.submit_job(as_user(world, "alice"), form(world, job_type="jupyter", command=()), world["cluster"])
+        job = jobs.submit_job(as_user(world, "alice"), form(world, job_type="jupyter", command=()), world["cluster"], jobs.SubmitSettings.from_config(current_app.config))
         job_id = job.id
     secret = world["core"].read_namespaced_secret(f"crater-{job_id}", "crater-jobs")
     token = base64.b64decode(secret.data["token"]).decode()
@@ -121,7 +122,7 @@ def test_the_jupyter_token_never_reaches_the_database(app, world):
 
 def test_who_may_see_and_stop_a_job(app, world):
     with app.app_context():
-        job_id = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"]).id
+        job_id = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
         with pytest.raises(NotFound):
             jobs.get_job(as_user(world, "bob"), job_id)  # another member: as if it did not exist
         with pytest.raises(NotFound):
@@ -136,5 +137,5 @@ def test_who_may_see_and_stop_a_job(app, world):
 
 def test_the_owner_stops_their_job(app, world):
     with app.app_context():
-        job_id = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"]).id
+        job_id = jobs.submit_job(as_user(world, "alice"), form(world), world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
         assert jobs.stop_job(as_user(world, "alice"), job_id, world["cluster"]).reason == "StoppedByUser"

@@ -61,9 +61,13 @@ def test_concurrent_job_limit(app, make, lab):
 
 
 def test_finished_jobs_do_not_count(app, make, lab):
+    from portal.services import job_states
     job_id = submit(app, lab["alice"], lab["account"], Ask(gpus=8, gpu_model="RTX"))
-    make.query(lambda s: (setattr(s.get(Job, job_id), "state", "Succeeded"), s.commit()))
-    submit(app, lab["bob"], lab["account"], Ask(gpus=8, gpu_model="RTX"))
+    with pytest.raises(QuotaExceeded):
+        submit(app, lab["bob"], lab["account"], Ask(gpus=8, gpu_model="RTX"))
+    make.query(lambda s: (job_states.ended(job_id, ("Submitting",), "Succeeded", "Completed", ""), s.commit()))
+    again = submit(app, lab["bob"], lab["account"], Ask(gpus=8, gpu_model="RTX"))
+    assert make.query(lambda s: s.get(Job, again).state) == "Submitting"
 
 
 def test_member_gpu_cap(app, make, lab):

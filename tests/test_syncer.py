@@ -4,6 +4,7 @@ whose objects vanish becomes Lost; a heartbeat is written."""
 import pytest
 
 from kubesim_fixtures import wait_for
+from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
@@ -48,7 +49,7 @@ def submit(app, world, run="3", **annotations):
         form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="job", image="pytorch:2",
                                command="python train.py", gpus=1, gpu_model="NVIDIA-A100-SXM4-80GB",
                                annotations=((A + "run-seconds", run), *annotations.items()))
-        return jobs.submit_job(actor, form, world["cluster"]).id
+        return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
 
 def row(app, job_id):

@@ -1,6 +1,7 @@
 """The portal's own metrics at /metrics: they parse with prometheus-client's own text parser, the
 counters move with the requests and submissions they count, and only loopback (or the holder of
 CRATER_METRICS_TOKEN) may read them."""
+from flask import current_app
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,7 +55,7 @@ def test_submissions_are_counted_by_outcome(app, make):
     with app.app_context():
         with pytest.raises(ValidationFailed):
             jobs.submit_job(Actor(db.session.get(User, alice)), jobs.Submission(
-                job_type="batch", account_id=lab, display_name="", image=""), cluster=None)
+                job_type="batch", account_id=lab, display_name="", image=""), cluster=None, settings=jobs.SubmitSettings.from_config(current_app.config))
         db.session.remove()
     assert invalid() == before + 1  # with the first field the rules refused
     refused = SUBMISSIONS.labels("batch", "refused", "gpus")._value.get()
@@ -64,7 +65,7 @@ def test_submissions_are_counted_by_outcome(app, make):
         with pytest.raises(QuotaExceeded):
             jobs.submit_job(Actor(db.session.get(User, alice)), jobs.Submission(
                 job_type="batch", account_id=lab, display_name="big", image="pytorch/pytorch:2.4", command="true", gpus=1,
-                queue_if_full=False), cluster=None)
+                queue_if_full=False), cluster=None, settings=jobs.SubmitSettings.from_config(current_app.config))
         db.session.remove()
     assert SUBMISSIONS.labels("batch", "refused", "gpus")._value.get() == refused + 1
 

@@ -171,7 +171,7 @@ def jobs_create():
     submission = replace(submission, account_id=accounts.account_for_submission(actor, int(body["account_id"]) if "account_id" in body else None,
                                                                                 body.get("account") or ""))
     seen = submission.idempotency_key and jobs.by_key(actor.user.id, submission.idempotency_key) is not None
-    job = jobs.submit_job(actor, submission, cluster(), SubmissionPolicy.from_config(current_app.config))
+    job = jobs.submit_job(actor, submission, cluster(), jobs.SubmitSettings.from_config(current_app.config))
     status = 200 if seen else 201
     return job_detail(job), status, {"Location": url_for("api.job_get", job_id=job.id)}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 
-from flask import current_app
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,7 +22,7 @@ def _revisions(directory: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(script.get_heads()), frozenset(r.revision for r in script.walk_revisions())
 
 
-def readiness() -> dict[str, str]:
+def readiness(migrations: str | None) -> dict[str, str]:
     """{"database": "ok"|"unreachable", "schema": "ok"|"behind"|"unknown"}."""
     try:
         db.session.execute(text("SELECT 1"))
@@ -35,8 +34,7 @@ def readiness() -> dict[str, str]:
     except SQLAlchemyError:
         db.session.rollback()
         found = set()  # never migrated
-    migrate = current_app.extensions.get("migrate")
-    heads, known = _revisions(migrate.directory) if migrate else (frozenset(found), frozenset(found))
+    heads, known = _revisions(migrations) if migrations else (frozenset(found), frozenset(found))
     # Behind: nothing migrated yet, or an older revision this code knows. A revision this code
     # does not know is a newer release's (its migration ran first during an upgrade): still ready.
     behind = not found or (found != heads and found <= known)

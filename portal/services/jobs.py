@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from collections.abc import Iterator
 from datetime import datetime
 
-from flask import current_app
 from flask_babel import gettext as _
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +31,18 @@ from .scheduling.state import QueueSettings
 from .transactions import retrying
 
 
-def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: SubmissionPolicy | None = None,
+@dataclass(frozen=True)
+class SubmitSettings:
+    """What the deployment allows a submission (its policy) and how its queue orders jobs."""
+    policy: SubmissionPolicy
+    queue: QueueSettings
+
+    @classmethod
+    def from_config(cls, config) -> "SubmitSettings":
+        return cls(SubmissionPolicy.from_config(config), QueueSettings.from_config(config))
+
+
+def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: SubmitSettings,
                now: datetime | None = None) -> Job:
     """Check the rules (ValidationFailed, nothing written), admit against the quota and the
     account's queue (services/scheduling/admission.py): a job that fits now gets its cluster objects and becomes
@@ -40,9 +50,9 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
     Queued, unless the form said to refuse it (QuotaExceeded, nothing written), and the syncer's
     admitter launches it here in `launch` when its turn comes. The same idempotency key from the
     same user returns the first job (a double-clicked submit). A time limit of 0 means the type's
-    default. Without a policy, the app's configuration gives it (so no entry point can skip the
-    deployment's rules). `now` (default: the wall clock) is the submission time."""
-    policy = policy or SubmissionPolicy.from_config(current_app.config)
+    default. Every entry point passes the deployment's settings (so none can skip its rules).
+    `now` (default: the wall clock) is the submission time."""
+    policy = settings.policy
     user = actor.user
     if form.idempotency_key:
         existing = by_key(user.id, form.idempotency_key)
@@ -72,10 +82,9 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, policy: Submiss
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
                                                              "gpus": ask.gpus, "gpu_model": ask.gpu_model})
-    settings = QueueSettings.from_config(current_app.config)
     try:
         retrying(lambda: admit_submission(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
-                                     queue_if_full=form.queue_if_full, settings=settings, now=now))
+                                     queue_if_full=form.queue_if_full, settings=settings.queue, now=now))
     except QuotaExceeded as exc:
         count_submission(form.job_type, "refused", exc.kind)
         raise

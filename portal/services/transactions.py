@@ -35,3 +35,13 @@ def retrying(work: Callable[[], T], attempts: int = 4) -> T:
                 raise
             time.sleep(0.01 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def abandon(quietly: bool = False) -> None:
+    """Roll back whatever the request's transaction did (an error ends it). `quietly`: the
+    connection may be dead (the database away), and a failed rollback is then no news."""
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001  a dead connection cannot even roll back; the pool drops it
+        if not quietly:
+            raise

@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from ..extensions import db, login_manager
+from ..extensions import login_manager
 from ..services.errors import DomainError
-from ..services.transactions import error_code
+from ..services.transactions import abandon, error_code
 from .context import is_htmx
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def _title(status: int) -> str:
 def init_app(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):
-        db.session.rollback()
+        abandon()
         return render_error(exc.status, str(exc) or _title(exc.status), getattr(exc, "errors", None))
 
     @app.errorhandler(CSRFError)
@@ -89,10 +89,7 @@ def init_app(app: Flask) -> None:
         not a 500. Rendered without the database: the signed-in user cannot be loaded now."""
         log.warning("the database did not answer: %s %s", type(getattr(exc, "orig", None) or exc).__name__,
                     error_code(exc) or "")
-        try:
-            db.session.rollback()
-        except Exception:  # noqa: BLE001  a dead connection cannot even roll back; the pool drops it
-            pass
+        abandon(quietly=True)
         g._login_user = login_manager.anonymous_user()
         response = make_response(render_error(503, _("The database does not answer right now. "
                                                     "Try again in a few seconds; nothing was lost.")))
@@ -101,7 +98,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(500)
     def server_error(exc):
-        db.session.rollback()
+        abandon()
         return render_error(500, _("The portal hit an unexpected error. It has been logged; "
                                    "please try again or tell the administrators."))
 

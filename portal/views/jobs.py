@@ -15,7 +15,6 @@ from ..cluster.labels import object_name
 from ..models import JobState, utcnow
 from ..services import accounts, job_page, job_queries, job_templates, jobs
 from ..services.errors import DomainError, ValidationFailed
-from ..services.job_rules import SubmissionPolicy
 from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import JOB_TYPES, Reason
 from .context import actor, cluster, htmx_target, is_htmx, page_arg, per_page, stale_notice
@@ -119,7 +118,7 @@ def submit(job_type):
         return _render_form(form, job_type, 422)
     try:
         job = jobs.submit_job(actor(), form.to_submission(job_type), cluster(),
-                              SubmissionPolicy.from_config(current_app.config))
+                              jobs.SubmitSettings.from_config(current_app.config))
     except ValidationFailed as exc:
         apply_errors(form, exc, FIELD_OF)
         return _render_form(form, job_type, 422)
