@@ -125,7 +125,7 @@ def count_queries(url: str, paths: list[str]) -> dict[str, int]:
     for path in paths:
         client.get(path)
         seen = []
-        listener = lambda *a: seen.append(1)  # noqa: E731
+        listener = lambda *a, seen=seen: seen.append(1)  # noqa: E731
         event.listen(engine, "before_cursor_execute", listener)
         assert client.get(path).status_code == 200, path
         event.remove(engine, "before_cursor_execute", listener)

@@ -249,7 +249,7 @@ def run(users: int = 300, minutes: float = 10, crash: bool = False, database_url
             [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
              "-u", str(users), "-r", str(spawn_rate), "-t", f"{int(seconds)}s", "--host", stack.url, "--csv", str(prefix),
              "--only-summary", "--stop-timeout", "10", "--loglevel", "WARNING"],
-            env=env, cwd=ROOT, stdout=open(folder / "locust.log", "w"), stderr=subprocess.STDOUT)
+            env=env, cwd=ROOT, stdout=open(folder / "locust.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115  (the child keeps it)
         plan = None
         if crash:
             probe = Probe(stack)

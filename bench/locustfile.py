@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from pathlib import Path
 import random
 import re
 import threading
@@ -29,11 +30,11 @@ STATUS = re.compile(r'hx-get="(/jobs/\d+/status\?v=\d+)"')
 JOB_ID = re.compile(r"/jobs/(\d+)$")
 ROW_IDS = re.compile(r'<tr id="job-(\d+)"')
 
-_people = json.load(open(os.environ["CRATER_LOAD_USERS"])) if os.environ.get("CRATER_LOAD_USERS") else []
+_people = json.loads(Path(os.environ["CRATER_LOAD_USERS"]).read_text()) if os.environ.get("CRATER_LOAD_USERS") else []
 _next = itertools.cycle(_people) if _people else None
 _lock = threading.Lock()
-_log = open(os.environ["CRATER_LOAD_LOG"], "a") if os.environ.get("CRATER_LOAD_LOG") else None
-_failures = open(os.environ["CRATER_LOAD_FAILURES"], "a") if os.environ.get("CRATER_LOAD_FAILURES") else None
+_log = open(os.environ["CRATER_LOAD_LOG"], "a") if os.environ.get("CRATER_LOAD_LOG") else None  # noqa: SIM115  (open while locust runs)
+_failures = open(os.environ["CRATER_LOAD_FAILURES"], "a") if os.environ.get("CRATER_LOAD_FAILURES") else None  # noqa: SIM115
 
 
 def record(**entry) -> None:

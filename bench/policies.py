@@ -61,7 +61,7 @@ def main() -> None:
     end = int(time.time()) - 30
     rng = random.Random(5)
     lines = ["# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).", "# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
-    for n, (job_id, pod) in enumerate(pods.items()):
+    for n, (_job_id, pod) in enumerate(pods.items()):
         idle = n % 3 == 0
         labels = f'gpu="0",UUID="GPU-{n}",Hostname="n{n % 250}",namespace="crater-jobs",pod="{pod}"'
         lines += [f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {0 if idle else rng.randrange(30, 100)} {t}"

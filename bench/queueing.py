@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +268,7 @@ class ScaledClock:
         return event.wait(max(0.0, seconds) / self.scale)
 
     def utcnow(self) -> datetime:
-        return datetime.fromtimestamp(self.time(), timezone.utc).replace(tzinfo=None, microsecond=0)
+        return datetime.fromtimestamp(self.time(), UTC).replace(tzinfo=None, microsecond=0)
 
 
 def estimates(args) -> None:
@@ -309,7 +309,7 @@ def estimates(args) -> None:
     with app.app_context():  # history: 20 past jobs per researcher, ended in the day before
         rows = []
         for r in researchers:
-            for k in range(20):
+            for _k in range(20):
                 end = start - timedelta(minutes=rng.uniform(5, 1400))
                 rows.append(dict(user_id=r["user"], account_id=r["account"], job_type="batch", state="Succeeded",
                                  display_name="past", gpus=r["gpus"], gpu_model=r["model"], time_limit_seconds=r["limit"],

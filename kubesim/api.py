@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from . import errors, patch as patches
 from .resources import GROUPS, RESOURCES, VERBS, ResourceType, lookup

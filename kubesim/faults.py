@@ -43,7 +43,7 @@ class Rule:
         return {camel.get(k, k): list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, body: dict) -> "Rule":
+    def from_json(cls, body: dict) -> Rule:
         return cls(int(body.get("errorCode", 0)), float(body.get("errorRate", 1.0)), int(body.get("errorCount", -1)),
                    float(body.get("delay", 0.0)), str(body.get("pathPrefix", "")),
                    tuple(str(m).upper() for m in body.get("methods") or ()), bool(body.get("reset", False)),

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from .store import clone
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from . import errors
 from .resources import core, get
 from .store import now_iso
+import contextlib
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 TERMINAL = ("Succeeded", "Failed")
 
 
 def _ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _condition(type_: str, reason: str, message: str, stamp: str) -> dict:
@@ -194,10 +195,8 @@ class JobController:
         finished_at = job.get("status", {}).get("completionTime") or next(
             (c["lastTransitionTime"] for c in job.get("status", {}).get("conditions", []) if c["type"] in ("Complete", "Failed")), None)
         if ttl is not None and finished_at and now - _ts(finished_at) >= ttl:
-            try:
+            with contextlib.suppress(errors.ApiError):
                 self.sim.delete(self.jobs, job["metadata"]["namespace"], job["metadata"]["name"], policy="Background")
-            except errors.ApiError:
-                pass
 
 
 def _ranges(indexes: list[int]) -> str:

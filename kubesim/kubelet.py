@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from . import errors, quantity
 from .resources import core
@@ -385,7 +385,7 @@ def _running_since(pod: dict) -> float | None:
         started = (status.get("state", {}).get("running") or {}).get("startedAt")
         if started:
             try:
-                return datetime.strptime(started[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+                return datetime.strptime(started[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
             except ValueError:
                 return None
     return None

@@ -49,7 +49,7 @@ def render(nodes: list[dict], allocations: dict, pods: dict, busy: dict) -> str:
         model = labels.get("nvidia.com/gpu.product", "").replace("-", " ")
         total = int(labels.get("nvidia.com/gpu.memory", "0") or 0)
         for index in range(count):
-            uuid = "GPU-%08x-kubesim-%02d" % (zlib.crc32(host.encode()), index)
+            uuid = f"GPU-{zlib.crc32(host.encode()):08x}-kubesim-{index:02d}"
             base = (f'gpu="{index}",UUID="{uuid}",pci_bus_id="00000000:{index + 16:02X}:00.0",device="nvidia{index}",'
                     f'modelName="{model}",Hostname="{host}",DCGM_FI_DRIVER_VERSION="{DRIVER}"')
             held = allocations.get(host, {}).get(index)

@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import yaml
@@ -28,6 +28,7 @@ from .cluster import GPU_RESOURCE
 from .resources import RESOURCES, ResourceType, core, get
 from .server import Server, serve_forever_in, wait_until_ready
 from .store import Event, Store
+import contextlib
 
 SYSTEM_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease"]
 MAX_LOG_LINES = 10_000  # per container, like a kubelet's log rotation
@@ -150,12 +151,10 @@ class KubeSim:
 
     def finalize_pod_deletion(self, namespace: str, name: str, uid: str) -> None:
         """The kubelet has stopped the pod's containers: remove the object."""
-        try:
+        with contextlib.suppress(errors.ApiError):
             self.store.delete(core("pods"), namespace, name, precondition_uid=uid)
-        except errors.ApiError:
-            pass
 
-    def start(self) -> "KubeSim":
+    def start(self) -> KubeSim:
         controllers = self._make_controllers() if self.controllers else None
         self._controllers = controllers or ()
         context = None
@@ -288,10 +287,8 @@ class KubeSim:
         self.store.mutate(rns, "", name, lambda o: o.setdefault("status", {}).update(phase="Terminating"))
         for rtype in (r for r in RESOURCES if r.namespaced):
             for obj in list(self.store.list(rtype, name)[0]):
-                try:
+                with contextlib.suppress(errors.ApiError):
                     self.store.delete(rtype, name, obj["metadata"]["name"])
-                except errors.ApiError:
-                    pass
         return self.store.delete(rns, "", name)
 
     # ---- logs ---------------------------------------------------------------------------------
@@ -500,5 +497,5 @@ def _format(lines, timestamps: bool) -> str:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -15,8 +15,8 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import datetime, UTC
+from collections.abc import Callable, Iterator
 
 from . import errors
 from .resources import RESOURCES, ResourceType
@@ -25,7 +25,7 @@ DEFAULT_HISTORY = 100_000
 
 
 def now_iso(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -24,7 +24,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_certificates(host: str) -> tuple[bytes, bytes, bytes]:
     """(CA certificate PEM, server certificate PEM, server key PEM) for `host` and localhost."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("kubesim-ca")).issuer_name(_name("kubesim-ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

@@ -4,7 +4,8 @@ basis of an authorization decision. CRATER_SHORT_CACHE_SECONDS=0 turns it off.""
 from __future__ import annotations
 
 import time
-from typing import Callable, Hashable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable, Hashable
 
 from flask import current_app
 

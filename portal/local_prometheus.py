@@ -34,7 +34,7 @@ class LocalPrometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "LocalPrometheus":
+    def start(self, timeout: float = 30.0) -> LocalPrometheus:
         if not self.binary:
             raise RuntimeError("prometheus is not installed (apt-get install prometheus)")
         self.port = self.port or free_port()

@@ -244,7 +244,7 @@ class Client:
         self.app = app
         self.http = app.test_client()
 
-    def login(self, user_id: int) -> "Client":
+    def login(self, user_id: int) -> Client:
         with self.http.session_transaction() as s:
             s["_user_id"] = str(user_id)
             s["_fresh"] = True

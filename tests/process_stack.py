@@ -66,7 +66,7 @@ class Process:
         self.name, self.argv, self.env, self.log_path = name, argv, env, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         self._log = self.log_path.open("a")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -173,7 +173,7 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self, syncers: int = 1) -> "Stack":
+    def start(self, syncers: int = 1) -> Stack:
         self.start_kubesim()
         for _ in range(syncers):
             self.start_syncer()

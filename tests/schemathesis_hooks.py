@@ -32,9 +32,7 @@ def filter_body(ctx, body):
     if not isinstance(body.get("command"), (str, list)):
         return True
     command = body.get("command")
-    if isinstance(command, list) and sum(len(str(c)) for c in command) > MAX_TEXT:
-        return False
-    return True
+    return not (isinstance(command, list) and sum(len(str(c)) for c in command) > MAX_TEXT)
 
 
 @schemathesis.hook

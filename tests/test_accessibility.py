@@ -32,7 +32,7 @@ def world(tmp_path, fresh_sim):
         lab = make.account("vision-lab", display_name="Vision-Lab", gpu_quota=8, members={ids["user"]: "member"})
         now = datetime.utcnow()
         jobs = {}
-        for n, state in enumerate(STATES):
+        for _n, state in enumerate(STATES):
             extra = {"started_at": now - timedelta(hours=1)} if state in ("Running", "Succeeded", "Failed", "Stopped") else {}
             if state in ("Succeeded", "Failed", "Stopped", "StoppedByAdmin", "Lost"):
                 extra["finished_at"] = now - timedelta(minutes=5)
@@ -95,8 +95,8 @@ def test_every_page_type_passes_axe_for_an_admin_and_a_user(browser, world, lang
     for role, username, password in (("admin", "root", "root-password-1"), ("user", "bob", "bob-password-1")):
         context = browser.new_context(bypass_csp=True, locale="zh-CN" if lang == "zh" else "en-US")
         page = sign_in(context, base, username, password, lang)
-        visits = [(url, lambda u=url: page.goto(base + u)) for url in page_urls(app, ids)]
-        visits.append(("POST /jobs/new/batch (field errors)", lambda: forms_with_errors(page, base)))
+        visits = [(url, lambda u=url, page=page: page.goto(base + u)) for url in page_urls(app, ids)]
+        visits.append(("POST /jobs/new/batch (field errors)", lambda page=page: forms_with_errors(page, base)))
         for label, visit in visits:
             response = visit()
             if response is not None and not response.text().lstrip().lower().startswith("<!doctype html"):

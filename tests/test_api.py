@@ -228,7 +228,7 @@ def test_every_operation_for_every_role(app, make, people):
     tokens = {name: make_token(app, people[name], name=f"t-{name}") for name in ("alice", "bob", "carol", "root")}
     api = app.test_client()
     got = {}
-    for (method, path), expected in cases.items():
+    for (method, path), _expected in cases.items():
         for name, token in tokens.items():
             response = api.open(path, method=method, headers=bearer(token), json={} if method == "POST" else None)
             got[(method, path, name)] = response.status_code

@@ -65,7 +65,7 @@ def test_the_live_api_keeps_to_its_description(live_api):
         @given(case=operation.as_strategy())
         @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                   database=None)
-        def run(case):
+        def run(case, label=label):
             calls[label] += 1
             case.call_and_validate(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {token}"},
                                    checks=CHECKS, timeout=30)

@@ -166,7 +166,7 @@ def test_a_drain_stops_exactly_the_previewed_jobs_and_mails_their_owners(app, wo
     first, second = submit(app, world, "alice", "vision"), submit(app, world, "carol", "nlp")
     elsewhere = submit(app, world, "alice", "vision", gpus=1, model="NVIDIA-GeForce-RTX-4090")
     for job_id in (first, second):
-        assert wait_for(lambda: running_on(app, job_id), timeout=15) == "a100-0"
+        assert wait_for(lambda job_id=job_id: running_on(app, job_id), timeout=15) == "a100-0"
     wait_for(lambda: running_on(app, elsewhere), timeout=15)
     wait_for(lambda: placements(app, "a100-0") == sorted([first, second]), timeout=10, what="placements")
     preview = admin.get("/nodes/a100-0/drain").get_data(as_text=True)

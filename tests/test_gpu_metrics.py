@@ -86,7 +86,7 @@ def test_charts_devices_summaries_and_waste_follow_what_the_gpus_did(app, world,
     assert "64 %" in detail and f"/jobs/{busy}" in detail
     # once they end: the kept summaries
     for job_id in (busy, idle):
-        wait_for(lambda: job_of(app, job_id).usage_state == "final", timeout=40, interval=0.5, what="final usage")
+        wait_for(lambda job_id=job_id: job_of(app, job_id).usage_state == "final", timeout=40, interval=0.5, what="final usage")
     b, i = job_of(app, busy), job_of(app, idle)
     seconds = (b.finished_at - b.started_at).total_seconds()
     assert (b.gpu_util_mean, b.gpu_util_peak) == (64.0, 64.0) and b.gpu_memory_peak_mib > 0

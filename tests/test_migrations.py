@@ -8,10 +8,9 @@ from portal.extensions import db
 
 def test_upgrade_head_on_an_empty_database_matches_the_models(app):
     # `app` stands on a schema built by `upgrade()` from an empty database (conftest.migrate_fresh).
-    with app.app_context():
-        with db.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
-            diff = compare_metadata(context, db.metadata)
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+        diff = compare_metadata(context, db.metadata)
     assert diff == []
 
 

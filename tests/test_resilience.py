@@ -94,7 +94,7 @@ def timed(fn):
 
 def assert_pages_answer(stack, job_id):
     for path in ("/", "/jobs", f"/jobs/{job_id}", f"/jobs/{job_id}/status", "/jobs?scope=mine&state=active"):
-        page, took = timed(lambda: stack.user.get(stack.url + path, timeout=10))
+        page, took = timed(lambda path=path: stack.user.get(stack.url + path, timeout=10))
         assert page.status_code == 200, (path, page.status_code)
         assert took < ANSWER_WITHIN, (path, took)
 

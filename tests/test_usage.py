@@ -1,7 +1,7 @@
 """Usage and waste, from jobs with known times and utilisation: the per-day split of allocation
 and use (a job across midnight counts only its share in a one-day report), the summary maths,
 who sees what, the CSV, and a bad period refused with a message."""
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 
 from sqlalchemy import update
 
@@ -16,7 +16,7 @@ DAY1, DAY2 = date(2026, 11, 10), date(2026, 11, 11)
 
 
 def ts(day: date, hour: int, minute: int = 0) -> float:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc).timestamp()
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC).timestamp()
 
 
 def test_day_overlaps_split_a_run_at_midnight():
@@ -59,8 +59,8 @@ def world(make):
 
 def hourly(start: datetime, end: datetime, value: float, gpus: int) -> list[Series]:
     points = []
-    t = start.replace(tzinfo=timezone.utc).timestamp()
-    stop = end.replace(tzinfo=timezone.utc).timestamp()
+    t = start.replace(tzinfo=UTC).timestamp()
+    stop = end.replace(tzinfo=UTC).timestamp()
     while t < stop:
         points.append((t, value))
         t += 3600

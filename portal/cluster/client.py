@@ -13,7 +13,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import urllib3
 from kubernetes import client, config
@@ -139,7 +139,7 @@ class Cluster:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
 
     @classmethod
-    def connect(cls, kubeconfig: str, settings: ClusterSettings, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> "Cluster":
+    def connect(cls, kubeconfig: str, settings: ClusterSettings, timeout: tuple[float, float] = DEFAULT_TIMEOUT) -> Cluster:
         """A client of its own (never the process-global default configuration). Transport
         retries are limited to one reconnect: a read that timed out is never repeated, so a
         hung API costs one timeout, not four."""

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import requests
@@ -73,7 +73,7 @@ class MetricsSettings:
         return bool(self.url)
 
     @classmethod
-    def from_config(cls, config) -> "MetricsSettings":
+    def from_config(cls, config) -> MetricsSettings:
         exported = config.get("DCGM_POD_LABELS", "") == "exported"
         return cls(url=(config.get("PROMETHEUS_URL") or "").rstrip("/"), timeout=float(config.get("PROMETHEUS_TIMEOUT", 5.0)),
                    step=float(config.get("PROMETHEUS_STEP", 15.0)), idle_percent=float(config.get("GPU_IDLE_PERCENT", 0)),
@@ -176,7 +176,7 @@ def step_for(settings: MetricsSettings, start: float, end: float) -> float:
 
 def epoch(moment: datetime) -> float:
     """A naive UTC datetime (as the database keeps them) as seconds since the epoch."""
-    return moment.replace(tzinfo=timezone.utc).timestamp()
+    return moment.replace(tzinfo=UTC).timestamp()
 
 
 # ---- GPU devices (the syncer's sampling pass) --------------------------------------------------
@@ -324,7 +324,7 @@ def columns(answer: list[tuple[dict, list]], start: float, end: float, step: flo
         if values:
             i0 = int((float(values[0][0]) - first) / step + 0.5)
             i1 = int((float(values[-1][0]) - first) / step + 0.5)
-            if 0 <= i0 and i1 < n and i1 - i0 + 1 == len(values):  # contiguous: a sample at every step between
+            if i0 >= 0 and i1 < n and i1 - i0 + 1 == len(values):  # contiguous: a sample at every step between
                 numbers = map(float, (v for _t, v in values))
                 column[i0:i1 + 1] = [x if x == x else None for x in numbers]  # NaN -> None
             else:
@@ -375,7 +375,7 @@ def summarize(util: list[Series], memory: list[Series], step: float, idle_percen
     summary.memory_peak_mib = int(max(peaks)) if peaks else None
     for s in util:
         for when, value in s.points:
-            day = datetime.fromtimestamp(when, timezone.utc).date()
+            day = datetime.fromtimestamp(when, UTC).date()
             summary.used_by_day[day] = summary.used_by_day.get(day, 0.0) + value / 100.0 * step
             summary.measured_by_day[day] = summary.measured_by_day.get(day, 0.0) + step
             if value <= idle_percent:

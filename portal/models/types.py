@@ -1,6 +1,6 @@
 """Column types shared by the models (portable between SQLite and MySQL)."""
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from sqlalchemy import Text
 from sqlalchemy.types import TypeDecorator
@@ -11,7 +11,7 @@ MAX_ID = 2**31 - 1  # ids are 32-bit INTs: a larger number names nothing
 
 def utcnow() -> datetime:
     """Naive UTC now: both SQLite and MySQL DATETIME store no zone, so the DB holds UTC throughout."""
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 class JSONText(TypeDecorator):

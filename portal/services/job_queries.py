@@ -185,7 +185,7 @@ class JobRow:
     created_at: datetime
 
     @classmethod
-    def of(cls, r) -> "JobRow":
+    def of(cls, r) -> JobRow:
         state = r["state"]
         running = state == JobState.RUNNING.value
         deadline = r["started_at"] + timedelta(seconds=r["time_limit_seconds"]) \

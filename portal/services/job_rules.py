@@ -37,7 +37,7 @@ class SubmissionPolicy:
     jupyter_limit: int | None = None
 
     @classmethod
-    def from_config(cls, config) -> "SubmissionPolicy":
+    def from_config(cls, config) -> SubmissionPolicy:
         return cls(time_limits=dict(config["TIME_LIMITS"]), custom_images=bool(config["CUSTOM_IMAGES"]),
                    jupyter_limit=config.get("MAX_JUPYTER_PER_USER"))
 

@@ -5,6 +5,7 @@ or fails, whatever was created is removed and the job ends Failed with reason Su
 cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ class SubmitSettings:
     queue: QueueSettings
 
     @classmethod
-    def from_config(cls, config) -> "SubmitSettings":
+    def from_config(cls, config) -> SubmitSettings:
         return cls(SubmissionPolicy.from_config(config), QueueSettings.from_config(config))
 
 
@@ -167,10 +168,8 @@ def _undo(cluster: Cluster, job_id: int, cause: ClusterError) -> None:
     exist once the API is back (the job is final, so its objects are orphans)."""
     if not cause.answered:
         return
-    try:
+    with contextlib.suppress(ClusterError):  # else the orphan pass removes it later
         cluster.delete_job(job_id)
-    except ClusterError:
-        pass  # the orphan pass removes it later
 
 
 def by_key(user_id: int, key: str) -> Job | None:

@@ -97,7 +97,7 @@ def list_nodes(f: NodeFilter, page: int, per_page: int) -> Page:
     elif f.state == NodeState.READY:
         stmt = stmt.where(Node.ready.is_(True), Node.unschedulable.is_(False), Node.reserved_for == "")
     if f.min_free > 0:
-        stmt = stmt.where(FREE >= f.min_free)
+        stmt = stmt.where(f.min_free <= FREE)
     return paginate(stmt.order_by(*SORTS.get(f.sort, SORTS["name"])), page, per_page)
 
 

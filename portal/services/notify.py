@@ -25,6 +25,7 @@ from .. import vocabulary
 from ..extensions import db
 from ..models import Job, OutboxMessage
 from .transactions import retrying
+import contextlib
 
 log = logging.getLogger("crater.notify")
 JOB_ENDED = "job_ended"
@@ -40,7 +41,7 @@ class MailSettings:
     timeout: float = 10.0
 
     @classmethod
-    def from_config(cls, config) -> "MailSettings":
+    def from_config(cls, config) -> MailSettings:
         return cls(config.get("SMTP_URL", ""), config.get("SMTP_FROM", "crater@localhost"), config.get("PUBLIC_URL", ""),
                    float(config.get("SMTP_TIMEOUT", 10.0)))
 
@@ -141,10 +142,8 @@ def send(msg: EmailMessage, smtp_url: str, timeout: float = 10.0) -> None:
             server.login(unquote(url.username), unquote(url.password or ""))
         server.send_message(msg)
     finally:
-        try:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
             server.quit()
-        except (OSError, smtplib.SMTPException):
-            pass
 
 
 # ---- the sender's side -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ and be safe to repeat (guarded updates are). Touches the DB only."""
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 from sqlalchemy.exc import OperationalError
 

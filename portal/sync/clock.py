@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 
 class Clock:
@@ -24,7 +24,7 @@ class Clock:
 
     def utcnow(self) -> datetime:
         """Naive UTC, as the database keeps it."""
-        return datetime.fromtimestamp(self.time(), timezone.utc).replace(tzinfo=None, microsecond=0)
+        return datetime.fromtimestamp(self.time(), UTC).replace(tzinfo=None, microsecond=0)
 
 
 class FakeClock(Clock):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from ..cluster.client import ClusterError, Gone
 from .clock import Clock

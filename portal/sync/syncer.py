@@ -62,7 +62,7 @@ class SyncSettings:
     outbox_seconds: float = 2.0
 
     @classmethod
-    def from_config(cls, config) -> "SyncSettings":
+    def from_config(cls, config) -> SyncSettings:
         return cls(lease_seconds=config["LEASE_SECONDS"], watch_timeout=int(config["WATCH_TIMEOUT"]),
                    reconcile_seconds=config["RECONCILE_SECONDS"], orphan_grace=config["ORPHAN_GRACE_SECONDS"])
 
@@ -109,7 +109,7 @@ class Syncer:
 
     # ---- life cycle -----------------------------------------------------------------------
 
-    def start(self) -> "Syncer":
+    def start(self) -> Syncer:
         spawn = self.supervisor.spawn
         spawn("sync-lease", lambda: self.elector.run(self.stop_event, on_lead=self._heartbeat))
         for kind, reflector in self.reflectors.items():

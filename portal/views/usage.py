@@ -4,7 +4,7 @@ Read from the usage rows the syncer writes; no cluster or Prometheus call."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_babel import gettext as _
@@ -18,7 +18,7 @@ bp = Blueprint("usage", __name__)
 
 
 def _today():
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def _request_scope():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 from flask_babel import gettext as _
 from sqlalchemy import select

@@ -84,7 +84,7 @@ class Tally:
         self.member_gpus: dict[int, int] = {}
         self.jupyter: dict[int, int] = dict(jupyter or {})  # across all accounts
 
-    def add(self, d: Demand, sign: int = 1, jupyter: bool = True) -> "Tally":
+    def add(self, d: Demand, sign: int = 1, jupyter: bool = True) -> Tally:
         self.gpus += sign * d.gpus
         self.cpu_milli += sign * d.cpu_milli
         self.memory_mib += sign * d.memory_mib
@@ -96,7 +96,7 @@ class Tally:
             self.jupyter[d.user_id] = self.jupyter.get(d.user_id, 0) + sign
         return self
 
-    def copy(self) -> "Tally":
+    def copy(self) -> Tally:
         other = Tally(self.jupyter)
         other.gpus, other.cpu_milli, other.memory_mib, other.jobs = self.gpus, self.cpu_milli, self.memory_mib, self.jobs
         other.per_model, other.member_gpus = dict(self.per_model), dict(self.member_gpus)

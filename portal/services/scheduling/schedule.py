@@ -6,7 +6,8 @@ memory: safe to lose. Touches the DB only."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from sqlalchemy import case, func, select
 

@@ -25,7 +25,7 @@ class QueueSettings:
     jupyter_limit: int | None = None
 
     @classmethod
-    def from_config(cls, config) -> "QueueSettings":
+    def from_config(cls, config) -> QueueSettings:
         return cls(half_life_seconds=config.get("QUEUE_HALF_LIFE_HOURS", 24.0) * 3600,
                    penalty_seconds=config.get("QUEUE_ENTRY_PENALTY_HOURS", 1.0) * 3600,
                    jupyter_limit=config.get("MAX_JUPYTER_PER_USER"))
