@@ -95,6 +95,17 @@ def app(schema, app_config):
 
 # ---- objects ---------------------------------------------------------------------------------
 
+def lab_people(make, gpu_quota: int) -> dict:
+    """alice and bob (members) and carol (manager) of vision-lab with `gpu_quota` GPUs, dave the
+    manager of nlp-lab, root an admin: ids by name, and the accounts as "lab" and "other"."""
+    ids = {"alice": make.user("alice"), "bob": make.user("bob"), "carol": make.user("carol"),
+           "dave": make.user("dave"), "root": make.user("root", role="admin")}
+    ids["lab"] = make.account("vision-lab", gpu_quota=gpu_quota, members={ids["alice"]: "member", ids["bob"]: "member",
+                                                                          ids["carol"]: "manager"})
+    ids["other"] = make.account("nlp-lab", members={ids["dave"]: "manager"})
+    return ids
+
+
 class Factory:
     """Creates rows in their own app context and returns ids, so tests never hold stale objects."""
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
+from conftest import lab_people
 from kubesim_fixtures import wait_for
 from portal.extensions import db
 from portal.models import AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
@@ -32,12 +33,7 @@ def app_config(cluster_sim, tmp_path):
 
 @pytest.fixture
 def people(make):
-    ids = {"alice": make.user("alice"), "bob": make.user("bob"), "carol": make.user("carol"),
-           "dave": make.user("dave"), "root": make.user("root", role="admin")}
-    ids["lab"] = make.account("vision-lab", gpu_quota=8, members={ids["alice"]: "member", ids["bob"]: "member",
-                                                                  ids["carol"]: "manager"})
-    ids["other"] = make.account("nlp-lab", members={ids["dave"]: "manager"})
-    return ids
+    return lab_people(make, gpu_quota=8)
 
 
 @pytest.fixture

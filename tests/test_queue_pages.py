@@ -5,6 +5,7 @@ quota admits the next one within seconds, and it runs to the end; the queue page
 them."""
 import pytest
 
+from conftest import lab_people
 from kubesim_fixtures import is_gone, wait_for
 from portal.extensions import db
 from portal.models import Job
@@ -26,12 +27,7 @@ def app_config(cluster_sim, tmp_path):
 
 @pytest.fixture
 def people(make):
-    ids = {"alice": make.user("alice"), "bob": make.user("bob"), "carol": make.user("carol"),
-           "dave": make.user("dave"), "root": make.user("root", role="admin")}
-    ids["lab"] = make.account("vision-lab", gpu_quota=2, members={ids["alice"]: "member", ids["bob"]: "member",
-                                                                  ids["carol"]: "manager"})
-    ids["other"] = make.account("nlp-lab", members={ids["dave"]: "manager"})
-    return ids
+    return lab_people(make, gpu_quota=2)
 
 
 def form(people, key, **kw):
