@@ -291,6 +291,8 @@ def history_words(entry) -> str:
     if a.startswith("job.warning_cleared."):
         return _("warning withdrawn (%(why)s)", why=d.get("why", ""))
     if a == "job.queue":
+        if d.get("blocker"):  # what held it back when it was queued, in the queue's own words
+            return _("queued by %(who)s: %(why)s", who=who, why=blocker_words(d["blocker"]))
         return _("queued by %(who)s: the account's quota was in use", who=who)
     if a == "job.admit":
         return _("admitted from the queue after %(minutes)s minutes", minutes=round(d.get("waited_s", 0) / 60))

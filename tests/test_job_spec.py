@@ -65,3 +65,35 @@ def test_the_api_description_states_the_rules_limits():
     assert batch["workers"] == {"type": "integer", "enum": [1], "description": batch["workers"]["description"]}
     assert batch["display_name"]["minLength"] == 1 and batch["gpus"]["maximum"] == 8
     assert batch["time_limit_seconds"]["oneOf"][1]["maximum"] == 72 * 3600
+
+
+def test_a_worker_larger_than_any_node_is_refused_with_the_numbers(app, make):
+    """Tried as a new user would: 200 cores or 2,000 GiB were accepted and promised a start on a
+    cluster whose largest node has 128 cores and 1,024 GiB."""
+    import pytest
+
+    from portal.services import job_rules
+    from portal.services.errors import ValidationFailed
+
+    make.node("a100-0", gpus=8, cpu_milli=128_000, memory_mib=1024 * 1024)
+    make.node("cpu-0", gpus=0, model="", cpu_milli=192_000, memory_mib=512 * 1024)
+    policy = job_rules.SubmissionPolicy(time_limits={"jupyter": (1, 24), "batch": (1, 72), "distributed": (1, 72)})
+
+    def check(**kw):
+        base = dict(job_type="batch", account_id=1, display_name="big", image="busybox:1", command="true",
+                    time_limit_seconds=3600)
+        job_rules.check(Submission(**{**base, **kw}), policy)
+
+    with app.app_context():
+        with pytest.raises(ValidationFailed) as caught:
+            check(gpus=1, gpu_model="NVIDIA-A100-SXM4-80GB", cpu_milli=200_000, memory_mib=2000 * 1024)
+        assert caught.value.errors["cpu_milli"] == "No node can hold 200 CPU cores per worker: the largest has 128."
+        assert "the largest has 1024 GiB" in caught.value.errors["memory_mib"]
+        check(cpu_milli=150_000, memory_mib=400 * 1024)  # a CPU-only job fits the CPU node
+        with pytest.raises(ValidationFailed) as caught:
+            check(cpu_milli=200_000)
+        assert set(caught.value.errors) == {"cpu_milli"} and "the largest has 192" in caught.value.errors["cpu_milli"]
+        schema = job_spec.body_schema({"jupyter": 24, "batch": 72, "distributed": 72}, None,
+                                      {"NVIDIA-A100-SXM4-80GB": 8}, job_rules.spec_context(policy)["largest"])
+        batch = next(v for v in schema["oneOf"] if v["title"] == "batch")["properties"]
+        assert batch["cpu_milli"]["maximum"] == 192_000 and batch["memory_mib"]["maximum"] == 1024 * 1024

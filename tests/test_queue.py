@@ -91,16 +91,39 @@ def test_a_job_that_fits_beside_the_reservation_starts():
     assert decision.admit == [] and decision.blockers[2].kind == "head"
 
 
-def test_member_limits_wait_alone_without_reserving_and_keep_the_members_order():
+def test_member_limits_wait_alone_and_hold_back_only_jobs_that_compete_for_the_same_limit():
+    """A GPU cap holds back the member's later GPU jobs, not their CPU-only ones; nothing is
+    reserved, so other members go on."""
     limits = lim(caps={1: 2, 2: None}, jupyter_limit=1)
     running = [d(100, 1, gpus=2, started=T0)]
-    queued = [d(1, 1, gpus=1, minutes=0), d(2, 1, gpus=0, minutes=1), d(3, 2, gpus=4, minutes=2)]
+    queued = [d(1, 1, gpus=1, minutes=0), d(2, 1, gpus=0, minutes=1), d(3, 2, gpus=4, minutes=2), d(4, 1, gpus=1, minutes=3)]
     decision = decide(limits, tally(*running), queued, {}, running, T0, H)
-    assert decision.blockers[1].kind == "member" and decision.blockers[2].kind == "behind"
-    assert [x.id for x in decision.admit] == [3] and decision.head is None
+    assert decision.blockers[1].kind == "member" and decision.blockers[4].as_dict()["kind"] == "behind"
+    assert decision.blockers[4].job == 1
+    assert sorted(x.id for x in decision.admit) == [2, 3] and decision.head is None
     jup = Tally(jupyter={2: 1})
     decision = decide(limits, jup, [Demand(id=9, user_id=2, jupyter=True, submitted=T0)], {}, [], T0, H)
     assert decision.blockers[9].kind == "jupyter"
+
+
+def test_a_notebook_over_the_limit_holds_back_only_the_members_later_notebooks():
+    """Tried as a new user would: a CPU-only batch job waited behind its owner's second notebook
+    in an account using none of its GPUs. Now only a later notebook waits behind it."""
+    limits = lim(caps={1: None}, jupyter_limit=1)
+    used = Tally(jupyter={1: 1})
+    notebook = Demand(id=1, user_id=1, jupyter=True, submitted=T0)
+    batch = Demand(id=2, user_id=1, cpu_milli=4000, submitted=T0 + timedelta(minutes=1))
+    another = Demand(id=3, user_id=1, jupyter=True, submitted=T0 + timedelta(minutes=2))
+    decision = decide(limits, used, [notebook, batch, another], {}, [], T0, H)
+    assert [x.id for x in decision.admit] == [2]
+    assert decision.blockers[1].kind == "jupyter" and (decision.blockers[3].kind, decision.blockers[3].job) == ("behind", 1)
+
+
+def test_behind_a_job_waiting_for_the_account_quota_the_members_order_holds():
+    running = [d(100, 2, gpus=8, started=T0)]
+    queued = [d(1, 1, gpus=1, minutes=0), d(2, 1, gpus=0, minutes=1)]
+    decision = decide(lim(), tally(*running), queued, {}, running, T0, H)
+    assert decision.blockers[1].kind == "gpus" and (decision.blockers[2].kind, decision.blockers[2].job) == ("behind", 1)
 
 
 def test_never_fits_names_the_limit_a_job_exceeds_on_its_own():

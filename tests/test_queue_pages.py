@@ -59,6 +59,8 @@ def test_over_quota_jobs_queue_say_why_and_start_when_the_quota_frees(app, new_c
     page = bob.get(f"/jobs/{queued}").get_data(as_text=True)
     assert "Account vision-lab uses 2 of 2 GPUs; this job asks for 1." in page
     assert "Place 1 of 2 in the queue of vision-lab." in page
+    # Its history names what held it back when it was queued, not a generic "quota in use".
+    assert "queued by bob: account vision-lab uses 2 of 2 GPUs; this job asks for 1." in page
     later = bob.get(f"/jobs/{cancelled}").get_data(as_text=True)
     assert f"It starts after its owner&#39;s earlier job {queued}" in later and "Place 2 of 2" in later
     # The admitter estimates from the holder's time limit (no history yet): within a few seconds.

@@ -198,6 +198,7 @@ def description(context: dict) -> dict:
                 "bearerAuth": {"type": "http", "scheme": "bearer", "description": "A personal access token"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "crater_session",
                                   "description": "The browser's session; writes also need the X-CSRFToken header"}},
-            "schemas": {**SCHEMAS, "Spec": job_spec.body_schema(context["max_hours"], context["images"], context["models"])}},
+            "schemas": {**SCHEMAS, "Spec": job_spec.body_schema(context["max_hours"], context["images"], context["models"],
+                                                                     context["largest"])}},
         "paths": _paths(),
     }

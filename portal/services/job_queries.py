@@ -314,6 +314,22 @@ def gpus_per_node_by_model() -> dict[str, int]:
         select(Node.gpu_model, func.max(Node.gpus)).where(Node.gpus > 0).group_by(Node.gpu_model))})
 
 
+def largest_nodes() -> dict[str, tuple[int, int]]:
+    """The most CPU (milli) and memory (MiB) one node offers, per GPU model ("" : over every node,
+    CPU-only ones included), from the node inventory; {} before the syncer has seen a node. Read
+    at most every CRATER_SHORT_CACHE_SECONDS per process."""
+    def compute():
+        sizes = {model: (int(cpu or 0), int(memory or 0)) for model, cpu, memory in db.session.execute(
+            select(Node.gpu_model, func.max(Node.cpu_milli), func.max(Node.memory_mib)).where(Node.gpus > 0)
+            .group_by(Node.gpu_model)) if model}
+        cpu, memory, count = db.session.execute(select(func.max(Node.cpu_milli), func.max(Node.memory_mib),
+                                                       func.count(Node.name))).one()
+        if count:
+            sizes[""] = (int(cpu or 0), int(memory or 0))
+        return sizes
+    return short_cached("largest-nodes", compute)
+
+
 def sync_age() -> int | None:
     """Seconds since the syncer last wrote its heartbeat (None: it never ran). The heartbeat is
     read at most every CRATER_SHORT_CACHE_SECONDS per process; the syncer beats every 5 s."""

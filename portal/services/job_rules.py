@@ -58,7 +58,8 @@ def spec_context(policy: SubmissionPolicy) -> dict:
     longest time limit per type, the offered images when free text is off, the GPU models."""
     return {"max_hours": {t: policy.max_seconds(t) / 3600 for t in JOB_TYPES},
             "images": None if policy.custom_images else sorted({i.reference for t in JOB_TYPES for i in images_for(t)}),
-            "models": {m: n for m, n in job_queries.gpus_per_node_by_model().items() if m}}
+            "models": {m: n for m, n in job_queries.gpus_per_node_by_model().items() if m},
+            "largest": job_queries.largest_nodes().get("")}
 
 
 def check(form, policy: SubmissionPolicy) -> None:
@@ -148,6 +149,7 @@ def _check_resources(form, errors: dict) -> None:
         errors["cpu_milli"] = _("Between %(low)s and %(high)s CPU cores.", low=L.min_cpu_milli / 1000, high=L.max_cpu_milli // 1000)
     if not L.min_memory_mib <= form.memory_mib <= L.max_memory_mib:
         errors["memory_mib"] = _("Between %(low)s and %(high)s GiB.", low=L.min_memory_mib // 1024, high=L.max_memory_mib // 1024)
+    _check_node_size(form, errors)
     if form.shm_mib < 0:
         errors["shm_mib"] = _("Zero or more GiB.")
     elif form.shm_mib > form.memory_mib:
@@ -157,3 +159,20 @@ def _check_resources(form, errors: dict) -> None:
             errors["workers"] = _("Between %(low)s and %(high)s workers.", low=2, high=L.max_workers)
     elif form.workers != 1:
         errors["workers"] = _("Only distributed jobs have several workers.")
+
+
+def _check_node_size(form, errors: dict) -> None:
+    """A worker must fit on one node: no node of the chosen GPU model (or, without GPUs, none at
+    all) offers more CPU or memory than its largest. Refused at submission with the numbers,
+    before the queue could promise it a start."""
+    sizes = job_queries.largest_nodes()
+    largest = sizes.get(form.gpu_model if form.gpus and form.gpu_model else "") or sizes.get("")
+    if not largest:
+        return  # no node seen yet: nothing to compare with
+    cpu, memory = largest
+    if "cpu_milli" not in errors and cpu and form.cpu_milli > cpu:
+        errors["cpu_milli"] = _("No node can hold %(ask)s CPU cores per worker: the largest has %(most)s.",
+                                ask=f"{form.cpu_milli / 1000:g}", most=f"{cpu / 1000:g}")
+    if "memory_mib" not in errors and memory and form.memory_mib > memory:
+        errors["memory_mib"] = _("No node can hold %(ask)s GiB of memory per worker: the largest has %(most)s GiB.",
+                                 ask=f"{form.memory_mib / 1024:g}", most=f"{memory / 1024:g}")

@@ -229,13 +229,17 @@ def _env_schema() -> dict:
         {"type": "object", "maxProperties": LIMITS.max_env, "propertyNames": name, "additionalProperties": value}]}
 
 
-def body_schema(max_hours: dict[str, float], images: list[str] | None, models: dict[str, int]) -> dict:
+def body_schema(max_hours: dict[str, float], images: list[str] | None, models: dict[str, int],
+                largest: tuple[int, int] | None = None) -> dict:
     """The JSON Schema of a submission body, one variant per job type, from the table's limits and
     the deployment's: `max_hours` per type, `images` (the offered list when free text is off,
-    else None), `models` (GPU model -> GPUs on its largest node). Rules across fields that JSON
+    else None), `models` (GPU model -> GPUs on its largest node), `largest` (the most CPU and
+    memory one node offers). Rules across fields that JSON
     Schema cannot state (/dev/shm within the memory, GPUs per node of the chosen model, no name
     twice in env, all environment text within the limit) are in the descriptions."""
     most_gpus = max(models.values(), default=LIMITS.max_gpus_per_worker) or LIMITS.max_gpus_per_worker
+    most_cpu = min(LIMITS.max_cpu_milli, largest[0] or LIMITS.max_cpu_milli) if largest else LIMITS.max_cpu_milli
+    most_memory = min(LIMITS.max_memory_mib, largest[1] or LIMITS.max_memory_mib) if largest else LIMITS.max_memory_mib
     base = {
         "display_name": {"type": "string", "minLength": 1, "maxLength": LIMITS.max_name, "pattern": NAME_PATTERN},
         "image": ({"type": "string", "enum": images} if images is not None else
@@ -243,9 +247,9 @@ def body_schema(max_hours: dict[str, float], images: list[str] | None, models: d
         "env": _env_schema(),
         "gpu_model": {"type": "string", "enum": [""] + sorted(models)} if models else {"type": "string", "maxLength": 128},
         "gpus": {"type": "integer", "minimum": 0, "maximum": most_gpus},
-        "cpu_milli": {"type": "integer", "minimum": LIMITS.min_cpu_milli, "maximum": LIMITS.max_cpu_milli},
-        "memory_mib": {"type": "integer", "minimum": LIMITS.min_memory_mib, "maximum": LIMITS.max_memory_mib},
-        "shm_mib": {"type": "integer", "minimum": 0, "maximum": LIMITS.max_memory_mib},
+        "cpu_milli": {"type": "integer", "minimum": LIMITS.min_cpu_milli, "maximum": most_cpu},
+        "memory_mib": {"type": "integer", "minimum": LIMITS.min_memory_mib, "maximum": most_memory},
+        "shm_mib": {"type": "integer", "minimum": 0, "maximum": most_memory},
         "working_dir": {"type": "string", "maxLength": LIMITS.max_working_dir,
                         "pattern": r"^(/[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*)?$"},
         "mount_home": {"type": "boolean"}, "mount_share": {"type": "boolean"}, "notify": {"type": "boolean"},

@@ -82,7 +82,8 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
         admitted["request"] = job_spec.cluster_request(job.id, form, username, account_name)
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
-                                                             "gpus": ask.gpus, "gpu_model": ask.gpu_model})
+                                                             "gpus": ask.gpus, "gpu_model": ask.gpu_model,
+                                                             "blocker": job.queue_blocker})
     try:
         retrying(lambda: admit_submission(user_id, account_id, ask, job, jupyter_limit=policy.jupyter_limit, before_commit=keep,
                                      queue_if_full=form.queue_if_full, settings=settings.queue, now=now))

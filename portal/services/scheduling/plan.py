@@ -16,8 +16,11 @@ The rules, in the order they apply:
    its time limit ends before the head can start anyway (the running jobs' time limits say when
    that is at the latest): EASY backfill, so small jobs never starve a big one.
 3. **Member limits wait alone.** A job held back only by its member's GPU cap or JupyterLab limit
-   waits without reserving anything (the account's other members are not held up), and the
-   member's later jobs wait behind it.
+   waits without reserving anything (the account's other members are not held up). Only the
+   member's later jobs that compete for the same limit wait behind it (later GPU jobs behind one
+   over the GPU cap, later JupyterLab jobs behind one over the JupyterLab limit); the member's
+   other jobs go on. Behind a job that waits for the account's quota, all of the member's later
+   jobs keep their submission order.
 """
 from __future__ import annotations
 
@@ -202,11 +205,12 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
     admitted, waiting, blockers = [], [], {}
     head: Demand | None = None
     head_by: datetime | None = None
-    waiting_members: dict[int, int] = {}  # member -> their first waiting job
+    lanes: dict[tuple[int, str], int] = {}  # (member, what they wait for) -> their first waiting job
     for d in order:
-        if d.user_id in waiting_members:
+        ahead = _ahead(lanes, d)
+        if ahead is not None:
             waiting.append(d)
-            blockers[d.id] = Blocker("behind", job=waiting_members[d.user_id], account=limits.account)
+            blockers[d.id] = Blocker("behind", job=ahead, account=limits.account)
             continue
         b = member_blocker(limits, used, d)
         if b is None:
@@ -222,8 +226,22 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
             continue
         waiting.append(d)
         blockers[d.id] = b
-        waiting_members[d.user_id] = d.id
+        lanes.setdefault((d.user_id, LANE_OF.get(b.kind, "all")), d.id)
     return Decision(admitted, waiting, blockers, head)
+
+
+# What a member's waiting job holds their later jobs back from: a JupyterLab limit only their
+# later notebooks, a GPU cap only their later GPU jobs, anything else all their later jobs.
+LANE_OF = {"jupyter": "jupyter", "member": "gpus"}
+
+
+def _ahead(lanes: dict[tuple[int, str], int], d: Demand) -> int | None:
+    """The member's earlier waiting job that `d` must wait behind (None: nothing holds it back)."""
+    for lane, applies in (("all", True), ("jupyter", d.jupyter), ("gpus", d.gpus > 0)):
+        job = lanes.get((d.user_id, lane))
+        if applies and job is not None:
+            return job
+    return None
 
 
 def _beside(limits: Limits, used: Tally, d: Demand, head: Demand, now: datetime, head_by: datetime | None) -> bool:
