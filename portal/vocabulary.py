@@ -212,6 +212,12 @@ def blocker_words(b: dict | None) -> str:
         return _("the owner is no longer a member of account %(account)s.", account=name)
     if kind == "cluster":
         return _("the cluster could not take it just now; it is tried again shortly.")
+    if kind == "maintenance":
+        model = b.get("model") or _("GPU")
+        if b.get("note"):
+            return _("every %(model)s node is under maintenance (%(reason)s); it starts once one is back.",
+                     model=model, reason=b["note"])
+        return _("every %(model)s node is under maintenance; it starts once one is back.", model=model)
     return _("the account's quota is in use.")
 
 

@@ -372,6 +372,19 @@ def test_the_list_polls_only_while_a_shown_job_can_change(new_client, listed):
     assert body.lstrip().startswith('<div id="jobs-table"') and "<html" not in body and "dave&#39;s run" in body
 
 
+def test_a_pending_job_on_a_model_under_maintenance_says_so_and_promises_no_start(app, new_client, people, make):
+    """Every node of its model cordoned (or not ready): words with the admin's reason, no start time."""
+    make.node("a1", gpus=8, model=A100, unschedulable=True, cordon_reason="firmware update")
+    make.node("a2", gpus=8, model=A100, ready=False)
+    make.job(people["bob"], people["lab"], state="Running", gpus=2, gpu_model=A100, started_at=utcnow(),
+             time_limit_seconds=3600)
+    mine = make.job(people["alice"], people["lab"], state="Pending", gpus=4, gpu_model=A100, reason="Unschedulable",
+                    message="0/2 nodes are available: 1 node(s) were unschedulable.")
+    page = as_(new_client, people["alice"]).get(f"/jobs/{mine}/status").get_data(as_text=True)
+    assert f"Every {A100} node is under maintenance (firmware update); the job starts once one is back." in page
+    assert "at the latest" not in page
+
+
 def test_a_pending_job_explains_its_place_and_estimated_start(app, new_client, people, make):
     alice, lab = people["alice"], people["lab"]
     now = utcnow()

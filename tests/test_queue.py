@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Account, AuditEntry, Job, Membership, QueueUsage
+from portal import vocabulary
+from portal.models import Account, AuditEntry, Job, Membership, Node, QueueUsage
 from portal.services import jobs as job_service
 from portal.services.scheduling import estimates, usage
 from portal.services.scheduling.plan import Demand, Limits, Tally, decay, decide, estimate, fair_order, never_fits
@@ -126,6 +127,20 @@ def test_behind_a_job_waiting_for_the_account_quota_the_members_order_holds():
     assert decision.blockers[1].kind == "gpus" and (decision.blockers[2].kind, decision.blockers[2].job) == ("behind", 1)
 
 
+def test_a_model_under_maintenance_holds_back_only_jobs_of_that_model():
+    limits = lim(maintenance={"A100": "fans replaced"})
+    queued = [d(1, 1, gpus=2, minutes=0), d(2, 1, gpus=1, model="V100", minutes=1), d(3, 1, gpus=0, minutes=2),
+              d(4, 1, gpus=1, minutes=3), d(5, 2, gpus=1, minutes=4)]
+    decision = decide(limits, Tally(), queued, {}, [], T0, H)
+    assert sorted(x.id for x in decision.admit) == [2, 3] and decision.head is None
+    assert decision.blockers[1].as_dict() == {"kind": "maintenance", "model": "A100", "account": "vision-lab",
+                                              "note": "fans replaced"}
+    assert (decision.blockers[4].kind, decision.blockers[4].job) == ("behind", 1)
+    assert decision.blockers[5].kind == "maintenance"
+    # Nothing can be promised while the model is closed.
+    assert estimate(limits, Tally(), [], queued[:1], T0, lambda x: H)[1] is None
+
+
 def test_never_fits_names_the_limit_a_job_exceeds_on_its_own():
     assert never_fits(lim(gpus=8), d(1, 1, gpus=9)).kind == "gpus"
     assert never_fits(lim(per_model={"A100": 4}), d(1, 1, gpus=5)).kind == "model"
@@ -160,6 +175,24 @@ def test_usage_halves_every_half_life():
 
 
 # ---- in the database -------------------------------------------------------------------------------
+
+def test_with_every_node_of_a_model_cordoned_its_jobs_wait_and_say_why(app, make, lab):
+    make.node("a100-0", gpus=8, model="A100", unschedulable=True, cordon_reason="new power supply")
+    make.node("a100-1", gpus=8, model="A100", ready=False)
+    job_id = submit(app, lab["alice"], lab["account"], 2)
+    cpu_job = submit(app, lab["bob"], lab["account"], 0, "cpu only")
+    assert states(make) == {job_id: "Queued", cpu_job: "Submitting"}
+    blocker = make.query(lambda s: s.get(Job, job_id).queue_blocker)
+    assert blocker == {"kind": "maintenance", "model": "A100", "account": "vision-lab", "note": "new power supply"}
+    with app.test_request_context():
+        assert vocabulary.waiting_words(blocker) == (
+            "Every A100 node is under maintenance (new power supply); it starts once one is back.")
+    assert run_pass(app, T0 + timedelta(seconds=5)) == []
+    with pytest.raises(QuotaExceeded, match="every A100 node is under maintenance"):
+        submit(app, lab["bob"], lab["account"], 1, queue_if_full=False)
+    make.query(lambda s: (setattr(s.get(Node, "a100-0"), "unschedulable", False), s.commit()))
+    assert run_pass(app, T0 + timedelta(seconds=10)) == [job_id]
+
 
 @pytest.fixture
 def lab(make):

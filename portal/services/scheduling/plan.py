@@ -21,6 +21,9 @@ The rules, in the order they apply:
    over the GPU cap, later JupyterLab jobs behind one over the JupyterLab limit); the member's
    other jobs go on. Behind a job that waits for the account's quota, all of the member's later
    jobs keep their submission order.
+4. **Capacity under maintenance waits alone.** A GPU job whose model has no schedulable node (every
+   node cordoned, drained or not ready) is not admitted: it waits, reserving nothing, until one is
+   back; the account's other jobs go on, and the member's later jobs of that model wait behind it.
 """
 from __future__ import annotations
 
@@ -60,12 +63,14 @@ class Limits:
     jobs: int | None = None
     caps: dict = field(default_factory=dict)  # user id -> GPU cap or None; members only
     jupyter_limit: int | None = None
+    maintenance: dict = field(default_factory=dict)  # GPU model ("": every GPU node) -> the admin's reason
 
 
 @dataclass(frozen=True)
 class Blocker:
     """What a job waits for: kind (gpus, model, cpu, memory, jobs, member, jupyter, head,
-    behind, nomember, cluster), the numbers, and for head/behind the job it waits behind."""
+    behind, nomember, cluster, maintenance), the numbers, for head/behind the job it waits behind,
+    and for maintenance the admin's reason (`note`)."""
     kind: str
     used: float = 0
     limit: float = 0
@@ -73,6 +78,7 @@ class Blocker:
     model: str = ""
     account: str = ""
     job: int = 0
+    note: str = ""
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (0, "") or k == "kind"}
@@ -212,7 +218,7 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
             waiting.append(d)
             blockers[d.id] = Blocker("behind", job=ahead, account=limits.account)
             continue
-        b = member_blocker(limits, used, d)
+        b = maintenance_blocker(limits, d) or member_blocker(limits, used, d)
         if b is None:
             b = account_blocker(limits, used, d)
             if b is None and head is not None and not _beside(limits, used, d, head, now, head_by):
@@ -226,21 +232,34 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
             continue
         waiting.append(d)
         blockers[d.id] = b
-        lanes.setdefault((d.user_id, LANE_OF.get(b.kind, "all")), d.id)
+        lanes.setdefault((d.user_id, _lane(b)), d.id)
     return Decision(admitted, waiting, blockers, head)
 
 
 # What a member's waiting job holds their later jobs back from: a JupyterLab limit only their
 # later notebooks, a GPU cap only their later GPU jobs, anything else all their later jobs.
-LANE_OF = {"jupyter": "jupyter", "member": "gpus"}
+LANE_OF = {"jupyter": "jupyter", "member": "gpus", "maintenance": "model"}
+
+
+def _lane(b: Blocker) -> str:
+    lane = LANE_OF.get(b.kind, "all")
+    return f"model:{b.model}" if lane == "model" else lane
 
 
 def _ahead(lanes: dict[tuple[int, str], int], d: Demand) -> int | None:
     """The member's earlier waiting job that `d` must wait behind (None: nothing holds it back)."""
-    for lane, applies in (("all", True), ("jupyter", d.jupyter), ("gpus", d.gpus > 0)):
+    for lane, applies in (("all", True), ("jupyter", d.jupyter), ("gpus", d.gpus > 0),
+                          (f"model:{d.gpu_model}", d.gpus > 0)):
         job = lanes.get((d.user_id, lane))
         if applies and job is not None:
             return job
+    return None
+
+
+def maintenance_blocker(limits: Limits, d: Demand) -> Blocker | None:
+    """A GPU job whose model has no schedulable node now (rule 4)."""
+    if d.gpus and d.gpu_model in limits.maintenance:
+        return Blocker("maintenance", model=d.gpu_model, account=limits.account, note=limits.maintenance[d.gpu_model])
     return None
 
 

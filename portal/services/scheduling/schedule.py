@@ -15,7 +15,7 @@ from ...extensions import db
 from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership
 from .admission import admit_queued
 from .estimates import RunTimes, estimate_pass
-from .state import QUEUED, QueueSettings, in_ids
+from .state import QUEUED, QueueSettings, in_ids, under_maintenance
 from .usage import sample_usage
 
 
@@ -42,8 +42,9 @@ def signatures() -> dict[int, tuple]:
     models = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
         AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
+    closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
     db.session.commit()
-    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a))
+    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed)
             for a, n, v, q, ids in jobs if a in queued}
 
 

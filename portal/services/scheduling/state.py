@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, case, func, literal, select, update
 
 from ...extensions import db
-from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, QueueUsage, User
+from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, Node, QueueUsage, User
 from ...vocabulary import JobType
 from .plan import Decision, Demand, Limits, Tally, decay, decide
 
@@ -64,7 +64,7 @@ def in_ids(column, ids):
 
 
 def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) -> dict[int, AccountQueue]:
-    """The queue state of these accounts (None: every account with a queued job): seven queries."""
+    """The queue state of these accounts (None: every account with a queued job): eight queries."""
     queued_stmt = select(*DEMAND_COLUMNS, Job.queue_reserved_at, Job.queue_position, Job.queue_blocker).where(
         Job.state == QUEUED)
     if account_ids is not None:
@@ -95,6 +95,7 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
             QueueUsage.account_id, QueueUsage.user_id, QueueUsage.gpu_seconds, QueueUsage.as_of).where(
             in_ids(QueueUsage.account_id, ids))):
         scores.setdefault(account_id, {})[user_id] = decay(value, (now - as_of).total_seconds(), settings.half_life_seconds)
+    maintenance = under_maintenance()
     result: dict[int, AccountQueue] = {}
     for account_id in ids:
         a = accounts.get(account_id)
@@ -103,7 +104,8 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
         limits = Limits(account=a.name, gpus=a.gpu_quota, per_model=models.get(account_id, {}),
                         cpu_milli=a.cpu_quota * 1000 if a.cpu_quota is not None else None,
                         memory_mib=a.memory_quota_gib * 1024 if a.memory_quota_gib is not None else None,
-                        jobs=a.max_jobs, caps=caps.get(account_id, {}), jupyter_limit=settings.jupyter_limit)
+                        jobs=a.max_jobs, caps=caps.get(account_id, {}), jupyter_limit=settings.jupyter_limit,
+                        maintenance=maintenance)
         result[account_id] = AccountQueue(account_id, a.name, a.expires_on is not None and a.expires_on < now.date(),
                                           limits, Tally(jupyter), [], [], scores.get(account_id, {}))
     for r in holding_rows:
@@ -120,6 +122,18 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
             q.shown[r.id] = (r.queue_position, r.queue_blocker, r.queue_reserved_at)
             q.types[r.id] = r.job_type
     return result
+
+
+def under_maintenance() -> dict[str, str]:
+    """GPU models whose every node is cordoned, drained or not ready ("" when every GPU node is),
+    each with an admin's cordon reason: one grouped query over the node inventory."""
+    schedulable = case((Node.ready.is_(True) & Node.unschedulable.is_(False), Node.gpus), else_=0)
+    rows = db.session.execute(select(Node.gpu_model, func.sum(schedulable), func.max(Node.cordon_reason))
+                              .where(Node.gpus > 0).group_by(Node.gpu_model)).all()
+    closed = {model: reason or "" for model, free, reason in rows if not int(free or 0)}
+    if rows and len(closed) == len(rows):
+        closed[""] = next((reason for reason in closed.values() if reason), "")
+    return closed
 
 
 def jupyter_count(user_id: int) -> int:
