@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import bindparam, func, select
 
 from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobEvent, JobState, Membership, MemberRole, Node, SyncHeartbeat, User, utcnow
@@ -17,6 +17,7 @@ from ..cache import short_cached
 from ..vocabulary import Reason
 from .context import Actor
 from .errors import Forbidden
+from .scheduling.state import under_maintenance
 from .pagination import Page, contains_text, like_pattern, page_statements, run_page
 
 SCOPES = ("mine", "account", "all")
@@ -263,7 +264,7 @@ def outlook(job: Job) -> Outlook | None:
             if available >= needed:
                 estimate = end
                 break
-    closed = _maintenance_of(job.gpu_model)
+    closed = under_maintenance().get(job.gpu_model)
     if closed is not None:
         reason = _("Every %(model)s node is under maintenance (%(reason)s); the job starts once one is back.",
                    model=job.gpu_model or _("GPU"), reason=closed or _("no reason given"))
@@ -278,17 +279,6 @@ def outlook(job: Job) -> Outlook | None:
         reason += " " + _("Some running jobs have no time limit, so no start time can be promised.")
     return Outlook(position=int(ahead_count) + 1, waiting=int(waiting), free_gpus=free,
                    estimated_start=estimate, reason=reason)
-
-
-def _maintenance_of(model: str) -> str | None:
-    """The admin's reason when every node of this GPU model ("": every GPU node) is cordoned,
-    drained or not ready; None when one is schedulable (or none is known)."""
-    schedulable = func.sum(case((Node.ready.is_(True) & Node.unschedulable.is_(False), Node.gpus), else_=0))
-    stmt = select(func.count(Node.name), schedulable, func.max(Node.cordon_reason)).where(Node.gpus > 0)
-    if model:
-        stmt = stmt.where(Node.gpu_model == model)
-    count, free, reason = db.session.execute(stmt).one()
-    return (reason or "") if count and not int(free or 0) else None
 
 
 def job_events(job_id: int, limit: int = 50) -> list[JobEvent]:

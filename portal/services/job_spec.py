@@ -10,7 +10,7 @@ enforces. Pure: no DB, no cluster (the caller passes what the deployment allows)
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields as dataclass_fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask_babel import gettext as _
@@ -53,7 +53,7 @@ LIMITS = Limits()
 class Field:
     """A spec field: its JSON kind, the default an absent value means, and what it says."""
     name: str
-    kind: str  # str, int, bool, command, env, pairs
+    kind: str  # str, int, bool, command, env
     default: Any
     text: str
 
@@ -151,7 +151,7 @@ def exported(spec: dict | None, account_name: str) -> dict:
 
 # ---- the API's body ----------------------------------------------------------------------------
 
-_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict), "pairs": (list,)}
+_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict)}
 
 
 def from_body(body, account_id: int) -> Submission:
@@ -284,8 +284,3 @@ def body_schema(max_hours: dict[str, float], images: list[str] | None, models: d
                          "additionalProperties": False})
     return {"oneOf": variants, "description": "The same fields as the job page's Submitted spec (which can be sent "
                                               "back unchanged); job_type defaults to batch"}
-
-
-def field_names() -> list[str]:
-    """Every field a Submission has (for tests that enumerate them)."""
-    return [f.name for f in dataclass_fields(Submission)]

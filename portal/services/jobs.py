@@ -213,9 +213,7 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
     reason (StoppedByUser for the owner, StoppedByAdmin for others, or the policy's own, e.g.
     IdleGPU or Evicted) and an optional message. The change is guarded: a job that ended meanwhile
     keeps the end it reached. `tell_owner` mails the owner even if they asked for no mail."""
-    job = get_job(actor, job_id)
-    if not job.is_open:
-        raise Conflict(_("Job %(id)s has already ended (%(state)s).", id=job.id, state=state_word(job.state)))
+    job = job_to_stop(actor, job_id)
     by_owner = actor.user is not None and actor.user.id == job.user_id
     if job.is_queued and not reason:
         reason = Reason.CANCELLED if by_owner else Reason.STOPPED_BY_ADMIN
@@ -259,6 +257,7 @@ def job_to_stop(actor: Actor, job_id: int) -> Job:
 
 
 def job_to_delete(actor: Actor, job_id: int) -> Job:
+    """A job its confirmation page may offer to delete: ended, and visible to the actor."""
     job = get_job(actor, job_id)
     if job.is_open:
         raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=state_word(job.state)))
@@ -267,9 +266,7 @@ def job_to_delete(actor: Actor, job_id: int) -> Job:
 
 def delete_job(actor: Actor, job_id: int) -> Job:
     """Hide an ended job from every list (the row and the audit log keep it)."""
-    job = get_job(actor, job_id)
-    if job.is_open:
-        raise Conflict(_("Job %(id)s is still %(state)s; stop it first.", id=job.id, state=state_word(job.state)))
+    job = job_to_delete(actor, job_id)
     job.hidden = True
     job_states.touched(job)
     audit.record(actor, "job.delete", "job", job.id, {"name": job.display_name})

@@ -23,7 +23,7 @@ def format_datetime(value: datetime | None, style: str = "minutes") -> str:
 def init_app(app: Flask) -> None:
     app.add_template_filter(format_datetime, "dt")
     for name, value in {
-        "JobState": vocabulary.JobState, "JobType": vocabulary.JobType, "NodeState": vocabulary.NodeState,
+        "JobState": vocabulary.JobState, "JobType": vocabulary.JobType,
         "timedelta": timedelta, "job_labels": list_labels, "job_reason": vocabulary.reason_words,
         "queue_words": vocabulary.waiting_words, "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
         "history_words": vocabulary.history_words,
