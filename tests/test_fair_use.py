@@ -212,10 +212,12 @@ def test_extensions_within_policy_at_once_beyond_it_by_approval(app, world, new_
 # ---- warnings and clean-ups with an injected clock ---------------------------------------------------
 
 def test_time_limit_warning_and_the_pending_interactive_clean_up_with_a_fake_clock(app, world, mailbox):
+    # One A100 node cordoned, the other filled by two jobs: no A100 is free, yet the model is not
+    # under maintenance (a node of it takes jobs), so the notebook is admitted and stays pending.
+    world["cluster"].patch_node("a100-1", {"spec": {"unschedulable": True}})
     long_job = submit(app, world, "80", time_limit_seconds=30 * 3600)
-    wait_for(lambda: job_of(app, long_job).state == "Running", timeout=20)
-    for node in ("a100-0", "a100-1"):  # no A100 left to start on: the notebook stays pending
-        world["cluster"].patch_node(node, {"spec": {"unschedulable": True}})
+    filler = submit(app, world, "80", gpus=7)
+    wait_for(lambda: job_of(app, long_job).state == job_of(app, filler).state == "Running", timeout=20)
     stuck = submit(app, world, "idle", job_type="jupyter", gpus=1)
     wait_for(lambda: job_of(app, long_job).state == "Running" and job_of(app, stuck).reason == "Unschedulable", timeout=20)
     started = job_of(app, long_job).started_at

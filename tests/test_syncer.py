@@ -43,11 +43,11 @@ def world(app, make, fresh_sim, tmp_path):
         c.close()
 
 
-def submit(app, world, run="3", **annotations):
+def submit(app, world, run="3", gpus=1, **annotations):
     with app.app_context():
         actor = Actor(db.session.get(User, world["alice"]), "")
         form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="job", image="pytorch:2",
-                               command="python train.py", gpus=1, gpu_model="NVIDIA-A100-SXM4-80GB",
+                               command="python train.py", gpus=gpus, gpu_model="NVIDIA-A100-SXM4-80GB",
                                annotations=((A + "run-seconds", run), *annotations.items()))
         return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
@@ -84,11 +84,13 @@ def test_failures_explain_themselves(app, world, annotations, reason, code):
 
 def test_pending_carries_the_schedulers_message(app, world):
     world["syncer"]()
-    for node in ("a100-0", "a100-1"):
-        world["core"].patch_node(node, {"spec": {"unschedulable": True}})
+    # One A100 node cordoned and the other full: no A100 is free, but the model is not under
+    # maintenance (a node of it takes jobs), so the job is admitted and the scheduler says why it waits.
+    world["core"].patch_node("a100-1", {"spec": {"unschedulable": True}})
+    wait_state(app, submit(app, world, run="forever", gpus=8), "Running")
     job_id = submit(app, world, run="forever")
     state, reason, _c, _s, _f, message = wait_for(lambda: (lambda r: r if r[1] == "Unschedulable" else None)(row(app, job_id)))
-    assert state == "Pending" and "2 node(s) were unschedulable" in message
+    assert state == "Pending" and "1 node(s) were unschedulable" in message and "Insufficient nvidia.com/gpu" in message
 
 
 def test_converges_through_dropped_watches_and_expired_versions(app, world):
