@@ -107,7 +107,7 @@ def test_converges_through_dropped_watches_and_expired_versions(app, world):
 
 def test_a_final_state_reached_while_the_syncer_was_down_is_recorded(app, world):
     s = world["syncer"]()
-    job_id = submit(app, world, run="20")
+    job_id = submit(app, world, run="100")  # 5 s at 20x: long enough to be seen Running on a loaded machine
     wait_state(app, job_id, "Running")
     s.stop()
     wait_for(lambda: any(c.type == "Complete" for c in
