@@ -184,8 +184,8 @@ def one_pass(args) -> None:
         db.session.execute(update(Job).where(Job.display_name.like("queued %")).values(state="Queued", reason="WaitingForQuota"))
         db.session.commit()
         backend = schedule.PortalAdmission(settings)
-        for label, call in (("first, every queue (writes every place)", lambda: admission.admit_queued(now, settings)),
-                            ("every queue again (nothing to write)", lambda: admission.admit_queued(now, settings)),
+        for label, call in (("first, every queue (writes every place)", lambda: admission.admit_queued(now, settings).admitted),
+                            ("every queue again (nothing to write)", lambda: admission.admit_queued(now, settings).admitted),
                             ("the admitter's first (every queue)", lambda: backend.admission_pass(now)),
                             ("the admitter's, nothing changed", lambda: backend.admission_pass(now + timedelta(seconds=1))),
                             ("the admitter's, nothing changed", lambda: backend.admission_pass(now + timedelta(seconds=2)))):
@@ -214,7 +214,7 @@ def one_pass(args) -> None:
         db.session.execute(update(Job).where(Job.id.in_(running[::4])).values(state="Succeeded", finished_at=now))
         db.session.commit()
         t0 = time.perf_counter()
-        admitted = admission.admit_queued(now + timedelta(seconds=1), settings)
+        admitted = admission.admit_queued(now + timedelta(seconds=1), settings).admitted
         print(f"admission pass that admits in every account: {(time.perf_counter() - t0) * 1000:.0f} ms, "
               f"{len(admitted)} admitted", flush=True)
         runs = estimates.RunTimes(now)

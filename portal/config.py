@@ -129,6 +129,9 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "QUEUE_SECONDS": _seconds(env, "CRATER_QUEUE_SECONDS", 1.0),
         "QUEUE_HALF_LIFE_HOURS": _seconds(env, "CRATER_QUEUE_HALF_LIFE_HOURS", 24.0),
         "QUEUE_ENTRY_PENALTY_HOURS": _seconds(env, "CRATER_QUEUE_ENTRY_PENALTY_HOURS", 1.0),
+        # Borrowing: the Default account's guaranteed GPUs (beyond them its GPU jobs borrow idle
+        # GPUs and are the first to give them back).
+        "DEFAULT_ACCOUNT_GUARANTEE_GPUS": _int(env, "CRATER_DEFAULT_ACCOUNT_GUARANTEE_GPUS", 0),
         # Rate limits (Flask-Limiter notation): sign-in attempts per client address and per user
         # name, job submissions per user. Storage: memory:// counts per process (so per gunicorn
         # worker); redis://... or memcached://... share one count between workers and replicas.

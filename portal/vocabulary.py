@@ -60,6 +60,7 @@ class Reason:
     FAILED = "Failed"
     QUEUED = "WaitingForQuota"  # Queued: the account's quota is in use
     CANCELLED = "Cancelled"  # a queued job stopped by its owner before it was admitted
+    PREEMPTED = "Preempted"  # Queued again: its borrowed GPUs were taken back for another account's guarantee
 
 
 STOP_REASONS = (Reason.CANCELLED, Reason.STOPPED_BY_USER, Reason.STOPPED_BY_ADMIN, Reason.IDLE_GPU, Reason.EVICTED,
@@ -106,6 +107,9 @@ def reason_words(job) -> tuple[str, str]:
         return _("Cancelled while it waited in the queue; it never reached the cluster."), ""
     if r == Reason.QUEUED:
         return _("Queued: it starts when the account's quota allows."), ""
+    if r == Reason.PREEMPTED:
+        return _("Preempted: the GPUs it borrowed were taken back for another account's guaranteed work; it waits "
+                 "in its original place to run again."), ""
     if r == Reason.STOPPED_BY_USER:
         return _("Stopped by its owner."), ""
     if r == Reason.STOPPED_BY_ADMIN:
@@ -148,7 +152,7 @@ def reason_label(reason: str) -> str:
         Reason.STOPPED_BY_USER: _("stopped by its owner"), Reason.STOPPED_BY_ADMIN: _("stopped by an administrator"),
         Reason.IDLE_GPU: _("idle GPUs"), Reason.EVICTED: _("evicted"), Reason.PENDING_TOO_LONG: _("could not start in time"),
         Reason.LOST: _("lost"), Reason.FAILED: _("failed"), Reason.QUEUED: _("waiting for the quota"),
-        Reason.CANCELLED: _("cancelled in the queue"),
+        Reason.CANCELLED: _("cancelled in the queue"), Reason.PREEMPTED: _("preempted, waits to run again"),
     }
     return words.get(reason, _("waiting"))
 
@@ -212,6 +216,25 @@ def blocker_words(b: dict | None) -> str:
         return _("the owner is no longer a member of account %(account)s.", account=name)
     if kind == "cluster":
         return _("the cluster could not take it just now; it is tried again shortly.")
+    if kind == "capacity":
+        return _("the cluster has %(free)s free %(model)s GPUs for it now; it asks for %(ask)s and starts as soon as "
+                 "they are free (it holds its place).", free=used, model=b.get("model") or "", ask=ask)
+    if kind == "fragmented":
+        return _("%(free)s %(model)s GPUs are free, but not enough of them on the same nodes for its pods; it starts "
+                 "as soon as they fit (it holds its place).", free=used, model=b.get("model") or "")
+    if kind == "reclaim":
+        return _("GPUs lent to other accounts are being taken back for it (by %(when)s at the latest).",
+                 when=b.get("note", "")[:16].replace("T", " "))
+    if kind == "borrow":
+        return _("it may run beyond account %(account)s's guarantee, but only %(idle)s idle %(model)s GPUs can be lent "
+                 "now and it asks for %(ask)s; it starts when enough are idle.", account=name, idle=used,
+                 model=b.get("model") or "", ask=ask)
+    if kind == "borrow_limit":
+        return _("account %(account)s already borrows %(used)s of at most %(limit)s GPUs beyond its guarantee; this job "
+                 "asks for %(ask)s.", account=name, used=used, limit=limit, ask=ask)
+    if kind == "backoff":
+        return _("it was preempted recently; it borrows GPUs again from %(when)s.",
+                 when=b.get("note", "")[:16].replace("T", " "))
     if kind == "maintenance":
         model = b.get("model") or _("GPU")
         if b.get("note"):
@@ -269,6 +292,18 @@ def node_state_words() -> dict[str, str]:
             NodeState.RESERVED: _("Reserved")}
 
 
+def preemption_words(p) -> str:
+    """One preemption in words (the job page, its history, the notice and the mail)."""
+    return _("Preempted at %(when)s so that %(account)s's job %(job)s could use its guaranteed GPUs; %(hours)s "
+             "GPU-hours lost.", when=p.at.strftime("%Y-%m-%d %H:%M"), account=p.by_account or "?", job=p.by_job_id or "?",
+             hours=_gpu_hours(p.gpu_seconds_lost))
+
+
+def _gpu_hours(seconds: float) -> str:
+    hours = (seconds or 0) / 3600
+    return f"{hours:.2f}" if 0 < hours < 0.1 else f"{hours:.1f}"
+
+
 def history_words(entry) -> str:
     """One line of a job's history: what happened, by whom (a person or a policy), and why."""
     d, who = entry.detail or {}, entry.actor_name or "system"
@@ -301,7 +336,19 @@ def history_words(entry) -> str:
             return _("queued by %(who)s: %(why)s", who=who, why=blocker_words(d["blocker"]))
         return _("queued by %(who)s: the account's quota was in use", who=who)
     if a == "job.admit":
+        if d.get("borrowed"):
+            return _("admitted from the queue after %(minutes)s minutes, on idle GPUs beyond its account's guarantee "
+                     "(it may be preempted)", minutes=round(d.get("waited_s", 0) / 60))
         return _("admitted from the queue after %(minutes)s minutes", minutes=round(d.get("waited_s", 0) / 60))
+    if a == "job.preempt":
+        return _("preempted at %(when)s so that %(account)s's job %(job)s could use its guaranteed GPUs; %(hours)s "
+                 "GPU-hours lost; back in the queue in its original place", when=d.get("at", "")[:16].replace("T", " "),
+                 account=d.get("by_account", "?"), job=d.get("by_job", "?"), hours=_gpu_hours(d.get("gpu_seconds_lost", 0)))
+    if a == "job.reclaim":
+        return _("took back %(n)s GPUs lent to other accounts (jobs %(jobs)s) to run within its guarantee",
+                 n=d.get("gpus", 0), jobs=", ".join(str(j) for j in d.get("victims", [])))
+    if a == "job.reclassify":
+        return _("now runs within its account's guarantee: it is no longer borrowed and is not preempted")
     if a == "job.cancel":
         return _("cancelled in the queue by %(who)s", who=who)
     if a == "job.requeue":

@@ -212,13 +212,14 @@ def test_extensions_within_policy_at_once_beyond_it_by_approval(app, world, new_
 # ---- warnings and clean-ups with an injected clock ---------------------------------------------------
 
 def test_time_limit_warning_and_the_pending_interactive_clean_up_with_a_fake_clock(app, world, mailbox):
-    # One A100 node cordoned, the other filled by two jobs: no A100 is free, yet the model is not
-    # under maintenance (a node of it takes jobs), so the notebook is admitted and stays pending.
+    # One A100 node cordoned, the other filled by two jobs. The admitter sees free GPUs (a GPU
+    # notebook would wait in the queue), not CPU: a notebook asking for 125 of the largest node's
+    # 128 cores is admitted and stays pending, since no schedulable node has them free.
     world["cluster"].patch_node("a100-1", {"spec": {"unschedulable": True}})
     long_job = submit(app, world, "80", time_limit_seconds=30 * 3600)
     filler = submit(app, world, "80", gpus=7)
     wait_for(lambda: job_of(app, long_job).state == job_of(app, filler).state == "Running", timeout=20)
-    stuck = submit(app, world, "idle", job_type="jupyter", gpus=1)
+    stuck = submit(app, world, "idle", job_type="jupyter", gpus=0, cpu_milli=125_000)
     wait_for(lambda: job_of(app, long_job).state == "Running" and job_of(app, stuck).reason == "Unschedulable", timeout=20)
     started = job_of(app, long_job).started_at
     clock = FakeClock(epoch(started) + 3600)

@@ -215,7 +215,7 @@ def submit(app, user, account, gpus, name="job", now=T0, queue_if_full=True, lim
 def run_pass(app, now):
     with app.app_context():
         try:
-            return admit_queued(now, SETTINGS)
+            return admit_queued(now, SETTINGS).admitted
         finally:
             db.session.remove()
 

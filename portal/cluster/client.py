@@ -20,7 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
 
-from .labels import MANAGED_BY, job_label_selector
+from .labels import MANAGED_BY, class_patch, job_label_selector, resume_patch, suspend_patch
 from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by
 
 DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
@@ -200,7 +200,11 @@ class Cluster:
         except ClusterError as exc:
             if exc.status != 409:
                 raise
-            uid = self._raw(self.batch.read_namespaced_job, name_of(req.job_id), ns)["metadata"]["uid"]
+            existing = self._raw(self.batch.read_namespaced_job, name_of(req.job_id), ns)
+            uid = existing["metadata"]["uid"]
+            if (existing.get("spec") or {}).get("suspend"):  # a preempted job runs again: resumed, not recreated
+                self._raw(self.batch.patch_namespaced_job, name_of(req.job_id), ns, resume_patch(req.borrowed),
+                          _content_type="application/merge-patch+json")
         except KeyError as exc:
             raise _error(exc) from exc
         creators = {"Secret": self.core.create_namespaced_secret, "Service": self.core.create_namespaced_service,
@@ -319,6 +323,21 @@ class Cluster:
             raise _error(exc) from exc
         finally:
             response.release_conn()
+
+    def suspend_job(self, job_id: int) -> None:
+        """Preempt a job: suspend its Job (the object and its spec stay; its pods are stopped with
+        their grace period). A Job already gone is fine: there is nothing left to stop."""
+        try:
+            self._raw(self.batch.patch_namespaced_job, name_of(job_id), self.settings.namespace, suspend_patch(),
+                      _content_type="application/merge-patch+json")
+        except ClusterError as exc:
+            if exc.status != 404:
+                raise
+
+    def set_job_class(self, job_id: int, borrowed: bool) -> None:
+        """The class label on a Job (a borrowed job reclassified within its guarantee)."""
+        self._raw(self.batch.patch_namespaced_job, name_of(job_id), self.settings.namespace, class_patch(borrowed),
+                  _content_type="application/merge-patch+json")
 
     def set_time_limit(self, job_id: int, seconds: int) -> None:
         """Move a running Job's deadline (spec.activeDeadlineSeconds is mutable)."""

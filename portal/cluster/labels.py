@@ -10,6 +10,9 @@ JOB_ID_LABEL = "crater.io/job-id"
 USER_LABEL = "crater.io/user"
 ACCOUNT_LABEL = "crater.io/account"
 TYPE_LABEL = "crater.io/type"
+CLASS_LABEL = "crater.io/class"  # guaranteed (within the account's quota) or borrowed (beyond it, preemptible)
+CHECKPOINT_DIR_ENV = "CRATER_CHECKPOINT_DIR"  # where a job writes checkpoints it can resume from after a preemption
+PREEMPTIBLE_ENV = "CRATER_PREEMPTIBLE"  # "true" in a borrowed job's containers
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # GPU feature discovery's model label
 CORDON_REASON = "crater.io/cordon-reason"  # node annotation: why it is cordoned, shown to everyone
 CORDONED_BY = "crater.io/cordoned-by"
@@ -23,9 +26,29 @@ def object_name(job_id: int) -> str:
     return f"{NAME_PREFIX}{job_id}"
 
 
-def job_labels(job_id: int, username: str, account: str, job_type: str) -> dict[str, str]:
+def job_labels(job_id: int, username: str, account: str, job_type: str, job_class: str = "guaranteed") -> dict[str, str]:
     return {MANAGED_BY_LABEL: MANAGED_BY, JOB_ID_LABEL: str(job_id), USER_LABEL: username, ACCOUNT_LABEL: account,
-            TYPE_LABEL: job_type}
+            TYPE_LABEL: job_type, CLASS_LABEL: job_class}
+
+
+def job_class(borrowed: bool) -> str:
+    return "borrowed" if borrowed else "guaranteed"
+
+
+# ---- job patches ---------------------------------------------------------------------------------
+
+def suspend_patch() -> dict:
+    """Preempt: the Job stays (its spec too); its pods get SIGTERM and their grace period."""
+    return {"spec": {"suspend": True}}
+
+
+def resume_patch(borrowed: bool) -> dict:
+    """Run a preempted Job again (new pods from the same template), with its class now."""
+    return {"spec": {"suspend": False}, "metadata": {"labels": {CLASS_LABEL: job_class(borrowed)}}}
+
+
+def class_patch(borrowed: bool) -> dict:
+    return {"metadata": {"labels": {CLASS_LABEL: job_class(borrowed)}}}
 
 
 def job_selector(job_id: int) -> dict[str, str]:

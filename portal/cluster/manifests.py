@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..vocabulary import JOB_TYPES, JobType
-from .labels import DISPLAY_NAME, GPU_PRODUCT_LABEL, RESERVED_FOR, job_labels, job_selector, object_name
+from .labels import (CHECKPOINT_DIR_ENV, DISPLAY_NAME, GPU_PRODUCT_LABEL, PREEMPTIBLE_ENV, RESERVED_FOR, job_class,
+                     job_labels, job_selector, object_name)
 JUPYTER_PORT = 8888
 RDZV_PORT = 29500
 
@@ -42,6 +43,9 @@ class JobRequest:
     workers: int = 1  # distributed: the number of nodes/pods
     mounts: tuple[Mount, ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()  # extra pod annotations (e.g. simulation hints)
+    borrowed: bool = False  # runs beyond its account's guarantee: may be preempted
+    grace_seconds: int | None = None  # terminationGracePeriodSeconds (None: the cluster's default)
+    checkpoint_dir: str = ""  # told to the containers (CRATER_CHECKPOINT_DIR); "" = none
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ def name_of(job_id: int) -> str:
 
 
 def labels_of(req: JobRequest) -> dict[str, str]:
-    return job_labels(req.job_id, req.username, req.account, req.job_type)
+    return job_labels(req.job_id, req.username, req.account, req.job_type, job_class(req.borrowed))
 
 
 def jupyter_path(req: JobRequest, settings: ClusterSettings) -> str:
@@ -102,7 +106,7 @@ def _container(req: JobRequest, settings: ClusterSettings) -> dict:
         resources["requests"][settings.gpu_resource] = str(req.gpus)
     container = {
         "name": "main", "image": req.image, "resources": resources,
-        "env": [{"name": k, "value": v} for k, v in req.env],
+        "env": [{"name": k, "value": v} for k, v in req.env] + _preemption_env(req),
         "securityContext": {"privileged": False, "allowPrivilegeEscalation": False},
     }
     command = _command(req, settings)
@@ -117,6 +121,15 @@ def _container(req: JobRequest, settings: ClusterSettings) -> dict:
     if mounts:
         container["volumeMounts"] = mounts
     return container
+
+
+def _preemption_env(req: JobRequest) -> list[dict]:
+    """Where to write a checkpoint (a preempted job gets SIGTERM, then its grace period) and
+    whether the job may be preempted."""
+    env = [{"name": PREEMPTIBLE_ENV, "value": "true" if req.borrowed else "false"}]
+    if req.checkpoint_dir:
+        env.append({"name": CHECKPOINT_DIR_ENV, "value": req.checkpoint_dir})
+    return env
 
 
 def _command(req: JobRequest, settings: ClusterSettings) -> list[str]:
@@ -134,6 +147,8 @@ def _pod_spec(req: JobRequest, settings: ClusterSettings) -> dict:
             "containers": [container]}
     if req.gpu_model:
         spec["nodeSelector"] = {GPU_PRODUCT_LABEL: req.gpu_model}
+    if req.grace_seconds is not None:
+        spec["terminationGracePeriodSeconds"] = int(req.grace_seconds)
     # Nodes an admin reserved for this account carry a taint only its jobs tolerate.
     spec["tolerations"] = [{"key": RESERVED_FOR, "operator": "Equal", "value": req.account, "effect": "NoSchedule"}]
     volumes = []

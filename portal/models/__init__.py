@@ -2,7 +2,7 @@
 from .account import Account, AccountGpuQuota, Membership, MemberRole
 from .audit import AuditEntry
 from .fair_use import ExtensionRequest, ExtensionState, JobWarning, PolicyRun, PolicySetting
-from .job import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, Image, Job, JobEvent, JobState, JobTemplate, QueueUsage
+from .job import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, Image, Job, JobEvent, JobState, JobTemplate, Preemption, QueueUsage
 from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import Notification, OutboxMessage
 from .sync import SyncHeartbeat
@@ -12,6 +12,6 @@ from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "ApiToken", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
+    "ApiToken", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "Preemption", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
     "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

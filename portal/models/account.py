@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -34,6 +34,13 @@ class Account(db.Model):
     memory_quota_gib: Mapped[int | None] = mapped_column(Integer)
     max_jobs: Mapped[int | None] = mapped_column(Integer)  # concurrent (pending + running)
     expires_on: Mapped[date | None] = mapped_column(Date)
+    # Borrowing (services/scheduling): gpu_quota is the account's guaranteed share. Its jobs may run
+    # beyond it on idle GPUs, at most `borrow_limit` GPUs at once (NULL: as many as are idle; 0:
+    # never); `lend_limit` GPUs of its unused guarantee are never lent to others (NULL: lends all);
+    # JupyterLab jobs borrow only where `borrow_jupyter` allows.
+    borrow_limit: Mapped[int | None] = mapped_column(Integer)
+    lend_limit: Mapped[int | None] = mapped_column(Integer)
+    borrow_jupyter: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     gpu_model_quotas = relationship(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -29,6 +29,7 @@ class Job(db.Model):
         Index("ix_jobs_gpus_id", "gpus", "id"),  # the job list sorted by GPUs
         Index("ix_jobs_name_id", "display_name", "id"),  # ... and by name
         Index("ix_jobs_usage_state", "usage_state", "state"),  # the usage pass's work
+        Index("ix_jobs_borrowed_state", "borrowed", "state"),  # reclaim and reclassification
         UniqueConstraint("user_id", "idempotency_key"),
     )
 
@@ -86,6 +87,15 @@ class Job(db.Model):
     # The wait the first estimate predicted, before calibration (seconds; kept once admitted): the
     # estimates learn their own bias from it (services.scheduling.estimates.RunTimes.wait_ratio).
     queue_first_wait: Mapped[int | None] = mapped_column(Integer)
+    # Borrowing: `borrow` is the owner's choice (run beyond the account's guarantee on idle GPUs);
+    # `borrowed` says the job runs (or last ran) beyond the guarantee and may be preempted; how
+    # often it was preempted, when last, and not to be admitted as borrowed again before
+    # `not_before` (the backoff after a preemption).
+    borrow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    preempted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
 
     user = relationship("User")
     account = relationship("Account")
@@ -112,6 +122,31 @@ class Job(db.Model):
     @property
     def gpus_per_worker(self) -> int:
         return self.gpus // max(1, self.workers)
+
+
+class Preemption(db.Model):
+    """One preemption: a borrowed job (`job_id`) suspended so that another account's in-quota job
+    (`by_job_id`) could use its guaranteed GPUs; what the preempted job had run and lost; when
+    the job that reclaimed the GPUs started running (for the reclaim latency)."""
+
+    __tablename__ = "preemptions"
+    __table_args__ = (Index("ix_preemptions_at", "at"), Index("ix_preemptions_by", "by_job_id"),
+                      Index("ix_preemptions_job", "job_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    account: Mapped[str] = mapped_column(String(63))
+    by_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    by_account: Mapped[str] = mapped_column(String(63), default="")
+    reason: Mapped[str] = mapped_column(String(32), default="Reclaim")
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    ran_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_seconds_lost: Mapped[float] = mapped_column(Float, default=0.0)
+    grace_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    waited_since: Mapped[datetime | None] = mapped_column(DateTime)  # the reclaiming job waited since
+    bound_at: Mapped[datetime | None] = mapped_column(DateTime)  # the reclaiming job ran from
 
 
 class QueueUsage(db.Model):

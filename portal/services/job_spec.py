@@ -26,7 +26,7 @@ IDEMPOTENCY_KEY_PATTERN = r"^([A-Za-z0-9-]{8,64})?$"  # "": none
 NAME_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 NO_NUL = r"^[^\x00]*$"
 RESERVED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NNODES", "NPROC_PER_NODE", "RANK", "NODE_RANK", "JUPYTER_TOKEN")
-WHEN_FULL = ("queue", "refuse")
+WHEN_FULL = ("queue", "refuse", "borrow")  # borrow: run now on idle GPUs beyond the quota (preemptible)
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Submission:
     idempotency_key: str = ""
     annotations: tuple[tuple[str, str], ...] = field(default=())
     queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
+    borrow: bool = False  # over quota for now: run on idle GPUs beyond it (may be preempted and requeued)
 
 
 def check_idempotency_key(key: str) -> str | None:
@@ -184,17 +185,20 @@ def from_body(body, account_id: int) -> Submission:
         raise ValidationFailed({"env": _("env is a list of [NAME, value] pairs, or an object of NAME: value.")})
     when_full = body.get("when_full") or WHEN_FULL[0]
     if when_full not in WHEN_FULL:
-        raise ValidationFailed({"when_full": _("when_full is queue or refuse.")})
+        raise ValidationFailed({"when_full": _("when_full is queue, refuse or borrow.")})
     values = {name: body[name] for name in FIELD_NAMES if body.get(name) is not None}
     values.update(command=command if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env))
     sub = replace(Submission(job_type=DEFAULTS["job_type"], account_id=account_id, display_name="", image=""), **values)
-    return replace(sub, idempotency_key=body.get("idempotency_key") or "", queue_if_full=when_full != "refuse")
+    return replace(sub, idempotency_key=body.get("idempotency_key") or "", queue_if_full=when_full != "refuse",
+                   borrow=when_full == "borrow")
 
 
 # ---- the cluster's request ---------------------------------------------------------------------
 
-def cluster_request(job_id: int, sub: Submission, username: str, account: str) -> JobRequest:
-    """What the cluster is asked to run: the manifests are built from these values only."""
+def cluster_request(job_id: int, sub: Submission, username: str, account: str, borrowed: bool = False,
+                    grace_seconds: int | None = None) -> JobRequest:
+    """What the cluster is asked to run: the manifests are built from these values only. A job
+    that mounts its owner's home is told to write checkpoints under it (kept across a preemption)."""
     mounts = []
     if sub.mount_home:
         mounts.append(Mount(f"users/{username}", f"/home/{username}"))
@@ -206,7 +210,9 @@ def cluster_request(job_id: int, sub: Submission, username: str, account: str) -
         gpu_model=sub.gpu_model if sub.gpus else "", gpus=sub.gpus, cpu=f"{sub.cpu_milli}m",
         memory=f"{sub.memory_mib}Mi", shm=f"{sub.shm_mib}Mi" if sub.shm_mib else "",
         working_dir=sub.working_dir, time_limit_seconds=sub.time_limit_seconds, workers=sub.workers,
-        mounts=tuple(mounts), annotations=sub.annotations)
+        mounts=tuple(mounts), annotations=sub.annotations, borrowed=borrowed, grace_seconds=grace_seconds,
+        checkpoint_dir=f"/home/{username}/.crater/checkpoints/{job_id}" if sub.mount_home
+        else f"/shared/.crater/checkpoints/{username}/{job_id}" if sub.mount_share else "")
 
 
 # ---- the API's description -----------------------------------------------------------------------
@@ -257,7 +263,10 @@ def body_schema(max_hours: dict[str, float], images: list[str] | None, models: d
         "account_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         "idempotency_key": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN,
                             "description": "The same key again returns the first job (a resubmission); empty: none"},
-        "when_full": {"type": "string", "enum": list(WHEN_FULL), "default": WHEN_FULL[0]},
+        "when_full": {"type": "string", "enum": list(WHEN_FULL), "default": WHEN_FULL[0],
+                      "description": "Over the account's quota for now: wait in its queue, refuse, or borrow (run now on "
+                                     "idle GPUs beyond the quota; may be preempted and requeued; batch and distributed "
+                                     "jobs, JupyterLab where the account allows it)"},
     }
     texts = {f.name: f.text for f in FIELDS}
     variants = []

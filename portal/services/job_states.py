@@ -6,6 +6,7 @@ and queues the notice the owner gets, all in the caller's transaction. The calle
 
     (new) -> Queued | Submitting          submitted() / queued()      (services.scheduling.admission)
     Queued -> Submitting                  admitted()                  (the admitter)
+    Submitting/Pending/Running -> Queued  preempted()                 (the admitter's reclaim)
     Submitting -> Queued                  requeued()                  (the cluster could not take it)
     Submitting -> Pending                 created()                   (its cluster objects exist)
     Pending/Running -> Running/Pending/.. follow_cluster()            (the syncer's job writer)
@@ -20,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import update
 
 from ..extensions import db
-from ..models import FINAL_STATES, Job, JobState, utcnow
+from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobState, utcnow
 from ..vocabulary import Reason
 from . import notify
 
@@ -46,9 +47,30 @@ def queued(job: Job, position: int, blocker: dict) -> None:
     job.queue_position, job.queue_blocker = position, blocker
 
 
-def admitted(job_id: int, now: datetime) -> bool:
-    """Queued -> Submitting: the admitter's turn came (a job cancelled meanwhile stays cancelled)."""
-    return _guarded(job_id, (QUEUED,), state=SUBMITTING, reason="", message="", admitted_at=now, **_QUEUE_COLUMNS)
+def admitted(job_id: int, now: datetime, borrowed: bool = False) -> bool:
+    """Queued -> Submitting: the admitter's turn came (a job cancelled meanwhile stays cancelled),
+    in its guarantee or `borrowed` beyond it."""
+    return _guarded(job_id, (QUEUED,), state=SUBMITTING, reason="", message="", admitted_at=now, borrowed=borrowed,
+                    **_QUEUE_COLUMNS)
+
+
+def reclassified(job_ids: list[int]) -> int:
+    """Borrowed -> in-quota, for admitted jobs that now fit their account's guarantee."""
+    if not job_ids:
+        return 0
+    return db.session.execute(update(Job).where(Job.id.in_(sorted(job_ids)), Job.borrowed.is_(True),
+                                                Job.state.in_(ACTIVE_STATES))
+                              .values(borrowed=False, version=Job.version + 1)).rowcount
+
+
+def preempted(job_id: int, now: datetime, not_before: datetime, blocker: dict) -> bool:
+    """An admitted borrowed job -> Queued, keeping its submission time (so its place in the
+    queue): another account's in-quota job needs its GPUs. Its cluster Job is suspended next
+    (the object and its spec stay) and resumed when it is admitted again. The owner's notice is
+    queued by the caller, which records the preemption."""
+    return _guarded(job_id, ACTIVE_STATES, state=QUEUED, reason=Reason.PREEMPTED, message="", admitted_at=None,
+                    started_at=None, preemptions=Job.preemptions + 1, preempted_at=now, not_before=not_before,
+                    queue_blocker=blocker, queue_position=None, queue_estimate=None, queue_reserved_at=None)
 
 
 def requeued(job_id: int, why: str) -> bool:
@@ -90,8 +112,8 @@ def follow_cluster(row, values: dict) -> tuple[bool, bool]:
     if state in FINAL_STATES:
         notify.enqueue_job_ended(row, state=state, reason=values.get("reason") or "")
         return True, True
-    if state == JobState.RUNNING.value and row.started_at is None:  # its first start
-        notify.enqueue_job_started(row.id, row.user_id)
+    if state == JobState.RUNNING.value and row.started_at is None:  # its first start (of this run, after a preemption)
+        notify.enqueue_job_started(row.id, row.user_id, getattr(row, "preemptions", 0) or 0)
     return True, False
 
 

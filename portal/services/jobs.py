@@ -6,6 +6,7 @@ cluster's message. Touches the DB and, through portal.cluster, the cluster."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
-from . import accounts, audit, job_rules, job_spec, job_states
+from . import accounts, audit, job_rules, job_spec, job_states, policies
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
@@ -30,6 +31,8 @@ from .job_spec import Submission
 from .scheduling.admission import Ask, QuotaExceeded, admit_submission
 from .scheduling.state import QueueSettings
 from .transactions import retrying
+
+log = logging.getLogger("crater.jobs")
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,21 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     account = db.session.get(Account, form.account_id)
     if account is None:
         raise NotFound(_("No such account."))
+    if form.borrow and form.job_type == JobType.JUPYTER and not account.borrow_jupyter and not account.is_default:
+        raise ValidationFailed({"when_full": _("JupyterLab jobs may not borrow GPUs beyond account %(name)s's quota; "
+                                               "choose to wait in the queue or to be refused.", name=account.name)})
+    grace = grace_seconds()
     ask = Ask(gpus=form.gpus * form.workers, gpu_model=form.gpu_model if form.gpus else "",
                     cpu_milli=form.cpu_milli * form.workers, memory_mib=form.memory_mib * form.workers)
     job = Job(job_type=form.job_type, display_name=form.display_name, image=form.image, workers=form.workers,
               time_limit_seconds=form.time_limit_seconds, notify=form.notify,
-              idempotency_key=form.idempotency_key or None, spec=job_spec.to_stored(form))
+              idempotency_key=form.idempotency_key or None, spec=job_spec.to_stored(form), borrow=form.borrow)
     user_id, username, account_id, account_name = user.id, user.username, account.id, account.name
     admitted = {}
 
     def keep(job: Job) -> None:
         admitted["id"], admitted["state"] = job.id, job.state
-        admitted["request"] = job_spec.cluster_request(job.id, form, username, account_name)
+        admitted["request"] = job_spec.cluster_request(job.id, form, username, account_name, bool(job.borrowed), grace)
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,
                                                              "gpus": ask.gpus, "gpu_model": ask.gpu_model,
@@ -144,16 +151,43 @@ def launch(job_id: int, cluster: Cluster) -> Job | None:
     """Create the cluster objects of a job the admitter has just admitted (Submitting), from its
     submitted spec, through the same steps as a web submission. A job stopped meanwhile is left
     alone (None)."""
-    row = db.session.execute(select(Job.state, Job.spec, Job.account_id, Job.idempotency_key, User.username,
+    row = db.session.execute(select(Job.state, Job.spec, Job.account_id, Job.idempotency_key, Job.borrowed, User.username,
                                     Account.name).join(User, User.id == Job.user_id)
                              .join(Account, Account.id == Job.account_id).where(Job.id == job_id)).one_or_none()
     if row is None or row.state != JobState.SUBMITTING.value:
         db.session.commit()
         return None
     form = job_spec.from_stored(row.spec or {}, row.account_id)
-    request = job_spec.cluster_request(job_id, form, row.username, row.name)
+    request = job_spec.cluster_request(job_id, form, row.username, row.name, bool(row.borrowed), grace_seconds())
     db.session.commit()  # no transaction stays open while the cluster is called
     return _launch(SYSTEM, job_id, request, cluster, requeue_if_away=True)
+
+
+def suspend_preempted(job_id: int, cluster: Cluster) -> bool:
+    """Suspend the cluster Job of a preempted job (its pods stop with their grace period; the Job
+    and its spec stay, so it is resumed when admitted again). False when the cluster did not take
+    it now (the reconciler tries again)."""
+    try:
+        cluster.suspend_job(job_id)
+        return True
+    except ClusterError as exc:
+        log.warning("could not suspend preempted job %s: %s", job_id, exc.message)
+        return False
+
+
+def relabel(job_id: int, cluster: Cluster) -> None:
+    """The class label of a job's cluster Job after it was reclassified (best effort: the row is
+    what the portal goes by)."""
+    borrowed = db.session.execute(select(Job.borrowed).where(Job.id == job_id)).scalar()
+    db.session.commit()
+    with contextlib.suppress(ClusterError):
+        cluster.set_job_class(job_id, bool(borrowed))
+
+
+def grace_seconds() -> int:
+    """The grace a job's containers get after SIGTERM when it is preempted or stopped (the
+    preemption policy's setting, written into the pod template at creation)."""
+    return int(policies.get("preemption").params["grace_seconds"])
 
 
 def _end_submit_error(actor: Actor, job_id: int, error: str) -> Job:
@@ -377,13 +411,20 @@ def end_abandoned_submissions(created_before: datetime, in_cluster: set[int], no
 
 
 def states_of(job_ids: set[int]) -> dict[int, str]:
-    """The database's state of each of these jobs (ids it does not know are left out)."""
+    """The database's state of each of these jobs (ids it does not know are left out); a queued
+    job that was preempted reads PREEMPTED_QUEUED: its suspended cluster Job is kept for its
+    next run."""
     states: dict[int, str] = {}
     ids = sorted(job_ids)
     for i in range(0, len(ids), 500):
-        states.update(db.session.execute(select(Job.id, Job.state).where(Job.id.in_(ids[i:i + 500]))).all())
+        for job_id, state, preempted_at in db.session.execute(select(Job.id, Job.state, Job.preempted_at)
+                                                              .where(Job.id.in_(ids[i:i + 500]))):
+            states[job_id] = PREEMPTED_QUEUED if state == JobState.QUEUED.value and preempted_at else state
     db.session.commit()
     return states
+
+
+PREEMPTED_QUEUED = "Queued (preempted)"
 
 
 def remove_orphan(cluster: Cluster, job_id: int, state: str | None) -> None:

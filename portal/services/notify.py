@@ -48,7 +48,7 @@ class MailSettings:
 
 # Notice kinds and whether they are mailed unless the user says otherwise (Settings).
 MAIL_DEFAULTS = {"job_started": False, "job_succeeded": False, "job_failed": True, "job_stopped_policy": True,
-                 "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True}
+                 "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True, "job_preempted": True}
 END_KINDS = ("job_succeeded", "job_failed", "job_stopped_policy", "job_stopped_admin", "job_stopped_user")
 POLICY_REASONS = ("IdleGPU", "PendingTooLong", "Evicted", "DeadlineExceeded")
 
@@ -59,7 +59,8 @@ def kind_words() -> dict[str, str]:
             "job_stopped_policy": _("a policy stops a job of mine (idle GPUs, time limit, drain)"),
             "job_stopped_admin": _("a manager or administrator stops a job of mine"),
             "warning_idle_gpu": _("a job of mine is warned for idle GPUs"),
-            "warning_time_limit": _("a job of mine nears its time limit")}
+            "warning_time_limit": _("a job of mine nears its time limit"),
+            "job_preempted": _("a borrowed job of mine is preempted (it waits to run again)")}
 
 
 def end_kind(state: str, reason: str) -> str:
@@ -107,8 +108,31 @@ def enqueue_job_ended(job, always: bool = False, state: str | None = None, reaso
     notice(job.id, job.user_id, kind, f"ended:{job.id}", mail=mail)
 
 
-def enqueue_job_started(job_id: int, user_id: int) -> None:
-    notice(job_id, user_id, "job_started", f"started:{job_id}")
+def enqueue_job_started(job_id: int, user_id: int, run: int = 0) -> None:
+    """`run`: how often the job was preempted before (each run after a preemption starts anew)."""
+    notice(job_id, user_id, "job_started", f"started:{job_id}" + (f":{run}" if run else ""))
+
+
+def enqueue_job_preempted(job_id: int, user_id: int, preemption_id: int) -> None:
+    notice(job_id, user_id, "job_preempted", f"preempted:{preemption_id}")
+
+
+def job_preempted_message(job: Job, sender: str, base_url: str) -> EmailMessage:
+    from ..models import Preemption
+    p = db.session.execute(select(Preemption).where(Preemption.job_id == job.id).order_by(Preemption.id.desc())).scalar()
+    with force_locale(job.user.language or "en"):
+        msg = EmailMessage()
+        msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) was preempted and waits to run again", name=job.display_name,
+                           id=job.id)
+        msg["From"], msg["To"] = sender, job.user.email
+        lines = [vocabulary.preemption_words(p) if p is not None else ""]
+        lines.append(_("It ran on GPUs lent beyond its account's guarantee. It is back in its account's queue, in its "
+                       "original place, and runs again by itself when GPUs are free; a job that writes checkpoints to "
+                       "$CRATER_CHECKPOINT_DIR can resume from its last one."))
+        if base_url:
+            lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
+        msg.set_content("\n\n".join(line for line in lines if line) + "\n")
+    return msg
 
 
 def job_ended_message(job: Job, sender: str, base_url: str) -> EmailMessage:
@@ -191,6 +215,8 @@ def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | N
         msg = job_ended_message(row.job, settings.sender, settings.public_url)
     elif row.kind == "job_started":
         msg = job_started_message(row.job, settings.sender, settings.public_url)
+    elif row.kind == "job_preempted":
+        msg = job_preempted_message(row.job, settings.sender, settings.public_url)
     elif row.kind in ("warning_idle_gpu", "warning_time_limit"):
         from ..models import JobWarning
         kind = row.kind.removeprefix("warning_")

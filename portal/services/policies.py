@@ -25,6 +25,12 @@ DEFAULTS: dict[str, dict[str, tuple[float, float, float]]] = {
     "time_limit_warning": {"hours_before": (24, 1, 336)},
     "pending_interactive": {"minutes": (30, 1, 10080)},
     "extensions": {"auto_max_hours": (12, 0, 336), "auto_every_hours": (48, 1, 8760), "max_request_hours": (168, 1, 2016)},
+    # Reclaim (services/scheduling): the grace a preempted job's containers get after SIGTERM, the
+    # least a borrowed job runs before it may be preempted unless the reclaiming job has waited
+    # past the owner's bound, how often one job may be preempted, and the backoff (doubling)
+    # before a preempted job borrows again. Suspended: nothing is preempted.
+    "preemption": {"grace_seconds": (60, 0, 3600), "min_run_minutes": (10, 0, 1440), "owner_wait_minutes": (2, 0, 1440),
+                   "max_preemptions": (3, 1, 100), "backoff_minutes": (1, 0, 1440)},
 }
 KEEP_RUNS = 2000  # per policy
 
@@ -35,7 +41,8 @@ def names() -> list[str]:
 
 def words() -> dict[str, str]:
     return {"idle_gpu": _("Idle-GPU clean-up"), "time_limit_warning": _("Time-limit warning"),
-            "pending_interactive": _("Interactive jobs that cannot start"), "extensions": _("Time-limit extensions")}
+            "pending_interactive": _("Interactive jobs that cannot start"), "extensions": _("Time-limit extensions"),
+            "preemption": _("Reclaiming lent GPUs")}
 
 
 @dataclass(frozen=True)

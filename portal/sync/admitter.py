@@ -48,6 +48,13 @@ class Admitter:
                 started = self.clock.monotonic()
                 admitted = self.backend.admission_pass(self.clock.utcnow())
                 self.durations["admission"] = self.clock.monotonic() - started
+                # Preempted jobs give their GPUs back first (suspended with their grace), then the
+                # jobs that reclaimed them are created; a suspend that fails now is done again by
+                # the reconciler (the job is Queued, its Job still running).
+                for job_id in getattr(self.backend, "last_preempted", []):
+                    jobs.suspend_preempted(job_id, self.cluster)
+                for job_id in getattr(self.backend, "last_reclassified", []):
+                    jobs.relabel(job_id, self.cluster)
                 requeued = 0
                 for job_id in admitted:
                     job = jobs.launch(job_id, self.cluster)

@@ -50,7 +50,8 @@ class Reconciler:
         self.orphan_grace, self.submit_grace = orphan_grace, submit_grace
         self._orphans_seen: dict[int, float] = {}
         self.passes: list[tuple[str, Callable[[], object]]] = [
-            ("abandoned-submissions", self.end_abandoned_submissions), ("orphans", self.remove_orphans)]
+            ("abandoned-submissions", self.end_abandoned_submissions), ("orphans", self.remove_orphans),
+            ("preempted", self.suspend_preempted)]
         self.last_results: dict[str, object] = {}
         self.durations: dict[str, float] = {}
 
@@ -74,6 +75,16 @@ class Reconciler:
         now = self.clock.utcnow()
         return jobs.end_abandoned_submissions(now - timedelta(seconds=self.submit_grace),
                                               self.job_writer.job_ids_in_cluster(), now)
+
+    def suspend_preempted(self) -> list[int]:
+        """Preempted jobs (Queued again) whose cluster Job still runs: the suspend after the
+        admitter's commit did not reach the cluster. Suspended now."""
+        in_cluster = self.job_writer.running_job_ids()
+        if not in_cluster:
+            return []
+        states = jobs.states_of(in_cluster)
+        done = [i for i in sorted(in_cluster) if states.get(i) == jobs.PREEMPTED_QUEUED and jobs.suspend_preempted(i, self.cluster)]
+        return done
 
     def remove_orphans(self) -> list[int]:
         managed = self.job_writer.job_ids_in_cluster()

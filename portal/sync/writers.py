@@ -35,7 +35,7 @@ CHUNK = 500  # ids per IN (...) list
 SETTLE_SECONDS = 2.0
 # What the job writer reads of a row (not whole ORM objects: it only compares and updates).
 ROW_COLUMNS = (Job.id, Job.user_id, Job.notify, Job.state, Job.reason, Job.message, Job.exit_code, Job.started_at,
-               Job.finished_at, Job.pods)
+               Job.finished_at, Job.pods, Job.preemptions)
 
 
 def event_job_id(event: dict) -> int:
@@ -124,6 +124,13 @@ class JobWriter:
     def job_ids_in_cluster(self) -> set[int]:
         with self.lock:
             return {i for i in self._jobs if i}
+
+    def running_job_ids(self) -> set[int]:
+        """Jobs whose Job object is not suspended (and not finished)."""
+        with self.lock:
+            return {i for i, obj in self._jobs.items() if i and not (obj.get("spec") or {}).get("suspend")
+                    and not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                                for c in (obj.get("status") or {}).get("conditions") or [])}
 
     # ---- writing ------------------------------------------------------------------------------
 

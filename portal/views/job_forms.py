@@ -78,7 +78,8 @@ class JobForm(FlaskForm):
     notify = BooleanField(_l("Email me when it ends"))
     when_full = SelectField(_l("If the account's quota is in use"), default="queue", validate_choice=True, choices=[
         SelectChoice("queue", _l("wait in the account's queue and start when its turn comes")),
-        SelectChoice("refuse", _l("refuse it now (e.g. for a quick notebook)"))])
+        SelectChoice("refuse", _l("refuse it now (e.g. for a quick notebook)")),
+        SelectChoice("borrow", _l("run now on idle GPUs beyond the quota (may be preempted and requeued)"))])
     idempotency_key = HiddenField()  # its rule: services.job_rules
 
     def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float]):
@@ -86,6 +87,8 @@ class JobForm(FlaskForm):
         self.job_type, self.limits = job_type, limits
         self.account_id.choices = [SelectChoice(a.id, a.label) for a in accounts]
         self.gpu_model.choices = [SelectChoice("", _l("Any model"))] + [SelectChoice(m, m) for m in models]
+        if job_type == JobType.JUPYTER and not any(getattr(a, "borrow_jupyter", False) for a in accounts):
+            self.when_full.choices = [c for c in self.when_full.choices if c[0] != "borrow"]
         if self.time_limit_hours.data is None and not self.is_submitted():
             self.time_limit_hours.data = Decimal(str(limits[0]))
         if not self.idempotency_key.data:
@@ -116,7 +119,7 @@ class JobForm(FlaskForm):
             workers=self.workers.data if job_type == JobType.DISTRIBUTED else 1,
             mount_home=bool(self.mount_home.data), mount_share=bool(self.mount_share.data),
             notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "",
-            queue_if_full=self.when_full.data != "refuse")
+            queue_if_full=self.when_full.data != "refuse", borrow=self.when_full.data == "borrow")
 
 
 def form_data_from_spec(spec: dict) -> dict:

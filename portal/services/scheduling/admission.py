@@ -8,21 +8,23 @@ first. Touches the DB
 only: the caller creates the cluster objects after the commit."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from collections.abc import Callable
 
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ...extensions import db
-from ...models import Job, JobState, Membership, utcnow
+from ...models import ACTIVE_STATES, Job, JobState, Membership, Preemption, utcnow
 from ...vocabulary import JobType, never_words, refusal_words
-from .. import audit, job_states
+from .. import audit, job_states, notify, policies
 from ..context import SYSTEM
 from ..errors import DomainError, Forbidden, NotFound
-from .plan import Decision, Demand, decide, never_fits
-from .state import AccountQueue, QueueSettings, jupyter_count, load, lock_account, lock_users, write_queued
+from .plan import (CLUSTER_KINDS, Blocker, Capacity, Decision, Demand, ReclaimRules, account_blocker, decide, never_fits,
+                   reclaim, reclassify)
+from .state import (AccountQueue, QueueSettings, capacity, jupyter_count, load, lock_account, lock_capacity, lock_users,
+                    reclaim_candidates, write_queued)
 from .usage import charge
 
 
@@ -38,6 +40,34 @@ class QuotaExceeded(DomainError):
     def __init__(self, message: str = "", kind: str = ""):
         super().__init__(message)
         self.kind = kind
+
+
+@dataclass(frozen=True)
+class ReclaimSettings:
+    """The preemption policy's settings (/admin/policies); suspended: nothing is preempted."""
+    enabled: bool = True
+    rules: ReclaimRules = field(default_factory=ReclaimRules)
+    grace_seconds: int = 60
+    backoff_seconds: float = 60.0
+
+    @classmethod
+    def current(cls) -> ReclaimSettings:
+        p = policies.get("preemption")
+        return cls(not p.suspended, ReclaimRules(p.params["min_run_minutes"] * 60, p.params["owner_wait_minutes"] * 60,
+                                                 int(p.params["max_preemptions"])),
+                   int(p.params["grace_seconds"]), p.params["backoff_minutes"] * 60)
+
+    def backoff(self, preemptions: int) -> timedelta:
+        """How long a job preempted `preemptions` times (this one included) waits before it borrows again."""
+        return timedelta(seconds=self.backoff_seconds * 2 ** max(0, min(preemptions - 1, 10)))
+
+
+@dataclass
+class PassResult:
+    """What one admission pass did: the jobs admitted (their cluster objects are created next) and
+    the jobs preempted (their cluster Jobs are suspended first)."""
+    admitted: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -78,18 +108,25 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
             q.used.jupyter[user_id] = jupyter_count(user_id)
         d = Demand(id=NEW, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
                    memory_mib=ask.memory_mib, jupyter=job.job_type == JobType.JUPYTER, time_limit=job.time_limit_seconds or 0,
-                   submitted=now)
-        never = never_fits(q.limits, d)
+                   submitted=now, workers=job.workers or 1, borrow=bool(job.borrow))
+        never = never_fits(replace(q.limits, gpus=None, per_model={}) if q.limits.always_borrow else q.limits, d)
         if never is not None:
             raise QuotaExceeded(never_words(account.name, never.as_dict()), kind="never")
-        decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds)
-        if not any(x.id == NEW for x in decision.admit):
-            if not queue_if_full:
-                raise QuotaExceeded(refusal_words(decision.blockers[NEW].as_dict()), kind=decision.blockers[NEW].kind)
-            job_states.queued(job, next(i for i, x in enumerate(decision.order, 1) if x.id == NEW),
-                              decision.blockers[NEW].as_dict())
+        cap = None
+        if ask.gpus:
+            lock_capacity()
+            cap = capacity(settings)
+        decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds,
+                          capacity=cap, borrowing=True)
+        new = next((x for x in decision.admit if x.id == NEW), None)
+        if new is None:
+            blocker = decision.blockers[NEW]
+            if not queue_if_full and blocker.kind not in CLUSTER_KINDS:  # a job in its quota waits for the cluster
+                raise QuotaExceeded(refusal_words(blocker.as_dict()), kind=blocker.kind)
+            job_states.queued(job, next(i for i, x in enumerate(decision.order, 1) if x.id == NEW), blocker.as_dict())
         else:
             job_states.submitted(job)
+            job.borrowed = new.borrowed
         job.user_id, job.account_id, job.created_at = user_id, account_id, now
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
@@ -105,53 +142,159 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
         raise
 
 
-def admit_queued(now: datetime, settings: QueueSettings, account_ids: list[int] | None = None) -> list[int]:
-    """One pass over the queues of these accounts (None: every account with a queue): the ids
-    admitted (now Submitting, committed)."""
+def admit_queued(now: datetime, settings: QueueSettings, account_ids: list[int] | None = None) -> PassResult:
+    """One pass over the queues of these accounts (None: every account with a queue): first every
+    account's jobs within its guarantee (reclaiming lent GPUs for a head that needs them), then
+    the jobs that may borrow, the accounts borrowing least first. What was admitted (now
+    Submitting) and preempted (now Queued), committed."""
+    result = PassResult()
     if account_ids is not None and not account_ids:
-        return []
+        return result
     queues = load(account_ids, now, settings)
+    cap = capacity(settings) if queues else None
     db.session.commit()  # the reads end here; each admitting account gets a transaction of its own
-    admitted: list[int] = []
+    reclaims = None
+    borrowers = []
     for account_id, q in queues.items():
-        decision = q.decide(now, settings)
-        if decision.admit and not q.expired:
-            admitted += _admit_account(account_id, now, settings)
+        decision = q.decide(now, settings, cap, borrowing=False)
+        head = decision.blockers.get(decision.head.id) if decision.head is not None else None
+        wants_reclaim = head is not None and head.kind in CLUSTER_KINDS
+        if wants_reclaim and reclaims is None:
+            reclaims = ReclaimSettings.current()
+            db.session.commit()
+        if not q.expired and (decision.admit or (wants_reclaim and reclaims.enabled)):
+            _admit_account(account_id, now, settings, False, reclaims, result)
         else:
             _show(q, decision, now)
+        if any(b.kind == "borrow" for b in decision.blockers.values()):
+            borrowers.append(account_id)
+    for account_id in sorted(borrowers, key=lambda a: (queues[a].used.borrowed, a)):
+        q = queues[account_id]
+        trial = cap.copy() if cap is not None else None
+        if q.expired or not q.decide(now, settings, trial, borrowing=True).admit:
+            continue
+        _admit_account(account_id, now, settings, True, reclaims, result)
+        cap = capacity(settings) if cap is not None else None
+        db.session.commit()
     db.session.commit()
-    return admitted
+    return result
 
 
-def _admit_account(account_id: int, now: datetime, settings: QueueSettings) -> list[int]:
-    """Under the account's row lock (as a web submission takes it): decide again from fresh rows,
-    flip the chosen jobs Queued -> Submitting (guarded: a job cancelled meanwhile stays cancelled)
-    and charge their members; commit."""
+def _admit_account(account_id: int, now: datetime, settings: QueueSettings, borrowing: bool,
+                   reclaims: ReclaimSettings | None, result: PassResult) -> None:
+    """Under the account's row lock (as a web submission takes it) and the cluster's: decide again
+    from fresh rows, flip the chosen jobs Queued -> Submitting (guarded: a job cancelled meanwhile
+    stays cancelled) and charge their members; reclaim lent GPUs for a head within its guarantee
+    that waits for the cluster; commit."""
     try:
         if lock_account(account_id) is None:
-            return []
+            return
         q = load([account_id], now, settings).get(account_id)
         if q is None or q.expired:
             db.session.commit()
-            return []
-        decision = q.decide(now, settings)
+            return
+        lock_capacity()
+        cap = capacity(settings)
+        decision = q.decide(now, settings, cap.copy() if cap else None, borrowing)
         lock_users([d.user_id for d in decision.admit if d.jupyter])
         if any(d.jupyter for d in decision.admit):  # the JupyterLab counts, now under the users' locks
             q = load([account_id], now, settings)[account_id]
-            decision = q.decide(now, settings)
+            decision = q.decide(now, settings, cap.copy() if cap else None, borrowing)
+        victims: list[Demand] = []
+        head = decision.head
+        if (not borrowing and cap is not None and head is not None and decision.blockers[head.id].kind in CLUSTER_KINDS
+                and reclaims is not None and reclaims.enabled):
+            victims = _reclaim_for(q, decision, cap, now, reclaims)
         done = []
         for d in decision.admit:
-            if job_states.admitted(d.id, now):
+            if job_states.admitted(d.id, now, borrowed=d.borrowed):
                 done.append(d.id)
                 charge(account_id, d.user_id, d.gpus * settings.penalty_seconds, now, settings)
-                audit.record(SYSTEM, "job.admit", "job", d.id, {"account": q.name, "gpus": d.gpus,
-                                                                 "waited_s": int((now - d.submitted).total_seconds()) if d.submitted else 0})
+                audit.record(SYSTEM, "job.admit", "job", d.id, {
+                    "account": q.name, "gpus": d.gpus, "borrowed": d.borrowed,
+                    "waited_s": int((now - d.submitted).total_seconds()) if d.submitted else 0})
+        if victims:
+            preempted = [v for v in victims if _preempt(v, head, q.name, now, reclaims)]
+            if len(preempted) == len(victims) and job_states.admitted(head.id, now):
+                done.append(head.id)
+                charge(account_id, head.user_id, head.gpus * settings.penalty_seconds, now, settings)
+                audit.record(SYSTEM, "job.reclaim", "job", head.id, {
+                    "account": q.name, "gpus": sum(v.gpus for v in victims), "victims": [v.id for v in victims],
+                    "waited_s": int((now - (head.reserved_at or head.submitted or now)).total_seconds())})
+                decision.order = [d for d in decision.order if d.id != head.id]
+                result.preempted += [v.id for v in preempted]
+            else:  # a victim ended meanwhile: nothing is preempted this pass; decided again next pass
+                db.session.rollback()
+                return
         _show(q, decision, now)
         db.session.commit()
-        return done
+        result.admitted += done
     except BaseException:
         db.session.rollback()
         raise
+
+
+def _reclaim_for(q: AccountQueue, decision: Decision, cap: Capacity, now: datetime,
+                 reclaims: ReclaimSettings) -> list[Demand]:
+    """The borrowed jobs to preempt so that the account's head (within its guarantee, waiting for
+    the cluster) can start now, or [] (then its blocker says when the lent GPUs come back)."""
+    head = decision.head
+    used = q.used.copy()
+    for d in decision.admit:
+        used.add(d)
+    if account_blocker(q.limits, used, head) is not None:  # what was admitted beside it took its quota
+        return []
+    after = cap.copy()
+    for d in decision.admit:
+        after.take(after.place(d, q.name) or {}, d.id)
+    candidates, over = reclaim_candidates()
+    since = head.reserved_at or head.submitted or now
+    victims = reclaim(head, q.name, after, candidates, over, since, now, reclaims.rules)
+    if victims:
+        return victims
+    if victims is None and any(v.account != q.name for v in candidates):
+        # Lent GPUs exist but may not be taken yet (minimum run time): they are by the owner's bound.
+        at = since + timedelta(seconds=reclaims.rules.wait_bound_seconds)
+        if reclaim(head, q.name, after, candidates, over, since - timedelta(days=3650), now, reclaims.rules) is not None:
+            decision.blockers[head.id] = Blocker("reclaim", ask=head.gpus, model=head.gpu_model, account=q.name,
+                                                 note=max(at, now).isoformat(timespec="seconds"))
+    return []
+
+
+def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: ReclaimSettings) -> bool:
+    """Borrowed job `v` back to its queue (guarded: one that ended meanwhile stays ended), its
+    preemption logged, audited and told to its owner. The caller suspends its cluster Job after
+    the commit."""
+    ran = max(0.0, (now - v.started).total_seconds()) if v.started else 0.0
+    blocker = {"kind": "preempted", "job": by.id, "account": by_account}
+    if not job_states.preempted(v.id, now, now + reclaims.backoff(v.preemptions + 1), blocker):
+        return False
+    row = Preemption(job_id=v.id, user_id=v.user_id, account=v.account, by_job_id=by.id, by_account=by_account,
+                     reason="Reclaim", at=now, gpus=v.gpus, ran_seconds=int(ran), gpu_seconds_lost=round(v.gpus * ran, 1),
+                     grace_seconds=reclaims.grace_seconds, waited_since=by.reserved_at or by.submitted)
+    db.session.add(row)
+    db.session.flush()
+    audit.record(SYSTEM, "job.preempt", "job", v.id, {
+        "by_job": by.id, "by_account": by_account, "account": v.account, "gpus": v.gpus,
+        "at": now.isoformat(timespec="seconds"), "gpu_seconds_lost": row.gpu_seconds_lost, "preemptions": v.preemptions + 1})
+    notify.enqueue_job_preempted(v.id, v.user_id, row.id)
+    return True
+
+
+def reclassify_pass(now: datetime, settings: QueueSettings) -> list[int]:
+    """Borrowed jobs whose accounts' own use fell below the guarantee become in-quota jobs (plan
+    rule 7), oldest first: one small query when nothing is borrowed."""
+    accounts = sorted(set(db.session.execute(select(Job.account_id).where(
+        Job.borrowed.is_(True), Job.state.in_(ACTIVE_STATES)).distinct()).scalars()))
+    moved: list[int] = []
+    for q in load(accounts, now, settings).values() if accounts else ():
+        ids = reclassify(q.limits, q.holding)
+        if ids and job_states.reclassified(ids):
+            for job_id in ids:
+                audit.record(SYSTEM, "job.reclassify", "job", job_id, {"account": q.name})
+            moved += ids
+    db.session.commit()
+    return moved
 
 
 def _show(q: AccountQueue, decision: Decision, now: datetime) -> int:

@@ -24,6 +24,30 @@ The rules, in the order they apply:
 4. **Capacity under maintenance waits alone.** A GPU job whose model has no schedulable node (every
    node cordoned, drained or not ready) is not admitted: it waits, reserving nothing, until one is
    back; the account's other jobs go on, and the member's later jobs of that model wait behind it.
+5. **The cluster must hold it (gang admission).** When the node inventory is known, a GPU job is
+   admitted only if every one of its pods fits at once on schedulable nodes of its model (best
+   fit, one pod per worker), beside the GPUs already held by admitted jobs whose pods are not
+   bound yet. Cordoned nodes, and nodes reserved for another account, count as not free. A job
+   that fits its quota but not the cluster becomes the head (kind `capacity`, or `fragmented` when
+   enough GPUs are free in total but not on few enough nodes), and the account's later jobs of
+   that model wait behind it.
+6. **Guaranteed and borrowed.** An account's GPU quota is its guaranteed share. A GPU job held
+   back only by the account's GPU quota (total or per model) may run *borrowed*, beyond it, when
+   its owner chose so (or the account always borrows, as the Default account does beyond its own
+   guarantee), JupyterLab only where the account allows it: within the account's borrowing limit,
+   on GPUs free now beyond those that lenders keep back (their lending limit, as far as their own
+   guarantee is unused) and beyond what in-quota jobs waiting for the cluster need; never before
+   its backoff after a preemption. Borrowing is tried only after every account's in-quota jobs
+   (`borrowing=True` in a later round). A borrower waits without reserving anything.
+7. **Reclassification.** A borrowed job becomes an in-quota job, oldest first, as soon as it fits
+   its account's guarantee beside the in-quota jobs (`reclassify`).
+8. **Reclaim.** An in-quota job that fits its guarantee and waits only because other accounts'
+   borrowed jobs hold the GPUs gets the fewest of them preempted that make it fit (`reclaim`: a
+   distributed job is taken whole; on the nodes where it will then run), preferring the account
+   furthest above its guarantee and the most recently started; never an in-quota job, never a
+   job preempted as often as the bound allows, never one that ran less than the minimum run time
+   unless the reclaiming job waited past the owner's bound, and never a job that this job itself
+   once preempted (no cycles).
 """
 from __future__ import annotations
 
@@ -50,6 +74,18 @@ class Demand:
     reserved_at: datetime | None = None  # queued: holds the head since then
     started: datetime | None = None  # admitted: when it started running (None: not yet)
     end: datetime | None = None  # admitted: when it should end (predicted), for estimates
+    workers: int = 1  # pods; each holds gpus // workers GPUs
+    borrow: bool = False  # queued: its owner lets it run beyond the guarantee (may be preempted)
+    borrowed: bool = False  # admitted: it runs beyond the guarantee
+    not_before: datetime | None = None  # queued: not admitted as borrowed before (backoff)
+    preemptions: int = 0  # how often it was preempted
+    nodes: tuple = ()  # admitted: ((node, GPUs), ...) where its pods are bound
+    account: str = ""  # admitted borrowed jobs seen by reclaim: their account
+    preempted: frozenset = frozenset()  # the jobs it once preempted (never preempted by them)
+
+    @property
+    def per_worker(self) -> int:
+        return self.gpus // max(1, self.workers)
 
 
 @dataclass(frozen=True)
@@ -64,6 +100,9 @@ class Limits:
     caps: dict = field(default_factory=dict)  # user id -> GPU cap or None; members only
     jupyter_limit: int | None = None
     maintenance: dict = field(default_factory=dict)  # GPU model ("": every GPU node) -> the admin's reason
+    borrow_limit: int | None = None  # GPUs it may borrow at once (None: as many as are idle)
+    borrow_jupyter: bool = False  # JupyterLab jobs may borrow
+    always_borrow: bool = False  # GPU jobs beyond the guarantee borrow whatever their owner chose
 
 
 @dataclass(frozen=True)
@@ -89,17 +128,21 @@ class Tally:
 
     def __init__(self, jupyter: dict | None = None):
         self.gpus = self.cpu_milli = self.memory_mib = self.jobs = 0
+        self.borrowed = 0  # GPUs held beyond the guarantee (not in gpus / per_model)
         self.per_model: dict[str, int] = {}
         self.member_gpus: dict[int, int] = {}
         self.jupyter: dict[int, int] = dict(jupyter or {})  # across all accounts
 
     def add(self, d: Demand, sign: int = 1, jupyter: bool = True) -> Tally:
-        self.gpus += sign * d.gpus
         self.cpu_milli += sign * d.cpu_milli
         self.memory_mib += sign * d.memory_mib
         self.jobs += sign
-        if d.gpus:
-            self.per_model[d.gpu_model] = self.per_model.get(d.gpu_model, 0) + sign * d.gpus
+        if d.borrowed:
+            self.borrowed += sign * d.gpus
+        else:
+            self.gpus += sign * d.gpus
+            if d.gpus:
+                self.per_model[d.gpu_model] = self.per_model.get(d.gpu_model, 0) + sign * d.gpus
         self.member_gpus[d.user_id] = self.member_gpus.get(d.user_id, 0) + sign * d.gpus
         if d.jupyter and jupyter:
             self.jupyter[d.user_id] = self.jupyter.get(d.user_id, 0) + sign
@@ -108,6 +151,7 @@ class Tally:
     def copy(self) -> Tally:
         other = Tally(self.jupyter)
         other.gpus, other.cpu_milli, other.memory_mib, other.jobs = self.gpus, self.cpu_milli, self.memory_mib, self.jobs
+        other.borrowed = self.borrowed
         other.per_model, other.member_gpus = dict(self.per_model), dict(self.member_gpus)
         return other
 
@@ -204,41 +248,88 @@ class Decision:
 
 
 def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, float], holding: list[Demand],
-          now: datetime, penalty_seconds: float = 3600.0, order: list[Demand] | None = None) -> Decision:
-    """Which queued jobs start now (rules 1-3). `used` is what `holding` holds (it is not changed)."""
+          now: datetime, penalty_seconds: float = 3600.0, order: list[Demand] | None = None,
+          capacity: Capacity | None = None, borrowing: bool = False) -> Decision:
+    """Which queued jobs start now (rules 1-6). `used` is what `holding` holds (it is not changed);
+    `capacity` (None: the node inventory is unknown, quotas alone decide) is taken from as jobs are
+    admitted; with `borrowing`, jobs beyond the guarantee may borrow idle GPUs (rule 6)."""
     order = order if order is not None else fair_order(queued, scores, penalty_seconds)
     used = used.copy()
     admitted, waiting, blockers = [], [], {}
     head: Demand | None = None
     head_by: datetime | None = None
-    lanes: dict[tuple[int, str], int] = {}  # (member, what they wait for) -> their first waiting job
+    lanes: dict[tuple[int, str], Demand] = {}  # (member, what they wait for) -> their first waiting job
     for d in order:
         ahead = _ahead(lanes, d)
         if ahead is not None:
             waiting.append(d)
             blockers[d.id] = Blocker("behind", job=ahead, account=limits.account)
             continue
+        placed: dict | None = {}
         b = maintenance_blocker(limits, d) or member_blocker(limits, used, d)
         if b is None:
             b = account_blocker(limits, used, d)
-            if b is None and head is not None and not _beside(limits, used, d, head, now, head_by):
+            if b is not None and b.kind in ("gpus", "model") and may_borrow(limits, d):
+                b, placed = _borrow(limits, used, d, capacity, now, borrowing)
+                if b is None:
+                    d = replace(d, borrowed=True)
+                    if capacity is not None:
+                        capacity.take(placed, d.id)
+                    admitted.append(d)
+                    used.add(d)
+                    continue
+                waiting.append(d)
+                blockers[d.id] = b
+                lanes.setdefault((d.user_id, f"model:{d.gpu_model}"), d)  # later jobs of that model would borrow too
+                continue
+            if b is None and head is not None and not _beside(limits, used, d, head, blockers[head.id], now, head_by):
                 b = Blocker("head", job=head.id, account=limits.account)
+            if b is None and capacity is not None and d.gpus:
+                placed = capacity.place(d, limits.account)
+                if placed is None:
+                    b = capacity.blocker(d, limits.account)
             if b is not None and head is None:
                 head = d
                 head_by = latest_start(limits, used, holding + [_held(x, now) for x in admitted], d, now)
         if b is None:
+            if capacity is not None:
+                capacity.take(placed, d.id)
             admitted.append(d)
             used.add(d)
             continue
         waiting.append(d)
         blockers[d.id] = b
-        lanes.setdefault((d.user_id, _lane(b)), d.id)
+        lanes.setdefault((d.user_id, _lane(b)), d)
     return Decision(admitted, waiting, blockers, head)
+
+
+def may_borrow(limits: Limits, d: Demand) -> bool:
+    """May `d` run beyond its account's guarantee (rule 6)?"""
+    return d.gpus > 0 and (d.borrow or limits.always_borrow) and (not d.jupyter or limits.borrow_jupyter) \
+        and limits.borrow_limit != 0
+
+
+def _borrow(limits: Limits, used: Tally, d: Demand, capacity: Capacity | None, now: datetime,
+            borrowing: bool) -> tuple[Blocker | None, dict | None]:
+    """None and where it goes when `d` may borrow now; else what it waits for."""
+    name = limits.account
+    if d.not_before is not None and d.not_before > now:
+        return Blocker("backoff", ask=d.gpus, account=name, note=d.not_before.isoformat(timespec="seconds")), None
+    if limits.borrow_limit is not None and used.borrowed + d.gpus > limits.borrow_limit:
+        return Blocker("borrow_limit", used.borrowed, limits.borrow_limit, d.gpus, account=name), None
+    if capacity is None:  # the inventory is unknown: the cluster decides
+        return (None, {}) if borrowing else (Blocker("borrow", ask=d.gpus, model=d.gpu_model, account=name), None)
+    placed = capacity.place(d, name, borrowing=True)
+    if placed is None or not borrowing:
+        return Blocker("borrow", capacity.idle(d.gpu_model, name), 0, d.gpus, d.gpu_model, name), None
+    return None, placed
 
 
 # What a member's waiting job holds their later jobs back from: a JupyterLab limit only their
 # later notebooks, a GPU cap only their later GPU jobs, anything else all their later jobs.
-LANE_OF = {"jupyter": "jupyter", "member": "gpus", "maintenance": "model"}
+LANE_OF = {"jupyter": "jupyter", "member": "gpus", "maintenance": "model", "capacity": "model", "fragmented": "model",
+           "reclaim": "model"}
+CLUSTER_KINDS = ("capacity", "fragmented", "reclaim")  # an in-quota job waiting for the cluster's GPUs
 
 
 def _lane(b: Blocker) -> str:
@@ -246,14 +337,20 @@ def _lane(b: Blocker) -> str:
     return f"model:{b.model}" if lane == "model" else lane
 
 
-def _ahead(lanes: dict[tuple[int, str], int], d: Demand) -> int | None:
-    """The member's earlier waiting job that `d` must wait behind (None: nothing holds it back)."""
+def _ahead(lanes: dict[tuple[int, str], Demand], d: Demand) -> int | None:
+    """The member's earlier waiting job that `d` must wait behind (None: nothing holds it back).
+    Only a job submitted before `d` holds it back: a head served first does not push back the
+    member's jobs submitted before it (a preempted job keeps its place)."""
     for lane, applies in (("all", True), ("jupyter", d.jupyter), ("gpus", d.gpus > 0),
                           (f"model:{d.gpu_model}", d.gpus > 0)):
         job = lanes.get((d.user_id, lane))
-        if applies and job is not None:
-            return job
+        if applies and job is not None and _key(job) < _key(d):
+            return job.id
     return None
+
+
+def _key(d: Demand) -> tuple:
+    return (d.submitted or datetime.min, d.id)
 
 
 def maintenance_blocker(limits: Limits, d: Demand) -> Blocker | None:
@@ -263,12 +360,200 @@ def maintenance_blocker(limits: Limits, d: Demand) -> Blocker | None:
     return None
 
 
-def _beside(limits: Limits, used: Tally, d: Demand, head: Demand, now: datetime, head_by: datetime | None) -> bool:
+def _beside(limits: Limits, used: Tally, d: Demand, head: Demand, head_blocker: Blocker, now: datetime,
+            head_by: datetime | None) -> bool:
     """May `d` start now without delaying the head? It fits beside the head's reservation, or it
-    ends (its time limit) before the head could start at the latest."""
+    ends (its time limit) before the head could start at the latest. Behind a head waiting for the
+    cluster, no job of its GPU model starts (it would take the GPUs the head waits for)."""
+    if head_blocker.kind in CLUSTER_KINDS:
+        return not d.gpus or (bool(head.gpu_model) and d.gpu_model != head.gpu_model)
     if account_blocker(limits, used.copy().add(head, jupyter=False), d) is None:
         return True
     return bool(d.time_limit) and head_by is not None and now + timedelta(seconds=d.time_limit) <= head_by
+
+
+@dataclass
+class Room:
+    """A node as admission sees it: its GPU model, GPUs free now, the account it is reserved for."""
+    model: str
+    free: int
+    reserved_for: str = ""
+
+
+class Capacity:
+    """The cluster's free GPUs per node (rule 5): schedulable nodes only; `held` are GPUs promised to
+    jobs that do not hold them on a node yet (admitted and not bound, or an in-quota job waiting
+    for the cluster), per job id as (model, GPUs); `protected` are GPUs that lenders never lend.
+    Mutable: a decision takes what it admits."""
+
+    def __init__(self, nodes: dict[str, Room], held: dict[int, tuple[str, int]] | None = None, protected: int = 0):
+        self.nodes = nodes
+        self.held = dict(held or {})
+        self.protected = protected
+
+    def copy(self) -> Capacity:
+        return Capacity({n: replace(r) for n, r in self.nodes.items()}, self.held, self.protected)
+
+    def _usable(self, room: Room, model: str, account: str) -> bool:
+        return (not model or room.model == model) and room.reserved_for in ("", account)
+
+    def _held_for(self, model: str, but: int = 0) -> int:
+        return sum(g for job, (m, g) in self.held.items() if job != but and (not model or not m or m == model))
+
+    def free(self, model: str, account: str, but: int = 0) -> int:
+        """GPUs of `model` ("" any) free for `account`, less those held for other jobs than `but`."""
+        return sum(r.free for r in self.nodes.values() if self._usable(r, model, account)) - self._held_for(model, but)
+
+    def idle(self, model: str, account: str) -> int:
+        """What a borrower could have: free, less what lenders keep back."""
+        return max(0, min(self.free(model, account), self.total() - self.protected))
+
+    def total(self, but: int = 0) -> int:
+        return sum(r.free for r in self.nodes.values()) - self._held_for("", but)
+
+    def place(self, d: Demand, account: str, borrowing: bool = False) -> dict[str, int] | None:
+        """Where every pod of `d` goes at once (best fit; identical pods, so greedy places as many as
+        can fit), or None. A borrower also leaves the protected GPUs free."""
+        if not d.gpus:
+            return {}
+        if self.free(d.gpu_model, account, but=d.id) < d.gpus:
+            return None
+        if borrowing and self.total(but=d.id) - d.gpus < self.protected:
+            return None
+        per = d.per_worker
+        rooms = {n: r.free for n, r in self.nodes.items() if self._usable(r, d.gpu_model, account)}
+        placed: dict[str, int] = {}
+        for _worker in range(max(1, d.workers)):
+            fits = [n for n, free in rooms.items() if free >= per]
+            if not fits:
+                return None
+            node = min(fits, key=lambda n: (rooms[n], n))
+            rooms[node] -= per
+            placed[node] = placed.get(node, 0) + per
+        return placed
+
+    def blocker(self, d: Demand, account: str) -> Blocker:
+        free = max(0, self.free(d.gpu_model, account, but=d.id))
+        kind = "fragmented" if free >= d.gpus else "capacity"
+        return Blocker(kind, free, 0, d.gpus, d.gpu_model, account)
+
+    def take(self, placed: dict[str, int] | None, job: int = 0) -> None:
+        for node, gpus in (placed or {}).items():
+            self.nodes[node].free -= gpus
+        self.held.pop(job, None)
+
+    def give(self, d: Demand) -> None:
+        """`d` leaves: its GPUs on nodes are free again (those not bound yet were held)."""
+        for node, gpus in d.nodes:
+            if node in self.nodes:
+                self.nodes[node].free += gpus
+        self.held.pop(d.id, None)
+
+    def hold(self, d: Demand) -> None:
+        if d.gpus:
+            self.held[d.id] = (d.gpu_model, d.gpus)
+
+
+def reclassify(limits: Limits, holding: list[Demand]) -> list[int]:
+    """Rule 7: the borrowed jobs (oldest start first) that now fit the guarantee beside the
+    account's in-quota jobs, in that order."""
+    used = Tally()
+    for d in holding:
+        if not d.borrowed:
+            used.add(d, jupyter=False)
+    moved = []
+    for d in sorted((d for d in holding if d.borrowed), key=lambda d: (d.started or datetime.max, d.id)):
+        inquota = replace(d, borrowed=False)
+        if _gpu_quota_blocker(limits, used, inquota) is None:
+            used.add(inquota, jupyter=False)
+            moved.append(d.id)
+    return moved
+
+
+def _gpu_quota_blocker(limits: Limits, used: Tally, d: Demand) -> Blocker | None:
+    """The account's GPU guarantee (total or per model) alone."""
+    return account_blocker(replace(limits, cpu_milli=None, memory_mib=None, jobs=None), used, d)
+
+
+@dataclass(frozen=True)
+class ReclaimRules:
+    min_run_seconds: float = 600.0  # a borrowed job runs at least this long before it may be preempted ...
+    wait_bound_seconds: float = 120.0  # ... unless the reclaiming job has waited longer than this
+    max_preemptions: int = 3  # a job preempted this often is not preempted again
+
+
+def reclaim(d: Demand, account: str, capacity: Capacity, candidates: list[Demand], over: dict[str, int],
+            waited_since: datetime, now: datetime, rules: ReclaimRules) -> list[Demand] | None:
+    """Rule 8: the borrowed jobs to preempt so that `d` (in-quota, waiting for the cluster) fits, in
+    preference order: [] when it fits already, None when no allowed set makes it fit (now).
+    `candidates` are borrowed jobs with `nodes` and `account`; `over` says how far each account
+    is above its guarantee (its borrowed GPUs)."""
+    if capacity.place(d, account) is not None:
+        return []
+    waited = (now - waited_since).total_seconds() >= rules.wait_bound_seconds
+
+    def allowed(v: Demand) -> bool:
+        return (v.borrowed and v.account != account and v.id != d.id and d.id not in v.preempted
+                and v.preemptions < rules.max_preemptions and bool(v.nodes)
+                and (waited or v.started is None or (now - v.started).total_seconds() >= rules.min_run_seconds))
+
+    pool = sorted((v for v in candidates if allowed(v)),
+                  key=lambda v: (-over.get(v.account, 0), -(v.started or now).timestamp(), -v.id))
+    rank = {v.id: i for i, v in enumerate(pool)}
+
+    def fits(victims) -> bool:
+        trial = capacity.copy()
+        for v in victims:
+            trial.give(v)
+        return trial.place(d, account) is not None
+
+    if not pool or not fits(pool):
+        return None
+    best: list[Demand] | None = None
+    if max(1, d.workers) == 1:  # one pod: the node needing the fewest victims
+        for node, room in sorted(capacity.nodes.items()):
+            if not capacity._usable(room, d.gpu_model, account):
+                continue
+            here = [(dict(v.nodes).get(node, 0), v) for v in pool if dict(v.nodes).get(node, 0)]
+            chosen = _fewest(d.per_worker - room.free, here, rank)
+            if chosen is None or not fits(chosen):
+                continue
+            key = (len(chosen), sum(rank[v.id] for v in chosen))
+            if best is None or key < (len(best), sum(rank[v.id] for v in best)):
+                best = chosen
+    if best is None:  # several pods (or held GPUs in the way): take in preference order, then drop the unneeded
+        best = []
+        for v in pool:
+            best.append(v)
+            if fits(best):
+                break
+        for v in list(reversed(best)):
+            rest = [x for x in best if x.id != v.id]
+            if fits(rest):
+                best = rest
+    return sorted(best, key=lambda v: rank[v.id])
+
+
+def _fewest(need: int, items: list[tuple[int, Demand]], rank: dict[int, int]) -> list[Demand] | None:
+    """The fewest jobs whose GPUs on a node add up to `need`, the most preferred among such sets."""
+    if need <= 0:
+        return []
+    sizes = sorted((g for g, _v in items), reverse=True)
+    total, k = 0, 0
+    for g in sizes:
+        if total >= need:
+            break
+        total, k = total + g, k + 1
+    if total < need:
+        return None
+    chosen: list[tuple[int, Demand]] = []
+    for g, v in sorted(items, key=lambda item: rank[item[1].id]):
+        if len(chosen) == k:
+            break
+        rest = sorted((x for x, w in items if w.id != v.id and all(w.id != c.id for _g, c in chosen)), reverse=True)
+        if sum(c for c, _w in chosen) + g + sum(rest[:k - len(chosen) - 1]) >= need:
+            chosen.append((g, v))
+    return [v for _g, v in chosen]
 
 
 def _held(d: Demand, now: datetime) -> Demand:

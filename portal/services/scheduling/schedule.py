@@ -12,8 +12,8 @@ from collections.abc import Callable
 from sqlalchemy import case, func, select
 
 from ...extensions import db
-from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership
-from .admission import admit_queued
+from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, Node
+from .admission import admit_queued, reclassify_pass
 from .estimates import RunTimes, estimate_pass
 from .state import QUEUED, QueueSettings, in_ids, under_maintenance
 from .usage import sample_usage
@@ -27,15 +27,16 @@ def signatures() -> dict[int, tuple]:
     is_queued = Job.state == QUEUED
     jobs = db.session.execute(select(
         Job.account_id, func.sum(case((is_queued, 0), else_=1)), func.sum(case((is_queued, 0), else_=Job.version)),
-        func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)))
+        func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)),
+        func.sum(case((is_queued & (Job.gpus > 0), 1), else_=0)))
         .where(Job.state.in_((QUEUED,) + ACTIVE_STATES)).group_by(Job.account_id)).all()
-    queued = {a for a, _n, _v, q, _ids in jobs if q}
+    queued = {a for a, _n, _v, q, _ids, _g in jobs if q}
     if not queued:
         db.session.commit()
         return {}
     accounts = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
-        Account.id, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib, Account.max_jobs, Account.expires_on)
-        .where(in_ids(Account.id, queued)))}
+        Account.id, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib, Account.max_jobs, Account.expires_on,
+        Account.borrow_limit, Account.borrow_jupyter).where(in_ids(Account.id, queued)))}
     caps = {r[0]: tuple(r[1:]) for r in db.session.execute(select(
         Membership.account_id, func.count(Membership.id), func.sum(func.coalesce(Membership.gpu_cap, -1)),
         func.max(Membership.id)).where(in_ids(Membership.account_id, queued)).group_by(Membership.account_id))}
@@ -43,9 +44,14 @@ def signatures() -> dict[int, tuple]:
         AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
+    # Queued GPU jobs wait on the cluster too (free GPUs, other accounts' jobs): any change of a
+    # node (what its pods request, its state) or of another account's admitted jobs.
+    cluster = tuple(db.session.execute(select(func.sum(Node.version), func.count(Node.name))).one()) + (
+        sum(int(n) for _a, n, _v, _q, _ids, _g in jobs), sum(int(v or 0) for _a, _n, v, _q, _ids, _g in jobs))
     db.session.commit()
-    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed)
-            for a, n, v, q, ids in jobs if a in queued}
+    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed,
+                cluster if g else None)
+            for a, n, v, q, ids, g in jobs if a in queued}
 
 
 class AdmissionBackend(Protocol):
@@ -54,7 +60,8 @@ class AdmissionBackend(Protocol):
     suspended Jobs in a LocalQueue and only report what Kueue admitted (docs/queue.md)."""
 
     def admission_pass(self, now: datetime) -> list[int]:
-        """Admit what can start now; return the job ids whose cluster objects are to be created."""
+        """Admit what can start now; return the job ids whose cluster objects are to be created
+        (after the cluster Jobs of `last_preempted` are suspended)."""
 
     def sample_usage(self, now: datetime) -> int:
         """Bring the members' decayed usage up to date."""
@@ -74,6 +81,8 @@ class PortalAdmission:
         self.settings = settings
         self._seen: dict[int, tuple] = {}
         self._looked: dict[int, datetime] = {}
+        self.last_preempted: list[int] = []
+        self.last_reclassified: list[int] = []
 
     def admission_pass(self, now: datetime) -> list[int]:
         current = signatures()
@@ -83,7 +92,9 @@ class PortalAdmission:
                         (now - self._looked.get(a, datetime.min)).total_seconds() >= self.FULL_PASS_SECONDS),
                        key=lambda a: self._looked.get(a, datetime.min))
         look = sorted(changed | set(stale[:max(1, -(-len(current) // self.SLICES))]))
-        admitted = admit_queued(now, self.settings, look)
+        self.last_reclassified = reclassify_pass(now, self.settings)
+        result = admit_queued(now, self.settings, look)
+        admitted, self.last_preempted = result.admitted, result.preempted
         self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}
         # Fingerprints as read before deciding: whatever changed meanwhile is looked at again next
         # pass, and so is every account that admitted (its jobs may come back to the queue if

@@ -11,9 +11,11 @@ from datetime import datetime
 from sqlalchemy import bindparam, case, func, literal, select, update
 
 from ...extensions import db
-from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, Node, QueueUsage, User
+from ...models.account import DEFAULT_ACCOUNT
+from ...models import (ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, Node,
+                       Placement, Preemption, QueueUsage, User)
 from ...vocabulary import JobType
-from .plan import Decision, Demand, Limits, Tally, decay, decide
+from .plan import CLUSTER_KINDS, Capacity, Decision, Demand, Limits, Room, Tally, decay, decide
 
 QUEUED = JobState.QUEUED.value
 
@@ -23,12 +25,14 @@ class QueueSettings:
     half_life_seconds: float = 86400.0
     penalty_seconds: float = 3600.0  # GPU-seconds charged per GPU at admission
     jupyter_limit: int | None = None
+    default_guarantee: int = 0  # the Default account's guaranteed GPUs (when its quota is empty)
 
     @classmethod
     def from_config(cls, config) -> QueueSettings:
         return cls(half_life_seconds=config.get("QUEUE_HALF_LIFE_HOURS", 24.0) * 3600,
                    penalty_seconds=config.get("QUEUE_ENTRY_PENALTY_HOURS", 1.0) * 3600,
-                   jupyter_limit=config.get("MAX_JUPYTER_PER_USER"))
+                   jupyter_limit=config.get("MAX_JUPYTER_PER_USER"),
+                   default_guarantee=config.get("DEFAULT_ACCOUNT_GUARANTEE_GPUS", 0))
 
 
 @dataclass
@@ -44,19 +48,24 @@ class AccountQueue:
     shown: dict[int, tuple] = field(default_factory=dict)  # queued job -> (position, blocker, reserved_at)
     types: dict[int, str] = field(default_factory=dict)  # job -> job type (for run-time predictions)
 
-    def decide(self, now: datetime, settings: QueueSettings) -> Decision:
-        return decide(self.limits, self.used, self.queued, self.scores, self.holding, now, settings.penalty_seconds)
+    def decide(self, now: datetime, settings: QueueSettings, capacity: Capacity | None = None,
+               borrowing: bool = False) -> Decision:
+        return decide(self.limits, self.used, self.queued, self.scores, self.holding, now, settings.penalty_seconds,
+                      capacity=capacity, borrowing=borrowing)
 
 
 def demand_of(row) -> Demand:
     return Demand(id=row.id, user_id=row.user_id, gpus=row.gpus or 0, gpu_model=row.gpu_model or "",
                   cpu_milli=row.cpu_milli or 0, memory_mib=row.memory_mib or 0, jupyter=row.job_type == JobType.JUPYTER.value,
                   time_limit=row.time_limit_seconds or 0, submitted=row.created_at,
-                  reserved_at=getattr(row, "queue_reserved_at", None), started=getattr(row, "started_at", None))
+                  reserved_at=getattr(row, "queue_reserved_at", None), started=getattr(row, "started_at", None),
+                  workers=row.workers or 1, borrow=bool(row.borrow), borrowed=bool(row.borrowed),
+                  not_before=row.not_before, preemptions=row.preemptions or 0)
 
 
 DEMAND_COLUMNS = (Job.id, Job.account_id, Job.user_id, Job.gpus, Job.gpu_model, Job.cpu_milli, Job.memory_mib,
-                  Job.job_type, Job.time_limit_seconds, Job.created_at)
+                  Job.job_type, Job.time_limit_seconds, Job.created_at, Job.workers, Job.borrow, Job.borrowed,
+                  Job.not_before, Job.preemptions)
 
 
 def in_ids(column, ids):
@@ -75,7 +84,8 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
         return {}
     accounts = {a.id: a for a in db.session.execute(
         select(Account.id, Account.name, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib,
-               Account.max_jobs, Account.expires_on).where(in_ids(Account.id, ids)))}
+               Account.max_jobs, Account.expires_on, Account.borrow_limit, Account.borrow_jupyter)
+        .where(in_ids(Account.id, ids)))}
     models: dict[int, dict] = {}
     for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
                                                              AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, ids))):
@@ -101,11 +111,7 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
         a = accounts.get(account_id)
         if a is None:
             continue
-        limits = Limits(account=a.name, gpus=a.gpu_quota, per_model=models.get(account_id, {}),
-                        cpu_milli=a.cpu_quota * 1000 if a.cpu_quota is not None else None,
-                        memory_mib=a.memory_quota_gib * 1024 if a.memory_quota_gib is not None else None,
-                        jobs=a.max_jobs, caps=caps.get(account_id, {}), jupyter_limit=settings.jupyter_limit,
-                        maintenance=maintenance)
+        limits = limits_of(a, models.get(account_id, {}), caps.get(account_id, {}), settings, maintenance)
         result[account_id] = AccountQueue(account_id, a.name, a.expires_on is not None and a.expires_on < now.date(),
                                           limits, Tally(jupyter), [], [], scores.get(account_id, {}))
     for r in holding_rows:
@@ -122,6 +128,92 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
             q.shown[r.id] = (r.queue_position, r.queue_blocker, r.queue_reserved_at)
             q.types[r.id] = r.job_type
     return result
+
+
+def limits_of(a, per_model: dict, caps: dict, settings: QueueSettings, maintenance: dict | None = None) -> Limits:
+    """An account row's limits. The Default account, which every user belongs to, guarantees only
+    the configured GPUs (when its quota is empty) and its GPU jobs beyond them always borrow."""
+    default = a.name == DEFAULT_ACCOUNT
+    gpus = settings.default_guarantee if default and a.gpu_quota is None else a.gpu_quota
+    return Limits(account=a.name, gpus=gpus, per_model=per_model,
+                  cpu_milli=a.cpu_quota * 1000 if a.cpu_quota is not None else None,
+                  memory_mib=a.memory_quota_gib * 1024 if a.memory_quota_gib is not None else None,
+                  jobs=a.max_jobs, caps=caps, jupyter_limit=settings.jupyter_limit, maintenance=maintenance or {},
+                  borrow_limit=a.borrow_limit, borrow_jupyter=bool(a.borrow_jupyter) or default, always_borrow=default)
+
+
+def capacity(settings: QueueSettings) -> Capacity | None:
+    """The cluster's free GPUs as admission sees them (plan rule 5), from the node inventory the
+    syncer keeps: schedulable nodes' free GPUs; held for admitted jobs whose pods are not all bound
+    yet and for in-quota heads waiting for the cluster; protected by lenders. None while the
+    inventory has no GPU node (the syncer has not written it yet): quotas alone decide."""
+    rows = db.session.execute(select(Node.name, Node.gpu_model, Node.gpus, Node.gpus_requested, Node.ready,
+                                     Node.unschedulable, Node.reserved_for).where(Node.gpus > 0)).all()
+    if not rows:
+        return None
+    nodes = {r.name: Room(r.gpu_model or "", max(0, r.gpus - (r.gpus_requested or 0)) if r.ready and not r.unschedulable else 0,
+                          r.reserved_for or "") for r in rows}
+    held: dict[int, tuple[str, int]] = {}
+    unbound = db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.workers).where(
+        Job.state.in_((JobState.SUBMITTING.value, JobState.PENDING.value)), Job.gpus > 0)).all()
+    if unbound:
+        placed = dict(db.session.execute(select(Placement.job_id, func.count(Placement.id)).where(
+            in_ids(Placement.job_id, [r.id for r in unbound])).group_by(Placement.job_id)).all())
+        for r in unbound:
+            left = r.gpus - placed.get(r.id, 0) * (r.gpus // max(1, r.workers or 1))
+            if left > 0:
+                held[r.id] = (r.gpu_model or "", left)
+    for r in db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.queue_blocker).where(
+            Job.state == QUEUED, Job.queue_reserved_at.is_not(None), Job.gpus > 0)):
+        if (r.queue_blocker or {}).get("kind") in CLUSTER_KINDS:
+            held[r.id] = (r.gpu_model or "", r.gpus)
+    return Capacity(nodes, held, protected=_protected())
+
+
+def _protected() -> int:
+    """GPUs lenders keep back: for each account with a lending limit, as many of its unused
+    guaranteed GPUs as that limit says."""
+    lenders = db.session.execute(select(Account.id, Account.gpu_quota, Account.lend_limit).where(
+        Account.lend_limit > 0, Account.gpu_quota.is_not(None))).all()
+    if not lenders:
+        return 0
+    used = dict(db.session.execute(select(Job.account_id, func.sum(Job.gpus)).where(
+        in_ids(Job.account_id, [r.id for r in lenders]), Job.state.in_(ACTIVE_STATES), Job.borrowed.is_(False))
+        .group_by(Job.account_id)).all())
+    return sum(min(r.lend_limit, max(0, r.gpu_quota - int(used.get(r.id) or 0))) for r in lenders)
+
+
+def reclaim_candidates() -> tuple[list[Demand], dict[str, int]]:
+    """The admitted borrowed jobs (with their account, where their pods are bound and the jobs each
+    once preempted) and every account's borrowed GPUs: what `plan.reclaim` chooses from."""
+    rows = db.session.execute(select(*DEMAND_COLUMNS, Job.started_at, Account.name.label("account_name"))
+                              .join(Account, Account.id == Job.account_id)
+                              .where(Job.borrowed.is_(True), Job.state.in_(ACTIVE_STATES))).all()
+    if not rows:
+        return [], {}
+    ids = [r.id for r in rows]
+    nodes: dict[int, dict[str, int]] = {}
+    per = {r.id: r.gpus // max(1, r.workers or 1) for r in rows}
+    for job_id, node, pods in db.session.execute(select(Placement.job_id, Placement.node, func.count(Placement.id))
+                                                 .where(in_ids(Placement.job_id, ids)).group_by(Placement.job_id, Placement.node)):
+        nodes.setdefault(job_id, {})[node] = pods * per[job_id]
+    preempted: dict[int, set] = {}
+    for by, victim in db.session.execute(select(Preemption.by_job_id, Preemption.job_id).where(in_ids(Preemption.by_job_id, ids))):
+        preempted.setdefault(by, set()).add(victim)
+    over: dict[str, int] = {}
+    out = []
+    for r in rows:
+        over[r.account_name] = over.get(r.account_name, 0) + (r.gpus or 0)
+        out.append(Demand(**{**demand_of(r).__dict__, "nodes": tuple(sorted(nodes.get(r.id, {}).items())),
+                             "account": r.account_name, "preempted": frozenset(preempted.get(r.id, ()))}))
+    return out, over
+
+
+def lock_capacity() -> None:
+    """The cluster's free GPUs are shared by every account: an admission that takes them locks the
+    Default account's row too, always after its own account's (SQLite: the write lock has it)."""
+    if db.session.get_bind().dialect.name != "sqlite":
+        db.session.execute(select(Account.id).where(Account.name == DEFAULT_ACCOUNT).with_for_update())
 
 
 def under_maintenance() -> dict[str, str]:

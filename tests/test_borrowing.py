@@ -1,0 +1,142 @@
+"""Borrowing and reclaim end to end, against kubesim with the syncer running: a job beyond its
+account's guarantee runs on idle GPUs as borrowed; another account's job within its guarantee
+takes the GPUs back (the borrowed job's Job is suspended, its pod Terminating for the grace, then
+gone); the preempted job goes back to its queue in its original place, is told why, and runs again
+(resumed, the same Job) when GPUs are free. Nothing ever holds more GPUs than the cluster has."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import job_of
+from kubesim_fixtures import wait_for
+from flask import current_app
+from portal.cluster.client import Cluster
+from portal.cluster.manifests import ClusterSettings
+from portal.extensions import db
+from portal.models import AuditEntry, Node, Notification, Preemption, User
+from portal.services import jobs, policies
+from portal.services.context import SYSTEM, Actor
+from portal.services.errors import ValidationFailed
+from portal.sync.syncer import SyncSettings, Syncer
+from portal.vocabulary import history_words
+
+A = "kubesim.crater.io/"
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+@pytest.fixture
+def app_config(fresh_sim, tmp_path):
+    sim, core, _batch = fresh_sim(time_scale=1, tick=0.05)
+    return {"KUBECONFIG": str(sim.write_kubeconfig(tmp_path / "kc")), "_core": core}
+
+
+@pytest.fixture
+def world(app, make, app_config):
+    ids = {"alice": make.user("alice"), "bob": make.user("bob")}
+    ids["nlp"] = make.account("nlp-lab", members={ids["alice"]: "member"}, gpu_quota=8)
+    ids["vision"] = make.account("vision-lab", members={ids["bob"]: "member"}, gpu_quota=8)
+    with app.app_context():  # a short grace, no minimum run time, no backoff: the test runs in seconds
+        policies.update(SYSTEM, "preemption", {"grace_seconds": "3", "min_run_minutes": "0", "backoff_minutes": "0"})
+    cluster = Cluster.connect(app.config["KUBECONFIG"], ClusterSettings(namespace="crater-jobs"))
+    ids["cluster"], ids["core"] = cluster, app_config["_core"]
+    syncer = Syncer(app, cluster, settings=SyncSettings(lease_seconds=3, watch_timeout=5, reconcile_seconds=1,
+                                                        outbox_seconds=0.3)).start()
+    yield ids
+    syncer.stop()
+    cluster.close()
+
+
+def submit(app, world, who, account, gpus=8, run="forever", when_full="queue", job_type="batch", **kw):
+    with app.app_context():
+        actor = Actor(db.session.get(User, world[who]), "")
+        form = jobs.Submission(job_type=job_type, account_id=world[account], display_name=f"{who} job", image="pytorch:2",
+                               command="python train.py", gpus=gpus, gpu_model=A100,
+                               annotations=((A + "run-seconds", run), (A + "termination-seconds", "30")),
+                               queue_if_full=when_full != "refuse", borrow=when_full == "borrow", mount_home=True, **kw)
+        return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
+
+
+class GpuWatch:
+    """Samples the node inventory the syncer writes: no node ever holds more GPUs than it has."""
+
+    def __init__(self, app):
+        self.app, self.worst, self.stop = app, 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            with self.app.app_context():
+                for n in db.session.query(Node).filter(Node.gpus > 0):
+                    self.worst = max(self.worst, n.gpus_requested - n.gpus)
+                db.session.remove()
+            time.sleep(0.1)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        return self.worst
+
+
+def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(app, world):
+    watch = GpuWatch(app)
+    own = submit(app, world, "alice", "nlp")  # nlp-lab's guarantee: 8 A100
+    lent = submit(app, world, "alice", "nlp", when_full="borrow")  # the other 8, idle, lent
+    wait_for(lambda: job_of(app, own).state == job_of(app, lent).state == "Running", timeout=30)
+    assert (job_of(app, own).borrowed, job_of(app, lent).borrowed) == (False, True)
+    job_obj = world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")
+    uid = job_obj.metadata.uid
+    assert job_obj.metadata.labels["crater.io/class"] == "borrowed"
+    env = {e.name: e.value for e in job_obj.spec.template.spec.containers[0].env}
+    assert env["CRATER_PREEMPTIBLE"] == "true" and env["CRATER_CHECKPOINT_DIR"].endswith(f"/checkpoints/{lent}")
+    assert job_obj.spec.template.spec.termination_grace_period_seconds == 3
+    # A job without the borrow choice waits: the guarantee is used and no GPU is idle.
+    waits = submit(app, world, "alice", "nlp", gpus=1)
+    assert job_of(app, waits).state == "Queued"
+
+    # vision-lab's job within its guarantee needs the GPUs: the borrowed job is preempted.
+    t0 = time.monotonic()
+    owner = submit(app, world, "bob", "vision", run="4")
+    wait_for(lambda: job_of(app, lent).state == "Queued", timeout=15, what="the borrowed job preempted")
+    job = job_of(app, lent)
+    assert job.reason == "Preempted" and job.preemptions == 1 and job.started_at is None
+    obj = wait_for(lambda: (o := world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")).spec.suspend and o,
+                   timeout=5, what="the Job suspended")
+    assert obj.metadata.uid == uid  # suspended: the Job and its spec stay
+    def terminating():
+        pods = world["core"].list_namespaced_pod("crater-jobs", label_selector=f"crater.io/job-id={lent}").items
+        return pods and all(p.metadata.deletion_timestamp for p in pods)
+    wait_for(terminating, timeout=5, what="the pod Terminating for the grace")
+    wait_for(lambda: not world["core"].list_namespaced_pod("crater-jobs", label_selector=f"crater.io/job-id={lent}").items,
+             timeout=15, what="the preempted pod gone after its grace")
+    wait_for(lambda: job_of(app, owner).state == "Running", timeout=15, what="the owner's job running")
+    assert time.monotonic() - t0 < 3 + 12  # grace + a few seconds
+
+    with app.app_context():
+        p = db.session.query(Preemption).filter_by(job_id=lent).one()
+        assert (p.by_job_id, p.by_account, p.account, p.gpus, p.grace_seconds) == (owner, "vision-lab", "nlp-lab", 8, 3)
+        assert p.gpu_seconds_lost > 0
+        assert db.session.query(Notification).filter_by(job_id=lent, kind="job_preempted").count() == 1
+        lines = [history_words(e) for e in db.session.query(AuditEntry).filter_by(target_type="job", target_id=str(lent))]
+        assert any("so that vision-lab's job %d could use its guaranteed GPUs" % owner in line for line in lines)
+        db.session.remove()
+
+    # The owner's job ends: the preempted job runs again, resumed (the same Job), before the job
+    # queued after it, whose owner did not choose to borrow.
+    try:
+        wait_for(lambda: job_of(app, lent).state == "Running", timeout=30, what="the preempted job running again")
+    except AssertionError:
+        raise AssertionError((job_of(app, lent).state, job_of(app, lent).queue_blocker, job_of(app, owner).state)) from None
+    obj = world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")
+    assert obj.metadata.uid == uid and not obj.spec.suspend
+    assert job_of(app, waits).state == "Queued"
+    assert watch.close() <= 0  # never more GPUs held on a node than it has
+
+
+def test_jupyter_borrows_only_where_the_account_allows_it(app, world):
+    with pytest.raises(ValidationFailed) as refused:
+        submit(app, world, "alice", "nlp", job_type="jupyter", when_full="borrow", gpus=1)
+    assert "when_full" in refused.value.errors
