@@ -178,6 +178,8 @@ def cmd_submit(args, client: Client) -> int:
         spec["account"] = args.account
     if args.name:
         spec["display_name"] = args.name
+    if args.when_full:
+        spec["when_full"] = args.when_full
     response = client.call("POST", "/jobs", json=spec)
     job = response.json()
     if args.output in ("json", "yaml"):
@@ -185,7 +187,8 @@ def cmd_submit(args, client: Client) -> int:
     else:
         words = f": {job['queue']['waiting_for']}" if job.get("queue") and job["queue"].get("waiting_for") else ""
         again = " (already submitted with this idempotency_key)" if response.status_code == 200 else ""
-        print(f"job {job['id']} {job['state']}{words}{again}")
+        borrowed = " (borrowed: on idle GPUs beyond the account's quota; may be preempted)" if job.get("borrowed") else ""
+        print(f"job {job['id']} {job['state']}{borrowed}{words}{again}")
     return 1 if job.get("reason") == "SubmitError" else 0
 
 
@@ -290,6 +293,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--file", required=True, help="the spec; - reads standard input")
     s.add_argument("--account", help="the account's name (instead of the spec's)")
     s.add_argument("--name", help="the job's name (instead of the spec's)")
+    s.add_argument("--when-full", dest="when_full", choices=("queue", "refuse", "borrow"),
+                   help="over the account's quota for now: wait in its queue (default), refuse, or borrow: run now on "
+                        "idle GPUs beyond the quota (may be preempted and requeued)")
     s.add_argument("-o", "--output", choices=formats, default="table")
     s.set_defaults(func=cmd_submit)
 

@@ -53,7 +53,53 @@ def metrics():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + generate_latest(_SCHEDULING)
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+class SchedulingCollector:
+    """Borrowing and reclaim, read from the database at scrape time (three grouped queries):
+    preemptions by reason, how long reclaims took (from the reclaiming job's wait to its start),
+    and the GPUs each account borrows now."""
+
+    BUCKETS = (5.0, 15.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0, 1800.0)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .extensions import db
+        from .models import ACTIVE_STATES, Account, Job, Preemption
+        try:
+            by_reason = db.session.execute(select(Preemption.reason, func.count(Preemption.id)).group_by(Preemption.reason)).all()
+            latencies = db.session.execute(select(Preemption.by_job_id, func.min(Preemption.waited_since), func.max(Preemption.bound_at))
+                                           .where(Preemption.bound_at.is_not(None), Preemption.waited_since.is_not(None))
+                                           .group_by(Preemption.by_job_id)).all()
+            borrowed = db.session.execute(select(Account.name, func.sum(Job.gpus)).join(Account, Account.id == Job.account_id)
+                                          .where(Job.borrowed.is_(True), Job.state.in_(ACTIVE_STATES)).group_by(Account.name)).all()
+        except SQLAlchemyError:
+            db.session.rollback()
+            return
+        finally:
+            db.session.commit()
+        family = CounterMetricFamily("crater_preemptions", "Borrowed jobs preempted, by reason", labels=["reason"])
+        for reason, n in by_reason:
+            family.add_metric([reason], n)
+        yield family
+        seconds = sorted(max(0.0, (bound - since).total_seconds()) for _job, since, bound in latencies)
+        buckets = [(str(b), sum(1 for x in seconds if x <= b)) for b in self.BUCKETS] + [("+Inf", len(seconds))]
+        yield HistogramMetricFamily("crater_reclaim_seconds", "From a job within its guarantee waiting for lent GPUs to "
+                                    "its start, once it reclaimed them", buckets=buckets, sum_value=sum(seconds))
+        gauge = GaugeMetricFamily("crater_borrowed_gpus", "GPUs each account's jobs borrow now beyond its guarantee",
+                                  labels=["account"])
+        for name, gpus in borrowed:
+            gauge.add_metric([name], int(gpus or 0))
+        yield gauge
+
+
+_SCHEDULING = CollectorRegistry()
+_SCHEDULING.register(SchedulingCollector())
 
 
 def init_app(app: Flask) -> None:

@@ -121,7 +121,7 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
         assert p.gpu_seconds_lost > 0
         assert db.session.query(Notification).filter_by(job_id=lent, kind="job_preempted").count() == 1
         lines = [history_words(e) for e in db.session.query(AuditEntry).filter_by(target_type="job", target_id=str(lent))]
-        assert any("so that vision-lab's job %d could use its guaranteed GPUs" % owner in line for line in lines)
+        assert any(f"so that vision-lab's job {owner} could use its guaranteed GPUs" in line for line in lines)
         db.session.remove()
 
     # The owner's job ends: the preempted job runs again, resumed (the same Job), before the job

@@ -102,6 +102,16 @@ def test_craterctl_end_to_end(portal, tmp_path):
     stopped = ctl(tmp_path, "stop", str(clone_id))
     assert stopped.returncode == 0 and "Stopped" in stopped.stdout
     assert ctl(tmp_path, "stop", str(clone_id)).returncode == 5  # it has ended: not possible now
+    # Beyond vision-lab's 8 guaranteed GPUs, on idle ones: borrowed (may be preempted), said so.
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump({**yaml.safe_load((tmp_path / "job.yaml").read_text()), "gpus": 8,
+                                                      "display_name": "beyond"}))
+    inquota = ctl(tmp_path, "submit", "-f", str(tmp_path / "big.yaml"), "-o", "json")
+    beyond = ctl(tmp_path, "submit", "-f", str(tmp_path / "big.yaml"), "--when-full", "borrow")
+    assert inquota.returncode == 0 and json.loads(inquota.stdout)["borrowed"] is False
+    assert beyond.returncode == 0 and "borrowed" in beyond.stdout, beyond.stdout + beyond.stderr
+    for line in (inquota.stdout, beyond.stdout):
+        ctl(tmp_path, "stop", str(json.loads(line)["id"] if line.startswith("{") else re.match(r"job (\d+)", line).group(1)))
+    assert ctl(tmp_path, "submit", "-f", str(tmp_path / "big.yaml"), "--when-full", "later").returncode == 2
     assert ctl(tmp_path, "spec", str(job_id)).stdout.strip() == yaml.safe_dump(
         yaml.safe_load(shown), allow_unicode=True, sort_keys=False).strip()
 

@@ -97,7 +97,8 @@ def test_the_forms_values_reach_the_pod(submitted, cluster_sim):
     assert container.command == ["/bin/sh", "-c", "python train.py --epochs 3"]
     assert container.working_dir == "/workspace"
     assert container.resources.limits["nvidia.com/gpu"] == "1" and container.resources.requests["memory"] == "16384Mi"
-    assert {e.name: e.value for e in container.env} == {"SEED": "1", "MODE": "fast"}
+    assert {e.name: e.value for e in container.env} == {"SEED": "1", "MODE": "fast", "CRATER_PREEMPTIBLE": "false",
+                                                        "CRATER_CHECKPOINT_DIR": f"/home/alice/.crater/checkpoints/{job_id}"}
     assert pod.spec.node_selector == {"nvidia.com/gpu.product": A100}
     mounts = {m.mount_path: m.sub_path for m in container.volume_mounts}
     assert mounts == {"/home/alice": "users/alice", "/dev/shm": None}

@@ -137,8 +137,9 @@ def racks(app, make):
 
 
 @pytest.mark.parametrize("url, limit", [
-    # nodes: user, heartbeat, version (2), summary (2), page of nodes with its count
-    ("/nodes", 8), ("/nodes?model=A100&free=2&sort=free", 8), ("/admin/nodes?state=Ready", 8),
+    # nodes: user, heartbeat, version (2), summary (2), page of nodes with its count; the accounts'
+    # guaranteed, borrowed and lent GPUs (GPUs per account and class, accounts, names)
+    ("/nodes", 11), ("/nodes?model=A100&free=2&sort=free", 11), ("/admin/nodes?state=Ready", 11),
     # a node: user, heartbeat, node, managed accounts, placements with jobs, owners, accounts, GPU devices, accounts list
     ("/nodes/gpu-07", 8),
     # usage: user, managed accounts (x2: scope, choices), rollups by user and account, names (2), models, days
@@ -174,7 +175,7 @@ def test_queue_pages_and_a_queued_jobs_poll_use_a_fixed_number_of_queries(app, c
     client.login(admin)
     # queue page: user, account, the queue's eight reads (queued, account, model quotas, members,
     # admitted jobs, usage, models under maintenance), the page's jobs, the owners
-    for url, limit in ((f"/queues/{lab}", 11), ("/queues", 3), (f"/jobs/{queued}/status", 7)):
+    for url, limit in ((f"/queues/{lab}", 11), ("/queues", 5), (f"/jobs/{queued}/status", 7)):
         client.get(url)
         with count_queries(app) as statements:
             response = client.get(url)

@@ -84,13 +84,18 @@ def test_failures_explain_themselves(app, world, annotations, reason, code):
 
 def test_pending_carries_the_schedulers_message(app, world):
     world["syncer"]()
-    # One A100 node cordoned and the other full: no A100 is free, but the model is not under
-    # maintenance (a node of it takes jobs), so the job is admitted and the scheduler says why it waits.
+    # One A100 node cordoned, the other running a job. The admitter sees free GPUs, not free CPU: a
+    # job asking for 125 of the largest node's 128 cores is admitted, and the scheduler says why it
+    # cannot be placed.
     world["core"].patch_node("a100-1", {"spec": {"unschedulable": True}})
     wait_state(app, submit(app, world, run="forever", gpus=8), "Running")
-    job_id = submit(app, world, run="forever")
+    with app.app_context():
+        actor = Actor(db.session.get(User, world["alice"]), "")
+        form = jobs.Submission(job_type="batch", account_id=world["lab"], display_name="big", image="pytorch:2",
+                               command="python train.py", cpu_milli=125_000, annotations=((A + "run-seconds", "forever"),))
+        job_id = jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
     state, reason, _c, _s, _f, message = wait_for(lambda: (lambda r: r if r[1] == "Unschedulable" else None)(row(app, job_id)))
-    assert state == "Pending" and "1 node(s) were unschedulable" in message and "Insufficient nvidia.com/gpu" in message
+    assert state == "Pending" and "1 node(s) were unschedulable" in message and "Insufficient cpu" in message
 
 
 def test_converges_through_dropped_watches_and_expired_versions(app, world):

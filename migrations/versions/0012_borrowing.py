@@ -27,6 +27,8 @@ def upgrade():
     op.add_column('jobs', sa.Column('preempted_at', sa.DateTime(), nullable=True))
     op.add_column('jobs', sa.Column('not_before', sa.DateTime(), nullable=True))
     op.create_index('ix_jobs_borrowed_state', 'jobs', ['borrowed', 'state'], unique=False)
+    for table in ('usage_days', 'usage_rollups', 'usage_model_days'):
+        op.add_column(table, sa.Column('borrowed_gpu_seconds', sa.Float(), server_default='0', nullable=False))
     op.create_table('preemptions',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=False),
@@ -54,6 +56,9 @@ def upgrade():
 
 
 def downgrade():
+    for table in ('usage_days', 'usage_rollups', 'usage_model_days'):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column('borrowed_gpu_seconds')
     op.drop_table('preemptions')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_borrowed_state')

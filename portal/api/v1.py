@@ -49,7 +49,7 @@ def job_summary(r, base: str) -> dict:
             "gpus": r["gpus"], "gpu_model": r["gpu_model"] or "", "user": r["username"], "account": r["account"],
             "created_at": _time(r["created_at"]), "started_at": _time(r["started_at"]),
             "queue_position": r["queue_position"], "queue_estimate": _time(r["queue_estimate"]),
-            "url": f"{base}/{r['id']}"}
+            "borrowed": bool(r["borrowed"]), "url": f"{base}/{r['id']}"}
 
 
 def job_detail(job: Job) -> dict:
@@ -61,6 +61,7 @@ def job_detail(job: Job) -> dict:
         "exit_code": job.exit_code, "user": job.user.username, "account": job.account.name, "image": job.image,
         "gpus": job.gpus, "gpu_model": job.gpu_model or "", "workers": job.workers, "cpu_milli": job.cpu_milli,
         "memory_mib": job.memory_mib, "time_limit_seconds": job.time_limit_seconds,
+        "borrowed": bool(job.borrowed), "preemptions": job.preemptions or 0, "preempted_at": _time(job.preempted_at),
         "created_at": _time(job.created_at), "started_at": _time(job.started_at), "finished_at": _time(job.finished_at),
         "pods": [{"name": p.get("name", ""), "node": p.get("node") or "", "phase": p.get("phase") or "",
                   "restarts": int(p.get("restarts") or 0)} for p in job.pods or []],

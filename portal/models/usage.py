@@ -28,6 +28,7 @@ class UsageDay(db.Model):
     measured_gpu_seconds: Mapped[float | None] = mapped_column(Float)  # allocated with a utilisation sample
     cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # core-seconds requested
     memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    borrowed_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # beyond the guarantee
 
 
 class _Sums:
@@ -39,6 +40,7 @@ class _Sums:
     measured_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     memory_gib_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    borrowed_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     jobs_started: Mapped[int] = mapped_column(Integer, default=0)
 
 

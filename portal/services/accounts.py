@@ -21,6 +21,7 @@ from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .pagination import Page, contains_text, paginate
 
 QUOTA_FIELDS = ("gpu_quota", "cpu_quota", "memory_quota_gib", "max_jobs")
+BORROW_FIELDS = ("borrow_limit", "lend_limit", "borrow_jupyter")  # services/scheduling, plan rule 6
 
 
 @dataclass
@@ -34,6 +35,9 @@ class AccountInput:
     max_jobs: int | None = None
     expires_on: date | None = None
     gpu_model_quotas: dict[str, int] = field(default_factory=dict)
+    borrow_limit: int | None = None  # GPUs it may borrow beyond its guarantee at once (None: as many as are idle)
+    lend_limit: int | None = None  # GPUs of its unused guarantee it never lends (None: lends all)
+    borrow_jupyter: bool = False  # its JupyterLab jobs may borrow
 
 
 # ---- the default account -------------------------------------------------------------------
@@ -228,6 +232,9 @@ def delete_account(actor: Actor, account_id: int) -> None:
 
 
 def _check_model_quotas(data: AccountInput) -> None:
+    if data.lend_limit and (data.gpu_quota is None or data.lend_limit > data.gpu_quota):
+        raise ValidationFailed({"lend_limit": _(
+            "An account keeps back at most its guaranteed GPUs (%(total)s).", total=data.gpu_quota or 0)})
     if data.gpu_quota is None:
         return
     over = {m: n for m, n in data.gpu_model_quotas.items() if n > data.gpu_quota}
@@ -241,7 +248,7 @@ def _check_model_quotas(data: AccountInput) -> None:
 def _apply(account: Account, data: AccountInput) -> None:
     account.display_name = data.display_name
     account.description = data.description
-    for name in QUOTA_FIELDS:
+    for name in QUOTA_FIELDS + BORROW_FIELDS:
         setattr(account, name, getattr(data, name))
     account.expires_on = data.expires_on
     current = {q.gpu_model: q for q in account.gpu_model_quotas}
@@ -255,7 +262,7 @@ def _apply(account: Account, data: AccountInput) -> None:
 
 
 def _snapshot(account: Account) -> dict:
-    snap = {name: getattr(account, name) for name in ("display_name", "description", *QUOTA_FIELDS)}
+    snap = {name: getattr(account, name) for name in ("display_name", "description", *QUOTA_FIELDS, *BORROW_FIELDS)}
     snap["expires_on"] = account.expires_on.isoformat() if account.expires_on else None
     snap["gpu_model_quotas"] = {q.gpu_model: q.gpus for q in account.gpu_model_quotas}
     return snap

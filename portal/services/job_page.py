@@ -26,6 +26,7 @@ class JobStatus:
     time_left: timedelta | None
     idle_warning: object | None
     limit_warning: object | None
+    preemption: object | None = None  # the last time it was preempted (a Preemption row)
 
     def context(self) -> dict:
         """The fields as template variables."""
@@ -57,4 +58,5 @@ def _status(job: Job, actor: Actor, now: datetime) -> JobStatus:
                      outlook=job_queries.outlook(job), standing=queue_pages.standing(job),
                      events=job_queries.job_events(job.id, 20),
                      time_left=fair_use.time_left(job, now) if job.is_open else None,
-                     idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")))
+                     idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")),
+                     preemption=queue_pages.last_preemption(job.id) if job.preemptions else None)

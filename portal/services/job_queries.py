@@ -26,7 +26,7 @@ SORTS = {  # name -> (column, descending first)
     "state": (Job.state, False), "gpus": (Job.gpus, True),
 }
 LIST_COLUMNS = (Job.id, Job.display_name, Job.job_type, Job.state, Job.reason, Job.gpus, Job.gpu_model, Job.created_at,
-                Job.started_at, Job.time_limit_seconds, Job.queue_position, Job.queue_estimate)
+                Job.started_at, Job.time_limit_seconds, Job.queue_position, Job.queue_estimate, Job.borrowed)
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,7 @@ class JobRow:
     owner: str
     account: str
     created_at: datetime
+    borrowed: bool = False  # runs (or last ran) beyond its account's guarantee
 
     @classmethod
     def of(cls, r) -> JobRow:
@@ -195,7 +196,7 @@ class JobRow:
         quiet = state in (JobState.RUNNING.value, JobState.SUCCEEDED.value, JobState.QUEUED.value)
         return cls(r["id"], r["display_name"], r["job_type"], state, "" if quiet else (r["reason"] or ""),
                    r["queue_position"], r["queue_estimate"], deadline, r["gpus"] or 0, r["gpu_model"] or "",
-                   r["username"], r["account"], r["created_at"])
+                   r["username"], r["account"], r["created_at"], bool(r["borrowed"]) and state in OPEN_STATES)
 
 
 def list_rows(job_ids) -> dict[int, JobRow]:

@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import update
 
 from ..extensions import db
-from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobState, utcnow
+from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobState, Preemption, utcnow
 from ..vocabulary import Reason
 from . import notify
 
@@ -114,6 +114,9 @@ def follow_cluster(row, values: dict) -> tuple[bool, bool]:
         return True, True
     if state == JobState.RUNNING.value and row.started_at is None:  # its first start (of this run, after a preemption)
         notify.enqueue_job_started(row.id, row.user_id, getattr(row, "preemptions", 0) or 0)
+        # A job that reclaimed lent GPUs is bound: how long the reclaim took (the preemption log, /metrics).
+        db.session.execute(update(Preemption).where(Preemption.by_job_id == row.id, Preemption.bound_at.is_(None))
+                           .values(bound_at=values.get("started_at") or utcnow()))
     return True, False
 
 

@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 from sqlalchemy import delete, select
 
 from ..extensions import db
-from ..models import PolicyRun, PolicySetting, utcnow
+from ..models import PolicyRun, PolicySetting, Preemption, utcnow
 from ..vocabulary import JOB_TYPES, JobType
 from . import audit
 from .context import Actor
@@ -176,7 +176,10 @@ def policies_page(actor: Actor, shown: str, page: int, per_page: int) -> Policie
 
 
 def list_runs(actor: Actor, name: str, page: int, per_page: int) -> Page:
+    """A page of the policies' runs; for the preemption policy, the log of every preemption."""
     actor.require_admin()
+    if name == "preemption":
+        return paginate(select(Preemption).order_by(Preemption.id.desc()), page, per_page)
     stmt = select(PolicyRun).order_by(PolicyRun.id.desc())
     if name:
         stmt = stmt.where(PolicyRun.policy == name)

@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from ..extensions import db
 from ..metrics import Summary, day_overlaps
-from ..models import FINAL_STATES, Account, Job, JobState, UsageDay, UsageModelDay, UsageRollup, User
+from ..models import FINAL_STATES, Account, Job, JobState, Preemption, UsageDay, UsageModelDay, UsageRollup, User
 from .context import Actor
 from .errors import Forbidden, ValidationFailed
 from .pagination import Page
@@ -72,7 +72,7 @@ def due_jobs(now: datetime, refresh_seconds: float, retry_seconds: float, limit:
 
 
 FIGURES = ("gpu_seconds", "used_gpu_seconds", "idle_gpu_seconds", "measured_gpu_seconds", "cpu_seconds",
-           "memory_gib_seconds", "jobs_started")
+           "memory_gib_seconds", "borrowed_gpu_seconds", "jobs_started")
 
 
 def record_usage(job_id: int, summary: Summary | None, now: datetime, final: bool) -> None:
@@ -80,10 +80,12 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
     move the rollups the reports read by the difference. Without a summary (no metrics), only the
     allocation is known."""
     job = db.session.get(Job, job_id)
-    if job is None or job.started_at is None:
+    if job is None or (job.started_at is None and not job.preemptions):
         return
-    end = job.finished_at if job.state in FINAL_STATES and job.finished_at else now
-    overlaps = day_overlaps(job.started_at, max(end, job.started_at))
+    overlaps: dict = {}
+    for start, stop in _runs(job, now):  # a preempted job's earlier runs count too
+        for day, seconds in day_overlaps(start, max(stop, start)).items():
+            overlaps[day] = overlaps.get(day, 0.0) + seconds
     metrics = summary is not None and summary.has_metrics
     rows = []
     totals = [0.0, 0.0, 0.0]
@@ -97,7 +99,8 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
         totals[2] += idle or 0.0
         rows.append(dict(job_id=job.id, day=day, user_id=job.user_id, account_id=job.account_id, gpu_model=job.gpu_model,
                          gpu_seconds=allocated, used_gpu_seconds=used, idle_gpu_seconds=idle, measured_gpu_seconds=measured,
-                         cpu_seconds=job.cpu_milli / 1000 * seconds, memory_gib_seconds=job.memory_mib / 1024 * seconds))
+                         cpu_seconds=job.cpu_milli / 1000 * seconds, memory_gib_seconds=job.memory_mib / 1024 * seconds,
+                         borrowed_gpu_seconds=allocated if job.borrowed else 0.0))
     before = [dict(r._mapping) for r in db.session.execute(select(UsageDay).where(UsageDay.job_id == job.id)
                                                            .with_only_columns(*UsageDay.__table__.columns))]
     db.session.execute(delete(UsageDay).where(UsageDay.job_id == job.id))
@@ -114,6 +117,20 @@ def record_usage(job_id: int, summary: Summary | None, now: datetime, final: boo
     db.session.commit()
 
 
+def _runs(job: Job, now: datetime) -> list[tuple[datetime, datetime]]:
+    """When a job held its GPUs: each run a preemption ended (from the preemption log), and the
+    current one. A borrowed job counts as borrowed for all of them (its class when the usage pass
+    looks: a job reclassified within its guarantee counts as in-quota)."""
+    runs = []
+    if job.preemptions:
+        runs = [(at - timedelta(seconds=ran), at) for at, ran in db.session.execute(
+            select(Preemption.at, Preemption.ran_seconds).where(Preemption.job_id == job.id)) if ran]
+    if job.started_at is not None:
+        end = job.finished_at if job.state in FINAL_STATES and job.finished_at else now
+        runs.append((job.started_at, end))
+    return runs
+
+
 def figures_of(rows: list[dict], into: dict | None = None) -> dict[tuple, list[float]]:
     """Per rollup key, what these usage rows add: {("user", day, user, account): [...], ("model",
     day, model): [...]}, the figures in FIGURES' order (a job counts as started on its first day)."""
@@ -124,7 +141,7 @@ def figures_of(rows: list[dict], into: dict | None = None) -> dict[tuple, list[f
     for r in rows:
         figures = [r["gpu_seconds"], r["used_gpu_seconds"] or 0.0, r["idle_gpu_seconds"] or 0.0,
                    r["measured_gpu_seconds"] or 0.0, r["cpu_seconds"], r["memory_gib_seconds"],
-                   1 if r["day"] == first[r["job_id"]] else 0]
+                   r.get("borrowed_gpu_seconds") or 0.0, 1 if r["day"] == first[r["job_id"]] else 0]
         for key in (("user", r["day"], r["user_id"], r["account_id"]), ("model", r["day"], r["gpu_model"] or "")):
             total = out.setdefault(key, [0.0] * len(FIGURES))
             for i, v in enumerate(figures):
@@ -236,6 +253,7 @@ def _hours(figures, extra: dict) -> dict:
                 used_hours=get("used_gpu_seconds") / HOUR if known else None,
                 wasted_hours=get("idle_gpu_seconds") / HOUR if known else None,
                 cpu_hours=get("cpu_seconds") / HOUR, memory_gib_hours=get("memory_gib_seconds") / HOUR,
+                borrowed_hours=get("borrowed_gpu_seconds") / HOUR, lost_hours=float(extra.get("lost_seconds") or 0) / HOUR,
                 measured=(measured / gpu) if gpu else None)
 
 
@@ -273,11 +291,13 @@ def report(actor: Actor, scope: Scope, period: Period, page: int, per_page: int)
     shown = ranked[offset:offset + per_page]
     names = dict(db.session.execute(select(User.id, User.username).where(
         User.id.in_([u for u, _f in shown]))).all()) if shown else {}
-    by_user = Page([_hours(f, {"user_id": u, "name": names.get(u, f"#{u}")}) for u, f in shown], max(1, page), per_page,
-                   len(ranked))
+    lost_users = _lost(actor, scope, period, "user", key="id")
+    lost_accounts = _lost(actor, scope, period, "account", key="id")
+    by_user = Page([_hours(f, {"user_id": u, "name": names.get(u, f"#{u}"), "lost_seconds": lost_users.get(u, 0)})
+                    for u, f in shown], max(1, page), per_page, len(ranked))
     account_names = dict(db.session.execute(select(Account.id, Account.name).where(
         Account.id.in_(list(accounts_)))).all()) if accounts_ else {}
-    by_account = [_hours(f, {"account_id": a, "name": account_names.get(a, f"#{a}")})
+    by_account = [_hours(f, {"account_id": a, "name": account_names.get(a, f"#{a}"), "lost_seconds": lost_accounts.get(a, 0)})
                   for a, f in sorted(accounts_.items(), key=lambda kv: -kv[1].get("gpu_seconds", 0))]
     everyone = scope.kind == "all" and not scope.account_ids
     by_model = []
@@ -297,7 +317,8 @@ def report(actor: Actor, scope: Scope, period: Period, page: int, per_page: int)
         day = period.start + timedelta(days=i)
         row = per_day.get(day)
         daily.append(_hours(row, {"day": day}) if row is not None else _hours({}, {"day": day}))
-    return Report(period, scope, _hours(totals, {}), by_user, by_account, by_model, daily)
+    return Report(period, scope, _hours(totals, {"lost_seconds": sum(lost_accounts.values())}), by_user, by_account,
+                  by_model, daily)
 
 
 def daily_chart(rep: Report) -> dict:
@@ -318,7 +339,7 @@ def csv_lines(actor: Actor, scope: Scope, period: Period, group: str):
     """The report as CSV, one line at a time: per user, account or GPU model from the rollups; per
     job from the usage rows, streamed from the database as they come."""
     head = ["period_start", "period_end", group, "jobs_started", "gpu_hours", "used_gpu_hours", "wasted_gpu_hours",
-            "cpu_core_hours", "memory_gib_hours"]
+            "cpu_core_hours", "memory_gib_hours", "borrowed_gpu_hours", "gpu_hours_lost_to_preemption"]
     if group == "job":
         head[2:3] = ["job", "name", "user", "account", "gpu_model", "started_at", "finished_at"]
     yield _csv_row(head)
@@ -334,8 +355,26 @@ def csv_lines(actor: Actor, scope: Scope, period: Period, group: str):
                                         else (Account, Account.id, Account.name, UsageRollup.account_id))
         stmt = (select(name_col.label("key"), *_sums()).join(model, id_col == key).where(*_where(actor, scope, period))
                 .group_by(name_col).order_by(name_col))
+    lost = {} if group == "model" else _lost(actor, scope, period, group)
     for r in db.session.execute(stmt):
-        yield _csv_row([period.start, period.end, r.key, *_figures(_hours(r, {}))])
+        yield _csv_row([period.start, period.end, r.key, *_figures(_hours(r, {"lost_seconds": lost.get(r.key, 0)}))])
+
+
+def _lost(actor: Actor, scope: Scope, period: Period, group: str, key: str = "name") -> dict:
+    """GPU-seconds lost to preemption in the period (by the day of the preemption), per user or
+    account (by name, or by id with `key="id"`): one grouped query over the preemption log."""
+    start = datetime.combine(period.start, datetime.min.time())
+    end = datetime.combine(period.end + timedelta(days=1), datetime.min.time())
+    where = [Preemption.at >= start, Preemption.at < end]
+    if scope.kind == "mine":
+        where.append(Preemption.user_id == actor.user.id)
+    elif scope.account_ids:
+        where.append(Job.account_id.in_(scope.account_ids))
+    owner, on = (User, User.id == Preemption.user_id) if group == "user" else (Account, Account.id == Job.account_id)
+    column = owner.id if key == "id" else (User.username if group == "user" else Account.name)
+    stmt = select(column, func.sum(Preemption.gpu_seconds_lost)).select_from(Preemption) \
+        .join(Job, Job.id == Preemption.job_id).join(owner, on)
+    return {k: float(v or 0) for k, v in db.session.execute(stmt.where(*where).group_by(column)).all()}
 
 
 def _job_lines(actor: Actor, scope: Scope, period: Period):
@@ -375,7 +414,7 @@ def _figures(h: dict) -> list:
     def fmt(v):
         return "" if v is None else f"{v:.3f}"
     return [h["jobs"], fmt(h["gpu_hours"]), fmt(h["used_hours"]), fmt(h["wasted_hours"]), fmt(h["cpu_hours"]),
-            fmt(h["memory_gib_hours"])]
+            fmt(h["memory_gib_hours"]), fmt(h["borrowed_hours"]), fmt(h["lost_hours"])]
 
 
 def _csv_row(values) -> str:

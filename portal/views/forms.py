@@ -6,7 +6,7 @@ import re
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DateField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
@@ -64,6 +64,13 @@ class AccountForm(FlaskForm):
     memory_quota_gib = quota_field(_l("Memory (GiB)"), MAX_MEMORY_GIB)
     max_jobs = quota_field(_l("Concurrent jobs"), MAX_JOBS)
     expires_on = DateField(_l("Expires on"), validators=[Optional()])
+    borrow_limit = WholeNumberField(_l("GPUs it may borrow beyond its guarantee"),
+                                    validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
+                                    description=_l("At once, on idle GPUs of other accounts. Empty: as many as are idle; 0: never."))
+    lend_limit = WholeNumberField(_l("GPUs it never lends"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
+                                  description=_l("Of its unused guarantee, kept free for its own jobs. Empty: lends them all "
+                                                 "(taken back by preemption when its jobs need them)."))
+    borrow_jupyter = BooleanField(_l("JupyterLab jobs may borrow GPUs too"))
 
     def validate_gpu_model_quotas(self, field):
         self.parsed_model_quotas = parse_model_quotas(field.data or "")
@@ -75,6 +82,7 @@ class AccountForm(FlaskForm):
             cpu_quota=self.cpu_quota.data, memory_quota_gib=self.memory_quota_gib.data,
             max_jobs=self.max_jobs.data, expires_on=self.expires_on.data,
             gpu_model_quotas=getattr(self, "parsed_model_quotas", {}),
+            borrow_limit=self.borrow_limit.data, lend_limit=self.lend_limit.data, borrow_jupyter=bool(self.borrow_jupyter.data),
         )
 
 

@@ -88,7 +88,7 @@ class JobForm(FlaskForm):
         self.account_id.choices = [SelectChoice(a.id, a.label) for a in accounts]
         self.gpu_model.choices = [SelectChoice("", _l("Any model"))] + [SelectChoice(m, m) for m in models]
         if job_type == JobType.JUPYTER and not any(getattr(a, "borrow_jupyter", False) for a in accounts):
-            self.when_full.choices = [c for c in self.when_full.choices if c[0] != "borrow"]
+            self.when_full.choices = [c for c in self.when_full.choices if c.value != "borrow"]
         if self.time_limit_hours.data is None and not self.is_submitted():
             self.time_limit_hours.data = Decimal(str(limits[0]))
         if not self.idempotency_key.data:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from threading import Lock
 
+from ..services.scheduling import pages as queue_pages
+from ..services.scheduling.state import QueueSettings
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -93,8 +95,10 @@ def _list(admin: bool):
     if htmx_target() in ("nodes-live", "nodes-table"):
         return live
     models = [s["model"] for s in summary if s["model"]]
+    shares, accounts_sharing = queue_pages.sharing_table(QueueSettings.from_config(current_app.config))
     return render_template("nodes/index.html", models=models, sorts=sort_words(), f=f, admin=admin, live=live,
-                           endpoint="nodes.admin_index" if admin else "nodes.index")
+                           endpoint="nodes.admin_index" if admin else "nodes.index", shares=shares,
+                           accounts_sharing=accounts_sharing)
 
 
 @bp.get("/nodes")

@@ -17,7 +17,7 @@ bp = Blueprint("queue", __name__)
 @bp.get("/queues")
 @login_required
 def index():
-    page = queue_pages.queue_accounts(actor(), page_arg(), per_page())
+    page = queue_pages.queue_accounts(actor(), page_arg(), per_page(), QueueSettings.from_config(current_app.config))
     return render_template("queue/index.html", page=page, endpoint="queue.index", args={})
 
 

@@ -25,7 +25,8 @@ def init_app(app: Flask) -> None:
     for name, value in {
         "JobState": vocabulary.JobState, "JobType": vocabulary.JobType,
         "timedelta": timedelta, "job_labels": list_labels, "job_reason": vocabulary.reason_words,
-        "queue_words": vocabulary.waiting_words, "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
+        "queue_words": vocabulary.waiting_words, "preemption_words": vocabulary.preemption_words,
+        "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
         "history_words": vocabulary.history_words,
     }.items():
         app.add_template_global(value, name)

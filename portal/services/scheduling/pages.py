@@ -10,7 +10,8 @@ from flask_babel import gettext as _
 from sqlalchemy import func, literal, select
 
 from ...extensions import db
-from ...models import Account, Job, Membership, MemberRole, User
+from ...models import ACTIVE_STATES, Account, Job, Membership, MemberRole, Preemption, User
+from ...models.account import DEFAULT_ACCOUNT
 from ..accounts import is_manager
 from ..context import Actor
 from ..errors import Forbidden, NotFound
@@ -37,6 +38,53 @@ def standing(job: Job) -> Standing | None:
     return Standing(job.queue_position, int(waiting), job.queue_blocker, job.queue_estimate, job.queue_reserved_at is not None)
 
 
+def last_preemption(job_id: int) -> Preemption | None:
+    """The last time a job was preempted (its page says when, by whom and what it lost)."""
+    return db.session.execute(select(Preemption).where(Preemption.job_id == job_id).order_by(Preemption.id.desc())
+                              .limit(1)).scalar()
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """An account's GPUs as borrowing sees them: guaranteed (its quota; None: no guarantee set),
+    used within the guarantee, borrowed beyond it, and lent (its idle guarantee that borrowers
+    use now, the borrowed GPUs shared among lenders in proportion to what each can lend)."""
+    guaranteed: int | None
+    used: int
+    borrowed: int
+    lent: int
+
+
+def sharing(account_ids: list[int] | None, settings: QueueSettings) -> dict[int, Sharing]:
+    """Per account (None: every account with a guarantee or borrowed GPUs): three grouped queries."""
+    rows = db.session.execute(select(Job.account_id, Job.borrowed, func.sum(Job.gpus)).where(
+        Job.state.in_(ACTIVE_STATES), Job.gpus > 0).group_by(Job.account_id, Job.borrowed)).all()
+    used: dict[int, int] = {}
+    borrowed: dict[int, int] = {}
+    for account_id, is_borrowed, gpus in rows:
+        (borrowed if is_borrowed else used)[account_id] = int(gpus or 0)
+    accounts = db.session.execute(select(Account.id, Account.name, Account.gpu_quota, Account.lend_limit)).all()
+    guarantee = {a.id: settings.default_guarantee if a.name == DEFAULT_ACCOUNT and a.gpu_quota is None else a.gpu_quota
+                 for a in accounts}
+    lendable = {a.id: max(0, (guarantee[a.id] or 0) - used.get(a.id, 0) - (a.lend_limit or 0)) for a in accounts}
+    total_lendable, total_borrowed = sum(lendable.values()), sum(borrowed.values())
+    share = min(1.0, total_borrowed / total_lendable) if total_lendable else 0.0
+    wanted = account_ids if account_ids is not None else [
+        a.id for a in accounts if guarantee[a.id] or borrowed.get(a.id)]
+    return {a: Sharing(guarantee.get(a), used.get(a, 0), borrowed.get(a, 0), round(lendable.get(a, 0) * share))
+            for a in wanted if a in guarantee}
+
+
+def sharing_table(settings: QueueSettings, limit: int = 50) -> tuple[list[tuple[str, Sharing]], int]:
+    """The accounts with a guarantee or borrowed GPUs, the busiest first (at most `limit`), and
+    how many there are: the nodes page's lending table."""
+    shares = sharing(None, settings)
+    names = dict(db.session.execute(select(Account.id, Account.name).where(in_ids(Account.id, list(shares)))).all()) \
+        if shares else {}
+    rows = sorted(((names.get(a, "?"), s) for a, s in shares.items()), key=lambda r: (-(r[1].used + r[1].borrowed), r[0]))
+    return rows[:limit], len(rows)
+
+
 def queued_counts(account_ids: list[int]) -> dict[int, int]:
     """How many jobs wait in each of these accounts' queues (absent: none): one grouped count."""
     if not account_ids:
@@ -45,7 +93,7 @@ def queued_counts(account_ids: list[int]) -> dict[int, int]:
         Job.state == QUEUED, in_ids(Job.account_id, account_ids)).group_by(Job.account_id)).all()}
 
 
-def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50):
+def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50, settings: QueueSettings | None = None):
     """A page of the accounts whose queues the actor sees listed (every account for admins, their
     own for members), each with its queue's length and whether the actor may open it (managers,
     admins): the page, and one grouped count for the page's accounts."""
@@ -57,8 +105,9 @@ def queue_accounts(actor: Actor, page: int = 1, per_page: int = 50):
     result = paginate(stmt, page, per_page, rows="tuples")
     ids = [r[0] for r in result.items]
     counts = queued_counts(ids)
-    result.items = [{"id": i, "name": name, "manager": role == MemberRole.MANAGER.value, "queued": counts.get(i, 0)}
-                    for i, name, role in result.items]
+    shares = sharing(ids, settings or QueueSettings()) if ids else {}
+    result.items = [{"id": i, "name": name, "manager": role == MemberRole.MANAGER.value, "queued": counts.get(i, 0),
+                     "sharing": shares.get(i)} for i, name, role in result.items]
     return result
 
 
