@@ -1,7 +1,7 @@
 """Benchmark: the queue. Three figures; prints them, asserts nothing.
 
     .venv/bin/python bench/queueing.py latency [--rounds 40]          # kubesim real time + the syncer
-    .venv/bin/python bench/queueing.py pass --database-url mysql+pymysql://...   [--jobs 10000 --accounts 200]
+    .venv/bin/python bench/queueing.py pass --database-url mysql+pymysql://...   [--jobs 10000 --accounts 200 --borrow]
     .venv/bin/python bench/queueing.py estimates [--jobs 2000 --hours 24 --scale 120]
 
 - latency: an account allowed 2 GPUs and a chain of 2-GPU jobs of 2 s each: for every job that
@@ -173,6 +173,12 @@ def one_pass(args) -> None:
                                  gpu_model=A100, cpu_milli=4000, memory_mib=16384, time_limit_seconds=3600 * rng.randint(1, 8),
                                  created_at=now - timedelta(minutes=per_account - k), spec={}))
         db.session.execute(insert(Job), rows)
+        if args.borrow:  # the node inventory: every account's 8 GPUs in use on a node of its own, 10 idle nodes
+            from portal.models import Node
+            db.session.execute(insert(Node), [dict(name=f"a100-{n:03d}", gpu_model=A100, gpus=8,
+                                                   gpus_requested=8 if n < args.accounts else 0, ready=True,
+                                                   unschedulable=False, cpu_milli=128000, memory_mib=1048576)
+                                              for n in range(args.accounts + 10)])
         db.session.commit()
         admin_id = admin.id
         running = db.session.execute(db.select(Job.id, Job.version).where(Job.state == "Running").limit(1)).one()
@@ -182,6 +188,8 @@ def one_pass(args) -> None:
           f"with {args.jobs} ended jobs (the baseline)")
     with app.app_context():
         db.session.execute(update(Job).where(Job.display_name.like("queued %")).values(state="Queued", reason="WaitingForQuota"))
+        if args.borrow:  # half the queued jobs' owners chose to borrow idle GPUs
+            db.session.execute(update(Job).where(Job.display_name.like("queued %"), Job.id % 2 == 0).values(borrow=True))
         db.session.commit()
         backend = schedule.PortalAdmission(settings)
         for label, call in (("first, every queue (writes every place)", lambda: admission.admit_queued(now, settings).admitted),
@@ -208,6 +216,14 @@ def one_pass(args) -> None:
         admitted = backend.admission_pass(now + timedelta(seconds=3))
         print(f"the admitter's pass after a job ended in one account: {(time.perf_counter() - t0) * 1000:.0f} ms, "
               f"{len(admitted)} admitted   (goal < 200 ms)", flush=True)
+        if args.borrow:  # a GPU frees on a node: every account waiting to borrow that model is decided again
+            from portal.models import Node
+            db.session.execute(update(Node).where(Node.name == "a100-000").values(gpus_requested=7, version=Node.version + 1))
+            db.session.commit()
+            t0 = time.perf_counter()
+            admitted = backend.admission_pass(now + timedelta(seconds=4))
+            print(f"the admitter's pass after 1 A100 freed, {args.accounts} accounts waiting to borrow: "
+                  f"{(time.perf_counter() - t0) * 1000:.0f} ms, {len(admitted)} admitted", flush=True)
         # free 2 GPUs in every account: the pass admits there
         running = [j for j, in db.session.execute(db.select(Job.id).where(Job.state == "Running", Job.display_name == "running")
                                                   .order_by(Job.id))]
@@ -406,6 +422,7 @@ def main():
     parser.add_argument("--hours", type=float, default=24)
     parser.add_argument("--scale", type=float, default=120)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--borrow", action="store_true", help="pass: a node inventory and half the queued jobs borrowing")
     args = parser.parse_args()
     if args.what == "latency":
         latency(args)

@@ -226,9 +226,8 @@ def blocker_words(b: dict | None) -> str:
         return _("GPUs lent to other accounts are being taken back for it (by %(when)s at the latest).",
                  when=b.get("note", "")[:16].replace("T", " "))
     if kind == "borrow":
-        return _("it may run beyond account %(account)s's guarantee, but only %(idle)s idle %(model)s GPUs can be lent "
-                 "now and it asks for %(ask)s; it starts when enough are idle.", account=name, idle=used,
-                 model=b.get("model") or "", ask=ask)
+        return _("it may run beyond account %(account)s's guarantee, but not enough %(model)s GPUs are idle for it now "
+                 "(it asks for %(ask)s); it starts when enough are idle.", account=name, model=b.get("model") or "", ask=ask)
     if kind == "borrow_limit":
         return _("account %(account)s already borrows %(used)s of at most %(limit)s GPUs beyond its guarantee; this job "
                  "asks for %(ask)s.", account=name, used=used, limit=limit, ask=ask)

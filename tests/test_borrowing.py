@@ -129,7 +129,11 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
     try:
         wait_for(lambda: job_of(app, lent).state == "Running", timeout=30, what="the preempted job running again")
     except AssertionError:
-        raise AssertionError((job_of(app, lent).state, job_of(app, lent).queue_blocker, job_of(app, owner).state)) from None
+        with app.app_context():
+            nodes = [(n.name, n.gpus, n.gpus_requested, n.ready, n.unschedulable) for n in db.session.query(Node) if n.gpus]
+            db.session.remove()
+        raise AssertionError((job_of(app, lent).state, job_of(app, lent).queue_blocker, job_of(app, owner).state,
+                              nodes)) from None
     obj = world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")
     assert obj.metadata.uid == uid and not obj.spec.suspend
     assert job_of(app, waits).state == "Queued"

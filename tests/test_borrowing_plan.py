@@ -221,7 +221,9 @@ def test_borrowers_wait_for_the_guaranteed_round_and_take_only_idle_gpus():
     kept = cap.copy()
     kept.protected = 6
     third = decide(lab, Tally(), [d], {}, [], NOW, capacity=kept, borrowing=True)
-    assert third.admit == [] and third.blockers[1].as_dict()["used"] == 2
+    assert third.admit == [] and third.blockers[1].kind == "borrow"
+    two = replace(d, gpus=2)
+    assert decide(lab, Tally(), [two], {}, [], NOW, capacity=kept.copy(), borrowing=True).admit  # 2 are idle
     # after a preemption it borrows again only after its backoff
     later = replace(d, not_before=NOW + timedelta(minutes=2))
     assert decide(lab, Tally(), [later], {}, [], NOW, capacity=cap.copy(), borrowing=True).blockers[1].kind == "backoff"

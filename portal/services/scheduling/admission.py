@@ -68,6 +68,7 @@ class PassResult:
     the jobs preempted (their cluster Jobs are suspended first)."""
     admitted: list[int] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)
+    cluster_bound: set[int] = field(default_factory=set)  # accounts whose jobs wait on the cluster (borrow, capacity)
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,13 @@ def admit_queued(now: datetime, settings: QueueSettings, account_ids: list[int] 
             _show(q, decision, now)
         if any(b.kind == "borrow" for b in decision.blockers.values()):
             borrowers.append(account_id)
+        if any(b.kind == "borrow" or b.kind in CLUSTER_KINDS for b in decision.blockers.values()):
+            result.cluster_bound.add(account_id)
     for account_id in sorted(borrowers, key=lambda a: (queues[a].used.borrowed, a)):
         q = queues[account_id]
+        smallest = min((d.gpus for d in q.queued if d.gpus), default=0)
+        if cap is not None and (not smallest or cap.total() - cap.protected < smallest):
+            continue  # not even its smallest job would find idle GPUs: no need to decide
         trial = cap.copy() if cap is not None else None
         if q.expired or not q.decide(now, settings, trial, borrowing=True).admit:
             continue

@@ -30,7 +30,8 @@ The rules, in the order they apply:
    bound yet. Cordoned nodes, and nodes reserved for another account, count as not free. A job
    that fits its quota but not the cluster becomes the head (kind `capacity`, or `fragmented` when
    enough GPUs are free in total but not on few enough nodes), and the account's later jobs of
-   that model wait behind it.
+   that model start only on GPUs the head could not use anyway (they leave as many places for its
+   pods); the member's later jobs are not held back by it otherwise.
 6. **Guaranteed and borrowed.** An account's GPU quota is its guaranteed share. A GPU job held
    back only by the account's GPU quota (total or per model) may run *borrowed*, beyond it, when
    its owner chose so (or the account always borrows, as the Default account does beyond its own
@@ -38,7 +39,8 @@ The rules, in the order they apply:
    on GPUs free now beyond those that lenders keep back (their lending limit, as far as their own
    guarantee is unused) and beyond what in-quota jobs waiting for the cluster need; never before
    its backoff after a preemption. Borrowing is tried only after every account's in-quota jobs
-   (`borrowing=True` in a later round). A borrower waits without reserving anything.
+   (`borrowing=True` in a later round). A borrower waits alone, without reserving anything: the
+   member's later jobs that fit the idle GPUs (or the guarantee) go on.
 7. **Reclassification.** A borrowed job becomes an in-quota job, oldest first, as soon as it fits
    its account's guarantee beside the in-quota jobs (`reclassify`).
 8. **Reclaim.** An in-quota job that fits its guarantee and waits only because other accounts'
@@ -278,11 +280,10 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
                     admitted.append(d)
                     used.add(d)
                     continue
-                waiting.append(d)
+                waiting.append(d)  # a borrower waits alone: the member's smaller jobs may fit idle GPUs meanwhile
                 blockers[d.id] = b
-                lanes.setdefault((d.user_id, f"model:{d.gpu_model}"), d)  # later jobs of that model would borrow too
                 continue
-            if b is None and head is not None and not _beside(limits, used, d, head, blockers[head.id], now, head_by):
+            if b is None and head is not None and not _beside(limits, used, d, head, blockers[head.id], now, head_by, capacity):
                 b = Blocker("head", job=head.id, account=limits.account)
             if b is None and capacity is not None and d.gpus:
                 placed = capacity.place(d, limits.account)
@@ -299,7 +300,11 @@ def decide(limits: Limits, used: Tally, queued: list[Demand], scores: dict[int, 
             continue
         waiting.append(d)
         blockers[d.id] = b
-        lanes.setdefault((d.user_id, _lane(b)), d)
+        # Waiting for the cluster (or behind a head that does) holds back none of the member's later
+        # jobs: the head rule alone keeps them off the GPUs the head waits for.
+        cluster_head = b.kind == "head" and head is not None and blockers[head.id].kind in CLUSTER_KINDS
+        if not cluster_head and _lane(b) != "none":
+            lanes.setdefault((d.user_id, _lane(b)), d)
     return Decision(admitted, waiting, blockers, head)
 
 
@@ -319,16 +324,18 @@ def _borrow(limits: Limits, used: Tally, d: Demand, capacity: Capacity | None, n
         return Blocker("borrow_limit", used.borrowed, limits.borrow_limit, d.gpus, account=name), None
     if capacity is None:  # the inventory is unknown: the cluster decides
         return (None, {}) if borrowing else (Blocker("borrow", ask=d.gpus, model=d.gpu_model, account=name), None)
-    placed = capacity.place(d, name, borrowing=True)
-    if placed is None or not borrowing:
-        return Blocker("borrow", capacity.idle(d.gpu_model, name), 0, d.gpus, d.gpu_model, name), None
+    # The blocker leaves out how many GPUs are idle: it would change, and be written again, on
+    # every pass in a busy cluster.
+    placed = capacity.place(d, name, borrowing=True) if borrowing else None
+    if placed is None:
+        return Blocker("borrow", ask=d.gpus, model=d.gpu_model, account=name), None
     return None, placed
 
 
 # What a member's waiting job holds their later jobs back from: a JupyterLab limit only their
 # later notebooks, a GPU cap only their later GPU jobs, anything else all their later jobs.
-LANE_OF = {"jupyter": "jupyter", "member": "gpus", "maintenance": "model", "capacity": "model", "fragmented": "model",
-           "reclaim": "model"}
+LANE_OF = {"jupyter": "jupyter", "member": "gpus", "maintenance": "model", "capacity": "none", "fragmented": "none",
+           "reclaim": "none"}
 CLUSTER_KINDS = ("capacity", "fragmented", "reclaim")  # an in-quota job waiting for the cluster's GPUs
 
 
@@ -361,12 +368,22 @@ def maintenance_blocker(limits: Limits, d: Demand) -> Blocker | None:
 
 
 def _beside(limits: Limits, used: Tally, d: Demand, head: Demand, head_blocker: Blocker, now: datetime,
-            head_by: datetime | None) -> bool:
+            head_by: datetime | None, capacity: Capacity | None = None) -> bool:
     """May `d` start now without delaying the head? It fits beside the head's reservation, or it
     ends (its time limit) before the head could start at the latest. Behind a head waiting for the
-    cluster, no job of its GPU model starts (it would take the GPUs the head waits for)."""
+    cluster, a job of its GPU model starts only on GPUs the head could not use anyway (it leaves as
+    many places for the head's pods as there are now)."""
     if head_blocker.kind in CLUSTER_KINDS:
-        return not d.gpus or (bool(head.gpu_model) and d.gpu_model != head.gpu_model)
+        if not d.gpus or (bool(head.gpu_model) and d.gpu_model != head.gpu_model):
+            return True
+        if capacity is None:
+            return False
+        placed = capacity.place(d, limits.account)
+        if placed is None:
+            return True  # it does not fit either: the cluster check says so
+        after = capacity.copy()
+        after.take(placed)
+        return after.slots(head, limits.account) == capacity.slots(head, limits.account)
     if account_blocker(limits, used.copy().add(head, jupyter=False), d) is None:
         return True
     return bool(d.time_limit) and head_by is not None and now + timedelta(seconds=d.time_limit) <= head_by
@@ -390,6 +407,12 @@ class Capacity:
         self.nodes = nodes
         self.held = dict(held or {})
         self.protected = protected
+        self._changed()
+
+    def _changed(self) -> None:
+        """Sums are kept until the next take, give or hold: a pass asks far more than it changes."""
+        self._sums: dict[tuple[str, str], int] = {}
+        self._held_by_model: dict[str, int] | None = None
 
     def copy(self) -> Capacity:
         return Capacity({n: replace(r) for n, r in self.nodes.items()}, self.held, self.protected)
@@ -398,18 +421,31 @@ class Capacity:
         return (not model or room.model == model) and room.reserved_for in ("", account)
 
     def _held_for(self, model: str, but: int = 0) -> int:
-        return sum(g for job, (m, g) in self.held.items() if job != but and (not model or not m or m == model))
+        if self._held_by_model is None:
+            self._held_by_model = {}
+            for m, g in self.held.values():
+                self._held_by_model[m] = self._held_by_model.get(m, 0) + g
+        total = sum(g for m, g in self._held_by_model.items() if not model or not m or m == model)
+        own = self.held.get(but)
+        if own is not None and (not model or not own[0] or own[0] == model):
+            total -= own[1]
+        return total
 
     def free(self, model: str, account: str, but: int = 0) -> int:
         """GPUs of `model` ("" any) free for `account`, less those held for other jobs than `but`."""
-        return sum(r.free for r in self.nodes.values() if self._usable(r, model, account)) - self._held_for(model, but)
+        key = (model, account)
+        if key not in self._sums:
+            self._sums[key] = sum(r.free for r in self.nodes.values() if self._usable(r, model, account))
+        return self._sums[key] - self._held_for(model, but)
 
     def idle(self, model: str, account: str) -> int:
         """What a borrower could have: free, less what lenders keep back."""
         return max(0, min(self.free(model, account), self.total() - self.protected))
 
     def total(self, but: int = 0) -> int:
-        return sum(r.free for r in self.nodes.values()) - self._held_for("", but)
+        if ("*", "*") not in self._sums:
+            self._sums[("*", "*")] = sum(r.free for r in self.nodes.values())
+        return self._sums[("*", "*")] - self._held_for("", but)
 
     def place(self, d: Demand, account: str, borrowing: bool = False) -> dict[str, int] | None:
         """Where every pod of `d` goes at once (best fit; identical pods, so greedy places as many as
@@ -432,6 +468,11 @@ class Capacity:
             placed[node] = placed.get(node, 0) + per
         return placed
 
+    def slots(self, d: Demand, account: str) -> int:
+        """How many of `d`'s pods fit the free GPUs now."""
+        per = max(1, d.per_worker)
+        return sum(max(0, r.free) // per for r in self.nodes.values() if self._usable(r, d.gpu_model, account))
+
     def blocker(self, d: Demand, account: str) -> Blocker:
         free = max(0, self.free(d.gpu_model, account, but=d.id))
         kind = "fragmented" if free >= d.gpus else "capacity"
@@ -441,6 +482,7 @@ class Capacity:
         for node, gpus in (placed or {}).items():
             self.nodes[node].free -= gpus
         self.held.pop(job, None)
+        self._changed()
 
     def give(self, d: Demand) -> None:
         """`d` leaves: its GPUs on nodes are free again (those not bound yet were held)."""
@@ -448,8 +490,10 @@ class Capacity:
             if node in self.nodes:
                 self.nodes[node].free += gpus
         self.held.pop(d.id, None)
+        self._changed()
 
     def hold(self, d: Demand) -> None:
+        self._changed()
         if d.gpus:
             self.held[d.id] = (d.gpu_model, d.gpus)
 

@@ -19,7 +19,7 @@ from .state import QUEUED, QueueSettings, in_ids, under_maintenance
 from .usage import sample_usage
 
 
-def signatures() -> dict[int, tuple]:
+def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, tuple]:
     """Per account with a queue: a fingerprint of what its decisions and estimates depend on (which
     jobs are queued; its admitted jobs and their versions; its quotas; its members' caps), in four
     small grouped queries, so a pass can skip the accounts where nothing changed. What the passes
@@ -30,7 +30,7 @@ def signatures() -> dict[int, tuple]:
         func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)),
         func.sum(case((is_queued & (Job.gpus > 0), 1), else_=0)))
         .where(Job.state.in_((QUEUED,) + ACTIVE_STATES)).group_by(Job.account_id)).all()
-    queued = {a for a, _n, _v, q, _ids, _g in jobs if q}
+    queued = {a for a, _n, _v, q, _ids, _smallest in jobs if q}
     if not queued:
         db.session.commit()
         return {}
@@ -44,14 +44,27 @@ def signatures() -> dict[int, tuple]:
         AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
-    # Queued GPU jobs wait on the cluster too (free GPUs, other accounts' jobs): any change of a
-    # node (what its pods request, its state) or of another account's admitted jobs.
-    cluster = tuple(db.session.execute(select(func.sum(Node.version), func.count(Node.name))).one()) + (
-        sum(int(n) for _a, n, _v, _q, _ids, _g in jobs), sum(int(v or 0) for _a, _n, v, _q, _ids, _g in jobs))
+    # The accounts whose last decision waited on the cluster (a borrower, a head waiting for free
+    # GPUs) also depend on any change of a node (what its pods request, its state) or of another
+    # account's admitted jobs; the others only on their own jobs and limits.
+    # What matters to them is how many GPUs of the models they wait for are idle: a pass decides
+    # there again when that changes.
+    waits_on: dict[int, tuple] = {}
+    if cluster_bound & queued:
+        schedulable = Node.ready.is_(True) & Node.unschedulable.is_(False)
+        idle = {m: int(g or 0) for m, g in db.session.execute(select(
+            Node.gpu_model, func.sum(case((schedulable, Node.gpus - Node.gpus_requested), else_=0)))
+            .where(Node.gpus > 0).group_by(Node.gpu_model)).all()}
+        models_of: dict[int, set] = {}
+        for a, m in db.session.execute(select(Job.account_id, Job.gpu_model).where(
+                is_queued, Job.gpus > 0, in_ids(Job.account_id, cluster_bound & queued)).distinct()):
+            models_of.setdefault(a, set()).add(m or "")
+        waits_on = {a: tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms))
+                    for a, ms in models_of.items()}
     db.session.commit()
     return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed,
-                cluster if g else None)
-            for a, n, v, q, ids, g in jobs if a in queued}
+                waits_on.get(a))
+            for a, n, v, q, ids, _smallest in jobs if a in queued}
 
 
 class AdmissionBackend(Protocol):
@@ -83,9 +96,10 @@ class PortalAdmission:
         self._looked: dict[int, datetime] = {}
         self.last_preempted: list[int] = []
         self.last_reclassified: list[int] = []
+        self._cluster_bound: set[int] = set()  # accounts whose last decision waited on the cluster
 
     def admission_pass(self, now: datetime) -> list[int]:
-        current = signatures()
+        current = signatures(self._cluster_bound)
         first = not self._looked
         changed = {a for a, sig in current.items() if first or self._seen.get(a) != sig}
         stale = sorted((a for a in current if a not in changed and
@@ -95,6 +109,7 @@ class PortalAdmission:
         self.last_reclassified = reclassify_pass(now, self.settings)
         result = admit_queued(now, self.settings, look)
         admitted, self.last_preempted = result.admitted, result.preempted
+        self._cluster_bound = (self._cluster_bound - set(look)) | result.cluster_bound
         self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}
         # Fingerprints as read before deciding: whatever changed meanwhile is looked at again next
         # pass, and so is every account that admitted (its jobs may come back to the queue if
