@@ -61,6 +61,11 @@ BAD = [
     ({"name": "ok", "gpu_quota": "4", "gpu_model_quotas": "A100: 8"}, "gpu_model_quotas",
      "more than the account&#39;s total GPU quota (4)"),
     ({"name": "ok", "description": "x" * 2001}, "description", "cannot be longer than 2000"),
+    ({"name": "ok", "borrow_limit": "-1"}, "borrow_limit", "Number must be between 0 and 4096."),
+    ({"name": "ok", "borrow_limit": "1e3"}, "borrow_limit", "Not a valid integer value."),
+    ({"name": "ok", "lend_limit": "99999"}, "lend_limit", "Number must be between 0 and 4096."),
+    ({"name": "ok", "gpu_quota": "4", "lend_limit": "5"}, "lend_limit", "keeps back at most its guaranteed GPUs (4)"),
+    ({"name": "ok", "lend_limit": "2"}, "lend_limit", "keeps back at most its guaranteed GPUs (0)"),
 ]
 
 
@@ -100,6 +105,21 @@ def test_edit_changes_quotas_but_never_the_name(admin, make):
     entry = make.query(lambda s: s.query(AuditEntry).filter_by(action="account.update").one().detail)
     assert entry["changed"]["gpu_quota"] == [4, 16]
     assert entry["changed"]["gpu_model_quotas"] == [{"A100": 2, "V100": 2}, {"A100": 6, "H100": 1}]
+
+
+def test_borrowing_and_lending_limits_are_set_on_the_account_page_and_audited(admin, make):
+    account_id = make.account("vision-lab", gpu_quota=8)
+    data = dict(VALID, gpu_quota="8", borrow_limit="4", lend_limit="2", borrow_jupyter="y")
+    assert admin.post(f"/admin/accounts/{account_id}/edit", data).status_code == 303
+    row = make.query(lambda s: (lambda a: (a.borrow_limit, a.lend_limit, a.borrow_jupyter))(s.get(Account, account_id)))
+    assert row == (4, 2, True)
+    changed = make.query(lambda s: s.query(AuditEntry).filter_by(action="account.update").one().detail["changed"])
+    assert changed["borrow_limit"] == [None, 4] and changed["lend_limit"] == [None, 2]
+    page = admin.get(f"/admin/accounts/{account_id}").get_data(as_text=True)
+    assert "Borrows at most" in page and "JupyterLab may borrow" in page
+    # empty again: borrows as much as is idle, lends everything
+    assert admin.post(f"/admin/accounts/{account_id}/edit", dict(VALID, gpu_quota="8")).status_code == 303
+    assert make.query(lambda s: (s.get(Account, account_id).borrow_limit, s.get(Account, account_id).lend_limit)) == (None, None)
 
 
 def test_edit_form_shows_current_values(admin, make):

@@ -16,8 +16,8 @@ from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
-from portal.models import AuditEntry, Node, Notification, Preemption, User
-from portal.services import jobs, policies
+from portal.models import AuditEntry, Job, JobEvent, Node, Notification, Preemption, User
+from portal.services import jobs, notify, policies
 from portal.services.context import SYSTEM, Actor
 from portal.services.errors import ValidationFailed
 from portal.sync.syncer import SyncSettings, Syncer
@@ -57,6 +57,13 @@ def submit(app, world, who, account, gpus=8, run="forever", when_full="queue", j
                                annotations=((A + "run-seconds", run), (A + "termination-seconds", "30")),
                                queue_if_full=when_full != "refuse", borrow=when_full == "borrow", mount_home=True, **kw)
         return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
+
+
+def _events(app, job_id):
+    with app.app_context():
+        reasons = {e.reason for e in db.session.query(JobEvent).filter_by(job_id=job_id)}
+        db.session.remove()
+        return reasons
 
 
 class GpuWatch:
@@ -122,7 +129,11 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
         assert db.session.query(Notification).filter_by(job_id=lent, kind="job_preempted").count() == 1
         lines = [history_words(e) for e in db.session.query(AuditEntry).filter_by(target_type="job", target_id=str(lent))]
         assert any(f"so that vision-lab's job {owner} could use its guaranteed GPUs" in line for line in lines)
+        mail = notify.job_preempted_message(db.session.get(Job, lent), "crater@example.edu", "https://crater.example.edu")
+        assert "was preempted" in mail["Subject"] and f"vision-lab's job {owner}" in mail.get_content()
+        assert "$CRATER_CHECKPOINT_DIR" in mail.get_content() and f"/jobs/{lent}" in mail.get_content()
         db.session.remove()
+    wait_for(lambda: _events(app, lent) & {"Suspended"}, timeout=10, what="the cluster's event on the job page")
 
     # The owner's job ends: the preempted job runs again, resumed (the same Job), before the job
     # queued after it, whose owner did not choose to borrow.

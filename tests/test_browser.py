@@ -289,3 +289,67 @@ def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_
     os.makedirs(ARTIFACTS, exist_ok=True)
     page.screenshot(path=os.path.join(ARTIFACTS, "queue-list.png"), full_page=True)
     assert [e for e in errors if e[0].startswith(base)] == []
+
+
+def test_a_borrowed_job_is_preempted_and_runs_again_without_a_reload(browser, live_cluster_portal):
+    """A job beyond vision-lab's guarantee runs on nlp-lab's idle A100s; nlp-lab's own job takes
+    them back. The borrowed job's page, never reloaded, shows it Running (borrowed), then Queued with
+    the preemption in words, then Running again once nlp-lab's job has ended."""
+    from portal.extensions import db
+    from portal.models import User
+    from portal.services import jobs, policies
+    from portal.services.context import SYSTEM, Actor
+
+    app, base = live_cluster_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    bob = make.user("bob")
+    make.account("vision-lab", gpu_quota=8, members={alice: "member"})
+    make.account("nlp-lab", gpu_quota=8, members={bob: "member"})
+    sim = "kubesim.crater.io/"
+    from portal.cluster.setup import cluster_for
+    cluster = cluster_for(app)
+
+    def submit(user, account, run, when_full="queue"):
+        with app.app_context():
+            from portal.models import Account
+            actor = Actor(db.session.get(User, user), "")
+            account_id = db.session.query(Account).filter_by(name=account).one().id
+            form = jobs.Submission(job_type="batch", account_id=account_id, display_name=f"{account} {when_full}",
+                                   image="pytorch:2", command="python train.py", gpus=8, gpu_model="NVIDIA-A100-SXM4-80GB",
+                                   annotations=((sim + "run-seconds", run),), queue_if_full=True,
+                                   borrow=when_full == "borrow")
+            job_id = jobs.submit_job(actor, form, cluster, jobs.SubmitSettings.from_config(app.config)).id
+            db.session.remove()
+            return job_id
+
+    with app.app_context():
+        policies.update(SYSTEM, "preemption", {"grace_seconds": "2", "min_run_minutes": "0", "backoff_minutes": "0"})
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
+    page.goto(base + "/jobs/new/batch")
+    assert page.locator("#when_full option[value='borrow']").count() == 1  # the form offers it
+    import time
+    deadline = time.monotonic() + 45
+    with app.app_context():
+        from portal.models import Node
+        while not db.session.query(Node).filter(Node.gpus > 0).count():  # the admitter sees the cluster
+            assert time.monotonic() < deadline
+            db.session.remove()
+            time.sleep(0.3)
+        db.session.remove()
+    submit(alice, "vision-lab", "forever")
+    lent = submit(alice, "vision-lab", "forever", when_full="borrow")
+    page.goto(f"{base}/jobs/{lent}")
+    page.evaluate("window.__notReloaded = true")
+    page.wait_for_selector("#job-status .state-running", timeout=30000)
+    assert "borrowed" in page.inner_text("#job-class")
+    owner = submit(bob, "nlp-lab", "6")
+    page.wait_for_selector("#job-status .state-queued", timeout=30000)
+    page.wait_for_selector("#job-preempted", timeout=10000)
+    assert f"so that nlp-lab's job {owner} could use its guaranteed GPUs" in page.inner_text("#job-preempted")
+    page.wait_for_selector("#job-status .state-running", timeout=60000)  # nlp-lab's job ended: it runs again
+    assert page.evaluate("window.__notReloaded") is True
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    page.screenshot(path=os.path.join(ARTIFACTS, "borrowed-job.png"), full_page=True)
+    assert [e for e in errors if e[0].startswith(base)] == []
+    cluster.close()
