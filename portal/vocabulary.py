@@ -103,6 +103,8 @@ def reason_words(job) -> tuple[str, str]:
         return _("Time limit reached: the job ran for its %(hours)s hours and was stopped.", hours=hours), ""
     if r == Reason.SUBMIT_ERROR:
         return _("The cluster refused the job:"), message
+    if r == Reason.CANCELLED and getattr(job, "preemptions", 0):
+        return _("Cancelled while it waited to run again after a preemption."), ""
     if r == Reason.CANCELLED:
         return _("Cancelled while it waited in the queue; it never reached the cluster."), ""
     if r == Reason.QUEUED:

@@ -263,6 +263,9 @@ def stop_job(actor: Actor, job_id: int, cluster: Cluster, reason: str = "", mess
         if ended:
             audit.record(actor, "job.cancel", "job", job.id, {"reason": reason})
             db.session.commit()
+            if job.preempted_at is not None:  # its suspended Job stays in the cluster: removed now (or by the orphan pass)
+                with contextlib.suppress(ClusterError):
+                    cluster.delete_job(job_id)
             return job
         db.session.commit()
         if not job.is_open:
