@@ -54,7 +54,8 @@ def test_labels_annotations_and_owner_references(cluster):
     uid = c.create_job(request(7, "jupyter"), token="secret-token")
     job = c.batch.read_namespaced_job("crater-7", "crater-jobs")
     assert job.metadata.labels == {"app.kubernetes.io/managed-by": "crater-portal", "crater.io/job-id": "7",
-                                   "crater.io/user": "alice", "crater.io/account": "vision-lab", "crater.io/type": "jupyter"}
+                                   "crater.io/user": "alice", "crater.io/account": "vision-lab", "crater.io/type": "jupyter",
+                                   "crater.io/class": "guaranteed"}
     assert job.metadata.annotations["crater.io/display-name"] == "训练 ResNet"
     for obj in (c.core.read_namespaced_secret("crater-7", "crater-jobs"), c.core.read_namespaced_service("crater-7", "crater-jobs"),
                 c.networking.read_namespaced_ingress("crater-7", "crater-jobs")):
