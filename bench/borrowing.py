@@ -244,15 +244,18 @@ def main():
     parser.add_argument("--grace", type=float, default=60.0)
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="borrowed jobs checkpoint this often to $CRATER_CHECKPOINT_DIR (0: never)")
+    parser.add_argument("--min-run-minutes", type=float, default=10.0, help="the policy's minimum run time")
+    parser.add_argument("--owner-wait-minutes", type=float, default=2.0, help="the policy's bound on the owner's wait")
     args = parser.parse_args()
-    rules = ReclaimRules()
+    rules = ReclaimRules(min_run_seconds=args.min_run_minutes * 60, wait_bound_seconds=args.owner_wait_minutes * 60)
     results = {}
     for label, borrowing, checkpoint in (("quotas as walls", False, 0.0), ("with borrowing", True, args.checkpoint_minutes * 60),
                                          ("no checkpoints", True, 0.0)):
         results[label] = run(trace(args.hours, args.seed), borrowing, args.hours, args.step, args.grace, rules, checkpoint)
     walls, borrow = results["quotas as walls"], results["with borrowing"]
     print(f"simulated day: {walls['jobs']} jobs, {args.hours:g} h, 32 A100 in 4 nodes, 4 labs x 8 guaranteed, "
-          f"passes every {args.step:g} s, grace {args.grace:g} s")
+          f"passes every {args.step:g} s, grace {args.grace:g} s, minimum run {args.min_run_minutes:g} min, "
+          f"owner's bound {args.owner_wait_minutes:g} min")
     print(f"{'':48}{'quotas as walls':>18}{'with borrowing':>18}")
     print(f"{'GPUs allocated while demand exceeds free (goal >= 95 %)':48}{walls['allocated_busy'] * 100:17.1f}%"
           f"{borrow['allocated_busy'] * 100:17.1f}%")

@@ -120,7 +120,7 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
     wait_for(lambda: not world["core"].list_namespaced_pod("crater-jobs", label_selector=f"crater.io/job-id={lent}").items,
              timeout=15, what="the preempted pod gone after its grace")
     wait_for(lambda: job_of(app, owner).state == "Running", timeout=15, what="the owner's job running")
-    assert time.monotonic() - t0 < 3 + 12  # grace + a few seconds
+    assert time.monotonic() - t0 < 3 + 20  # the grace and a few seconds (generous: a loaded machine)
 
     with app.app_context():
         p = db.session.query(Preemption).filter_by(job_id=lent).one()
