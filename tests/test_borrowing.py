@@ -148,6 +148,15 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
     obj = world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")
     assert obj.metadata.uid == uid and not obj.spec.suspend
     assert job_of(app, waits).state == "Queued"
+
+    # nlp-lab's own job ends: the borrowed job now fits the guarantee and becomes an in-quota job
+    # (it is no longer preempted), its label too; the job queued without borrowing waits on.
+    with app.app_context():
+        jobs.stop_job(Actor(db.session.get(User, world["alice"]), ""), own, world["cluster"])
+        db.session.remove()
+    wait_for(lambda: not job_of(app, lent).borrowed, timeout=15, what="the borrowed job reclassified")
+    wait_for(lambda: world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")
+             .metadata.labels["crater.io/class"] == "guaranteed", timeout=10, what="its label")
     assert watch.close() <= 0  # never more GPUs held on a node than it has
 
 

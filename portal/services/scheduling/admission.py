@@ -16,15 +16,15 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from ...extensions import db
-from ...models import ACTIVE_STATES, Job, JobState, Membership, Preemption, utcnow
+from ...models import Job, JobState, Membership, Preemption, utcnow
 from ...vocabulary import JobType, never_words, refusal_words
 from .. import audit, job_states, notify, policies
 from ..context import SYSTEM
 from ..errors import DomainError, Forbidden, NotFound
 from .plan import (CLUSTER_KINDS, Blocker, Capacity, Decision, Demand, ReclaimRules, account_blocker, decide, never_fits,
                    reclaim, reclassify)
-from .state import (AccountQueue, QueueSettings, capacity, jupyter_count, load, lock_account, lock_capacity, lock_users,
-                    reclaim_candidates, write_queued)
+from .state import (AccountQueue, QueueSettings, capacity, guarantees_held, jupyter_count, load, lock_account,
+                    lock_capacity, lock_users, reclaim_candidates, write_queued)
 from .usage import charge
 
 
@@ -102,6 +102,9 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
         if account.is_expired(now.date()):
             raise QuotaExceeded(_("Account %(name)s expired on %(date)s; ask its manager to renew it.",
                                   name=account.name, date=account.expires_on.isoformat()), kind="expired")
+        # Locks in the admitter's order: the account, the cluster's GPUs, then users.
+        if ask.gpus:
+            lock_capacity()
         if job.job_type == JobType.JUPYTER:
             lock_users([user_id])
         q = load([account_id], now, settings)[account_id]
@@ -113,10 +116,7 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
         never = never_fits(replace(q.limits, gpus=None, per_model={}) if q.limits.always_borrow else q.limits, d)
         if never is not None:
             raise QuotaExceeded(never_words(account.name, never.as_dict()), kind="never")
-        cap = None
-        if ask.gpus:
-            lock_capacity()
-            cap = capacity(settings)
+        cap = capacity(settings) if ask.gpus else None
         decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds,
                           capacity=cap, borrowing=True)
         new = next((x for x in decision.admit if x.id == NEW), None)
@@ -290,14 +290,12 @@ def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: Re
 def reclassify_pass(now: datetime, settings: QueueSettings) -> list[int]:
     """Borrowed jobs whose accounts' own use fell below the guarantee become in-quota jobs (plan
     rule 7), oldest first: one small query when nothing is borrowed."""
-    accounts = sorted(set(db.session.execute(select(Job.account_id).where(
-        Job.borrowed.is_(True), Job.state.in_(ACTIVE_STATES)).distinct()).scalars()))
     moved: list[int] = []
-    for q in load(accounts, now, settings).values() if accounts else ():
-        ids = reclassify(q.limits, q.holding)
+    for name, limits, holding in guarantees_held(settings):
+        ids = reclassify(limits, holding)
         if ids and job_states.reclassified(ids):
             for job_id in ids:
-                audit.record(SYSTEM, "job.reclassify", "job", job_id, {"account": q.name})
+                audit.record(SYSTEM, "job.reclassify", "job", job_id, {"account": name})
             moved += ids
     db.session.commit()
     return moved

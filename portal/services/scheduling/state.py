@@ -209,6 +209,31 @@ def reclaim_candidates() -> tuple[list[Demand], dict[str, int]]:
     return out, over
 
 
+def guarantees_held(settings: QueueSettings) -> list[tuple[str, Limits, list[Demand]]]:
+    """For each account with a borrowed job running: its GPU guarantee and its admitted GPU jobs
+    (what reclassification looks at). One small query when nothing is borrowed, three otherwise."""
+    accounts = sorted(set(db.session.execute(select(Job.account_id).where(
+        Job.borrowed.is_(True), Job.state.in_(ACTIVE_STATES)).distinct()).scalars()))
+    if not accounts:
+        return []
+    rows = db.session.execute(select(Account.id, Account.name, Account.gpu_quota).where(in_ids(Account.id, accounts))).all()
+    models: dict[int, dict] = {}
+    for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
+                                                             AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, accounts))):
+        models.setdefault(account_id, {})[model] = gpus
+    holding: dict[int, list[Demand]] = {}
+    for r in db.session.execute(select(Job.id, Job.account_id, Job.user_id, Job.gpus, Job.gpu_model, Job.workers, Job.borrowed,
+                                       Job.started_at).where(in_ids(Job.account_id, accounts), Job.state.in_(ACTIVE_STATES),
+                                                             Job.gpus > 0)):
+        holding.setdefault(r.account_id, []).append(Demand(id=r.id, user_id=r.user_id, gpus=r.gpus, gpu_model=r.gpu_model or "",
+                                                           workers=r.workers or 1, borrowed=bool(r.borrowed), started=r.started_at))
+    out = []
+    for a in rows:
+        guarantee = settings.default_guarantee if a.name == DEFAULT_ACCOUNT and a.gpu_quota is None else a.gpu_quota
+        out.append((a.name, Limits(account=a.name, gpus=guarantee, per_model=models.get(a.id, {})), holding.get(a.id, [])))
+    return out
+
+
 def lock_capacity() -> None:
     """The cluster's free GPUs are shared by every account: an admission that takes them locks the
     Default account's row too, always after its own account's (SQLite: the write lock has it)."""
