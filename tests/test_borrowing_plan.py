@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portal.services.scheduling.plan import (Capacity, Demand, Limits, ReclaimRules, Room, Tally, decide, reclaim,
+from portal.services.scheduling.plan import (Capacity, Demand, Limits, ReclaimRules, Room, Tally, decide, estimate, reclaim,
                                              reclassify)
 
 NOW = datetime(2026, 12, 2, 12, 0)
@@ -232,3 +232,10 @@ def test_borrowers_wait_for_the_guaranteed_round_and_take_only_idle_gpus():
     # the Default account's jobs always borrow
     default = replace(lab, account="default", always_borrow=True)
     assert decide(default, Tally(), [replace(d, borrow=False)], {}, [], NOW, capacity=cap.copy(), borrowing=True).admit
+
+
+def test_a_borrower_is_estimated_as_if_it_waited_for_the_guarantee():
+    lab = Limits("lab", gpus=8, caps={1: None})
+    running = Demand(id=9, user_id=1, gpus=8, gpu_model="A100", started=NOW, end=NOW + timedelta(hours=1))
+    borrower = Demand(id=1, user_id=1, gpus=4, gpu_model="A100", borrow=True, submitted=NOW)
+    assert estimate(lab, Tally().add(running), [running], [borrower], NOW, lambda d: 3600)[1] == NOW + timedelta(hours=1)

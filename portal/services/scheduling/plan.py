@@ -608,8 +608,12 @@ def estimate(limits: Limits, used: Tally, holding: list[Demand], order: list[Dem
              duration) -> dict[int, datetime | None]:
     """When each queued job in `order` should start: replay the admission rules at every
     predicted end of an admitted job (`holding` with their `end`; `duration(d)` predicts how long a
-    queued job runs). None: not within what the predictions can tell (a job without an end)."""
+    queued job runs). None: not within what the predictions can tell (a job without an end).
+    A borrower is estimated as if it waited for the guarantee (idle GPUs cannot be predicted): the
+    estimate is when it starts at the latest."""
     starts: dict[int, datetime | None] = {d.id: None for d in order}
+    limits = replace(limits, always_borrow=False)
+    order = [replace(d, borrow=False) if d.borrow else d for d in order]
     used = used.copy()
     ends = [(d.end, d.id, d) for d in holding if d.end is not None]
     heapq.heapify(ends)
