@@ -34,7 +34,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from queueing import percentile  # noqa: E402
 from portal.services.scheduling.plan import (CLUSTER_KINDS, Capacity, Demand, Limits, ReclaimRules, Room, Tally,  # noqa: E402
                                              decide, reclaim, reclassify)
 
@@ -207,8 +209,8 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
                          if s.account == lab and s.start is not None) for lab in LABS}
     return {"allocated_busy": allocated_busy / busy_steps if busy_steps else float("nan"),
             "allocated_fit": allocated_fit / fit_steps if fit_steps else float("nan"), "fit_share": fit_steps / max(1, busy_steps),
-            "waits": {lab: (statistics.median(w) if w else float("nan"), _p(w, 95)) for lab, w in waits.items()},
-            "reclaim_p95": _p(reclaims, 95), "reclaims": len(reclaims), "preemptions": preemptions,
+            "waits": {lab: (statistics.median(w) if w else float("nan"), percentile(w, 95)) for lab, w in waits.items()},
+            "reclaim_p95": percentile(reclaims, 95), "reclaims": len(reclaims), "preemptions": preemptions,
             "lost_share": lost / delivered if delivered else 0.0, "inquota_preempted": inquota_preempted, "cycles": cycles,
             "completed": sum(1 for s in jobs if s.end is not None and s.end <= t), "jobs": len(jobs)}
 
@@ -225,15 +227,6 @@ def _place_after(free: dict, releasing: list, d: Demand) -> dict:
         room[node] -= d.per_worker
         placed[node] = placed.get(node, 0) + d.per_worker
     return placed
-
-
-def _p(values, p):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    k = (len(values) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def main():

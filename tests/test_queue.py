@@ -366,6 +366,39 @@ def test_a_member_removed_from_the_account_leaves_a_job_that_says_it_cannot_star
     assert make.query(lambda s: s.get(Job, waiting).queue_blocker["kind"]) == "nomember"
 
 
+def race(app, submissions, sample, while_racing=lambda: None, threads=8):
+    """`threads` threads, each with its own sessions, call `submissions(n)` (a list of submit
+    calls) while an admitter pass runs in a loop, all starting together; `sample()` is taken after
+    every submission and pass, and `while_racing()` runs meanwhile. (errors, samples)"""
+    barrier, errors, stop, samples = threading.Barrier(threads + 1), [], threading.Event(), []
+
+    def web(n):
+        barrier.wait()
+        for call in submissions(n):
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001  recorded for the assertion
+                errors.append(repr(exc))
+            samples.append(sample())
+
+    def admitter():
+        barrier.wait()
+        while not stop.is_set():
+            try:
+                run_pass(app, T0 + timedelta(minutes=1))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(repr(exc))
+            samples.append(sample())
+
+    workers = [threading.Thread(target=web, args=(n,)) for n in range(threads)] + [threading.Thread(target=admitter)]
+    for t in workers:
+        t.start()
+    while_racing()
+    for t in workers[:-1]:
+        t.join(120)
+    return errors, samples, lambda: (stop.set(), workers[-1].join(60))
+
+
 def test_web_submissions_racing_the_admitter_never_over_admit(app, make, lab):
     """Threads with their own sessions: 24 web submissions of 1 GPU (queue if full) and an
     admitter pass in a loop, while the holders end: the admitted never exceed 8 GPUs at any
@@ -373,8 +406,6 @@ def test_web_submissions_racing_the_admitter_never_over_admit(app, make, lab):
     from portal.models import Account as A
     make.query(lambda s: (setattr(s.get(A, lab["account"]), "max_jobs", None), s.commit()))
     holders = [submit(app, lab["carol"], lab["account"], 2, f"h{n}") for n in range(4)]
-    barrier, errors, stop = threading.Barrier(9), [], threading.Event()
-    peak = []
 
     def admitted_gpus():
         with app.app_context():
@@ -384,35 +415,15 @@ def test_web_submissions_racing_the_admitter_never_over_admit(app, make, lab):
             finally:
                 db.session.remove()
 
-    def web(n):
-        barrier.wait()
-        for k in range(3):
-            try:
-                submit(app, lab["alice"] if n % 2 else lab["bob"], lab["account"], 1, f"r{n}-{k}",
-                       now=T0 + timedelta(seconds=n * 3 + k))
-            except Exception as exc:  # noqa: BLE001  recorded for the assertion
-                errors.append(repr(exc))
-            peak.append(admitted_gpus())
+    def submissions(n):
+        return [lambda n=n, k=k: submit(app, lab["alice"] if n % 2 else lab["bob"], lab["account"], 1, f"r{n}-{k}",
+                                        now=T0 + timedelta(seconds=n * 3 + k)) for k in range(3)]
 
-    def admitter():
-        barrier.wait()
-        while not stop.is_set():
-            try:
-                run_pass(app, T0 + timedelta(minutes=1))
-            except Exception as exc:  # noqa: BLE001
-                errors.append(repr(exc))
-            peak.append(admitted_gpus())
-
-    threads = [threading.Thread(target=web, args=(n,)) for n in range(8)] + [threading.Thread(target=admitter)]
-    for t in threads:
-        t.start()
-    finish(make, *holders[:2], now=T0 + timedelta(seconds=5))
-    for t in threads[:-1]:
-        t.join(120)
+    errors, peak, stop = race(app, submissions, admitted_gpus,
+                              while_racing=lambda: finish(make, *holders[:2], now=T0 + timedelta(seconds=5)))
     finish(make, *holders[2:], now=T0 + timedelta(seconds=30))
     run_pass(app, T0 + timedelta(minutes=2))
-    stop.set()
-    threads[-1].join(60)
+    stop()
     assert errors == []
     assert max(peak) <= 8 and admitted_gpus() == 8
     final = states(make)
@@ -429,7 +440,6 @@ def test_borrowers_and_guaranteed_jobs_of_two_accounts_racing_never_exceed_the_c
     make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 4), setattr(s.get(A, lab["account"]), "max_jobs", None),
                           s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=0, ready=True, unschedulable=False)),
                           s.commit()))
-    barrier, errors, stop, samples = threading.Barrier(9), [], threading.Event(), []
 
     def held():
         with app.app_context():
@@ -439,33 +449,14 @@ def test_borrowers_and_guaranteed_jobs_of_two_accounts_racing_never_exceed_the_c
             finally:
                 db.session.remove()
 
-    def web(n):
-        barrier.wait()
-        for k in range(4):
-            try:
-                submit(app, lab["alice"] if n % 2 else lab["bob"], (lab["account"], other)[(n + k) % 2], 1, f"r{n}-{k}",
-                       now=T0 + timedelta(seconds=n * 4 + k), borrow=k % 2 == 0)
-            except Exception as exc:  # noqa: BLE001  recorded for the assertion
-                errors.append(repr(exc))
-            samples.append(held())
+    def submissions(n):
+        return [lambda n=n, k=k: submit(app, lab["alice"] if n % 2 else lab["bob"], (lab["account"], other)[(n + k) % 2], 1,
+                                        f"r{n}-{k}", now=T0 + timedelta(seconds=n * 4 + k), borrow=k % 2 == 0)
+                for k in range(4)]
 
-    def admitter():
-        barrier.wait()
-        while not stop.is_set():
-            try:
-                run_pass(app, T0 + timedelta(minutes=1))
-            except Exception as exc:  # noqa: BLE001
-                errors.append(repr(exc))
-            samples.append(held())
-
-    threads = [threading.Thread(target=web, args=(n,)) for n in range(8)] + [threading.Thread(target=admitter)]
-    for t in threads:
-        t.start()
-    for t in threads[:-1]:
-        t.join(120)
+    errors, samples, stop = race(app, submissions, held)
     run_pass(app, T0 + timedelta(minutes=2))
-    stop.set()
-    threads[-1].join(60)
+    stop()
     assert errors == []
     for sample in samples + [held()]:
         assert sum(g for _a, _b, g in sample) <= 8, sample
