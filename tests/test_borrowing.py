@@ -164,3 +164,16 @@ def test_jupyter_borrows_only_where_the_account_allows_it(app, world):
     with pytest.raises(ValidationFailed) as refused:
         submit(app, world, "alice", "nlp", job_type="jupyter", when_full="borrow", gpus=1)
     assert "when_full" in refused.value.errors
+
+
+def test_the_reclaim_settings_refuse_bad_values_and_non_admins(app, make, new_client):
+    admin = new_client().login(make.user("root", role="admin"))
+    for values in ({"grace_seconds": "-1"}, {"grace_seconds": "3601"}, {"min_run_minutes": "NaN"}, {"max_preemptions": "0"},
+                   {"backoff_minutes": "1e9"}, {"owner_wait_minutes": "soon"}):
+        assert admin.post("/admin/policies/preemption", values).status_code == 422, values
+    with app.app_context():
+        assert policies.get("preemption").params == {k: v[0] for k, v in policies.DEFAULTS["preemption"].items()}
+    assert new_client().login(make.user("eve")).post("/admin/policies/preemption", {"grace_seconds": "5"}).status_code == 403
+    assert admin.post("/admin/policies/preemption", {"grace_seconds": "120"}).status_code == 303
+    page = admin.get("/admin/policies?policy=preemption").get_data(as_text=True)
+    assert 'id="preemption-log"' in page and "Nothing was preempted yet." in page
