@@ -201,16 +201,18 @@ def _admit_account(account_id: int, now: datetime, settings: QueueSettings, borr
             return
         lock_capacity()
         cap = capacity(settings)
-        decision = q.decide(now, settings, cap.copy() if cap else None, borrowing)
+        decided = cap.copy() if cap else None  # what is left once the decision's jobs are placed
+        decision = q.decide(now, settings, decided, borrowing)
         lock_users([d.user_id for d in decision.admit if d.jupyter])
         if any(d.jupyter for d in decision.admit):  # the JupyterLab counts, now under the users' locks
             q = load([account_id], now, settings)[account_id]
-            decision = q.decide(now, settings, cap.copy() if cap else None, borrowing)
+            decided = cap.copy() if cap else None
+            decision = q.decide(now, settings, decided, borrowing)
         victims: list[Demand] = []
         head = decision.head
         if (not borrowing and cap is not None and head is not None and decision.blockers[head.id].kind in CLUSTER_KINDS
                 and reclaims is not None and reclaims.enabled):
-            victims = _reclaim_for(q, decision, cap, now, reclaims)
+            victims = _reclaim_for(q, decision, decided, now, reclaims)
         done = []
         for d in decision.admit:
             if job_states.admitted(d.id, now, borrowed=d.borrowed):
@@ -240,19 +242,17 @@ def _admit_account(account_id: int, now: datetime, settings: QueueSettings, borr
         raise
 
 
-def _reclaim_for(q: AccountQueue, decision: Decision, cap: Capacity, now: datetime,
+def _reclaim_for(q: AccountQueue, decision: Decision, after: Capacity, now: datetime,
                  reclaims: ReclaimSettings) -> list[Demand]:
     """The borrowed jobs to preempt so that the account's head (within its guarantee, waiting for
-    the cluster) can start now, or [] (then its blocker says when the lent GPUs come back)."""
+    the cluster) can start now, or [] (then its blocker says when the lent GPUs come back).
+    `after`: the cluster's free GPUs once the decision's admitted jobs are placed."""
     head = decision.head
     used = q.used.copy()
     for d in decision.admit:
         used.add(d)
     if account_blocker(q.limits, used, head) is not None:  # what was admitted beside it took its quota
         return []
-    after = cap.copy()
-    for d in decision.admit:
-        after.take(after.place(d, q.name) or {}, d.id)
     candidates, over = reclaim_candidates()
     since = head.reserved_at or head.submitted or now
     victims = reclaim(head, q.name, after, candidates, over, since, now, reclaims.rules)

@@ -11,13 +11,12 @@ from sqlalchemy import func, literal, select
 
 from ...extensions import db
 from ...models import ACTIVE_STATES, Account, Job, Membership, MemberRole, Preemption, User
-from ...models.account import DEFAULT_ACCOUNT
 from ..accounts import is_manager
 from ..context import Actor
 from ..errors import Forbidden, NotFound
 from ..pagination import paginate
 from .plan import fair_order
-from .state import QUEUED, QueueSettings, in_ids, load
+from .state import QUEUED, QueueSettings, guarantee_of, in_ids, load
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,7 @@ def sharing(account_ids: list[int] | None, settings: QueueSettings) -> dict[int,
     for account_id, is_borrowed, gpus in rows:
         (borrowed if is_borrowed else used)[account_id] = int(gpus or 0)
     accounts = db.session.execute(select(Account.id, Account.name, Account.gpu_quota, Account.lend_limit)).all()
-    guarantee = {a.id: settings.default_guarantee if a.name == DEFAULT_ACCOUNT and a.gpu_quota is None else a.gpu_quota
-                 for a in accounts}
+    guarantee = {a.id: guarantee_of(a.name, a.gpu_quota, settings) for a in accounts}
     lendable = {a.id: max(0, (guarantee[a.id] or 0) - used.get(a.id, 0) - (a.lend_limit or 0)) for a in accounts}
     total_lendable, total_borrowed = sum(lendable.values()), sum(borrowed.values())
     share = min(1.0, total_borrowed / total_lendable) if total_lendable else 0.0

@@ -410,7 +410,7 @@ class Capacity:
         self._changed()
 
     def _changed(self) -> None:
-        """Sums are kept until the next take, give or hold: a pass asks far more than it changes."""
+        """Sums are kept until the next take or give: a pass asks far more than it changes."""
         self._sums: dict[tuple[str, str], int] = {}
         self._held_by_model: dict[str, int] | None = None
 
@@ -437,10 +437,6 @@ class Capacity:
         if key not in self._sums:
             self._sums[key] = sum(r.free for r in self.nodes.values() if self._usable(r, model, account))
         return self._sums[key] - self._held_for(model, but)
-
-    def idle(self, model: str, account: str) -> int:
-        """What a borrower could have: free, less what lenders keep back."""
-        return max(0, min(self.free(model, account), self.total() - self.protected))
 
     def total(self, but: int = 0) -> int:
         if ("*", "*") not in self._sums:
@@ -491,11 +487,6 @@ class Capacity:
                 self.nodes[node].free += gpus
         self.held.pop(d.id, None)
         self._changed()
-
-    def hold(self, d: Demand) -> None:
-        self._changed()
-        if d.gpus:
-            self.held[d.id] = (d.gpu_model, d.gpus)
 
 
 def reclassify(limits: Limits, holding: list[Demand]) -> list[int]:

@@ -27,10 +27,9 @@ def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, t
     is_queued = Job.state == QUEUED
     jobs = db.session.execute(select(
         Job.account_id, func.sum(case((is_queued, 0), else_=1)), func.sum(case((is_queued, 0), else_=Job.version)),
-        func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)),
-        func.sum(case((is_queued & (Job.gpus > 0), 1), else_=0)))
+        func.sum(case((is_queued, 1), else_=0)), func.sum(case((is_queued, Job.id), else_=0)))
         .where(Job.state.in_((QUEUED,) + ACTIVE_STATES)).group_by(Job.account_id)).all()
-    queued = {a for a, _n, _v, q, _ids, _smallest in jobs if q}
+    queued = {a for a, _n, _v, q, _ids in jobs if q}
     if not queued:
         db.session.commit()
         return {}
@@ -45,10 +44,8 @@ def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, t
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
     # The accounts whose last decision waited on the cluster (a borrower, a head waiting for free
-    # GPUs) also depend on any change of a node (what its pods request, its state) or of another
-    # account's admitted jobs; the others only on their own jobs and limits.
-    # What matters to them is how many GPUs of the models they wait for are idle: a pass decides
-    # there again when that changes.
+    # GPUs) also depend on how many GPUs of the models they wait for are idle: a pass decides there
+    # again when that changes. The others depend only on their own jobs and limits.
     waits_on: dict[int, tuple] = {}
     if cluster_bound & queued:
         schedulable = Node.ready.is_(True) & Node.unschedulable.is_(False)
@@ -64,7 +61,7 @@ def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, t
     db.session.commit()
     return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed,
                 waits_on.get(a))
-            for a, n, v, q, ids, _smallest in jobs if a in queued}
+            for a, n, v, q, ids in jobs if a in queued}
 
 
 class AdmissionBackend(Protocol):

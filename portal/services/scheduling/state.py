@@ -5,7 +5,7 @@ the per-job queue columns (place, blocker, reservation, estimate) written in bul
 only."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import bindparam, case, func, literal, select, update
@@ -86,10 +86,7 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
         select(Account.id, Account.name, Account.gpu_quota, Account.cpu_quota, Account.memory_quota_gib,
                Account.max_jobs, Account.expires_on, Account.borrow_limit, Account.borrow_jupyter)
         .where(in_ids(Account.id, ids)))}
-    models: dict[int, dict] = {}
-    for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
-                                                             AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, ids))):
-        models.setdefault(account_id, {})[model] = gpus
+    models = model_quotas(ids)
     caps: dict[int, dict] = {}
     for account_id, user_id, cap in db.session.execute(select(Membership.account_id, Membership.user_id,
                                                               Membership.gpu_cap).where(in_ids(Membership.account_id, ids))):
@@ -130,12 +127,25 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
     return result
 
 
+def guarantee_of(name: str, gpu_quota: int | None, settings: QueueSettings) -> int | None:
+    """An account's guaranteed GPUs: its quota. The Default account, which every user belongs to,
+    guarantees only the configured GPUs when its quota is empty (its GPU jobs beyond them borrow)."""
+    return settings.default_guarantee if name == DEFAULT_ACCOUNT and gpu_quota is None else gpu_quota
+
+
+def model_quotas(account_ids) -> dict[int, dict[str, int]]:
+    """Per account: its per-model GPU quotas (one query)."""
+    models: dict[int, dict] = {}
+    for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
+                                                             AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, account_ids))):
+        models.setdefault(account_id, {})[model] = gpus
+    return models
+
+
 def limits_of(a, per_model: dict, caps: dict, settings: QueueSettings, maintenance: dict | None = None) -> Limits:
-    """An account row's limits. The Default account, which every user belongs to, guarantees only
-    the configured GPUs (when its quota is empty) and its GPU jobs beyond them always borrow."""
+    """An account row's limits; the Default account's GPU jobs beyond its guarantee always borrow."""
     default = a.name == DEFAULT_ACCOUNT
-    gpus = settings.default_guarantee if default and a.gpu_quota is None else a.gpu_quota
-    return Limits(account=a.name, gpus=gpus, per_model=per_model,
+    return Limits(account=a.name, gpus=guarantee_of(a.name, a.gpu_quota, settings), per_model=per_model,
                   cpu_milli=a.cpu_quota * 1000 if a.cpu_quota is not None else None,
                   memory_mib=a.memory_quota_gib * 1024 if a.memory_quota_gib is not None else None,
                   jobs=a.max_jobs, caps=caps, jupyter_limit=settings.jupyter_limit, maintenance=maintenance or {},
@@ -204,8 +214,8 @@ def reclaim_candidates() -> tuple[list[Demand], dict[str, int]]:
     out = []
     for r in rows:
         over[r.account_name] = over.get(r.account_name, 0) + (r.gpus or 0)
-        out.append(Demand(**{**demand_of(r).__dict__, "nodes": tuple(sorted(nodes.get(r.id, {}).items())),
-                             "account": r.account_name, "preempted": frozenset(preempted.get(r.id, ()))}))
+        out.append(replace(demand_of(r), nodes=tuple(sorted(nodes.get(r.id, {}).items())), account=r.account_name,
+                           preempted=frozenset(preempted.get(r.id, ()))))
     return out, over
 
 
@@ -217,21 +227,15 @@ def guarantees_held(settings: QueueSettings) -> list[tuple[str, Limits, list[Dem
     if not accounts:
         return []
     rows = db.session.execute(select(Account.id, Account.name, Account.gpu_quota).where(in_ids(Account.id, accounts))).all()
-    models: dict[int, dict] = {}
-    for account_id, model, gpus in db.session.execute(select(AccountGpuQuota.account_id, AccountGpuQuota.gpu_model,
-                                                             AccountGpuQuota.gpus).where(in_ids(AccountGpuQuota.account_id, accounts))):
-        models.setdefault(account_id, {})[model] = gpus
+    models = model_quotas(accounts)
     holding: dict[int, list[Demand]] = {}
     for r in db.session.execute(select(Job.id, Job.account_id, Job.user_id, Job.gpus, Job.gpu_model, Job.workers, Job.borrowed,
                                        Job.started_at).where(in_ids(Job.account_id, accounts), Job.state.in_(ACTIVE_STATES),
                                                              Job.gpus > 0)):
         holding.setdefault(r.account_id, []).append(Demand(id=r.id, user_id=r.user_id, gpus=r.gpus, gpu_model=r.gpu_model or "",
                                                            workers=r.workers or 1, borrowed=bool(r.borrowed), started=r.started_at))
-    out = []
-    for a in rows:
-        guarantee = settings.default_guarantee if a.name == DEFAULT_ACCOUNT and a.gpu_quota is None else a.gpu_quota
-        out.append((a.name, Limits(account=a.name, gpus=guarantee, per_model=models.get(a.id, {})), holding.get(a.id, [])))
-    return out
+    return [(a.name, Limits(account=a.name, gpus=guarantee_of(a.name, a.gpu_quota, settings), per_model=models.get(a.id, {})),
+             holding.get(a.id, [])) for a in rows]
 
 
 def lock_capacity() -> None:
