@@ -19,7 +19,7 @@ from portal.extensions import db
 from portal.models import AuditEntry, Job, JobEvent, Node, Notification, Preemption, User
 from portal.services import jobs, notify, policies
 from portal.services.context import SYSTEM, Actor
-from portal.services.errors import ValidationFailed
+from portal.services.scheduling.admission import QuotaExceeded
 from portal.sync.syncer import SyncSettings, Syncer
 from portal.vocabulary import history_words
 
@@ -161,9 +161,9 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
 
 
 def test_jupyter_borrows_only_where_the_account_allows_it(app, world):
-    with pytest.raises(ValidationFailed) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         submit(app, world, "alice", "nlp", job_type="jupyter", when_full="borrow", gpus=1)
-    assert "when_full" in refused.value.errors
+    assert refused.value.kind == "borrow_jupyter" and "may not borrow" in str(refused.value)
 
 
 def test_the_reclaim_settings_refuse_bad_values_and_non_admins(app, make, new_client):

@@ -73,8 +73,9 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     if account is None:
         raise NotFound(_("No such account."))
     if form.borrow and form.job_type == JobType.JUPYTER and not account.borrow_jupyter and not account.is_default:
-        raise ValidationFailed({"when_full": _("JupyterLab jobs may not borrow GPUs beyond account %(name)s's quota; "
-                                               "choose to wait in the queue or to be refused.", name=account.name)})
+        # The account's rule, not the request's shape: refused like a quota (409), as the API states.
+        raise QuotaExceeded(_("JupyterLab jobs may not borrow GPUs beyond account %(name)s's quota; "
+                              "choose to wait in the queue or to be refused.", name=account.name), kind="borrow_jupyter")
     grace = grace_seconds()
     ask = Ask(gpus=form.gpus * form.workers, gpu_model=form.gpu_model if form.gpus else "",
                     cpu_milli=form.cpu_milli * form.workers, memory_mib=form.memory_mib * form.workers)
