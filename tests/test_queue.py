@@ -504,3 +504,50 @@ def test_deactivating_a_user_cancels_their_queued_jobs(app, make, lab):
     job = make.query(lambda s: s.get(Job, waiting))
     assert (job.state, job.reason) == ("Stopped", "StoppedByAdmin") and "deactivated" in job.message
     assert states(make)[hold] == "Submitting"  # admitted jobs are left alone
+
+
+def test_a_gpu_that_frees_goes_to_the_account_borrowing_least_and_the_admitter_follows_the_idle_gpus(app, make, lab):
+    """Three accounts guaranteed 1 GPU, each with a job beyond it waiting to borrow, and a full node.
+    The admitter's pass that sees nothing new decides nowhere; when one GPU frees, the account
+    borrowing least takes it (its queue alone is decided whole: the others only as far as a GPU is
+    left for them); when another frees, the next account in that order."""
+    from portal.models import Account as A, Node
+    from portal.services.scheduling.schedule import PortalAdmission
+    accounts = [lab["account"]] + [make.account(f"lab-{n}", gpu_quota=1, members={lab["alice"]: "member", lab["bob"]: "member"}) for n in (1, 2)]
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 1),
+                          s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=0, ready=True, unschedulable=False)),
+                          s.commit()))
+    holders = [submit(app, lab["alice"], a, 1, f"in quota {n}") for n, a in enumerate(accounts)]
+    borrowed = submit(app, lab["alice"], accounts[0], 1, "borrowed before", borrow=True)  # account 0 borrows 1 already
+    assert all(s == "Submitting" for j, s in states(make).items() if j in holders + [borrowed])
+
+    def running(s):  # their pods hold the node's 8 GPUs (with other work)
+        for job in s.query(Job).filter(Job.id.in_(holders + [borrowed])):
+            job.state, job.started_at = "Running", T0
+        s.get(Node, "a100-0").gpus_requested = 8
+        s.commit()
+    make.query(running)
+    waiting = {a: submit(app, lab["bob"], a, 1, f"borrower {n}", now=T0 + timedelta(minutes=1 + n), borrow=True)
+               for n, a in enumerate(accounts)}
+    assert [states(make)[j] for j in waiting.values()] == ["Queued"] * 3
+    backend = PortalAdmission(SETTINGS)
+
+    def admit(seconds):
+        with app.app_context():
+            try:
+                return backend.admission_pass(T0 + timedelta(minutes=5, seconds=seconds))
+            finally:
+                db.session.remove()
+
+    assert admit(0) == [] and admit(1) == []  # the node is full
+    make.query(lambda s: (setattr(s.get(Node, "a100-0"), "gpus_requested", 7), s.commit()))
+    first = admit(2)
+    assert first in ([waiting[accounts[1]]], [waiting[accounts[2]]])  # not the account that borrows already
+    make.query(lambda s: (setattr(s.get(Job, first[0]), "state", "Running"),  # its pod holds the GPU that freed
+                          setattr(s.get(Node, "a100-0"), "gpus_requested", 8), s.commit()))
+    assert admit(3) == []
+    make.query(lambda s: (setattr(s.get(Node, "a100-0"), "gpus_requested", 7), s.commit()))
+    second = admit(4)
+    assert second == [waiting[(set(accounts[1:]) - {a for a, j in waiting.items() if j in first}).pop()]]
+    assert states(make)[waiting[accounts[0]]] == "Queued"
+    assert make.query(lambda s: s.get(Job, second[0]).borrowed) is True

@@ -23,7 +23,7 @@ from ..context import SYSTEM
 from ..errors import DomainError, Forbidden, NotFound
 from .plan import (CLUSTER_KINDS, Blocker, Capacity, Decision, Demand, ReclaimRules, account_blocker, decide, never_fits,
                    reclaim, reclassify)
-from .state import (AccountQueue, QueueSettings, capacity, guarantees_held, jupyter_count, load, lock_account,
+from .state import (AccountQueue, QueueSettings, borrowing_state, capacity, guarantees_held, jupyter_count, load, lock_account,
                     lock_capacity, lock_users, reclaim_candidates, write_queued)
 from .usage import charge
 
@@ -69,6 +69,7 @@ class PassResult:
     admitted: list[int] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)
     cluster_bound: set[int] = field(default_factory=set)  # accounts whose jobs wait on the cluster (borrow, capacity)
+    heads_waiting: set[int] = field(default_factory=set)  # ... of them, those with an in-quota head waiting for the cluster
 
 
 @dataclass(frozen=True)
@@ -143,39 +144,68 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
         raise
 
 
-def admit_queued(now: datetime, settings: QueueSettings, account_ids: list[int] | None = None) -> PassResult:
+def admit_queued(now: datetime, settings: QueueSettings, account_ids: list[int] | None = None,
+                 borrow_only: set[int] | frozenset = frozenset()) -> PassResult:
     """One pass over the queues of these accounts (None: every account with a queue): first every
     account's jobs within its guarantee (reclaiming lent GPUs for a head that needs them), then
-    the jobs that may borrow, the accounts borrowing least first. What was admitted (now
-    Submitting) and preempted (now Queued), committed."""
+    the jobs that may borrow, the accounts borrowing least first. `borrow_only` are accounts
+    where only the idle GPUs changed since they were last decided and whose jobs wait only to
+    borrow: they are loaded one by one in the borrowers' order, and only while idle GPUs are left
+    for their smallest job (a GPU that frees with 200 accounts waiting to borrow loads one or two,
+    not 200). What was admitted (now Submitting) and preempted (now Queued), committed."""
     result = PassResult()
-    if account_ids is not None and not account_ids:
+    borrow_only = set(borrow_only) - set(account_ids or ())
+    if account_ids is not None and not account_ids and not borrow_only:
         return result
-    queues = load(account_ids, now, settings)
-    cap = capacity(settings) if queues else None
+    queues = load(account_ids, now, settings) if account_ids is None or account_ids else {}
+    cap = capacity(settings) if queues or borrow_only else None
     db.session.commit()  # the reads end here; each admitting account gets a transaction of its own
     reclaims = None
+    lent = None  # the borrowed jobs reclaim chooses from, read once a head wants them
     borrowers = []
     for account_id, q in queues.items():
         decision = q.decide(now, settings, cap, borrowing=False)
         head = decision.blockers.get(decision.head.id) if decision.head is not None else None
-        wants_reclaim = head is not None and head.kind in CLUSTER_KINDS
+        wants_reclaim = head_waits = head is not None and head.kind in CLUSTER_KINDS
         if wants_reclaim and reclaims is None:
             reclaims = ReclaimSettings.current()
             db.session.commit()
+        if wants_reclaim and reclaims.enabled and not decision.admit:
+            if lent is None:
+                lent = reclaim_candidates()
+                db.session.commit()
+            # Whether lent GPUs could ever make the head fit (the minimum run time aside): if not,
+            # there is nothing to lock and decide again for.
+            wants_reclaim = any(v.account != q.name for v in lent[0]) and reclaim(
+                decision.head, q.name, cap, lent[0], lent[1], datetime.min, now, reclaims.rules) is not None
         if not q.expired and (decision.admit or (wants_reclaim and reclaims.enabled)):
             _admit_account(account_id, now, settings, False, reclaims, result)
+            if result.preempted and lent is not None:
+                lent = None  # read again: some of them are no longer lent
         else:
             _show(q, decision, now)
         if any(b.kind == "borrow" for b in decision.blockers.values()):
             borrowers.append(account_id)
         if any(b.kind == "borrow" or b.kind in CLUSTER_KINDS for b in decision.blockers.values()):
             result.cluster_bound.add(account_id)
-    for account_id in sorted(borrowers, key=lambda a: (queues[a].used.borrowed, a)):
-        q = queues[account_id]
-        smallest = min((d.gpus for d in q.queued if d.gpus), default=0)
-        if cap is not None and (not smallest or cap.total() - cap.protected < smallest):
+        if head_waits:
+            result.heads_waiting.add(account_id)
+    order = {a: (queues[a].used.borrowed, a) for a in borrowers}
+    smallest = {a: min((d.gpus for d in queues[a].queued if d.gpus), default=0) for a in borrowers}
+    if borrow_only:
+        result.cluster_bound |= borrow_only  # still waiting to borrow unless decided otherwise below
+        lazy = borrowing_state(borrow_only)
+        order.update({a: (borrowed, a) for a, (borrowed, _small) in lazy.items()})
+        smallest.update({a: small for a, (_borrowed, small) in lazy.items()})
+    for account_id in sorted(order, key=order.get):
+        if cap is not None and (not smallest[account_id] or cap.total() - cap.protected < smallest[account_id]):
             continue  # not even its smallest job would find idle GPUs: no need to decide
+        q = queues.get(account_id)
+        if q is None:
+            q = load([account_id], now, settings).get(account_id)
+            db.session.commit()
+            if q is None:
+                continue
         trial = cap.copy() if cap is not None else None
         if q.expired or not q.decide(now, settings, trial, borrowing=True).admit:
             continue

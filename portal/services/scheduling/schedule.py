@@ -19,7 +19,7 @@ from .state import QUEUED, QueueSettings, in_ids, under_maintenance
 from .usage import sample_usage
 
 
-def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, tuple]:
+def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
     """Per account with a queue: a fingerprint of what its decisions and estimates depend on (which
     jobs are queued; its admitted jobs and their versions; its quotas; its members' caps), in four
     small grouped queries, so a pass can skip the accounts where nothing changed. What the passes
@@ -43,18 +43,20 @@ def signatures(cluster_bound: set[int] | frozenset = frozenset()) -> dict[int, t
         AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
-    # The accounts whose last decision waited on the cluster (a borrower, a head waiting for free
-    # GPUs) also depend on how many GPUs of the models they wait for are idle: a pass decides there
-    # again when that changes. The others depend only on their own jobs and limits.
+    # What an account waiting on the cluster (a borrower, a head waiting for free GPUs) also
+    # depends on: how many GPUs of the models it waits for are idle. Read for every account with
+    # queued GPU jobs, so a fingerprint does not change when an account starts waiting; the pass
+    # compares it only for the accounts whose last decision waited on the cluster.
     waits_on: dict[int, tuple] = {}
-    if cluster_bound & queued:
-        schedulable = Node.ready.is_(True) & Node.unschedulable.is_(False)
+    idle: dict = {}
+    schedulable = Node.ready.is_(True) & Node.unschedulable.is_(False)
+    if idle_gpus:
         idle = {m: int(g or 0) for m, g in db.session.execute(select(
             Node.gpu_model, func.sum(case((schedulable, Node.gpus - Node.gpus_requested), else_=0)))
             .where(Node.gpus > 0).group_by(Node.gpu_model)).all()}
+    if idle:
         models_of: dict[int, set] = {}
-        for a, m in db.session.execute(select(Job.account_id, Job.gpu_model).where(
-                is_queued, Job.gpus > 0, in_ids(Job.account_id, cluster_bound & queued)).distinct()):
+        for a, m in db.session.execute(select(Job.account_id, Job.gpu_model).where(is_queued, Job.gpus > 0).distinct()):
             models_of.setdefault(a, set()).add(m or "")
         waits_on = {a: tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms))
                     for a, ms in models_of.items()}
@@ -94,20 +96,28 @@ class PortalAdmission:
         self.last_preempted: list[int] = []
         self.last_reclassified: list[int] = []
         self._cluster_bound: set[int] = set()  # accounts whose last decision waited on the cluster
+        self._heads_waiting: set[int] = set()  # ... with an in-quota head waiting for free GPUs
 
     def admission_pass(self, now: datetime) -> list[int]:
-        current = signatures(self._cluster_bound)
+        current = signatures()
         first = not self._looked
-        changed = {a for a, sig in current.items() if first or self._seen.get(a) != sig}
-        stale = sorted((a for a in current if a not in changed and
+        changed, borrow_only = set(), set()
+        for a, sig in current.items():
+            seen = self._seen.get(a)
+            if first or seen is None or seen[:-1] != sig[:-1]:
+                changed.add(a)
+            elif seen[-1] != sig[-1] and a in self._cluster_bound:  # only the idle GPUs it waits for changed
+                (changed if a in self._heads_waiting else borrow_only).add(a)
+        stale = sorted((a for a in current if a not in changed and a not in borrow_only and
                         (now - self._looked.get(a, datetime.min)).total_seconds() >= self.FULL_PASS_SECONDS),
                        key=lambda a: self._looked.get(a, datetime.min))
         look = sorted(changed | set(stale[:max(1, -(-len(current) // self.SLICES))]))
         self.last_reclassified = reclassify_pass(now, self.settings)
-        result = admit_queued(now, self.settings, look)
+        result = admit_queued(now, self.settings, look, borrow_only)
         admitted, self.last_preempted = result.admitted, result.preempted
-        self._cluster_bound = (self._cluster_bound - set(look)) | result.cluster_bound
-        self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}
+        self._cluster_bound = (self._cluster_bound - set(look) - borrow_only) | result.cluster_bound
+        self._heads_waiting = (self._heads_waiting - set(look)) | result.heads_waiting
+        self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}  # borrow-only: not decided whole
         # Fingerprints as read before deciding: whatever changed meanwhile is looked at again next
         # pass, and so is every account that admitted (its jobs may come back to the queue if
         # the cluster cannot take them, which leaves the fingerprint as it was).
@@ -144,7 +154,7 @@ class EstimateSchedule:
         if self._runtimes is None or mono - self._runtimes_at >= self.RUNTIMES_SECONDS:
             self._runtimes, self._runtimes_at = RunTimes(now), mono
             db.session.commit()
-        current = signatures()
+        current = signatures(idle_gpus=False)  # estimates do not follow the idle GPUs
         due = sorted((a for a, sig in current.items()
                       if self._signatures.get(a) != sig or mono - self._estimated_at.get(a, -1e18) >= self.REFRESH_SECONDS),
                      key=lambda a: self._estimated_at.get(a, -1e18))
