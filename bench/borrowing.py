@@ -15,7 +15,8 @@ come free after the grace), then borrowers, the accounts borrowing least first.
 
 Reported side by side, quotas as walls (today) and with borrowing:
 - the share of the cluster's GPUs allocated while queued demand exceeds the free GPUs (goal with
-  borrowing: at least 95 %);
+  borrowing: at least 95 %), and the idle rest split: GPUs too few or too scattered for any queued
+  job's pods (fragmentation) and GPUs a queued job would fit (kept idle by the policy);
 - each lab's median and p95 wait (submission to the start of the run that completes);
 - reclaim latency: from an in-quota job becoming the head of its queue waiting for lent GPUs to
   its start (goal: p95 at most grace + 30 s);
@@ -25,6 +26,7 @@ Reported side by side, quotas as walls (today) and with borrowing:
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import statistics
@@ -60,24 +62,33 @@ class Sim:
     preempted_by: set = field(default_factory=set)  # jobs that preempted it
     preempted: set = field(default_factory=set)  # jobs it preempted
     head_since: float | None = None  # waiting for lent GPUs since
+    holds: bool = False  # an in-quota head waiting for the cluster: its GPUs are held for it
     lost: float = 0.0  # GPU-seconds
 
 
-def trace(hours: float, seed: int) -> list[Sim]:
+# Job sizes: (share, GPUs, pods). "even": as many small as large jobs (most GPU-hours in jobs of 4
+# and more on one node); "philly": mostly single-GPU jobs, as in published traces of shared GPU
+# clusters (Microsoft's Philly, Jeon et al., ATC '19), with a few whole-node and two-pod jobs (no job asks more than a lab's guarantee).
+MIXES = {"even": ((0.30, 1, 1), (0.25, 2, 1), (0.25, 4, 1), (0.15, 8, 1), (0.05, 8, 2)),
+         "philly": ((0.65, 1, 1), (0.15, 2, 1), (0.10, 4, 1), (0.07, 8, 1), (0.03, 8, 2))}
+
+
+def trace(hours: float, seed: int, mix: str = "even") -> list[Sim]:
     rng = random.Random(seed)
+    mean = sum(share * gpus for share, gpus, _w in MIXES[mix])
     jobs, next_id = [], 1
     for lab in LABS:
         busy_from = hours * 3600 / 2 if lab == "lab-d" else 0.0
-        # demand about 1.5x the quota of 8 GPUs: mean job 3.4 GPUs x ~1.3 h
-        rate = 1.5 * 8 / (3.4 * 4700)
+        # demand about 1.5x the quota of 8 GPUs: mean job `mean` GPUs x ~1.3 h
+        rate = 1.5 * 8 / (mean * 4700)
         t = busy_from
         while True:
             t += rng.expovariate(rate)
             if t >= hours * 3600:
                 break
             kind = rng.random()
-            gpus, workers = ((1, 1) if kind < 0.3 else (2, 1) if kind < 0.55 else (4, 1) if kind < 0.8
-                             else (8, 1) if kind < 0.95 else (8, 2))
+            gpus, workers = next(((g, w) for share, g, w in itertools.accumulate(
+                MIXES[mix], lambda acc, x: (acc[0] + x[0], x[1], x[2])) if kind < share), MIXES[mix][-1][1:])
             duration = min(6 * 3600, max(300, rng.lognormvariate(math.log(3600), 0.6)))
             user = LABS.index(lab) * 10 + rng.randint(0, 4)
             jobs.append(Sim(Demand(id=next_id, user_id=user, gpus=gpus, gpu_model=MODEL, workers=workers, borrow=True,
@@ -97,7 +108,7 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
     queued: dict[str, list[Sim]] = {lab: [] for lab in LABS}
     running: dict[int, Sim] = {}
     releasing: list[tuple[float, tuple]] = []  # (when, nodes) of preempted jobs in their grace
-    busy_steps = allocated_busy = fit_steps = allocated_fit = 0
+    busy_steps = allocated_busy = idle_shape = idle_policy = 0
     reclaims, preemptions, inquota_preempted, cycles = [], 0, 0, 0
     delivered = lost = 0.0
     t = 0.0
@@ -125,7 +136,11 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
                 running[job_id].borrowed = False
         # A reclaiming job's GPUs are taken from `free` when it is admitted, while its victims' pods
         # still hold them (free goes below 0 there until the grace ends): held, as the admitter holds them.
+        # In-quota heads that waited for the cluster at the last pass have the free GPUs on the
+        # nodes where they will run reserved (as the admitter's capacity reserves them).
         cap = Capacity({n: Room(MODEL, max(0, f)) for n, f in free.items()})
+        for s in sorted((s for q in queued.values() for s in q if s.holds), key=lambda s: s.submitted):
+            cap.reserve(s.job, s.account)
         for phase in ((False, True) if borrowing else (False,)):
             order = sorted(LABS, key=lambda a: sum(s.job.gpus for s in running.values() if s.account == a and s.borrowed))
             for lab in order:
@@ -139,6 +154,9 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
                 decision = decide(limits[lab], used, waiting, {}, holding, now, capacity=cap, borrowing=phase)
                 started = list(decision.admit)
                 head = decision.head
+                if not phase:
+                    for x in queued[lab]:
+                        x.holds = head is not None and x.job.id == head.id and decision.blockers[head.id].kind in CLUSTER_KINDS
                 if not phase and borrowing and head is not None and decision.blockers[head.id].kind in CLUSTER_KINDS:
                     s = by_id[head.id]
                     candidates = [replace(v.job, borrowed=True, account=v.account, nodes=v.nodes, preemptions=v.preemptions,
@@ -191,7 +209,7 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
                     s.first_start = s.first_start if s.first_start is not None else begin
                     if s.head_since is not None and not d.borrowed and d.id == (head.id if head else -1):
                         reclaims[-1] = begin - s.head_since + step / 2
-                    s.head_since = None
+                    s.head_since, s.holds = None, False
                     queued[lab].remove(s)
                     running[d.id] = s
         demand = sum(s.job.gpus for q in queued.values() for s in q)
@@ -202,13 +220,14 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
             allocated_busy += in_use / sum(nodes.values())
             room = Capacity({n: Room(MODEL, max(0, f)) for n, f in free.items()})
             if any(room.place(s.job, s.account) is not None for q in queued.values() for s in q):
-                fit_steps += 1  # a queued job's pods would fit the idle GPUs: idle by the policy, not by shape
-                allocated_fit += in_use / sum(nodes.values())
+                idle_policy += idle / sum(nodes.values())  # a queued job would fit: idle by the policy
+            else:
+                idle_shape += idle / sum(nodes.values())  # too few or too scattered for any queued job's pods
         t += step
     waits = {lab: sorted((s.start - s.submitted - (s.lost / s.job.gpus if s.job.gpus else 0)) / 60 for s in jobs
                          if s.account == lab and s.start is not None) for lab in LABS}
     return {"allocated_busy": allocated_busy / busy_steps if busy_steps else float("nan"),
-            "allocated_fit": allocated_fit / fit_steps if fit_steps else float("nan"), "fit_share": fit_steps / max(1, busy_steps),
+            "idle_shape": idle_shape / max(1, busy_steps), "idle_policy": idle_policy / max(1, busy_steps),
             "waits": {lab: (statistics.median(w) if w else float("nan"), percentile(w, 95)) for lab, w in waits.items()},
             "reclaim_p95": percentile(reclaims, 95), "reclaims": len(reclaims), "preemptions": preemptions,
             "lost_share": lost / delivered if delivered else 0.0, "inquota_preempted": inquota_preempted, "cycles": cycles,
@@ -238,22 +257,25 @@ def main():
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="borrowed jobs checkpoint this often to $CRATER_CHECKPOINT_DIR (0: never)")
     parser.add_argument("--min-run-minutes", type=float, default=10.0, help="the policy's minimum run time")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="even", help="job sizes (see MIXES)")
     parser.add_argument("--owner-wait-minutes", type=float, default=2.0, help="the policy's bound on the owner's wait")
     args = parser.parse_args()
     rules = ReclaimRules(min_run_seconds=args.min_run_minutes * 60, wait_bound_seconds=args.owner_wait_minutes * 60)
     results = {}
     for label, borrowing, checkpoint in (("quotas as walls", False, 0.0), ("with borrowing", True, args.checkpoint_minutes * 60),
                                          ("no checkpoints", True, 0.0)):
-        results[label] = run(trace(args.hours, args.seed), borrowing, args.hours, args.step, args.grace, rules, checkpoint)
+        results[label] = run(trace(args.hours, args.seed, args.mix), borrowing, args.hours, args.step, args.grace, rules, checkpoint)
     walls, borrow = results["quotas as walls"], results["with borrowing"]
-    print(f"simulated day: {walls['jobs']} jobs, {args.hours:g} h, 32 A100 in 4 nodes, 4 labs x 8 guaranteed, "
+    print(f"simulated day: {walls['jobs']} jobs ({args.mix} sizes), {args.hours:g} h, 32 A100 in 4 nodes, 4 labs x 8 guaranteed, "
           f"passes every {args.step:g} s, grace {args.grace:g} s, minimum run {args.min_run_minutes:g} min, "
           f"owner's bound {args.owner_wait_minutes:g} min")
     print(f"{'':48}{'quotas as walls':>18}{'with borrowing':>18}")
     print(f"{'GPUs allocated while demand exceeds free (goal >= 95 %)':48}{walls['allocated_busy'] * 100:17.1f}%"
           f"{borrow['allocated_busy'] * 100:17.1f}%")
-    print(f"{'... of them while a queued job would fit the idle GPUs':48}{walls['allocated_fit'] * 100:17.1f}%"
-          f"{borrow['allocated_fit'] * 100:17.1f}%   (the rest: idle GPUs too few or too scattered for any queued job)")
+    print(f"{'  idle: too few or scattered for any queued job':48}{walls['idle_shape'] * 100:17.1f}%"
+          f"{borrow['idle_shape'] * 100:17.1f}%")
+    print(f"{'  idle: a queued job would fit (the policy)':48}{walls['idle_policy'] * 100:17.1f}%"
+          f"{borrow['idle_policy'] * 100:17.1f}%")
     for lab in LABS:
         (wm, wp), (bm, bp) = walls["waits"][lab], borrow["waits"][lab]
         print(f"{lab + ' wait median / p95 (min)':48}{wm:8.1f} / {wp:7.1f}{bm:8.1f} / {bp:7.1f}")

@@ -239,3 +239,50 @@ def test_a_borrower_is_estimated_as_if_it_waited_for_the_guarantee():
     running = Demand(id=9, user_id=1, gpus=8, gpu_model="A100", started=NOW, end=NOW + timedelta(hours=1))
     borrower = Demand(id=1, user_id=1, gpus=4, gpu_model="A100", borrow=True, submitted=NOW)
     assert estimate(lab, Tally().add(running), [running], [borrower], NOW, lambda d: 3600)[1] == NOW + timedelta(hours=1)
+
+
+def test_a_head_waiting_for_the_cluster_keeps_the_gpus_on_its_nodes_and_lends_those_elsewhere():
+    """An in-quota head of lab-a needs 8 GPUs on one node; n0 has 5 free, n1 3. Its reservation is
+    the 5 on n0 (the node where it will run): another account's borrower of 2 runs on n1, one of 4
+    does not fit without taking the head's GPUs and waits. The head itself still sees its own."""
+    cap = cluster([5, 3])
+    head = Demand(id=1, user_id=1, gpus=8, gpu_model="A100")
+    cap.reserve(head, "lab-a")
+    assert cap.reserved == {1: {"n0": 5}} and cap.room("n0", 1) == 5 and cap.room("n0") == 0
+    assert cap.free("A100", "lab-a", but=1) == 8 and cap.free("A100", "lab-b") == 3
+    small = Demand(id=2, user_id=2, gpus=2, gpu_model="A100", borrow=True, submitted=NOW)
+    big = Demand(id=3, user_id=2, gpus=4, gpu_model="A100", borrow=True, submitted=NOW)
+    decision = decide(Limits("lab-b", gpus=0, caps={2: None}), Tally(), [big, small], {}, [], NOW, capacity=cap, borrowing=True)
+    assert [d.id for d in decision.admit] == [2] and decision.blockers[3].kind == "borrow"
+    assert cap.nodes["n1"].free == 1 and cap.room("n0", 1) == 5
+    cap.take({"n0": 5, "n1": 1}, 1)  # the head placed (here, as if GPUs freed): its reservation is gone
+    assert cap.reserved == {} and cap.nodes["n0"].free == 0 and cap.nodes["n1"].free == 0
+
+
+@given(sizes=st.lists(st.integers(0, 8), min_size=1, max_size=5), data=st.data())
+@settings_
+def test_reservations_keep_free_gpus_whole_and_others_place_only_beside_them(sizes, data):
+    """Heads' reservations take only free GPUs, at most what each asks; every other job's placement
+    leaves them untouched; the head sees its own reserved GPUs as free; releasing gives all back."""
+    cap = cluster(sizes)
+    heads = data.draw(jobs(1, data.draw(st.integers(1, 3))))
+    for h in heads:
+        cap.reserve(h, "lab-a")
+    assert all(r.free >= 0 for r in cap.nodes.values())
+    for h in heads:
+        assert sum(cap.reserved[h.id].values()) <= h.gpus
+    reserved = sum(g for on in cap.reserved.values() for g in on.values())
+    assert sum(r.free for r in cap.nodes.values()) + reserved == sum(sizes)
+    for d in data.draw(jobs(50, data.draw(st.integers(0, 5)), user=7)):
+        placed = cap.place(d, "lab-b")
+        if placed is not None:
+            cap.take(placed, d.id)
+            assert all(r.free >= 0 for r in cap.nodes.values())
+    assert sum(g for on in cap.reserved.values() for g in on.values()) == reserved  # untouched by others
+    for h in heads:
+        assert cap.free("A100", "lab-a", but=h.id) >= sum(cap.reserved[h.id].values())
+        on = dict(cap.reserved[h.id])
+        free_before = {n: cap.nodes[n].free for n in on}
+        cap.give(replace(h, nodes=()))
+        assert all(cap.nodes[n].free == free_before[n] + g for n, g in on.items())
+    assert cap.reserved == {}

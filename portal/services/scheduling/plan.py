@@ -37,7 +37,8 @@ The rules, in the order they apply:
    its owner chose so (or the account always borrows, as the Default account does beyond its own
    guarantee), JupyterLab only where the account allows it: within the account's borrowing limit,
    on GPUs free now beyond those that lenders keep back (their lending limit, as far as their own
-   guarantee is unused) and beyond what in-quota jobs waiting for the cluster need; never before
+   guarantee is unused) and beyond those reserved for in-quota jobs waiting for the cluster (on the
+   nodes where they will run: idle GPUs elsewhere are lent); never before
    its backoff after a preemption. Borrowing is tried only after every account's in-quota jobs
    (`borrowing=True` in a later round). A borrower waits alone, without reserving anything: the
    member's later jobs that fit the idle GPUs (or the guarantee) go on.
@@ -399,13 +400,15 @@ class Room:
 
 class Capacity:
     """The cluster's free GPUs per node (rule 5): schedulable nodes only; `held` are GPUs promised to
-    jobs that do not hold them on a node yet (admitted and not bound, or an in-quota job waiting
-    for the cluster), per job id as (model, GPUs); `protected` are GPUs that lenders never lend.
-    Mutable: a decision takes what it admits."""
+    admitted jobs whose pods are not bound yet, per job id as (model, GPUs), on no node in
+    particular; `reserved` are free GPUs kept for an in-quota job waiting for the cluster on the
+    nodes where it will run (`reserve`), so that other jobs may use the idle GPUs elsewhere;
+    `protected` are GPUs that lenders never lend. Mutable: a decision takes what it admits."""
 
     def __init__(self, nodes: dict[str, Room], held: dict[int, tuple[str, int]] | None = None, protected: int = 0):
         self.nodes = nodes
         self.held = dict(held or {})
+        self.reserved: dict[int, dict[str, int]] = {}
         self.protected = protected
         self._changed()
 
@@ -415,7 +418,35 @@ class Capacity:
         self._held_by_model: dict[str, int] | None = None
 
     def copy(self) -> Capacity:
-        return Capacity({n: replace(r) for n, r in self.nodes.items()}, self.held, self.protected)
+        other = Capacity({n: replace(r) for n, r in self.nodes.items()}, self.held, self.protected)
+        other.reserved = {job: dict(on) for job, on in self.reserved.items()}
+        return other
+
+    def reserve(self, d: Demand, account: str) -> None:
+        """Keep free GPUs for `d` (an in-quota job waiting for the cluster) on the nodes where it
+        will run: for each of its pods, the usable node with the most free GPUs, as many as the
+        pod asks or the node has. The GPUs it still lacks there are what reclaim (or jobs ending)
+        must free; the idle GPUs on other nodes stay free for others."""
+        if not d.gpus or d.id in self.reserved:
+            return
+        on: dict[str, int] = {}
+        for _worker in range(max(1, d.workers)):
+            usable = [(r.free, n) for n, r in self.nodes.items() if self._usable(r, d.gpu_model, account) and r.free > 0]
+            if not usable:
+                break
+            _free, node = min(usable, key=lambda x: (-x[0], x[1]))
+            g = min(d.per_worker or d.gpus, self.nodes[node].free)
+            self.nodes[node].free -= g
+            on[node] = on.get(node, 0) + g
+        self.reserved[d.id] = on
+        self._changed()
+
+    def _own(self, job: int, node: str) -> int:
+        return self.reserved.get(job, {}).get(node, 0) if job else 0
+
+    def room(self, node: str, job: int = 0) -> int:
+        """GPUs free on `node` for `job` (its own reservation counts as free for it)."""
+        return self.nodes[node].free + self._own(job, node)
 
     def _usable(self, room: Room, model: str, account: str) -> bool:
         return (not model or room.model == model) and room.reserved_for in ("", account)
@@ -436,12 +467,14 @@ class Capacity:
         key = (model, account)
         if key not in self._sums:
             self._sums[key] = sum(r.free for r in self.nodes.values() if self._usable(r, model, account))
-        return self._sums[key] - self._held_for(model, but)
+        own = sum(g for n, g in self.reserved.get(but, {}).items() if self._usable(self.nodes[n], model, account)) if but else 0
+        return self._sums[key] + own - self._held_for(model, but)
 
     def total(self, but: int = 0) -> int:
         if ("*", "*") not in self._sums:
             self._sums[("*", "*")] = sum(r.free for r in self.nodes.values())
-        return self._sums[("*", "*")] - self._held_for("", but)
+        own = sum(self.reserved.get(but, {}).values()) if but else 0
+        return self._sums[("*", "*")] + own - self._held_for("", but)
 
     def place(self, d: Demand, account: str, borrowing: bool = False) -> dict[str, int] | None:
         """Where every pod of `d` goes at once (best fit; identical pods, so greedy places as many as
@@ -453,7 +486,7 @@ class Capacity:
         if borrowing and self.total(but=d.id) - d.gpus < self.protected:
             return None
         per = d.per_worker
-        rooms = {n: r.free for n, r in self.nodes.items() if self._usable(r, d.gpu_model, account)}
+        rooms = {n: r.free + self._own(d.id, n) for n, r in self.nodes.items() if self._usable(r, d.gpu_model, account)}
         placed: dict[str, int] = {}
         for _worker in range(max(1, d.workers)):
             fits = [n for n, free in rooms.items() if free >= per]
@@ -467,7 +500,8 @@ class Capacity:
     def slots(self, d: Demand, account: str) -> int:
         """How many of `d`'s pods fit the free GPUs now."""
         per = max(1, d.per_worker)
-        return sum(max(0, r.free) // per for r in self.nodes.values() if self._usable(r, d.gpu_model, account))
+        return sum(max(0, r.free + self._own(d.id, n)) // per for n, r in self.nodes.items()
+                   if self._usable(r, d.gpu_model, account))
 
     def blocker(self, d: Demand, account: str) -> Blocker:
         free = max(0, self.free(d.gpu_model, account, but=d.id))
@@ -475,6 +509,7 @@ class Capacity:
         return Blocker(kind, free, 0, d.gpus, d.gpu_model, account)
 
     def take(self, placed: dict[str, int] | None, job: int = 0) -> None:
+        self._unreserve(job)
         for node, gpus in (placed or {}).items():
             self.nodes[node].free -= gpus
         self.held.pop(job, None)
@@ -482,11 +517,16 @@ class Capacity:
 
     def give(self, d: Demand) -> None:
         """`d` leaves: its GPUs on nodes are free again (those not bound yet were held)."""
+        self._unreserve(d.id)
         for node, gpus in d.nodes:
             if node in self.nodes:
                 self.nodes[node].free += gpus
         self.held.pop(d.id, None)
         self._changed()
+
+    def _unreserve(self, job: int) -> None:
+        for node, gpus in self.reserved.pop(job, {}).items() if job else ():
+            self.nodes[node].free += gpus
 
 
 def reclassify(limits: Limits, holding: list[Demand]) -> list[int]:
@@ -550,7 +590,7 @@ def reclaim(d: Demand, account: str, capacity: Capacity, candidates: list[Demand
             if not capacity._usable(room, d.gpu_model, account):
                 continue
             here = [(dict(v.nodes).get(node, 0), v) for v in pool if dict(v.nodes).get(node, 0)]
-            chosen = _fewest(d.per_worker - room.free, here, rank)
+            chosen = _fewest(d.per_worker - capacity.room(node, d.id), here, rank)
             if chosen is None or not fits(chosen):
                 continue
             key = (len(chosen), sum(rank[v.id] for v in chosen))

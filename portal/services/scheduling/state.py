@@ -155,7 +155,8 @@ def limits_of(a, per_model: dict, caps: dict, settings: QueueSettings, maintenan
 def capacity(settings: QueueSettings) -> Capacity | None:
     """The cluster's free GPUs as admission sees them (plan rule 5), from the node inventory the
     syncer keeps: schedulable nodes' free GPUs; held for admitted jobs whose pods are not all bound
-    yet and for in-quota heads waiting for the cluster; protected by lenders. None while the
+    yet; reserved for in-quota heads waiting for the cluster on the nodes where they will run
+    (the oldest first); protected by lenders. None while the
     inventory has no GPU node (the syncer has not written it yet): quotas alone decide."""
     rows = db.session.execute(select(Node.name, Node.gpu_model, Node.gpus, Node.gpus_requested, Node.ready,
                                      Node.unschedulable, Node.reserved_for).where(Node.gpus > 0)).all()
@@ -173,11 +174,14 @@ def capacity(settings: QueueSettings) -> Capacity | None:
             left = r.gpus - placed.get(r.id, 0) * (r.gpus // max(1, r.workers or 1))
             if left > 0:
                 held[r.id] = (r.gpu_model or "", left)
-    for r in db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.queue_blocker).where(
-            Job.state == QUEUED, Job.queue_reserved_at.is_not(None), Job.gpus > 0)):
-        if (r.queue_blocker or {}).get("kind") in CLUSTER_KINDS:
-            held[r.id] = (r.gpu_model or "", r.gpus)
-    return Capacity(nodes, held, protected=_protected())
+    cap = Capacity(nodes, held, protected=_protected())
+    for r in db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.workers, Job.queue_blocker, Account.name)
+                                .join(Account, Account.id == Job.account_id)
+                                .where(Job.state == QUEUED, Job.queue_reserved_at.is_not(None), Job.gpus > 0)
+                                .order_by(Job.queue_reserved_at, Job.id)):
+        if (r.queue_blocker or {}).get("kind") in CLUSTER_KINDS:  # the oldest head's nodes first
+            cap.reserve(Demand(id=r.id, user_id=0, gpus=r.gpus, gpu_model=r.gpu_model or "", workers=r.workers or 1), r.name)
+    return cap
 
 
 def _protected() -> int:
