@@ -16,10 +16,11 @@ from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
-from portal.models import AuditEntry, Job, JobEvent, Node, Notification, Preemption, User
+from portal.models import AuditEntry, Job, JobEvent, Node, Notification, Preemption, QueueUsage, User
 from portal.services import jobs, notify, policies
 from portal.services.context import SYSTEM, Actor
 from portal.services.scheduling.admission import QuotaExceeded
+from portal.services.scheduling.state import QueueSettings
 from portal.sync.syncer import SyncSettings, Syncer
 from portal.vocabulary import history_words
 
@@ -57,6 +58,14 @@ def submit(app, world, who, account, gpus=8, run="forever", when_full="queue", j
                                annotations=((A + "run-seconds", run), (A + "termination-seconds", "30")),
                                queue_if_full=when_full != "refuse", borrow=when_full == "borrow", mount_home=True, **kw)
         return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
+
+
+def _usage(app, account_id, user_id):
+    with app.app_context():
+        row = db.session.get(QueueUsage, (account_id, user_id))
+        value = row.gpu_seconds if row else 0.0
+        db.session.remove()
+        return value
 
 
 def _events(app, job_id):
@@ -105,9 +114,13 @@ def test_a_borrowed_job_is_preempted_with_grace_requeued_in_place_and_resumed(ap
     assert job_of(app, waits).state == "Queued"
 
     # vision-lab's job within its guarantee needs the GPUs: the borrowed job is preempted.
+    charged = _usage(app, world["nlp"], world["alice"])  # two admissions' entry penalties (and a few seconds' use)
     t0 = time.monotonic()
     owner = submit(app, world, "bob", "vision", run="4")
     wait_for(lambda: job_of(app, lent).state == "Queued", timeout=15, what="the borrowed job preempted")
+    penalty = 8 * QueueSettings.from_config(app.config).penalty_seconds
+    assert charged >= 2 * penalty * 0.99  # the fair order's charge for the run it lost is taken back
+    assert charged - penalty * 1.01 <= _usage(app, world["nlp"], world["alice"]) <= charged - penalty * 0.9
     job = job_of(app, lent)
     assert job.reason == "Preempted" and job.preemptions == 1 and job.started_at is None
     obj = wait_for(lambda: (o := world["cluster"].batch.read_namespaced_job(f"crater-{lent}", "crater-jobs")).spec.suspend and o,

@@ -25,7 +25,7 @@ from .plan import (CLUSTER_KINDS, Blocker, Capacity, Decision, Demand, ReclaimRu
                    reclaim, reclassify)
 from .state import (AccountQueue, QueueSettings, borrowing_state, capacity, guarantees_held, jupyter_count, load, lock_account,
                     lock_capacity, lock_users, reclaim_candidates, write_queued)
-from .usage import charge
+from .usage import charge, refund_entry
 
 
 NEW = 1 << 62  # the id of the job being submitted, while the queue decides (after every real id)
@@ -252,7 +252,7 @@ def _admit_account(account_id: int, now: datetime, settings: QueueSettings, borr
                     "account": q.name, "gpus": d.gpus, "borrowed": d.borrowed,
                     "waited_s": int((now - d.submitted).total_seconds()) if d.submitted else 0})
         if victims:
-            preempted = [v for v in victims if _preempt(v, head, q.name, now, reclaims)]
+            preempted = [v for v in victims if _preempt(v, head, q.name, now, reclaims, settings)]
             if len(preempted) == len(victims) and job_states.admitted(head.id, now):
                 done.append(head.id)
                 charge(account_id, head.user_id, head.gpus * settings.penalty_seconds, now, settings)
@@ -297,10 +297,11 @@ def _reclaim_for(q: AccountQueue, decision: Decision, after: Capacity, now: date
     return []
 
 
-def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: ReclaimSettings) -> bool:
+def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: ReclaimSettings,
+             settings: QueueSettings) -> bool:
     """Borrowed job `v` back to its queue (guarded: one that ended meanwhile stays ended), its
-    preemption logged, audited and told to its owner. The caller suspends its cluster Job after
-    the commit."""
+    member's entry penalty refunded, its preemption logged, audited and told to its owner. The
+    caller suspends its cluster Job after the commit."""
     ran = max(0.0, (now - v.started).total_seconds()) if v.started else 0.0
     blocker = {"kind": "preempted", "job": by.id, "account": by_account}
     if not job_states.preempted(v.id, now, now + reclaims.backoff(v.preemptions + 1), blocker):
@@ -309,6 +310,8 @@ def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: Re
                      reason="Reclaim", at=now, gpus=v.gpus, ran_seconds=int(ran), gpu_seconds_lost=round(v.gpus * ran, 1),
                      grace_seconds=reclaims.grace_seconds, waited_since=by.reserved_at or by.submitted)
     db.session.add(row)
+    account_id = db.session.execute(select(Job.account_id).where(Job.id == v.id)).scalar_one()
+    refund_entry(account_id, v.user_id, v.gpus, v.started, now, settings)
     db.session.flush()
     audit.record(SYSTEM, "job.preempt", "job", v.id, {
         "by_job": by.id, "by_account": by_account, "account": v.account, "gpus": v.gpus,

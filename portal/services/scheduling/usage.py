@@ -14,13 +14,25 @@ from .state import QueueSettings, in_ids
 
 
 def charge(account_id: int, user_id: int, gpu_seconds: float, now: datetime, settings: QueueSettings) -> None:
-    """Add GPU-seconds to a member's decayed usage (the caller commits)."""
+    """Add GPU-seconds to a member's decayed usage, never below 0 (the caller commits)."""
     row = db.session.get(QueueUsage, (account_id, user_id))
     if row is None:
-        db.session.add(QueueUsage(account_id=account_id, user_id=user_id, gpu_seconds=gpu_seconds, as_of=now))
+        db.session.add(QueueUsage(account_id=account_id, user_id=user_id, gpu_seconds=max(0.0, gpu_seconds), as_of=now))
         return
-    row.gpu_seconds = decay(row.gpu_seconds, (now - row.as_of).total_seconds(), settings.half_life_seconds) + gpu_seconds
+    row.gpu_seconds = max(0.0, decay(row.gpu_seconds, (now - row.as_of).total_seconds(), settings.half_life_seconds)
+                          + gpu_seconds)
     row.as_of = now
+
+
+def refund_entry(account_id: int, user_id: int, gpus: int, since: datetime | None, now: datetime,
+                 settings: QueueSettings) -> None:
+    """Take back the entry penalty charged when a job was admitted (decayed since), because it
+    is back in the queue through no choice of its member (preempted): its next admission charges
+    it again. What it used while it ran stays charged (the caller commits)."""
+    penalty = gpus * settings.penalty_seconds
+    if penalty > 0:
+        elapsed = max(0.0, (now - since).total_seconds()) if since else 0.0
+        charge(account_id, user_id, -decay(penalty, elapsed, settings.half_life_seconds), now, settings)
 
 
 def sample_usage(now: datetime, settings: QueueSettings, max_gap: float = 86400.0) -> int:
