@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 
 from kubesim_fixtures import wait_for
 from portal.extensions import db
@@ -53,17 +54,25 @@ def submitted(response) -> int:
     return int(match.group(1))
 
 
-def test_borrow_preempt_mail_and_resume_across_processes(app, stack):
-    def inventory():
-        with app.app_context():
-            n = db.session.query(Node).filter(Node.gpus > 0).count()
-            db.session.remove()
-            return n
-    wait_for(inventory, timeout=30, what="the node inventory")
+def inventory(app):
+    with app.app_context():
+        n = db.session.query(Node).filter(Node.gpus > 0).count()
+        db.session.remove()
+        return n
+
+
+def borrowing(app, stack):
+    """nlp-lab's own 8 A100 and 8 more borrowed, both running: the cluster's 16 A100 in use."""
+    wait_for(lambda: inventory(app), timeout=30, what="the node inventory")
     gpu = {"gpus": "8", "gpu_model": A100}
     own = submitted(submit_form(stack.alice, stack.url, stack.nlp, command="sleep infinity", **gpu))
     lent = submitted(submit_form(stack.alice, stack.url, stack.nlp, command="sleep infinity", when_full="borrow", **gpu))
     wait_for(lambda: row(app, own)[0] == row(app, lent)[0] == "Running", timeout=30, what="both running")
+    return own, lent, gpu
+
+
+def test_borrow_preempt_mail_and_resume_across_processes(app, stack):
+    own, lent, gpu = borrowing(app, stack)
     assert (row(app, own)[2], row(app, lent)[2]) == (False, True)
     page = stack.alice.get(f"{stack.url}/jobs/{lent}", timeout=10).text
     assert 'id="job-class"' in page
@@ -78,3 +87,25 @@ def test_borrow_preempt_mail_and_resume_across_processes(app, stack):
     wait_for(lambda: row(app, owner)[0] == "Succeeded", timeout=30, what="vision-lab's job done")
     wait_for(lambda: row(app, lent)[0] == "Running", timeout=30, what="the preempted job running again")
     assert row(app, lent)[3] == 1
+
+
+def test_a_preemption_while_the_cluster_api_hangs_is_carried_out_once_it_answers(app, stack):
+    """vision-lab reclaims while the cluster's API hangs: the borrowed job is preempted in the
+    database at once (Queued, Preempted, never admitted twice), the suspend and the reclaiming
+    job's create time out without stopping the syncer, and once the API answers again the
+    reconciler suspends the borrowed Job and vision-lab's job runs."""
+    _own, lent, gpu = borrowing(app, stack)
+    stack.api_hang()
+    try:
+        owner = submitted(submit_form(stack.bob, stack.url, stack.vision, command="sleep infinity", **gpu))
+        wait_for(lambda: row(app, lent)[:2] == ("Queued", "Preempted"), timeout=20, what="the borrowed job preempted")
+        wait_for(lambda: row(app, owner)[0] != "Queued", timeout=20, what="vision-lab's job admitted")
+        assert all(p.alive() for p in stack.syncers), stack.syncers[0].output()[-3000:]
+    finally:
+        stack.api_resume()
+    wait_for(lambda: row(app, owner)[0] == "Running", timeout=60, what="vision-lab's job running once the API answers")
+    assert row(app, lent)[:2] == ("Queued", "Preempted") and row(app, lent)[3] == 1
+    url = f"https://127.0.0.1:{stack.kube_port}/apis/batch/v1/namespaces/crater-jobs/jobs/crater-{lent}"
+    answer = requests.get(url, headers={"Authorization": "Bearer kubesim-token"}, timeout=5, verify=stack.ca)
+    assert answer.status_code == 200 and answer.json()["spec"]["suspend"] is True  # kept, to be resumed
+    assert all(p.alive() for p in stack.syncers)
