@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import requests
@@ -47,7 +48,12 @@ def config_path() -> Path:
 
 def load_config() -> dict:
     path = config_path()
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        stored = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise Failure(f"cannot read {path} ({_why(exc)}): run `craterctl login URL` again", 3) from None
+    if not isinstance(stored, dict):
+        raise Failure(f"{path} is not craterctl's: run `craterctl login URL` again", 3)
     url = os.environ.get("CRATER_URL") or stored.get("url", "")
     token = os.environ.get("CRATER_TOKEN") or stored.get("token", "")
     if not url or not token:
@@ -111,11 +117,71 @@ def emit(data, fmt: str, table=None) -> None:
         table(data)
 
 
+def width(text: str) -> int:
+    """Columns a terminal gives `text`: two for wide (CJK) characters, none for combining marks."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def print_table(rows: list[list], header: list[str]) -> None:
     cells = [header] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    widths = [max(width(r[i]) for r in cells) for i in range(len(header))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c + " " * (w - width(c)) for c, w in zip(row, widths)).rstrip())
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or exc.__class__.__name__
+
+
+def read_spec_file(name: str) -> str:
+    """The spec's text: a one-line error (exit 2) for a file that is missing, unreadable or not text."""
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise Failure(f"{name} is a folder, not a spec file", 2) from None
+    except UnicodeDecodeError:
+        raise Failure(f"{name} is not a text file (UTF-8 YAML or JSON)", 2) from None
+    except OSError as exc:
+        raise Failure(f"cannot read {name}: {_why(exc)}", 2) from None
+
+
+STATES = ("Queued", "Submitting", "Pending", "Running", "Succeeded", "Failed", "Stopped", "Lost", "active")
+
+
+def state_arg(value: str) -> str:
+    """A job state in any case (queued, RUNNING) as the API spells it."""
+    for state in STATES:
+        if value.strip().lower() == state.lower():
+            return state
+    raise argparse.ArgumentTypeError(f"not a job state: {value!r} (one of: {', '.join(STATES)})")
+
+
+def account_id(client: Client, account: str) -> int:
+    """An account's id from its id or its name (among the accounts the token may see)."""
+    if account.isdigit():
+        return int(account)
+    params, names = {"limit": 200}, []
+    for everyone in ("false", "true"):
+        params.update(all=everyone)
+        params.pop("cursor", None)
+        while True:
+            try:
+                page = client.json("GET", "/accounts", params=params)
+            except Failure:
+                if everyone == "true":  # not an admin: their own accounts were all
+                    break
+                raise
+            for a in page["items"]:
+                if a["name"] == account:
+                    return a["id"]
+                names.append(a["name"])
+            if not page.get("next_cursor"):
+                break
+            params["cursor"] = page["next_cursor"]
+    known = ", ".join(sorted(set(names))[:10]) or "none"
+    raise Failure(f"no account named {account!r} (yours: {known})", 4)
 
 
 def job_rows(items: list[dict]) -> None:
@@ -166,16 +232,22 @@ def cmd_login(args) -> int:
 
 
 def cmd_submit(args, client: Client) -> int:
-    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    text = read_spec_file(args.file)
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise Failure(f"{args.file} is not YAML: {exc}", 6) from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        raise Failure(f"{args.file} is not YAML{at}: {getattr(exc, 'problem', None) or exc}", 6) from None
     if not isinstance(spec, dict):
         raise Failure(f"{args.file} must hold a mapping of the spec's fields", 6)
     if args.account:
         spec.pop("account_id", None)
-        spec["account"] = args.account
+        spec.pop("account", None)
+        if args.account.isdigit():
+            spec["account_id"] = int(args.account)
+        else:
+            spec["account"] = args.account
     if args.name:
         spec["display_name"] = args.name
     if args.when_full:
@@ -193,7 +265,8 @@ def cmd_submit(args, client: Client) -> int:
 
 
 def cmd_ls(args, client: Client) -> int:
-    params = {k: v for k, v in {"scope": args.scope, "state": args.state, "type": args.type, "account": args.account,
+    account = account_id(client, args.account) if args.account else None
+    params = {k: v for k, v in {"scope": args.scope, "state": args.state, "type": args.type, "account": account,
                                 "q": args.q, "sort": args.sort, "limit": args.limit}.items() if v not in (None, "")}
     items, path = [], "/jobs"
     while True:
@@ -225,12 +298,18 @@ def cmd_spec(args, client: Client) -> int:
 
 def cmd_logs(args, client: Client) -> int:
     if not args.follow:
-        sys.stdout.write(client.call("GET", f"/jobs/{args.id}/logs", params={"tail": args.tail, "pod": args.pod}).text)
+        response = client.call("GET", f"/jobs/{args.id}/logs", params={"tail": args.tail, "pod": args.pod})
+        sys.stdout.write(response.text)
+        if response.headers.get("X-Crater-Log-Unavailable"):  # no log yet, or the cluster cannot say now
+            print(f"[craterctl] {response.headers['X-Crater-Log-Unavailable']}", file=sys.stderr)
         return 0
-    tail = args.tail
+    tail, told = args.tail, False
     while True:
         response = client.call("GET", f"/jobs/{args.id}/logs", params={"tail": tail, "pod": args.pod, "follow": "true"},
                                stream=True, timeout=(5, 90))
+        if response.headers.get("X-Crater-Log-Unavailable") and not told:
+            print(f"[craterctl] {response.headers['X-Crater-Log-Unavailable']}; waiting", file=sys.stderr)
+            told = True
         for chunk in response.iter_content(chunk_size=None):
             sys.stdout.write(chunk.decode("utf-8", errors="replace"))
             sys.stdout.flush()
@@ -290,8 +369,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_login, anonymous=True)
 
     s = sub.add_parser("submit", help="submit a job from a spec file (YAML or JSON)")
-    s.add_argument("-f", "--file", required=True, help="the spec; - reads standard input")
-    s.add_argument("--account", help="the account's name (instead of the spec's)")
+    s.add_argument("spec", nargs="?", metavar="FILE", help="the spec (as -f FILE); - reads standard input")
+    s.add_argument("-f", "--file", help="the spec; - reads standard input")
+    s.add_argument("--account", help="the account's name or id (instead of the spec's)")
     s.add_argument("--name", help="the job's name (instead of the spec's)")
     s.add_argument("--when-full", dest="when_full", choices=("queue", "refuse", "borrow"),
                    help="over the account's quota for now: wait in its queue (default), refuse, or borrow: run now on "
@@ -301,9 +381,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ls", help="list jobs")
     s.add_argument("--scope", choices=["mine", "account", "all"], default="mine")
-    s.add_argument("--state", help="a state (Running, Queued, ...) or active")
+    s.add_argument("--state", type=state_arg, help="a state (running, queued, ...; any case) or active")
     s.add_argument("--type", choices=["jupyter", "batch", "distributed"])
-    s.add_argument("--account", type=int, help="an account's id")
+    s.add_argument("--account", help="an account's name or id")
     s.add_argument("-q", help="words in the name or image, or a job id")
     s.add_argument("--sort", choices=["newest", "oldest", "name", "state", "gpus"], default="newest")
     s.add_argument("--limit", type=int, default=50, help="jobs per page (1-200)")
@@ -344,7 +424,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command == "submit":
+        if args.spec and args.file and args.spec != args.file:
+            p.error("submit takes one spec file: FILE or -f FILE, not both")
+        args.file = args.file or args.spec
+        if not args.file:
+            p.error("submit needs a spec file: craterctl submit job.yaml (or -f job.yaml; - reads standard input)")
     try:
         if getattr(args, "anonymous", False):
             return args.func(args)

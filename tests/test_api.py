@@ -346,3 +346,25 @@ def test_submit_follow_logs_stop_and_a_spec_from_the_page_round_trips(live, app,
         json.dumps(body)
     finally:
         syncer.stop()
+
+
+def test_the_kept_log_of_an_ended_job_honours_tail_and_pod_and_a_queued_job_says_it_has_none(app, make, people, new_client):
+    """A distributed job keeps a section per pod: ?pod= gives that pod's lines, ?tail= the last of
+    them; a pod it never had is said in words (and the header craterctl prints); a queued job has
+    no log yet, said so."""
+    kept = "==> crater-7-worker-0 <==\na\nb\nc\n\n==> crater-7-worker-1 <==\nx\ny\nz\n"
+    ended = make.job(people["alice"], people["lab"], state="Succeeded", last_log=kept,
+                     pods=[{"name": "crater-7-worker-0"}, {"name": "crater-7-worker-1"}])
+    queued = make.job(people["alice"], people["lab"], state="Queued")
+    api, headers = new_client(), bearer(make_token(app, people["alice"]))
+    one = api.get(f"/api/v1/jobs/{ended}/logs?pod=crater-7-worker-1&tail=2", headers=headers)
+    assert one.status_code == 200 and one.get_data(as_text=True) == "y\nz\n"
+    both = api.get(f"/api/v1/jobs/{ended}/logs?tail=1", headers=headers).get_data(as_text=True)
+    assert both.splitlines() == ["==> crater-7-worker-0 <==", "c", "", "==> crater-7-worker-1 <==", "z"]
+    nope = api.get(f"/api/v1/jobs/{ended}/logs?pod=other", headers=headers)
+    assert nope.get_data(as_text=True) == ""
+    assert nope.headers["X-Crater-Log-Unavailable"] == \
+        "No lines were kept for pod other (this job's: crater-7-worker-0, crater-7-worker-1)."
+    waiting = api.get(f"/api/v1/jobs/{queued}/logs", headers=headers)
+    assert waiting.status_code == 200 and waiting.headers["X-Crater-Log-Unavailable"] == \
+        f"Job {queued} is Queued: it has no log yet."

@@ -129,3 +129,68 @@ def test_craterctl_end_to_end(portal, tmp_path):
     unreachable = ctl(tmp_path, "ls", env={"XDG_CONFIG_HOME": str(tmp_path / "empty"), "CRATER_URL": "http://127.0.0.1:9",
                                            "CRATER_TOKEN": token})
     assert unreachable.returncode == 8 and "cannot reach" in unreachable.stderr
+
+
+def test_craterctl_forgives_small_slips(portal, tmp_path):
+    """What a new user types: the spec file without -f, a file that is not there, an account by
+    name, a state in lower case, the log of a queued job, the last line of an ended one, a
+    Chinese job name in a table. One-line messages and exit codes, never a traceback."""
+    app, base, alice = portal
+    token, _browser = token_from_settings(base)
+    assert ctl(tmp_path, "login", base, "--token-stdin", stdin=token + "\n").returncode == 0
+    wait_for(lambda: "NVIDIA-A100" in ctl(tmp_path, "gpus").stdout, timeout=20, what="the node inventory")
+    spec = {"job_type": "batch", "display_name": "训练-模型 一", "image": "pytorch/pytorch:2.4", "command": "python train.py",
+            "gpus": 1, "gpu_model": "NVIDIA-A100-SXM4-80GB", "cpu_milli": 2000, "memory_mib": 4096}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+    runs = []
+
+    def run(*args, code=0, **kw):
+        done = ctl(tmp_path, *args, **kw)
+        runs.append(done)
+        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+        return done
+
+    first = run("submit", str(tmp_path / "job.yaml"))  # as well as -f
+    job_id = int(re.match(r"job (\d+)", first.stdout).group(1))
+    wait_for(lambda: yaml.safe_load(ctl(tmp_path, "get", str(job_id), "-o", "yaml").stdout)["state"] == "Succeeded",
+             timeout=60, what="the job ended")
+    assert "cannot read" in run("submit", str(tmp_path / "missing.yaml"), code=2).stderr
+    assert "is a folder" in run("submit", str(tmp_path), code=2).stderr
+    (tmp_path / "latin1.yaml").write_bytes("display_name: caf\xe9\n".encode("latin-1"))
+    assert "not a text file" in run("submit", "-f", str(tmp_path / "latin1.yaml"), code=2).stderr
+    (tmp_path / "broken.yaml").write_text("image: [unclosed\n")
+    assert "line 2" in run("submit", str(tmp_path / "broken.yaml"), code=6).stderr
+    assert "needs a spec file" in run("submit", code=2).stderr
+    assert "not both" in run("submit", str(tmp_path / "job.yaml"), "-f", str(tmp_path / "big.yaml"), code=2).stderr
+
+    account = next(a for a in json.loads(run("quota", "-o", "json").stdout) if a["name"] == "vision-lab")
+    named = run("ls", "--account", "vision-lab", "-o", "ids").stdout.split()
+    assert named == run("ls", "--account", str(account["id"]), "-o", "ids").stdout.split() == [str(job_id)]
+    assert "no account named 'nope'" in run("ls", "--account", "nope", code=4).stderr
+    by_id = run("submit", str(tmp_path / "job.yaml"), "--account", str(account["id"]), "--name", "by id")
+    assert re.match(r"job \d+", by_id.stdout)
+    assert str(job_id) in run("ls", "--state", "succeeded", "-o", "ids").stdout.split()
+    assert str(job_id) in run("ls", "--state", "SUCCEEDED", "-o", "ids").stdout.split()
+    assert "not a job state" in run("ls", "--state", "finished", code=2).stderr
+
+    # The log of an ended job honours --tail and --pod; a queued job's says there is none yet.
+    kept = run("logs", str(job_id)).stdout
+    assert len(kept.splitlines()) > 1
+    assert run("logs", str(job_id), "--tail", "1").stdout.splitlines() == kept.splitlines()[-1:]
+    assert "No lines were kept for pod nope" in run("logs", str(job_id), "--pod", "nope").stderr
+    big = dict(spec, gpus=8, display_name="whole lab")
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(big, allow_unicode=True))
+    for _ in range(2):
+        last = run("submit", str(tmp_path / "big.yaml"))
+    queued = int(re.match(r"job (\d+) Queued", last.stdout).group(1))
+    assert f"Job {queued} is Queued: it has no log yet" in run("logs", str(queued)).stderr
+
+    # A table with Chinese names: every column starts at the same terminal column on every line.
+    from craterctl import width
+    lines = run("ls").stdout.splitlines()
+    starts = {width(line[:line.index(" batch ") + 1]) for line in lines[1:]} | {width(lines[0][:lines[0].index("TYPE")])}
+    assert len(starts) == 1, lines
+
+    (tmp_path / "config" / "crater" / "config.json").write_text("{not json")
+    assert "login" in run("ls", code=3).stderr
+    assert not [r for r in runs if "Traceback" in r.stderr]

@@ -225,8 +225,8 @@ def job_logs(job_id):
         _job, view = jobs.read_log(actor, job_id, cluster(), pod, max(tail, 1))
         text = view.text if tail else ""
         headers = {"X-Crater-Log": "live" if view.live else "kept"}
-        if view.unavailable:
-            headers["X-Crater-Log-Unavailable"] = view.unavailable[:200]
+        if view.unavailable or view.note:
+            headers["X-Crater-Log-Unavailable"] = (view.unavailable or view.note)[:200]
         return Response(text, mimetype="text/plain", headers=headers)
     # Words made now: the stream runs after the request's session has ended (no user to ask).
     kept, stream = jobs.follow_log(actor, job_id, cluster(), pod, tail, current_app.config["LOG_FOLLOW_SECONDS"],

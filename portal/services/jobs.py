@@ -317,6 +317,7 @@ class LogView:
     text: str
     live: bool  # read from the cluster just now
     unavailable: str = ""  # why the live log could not be read (the cluster's error), if it could not
+    note: str = ""  # why there are no lines to show (no log yet, no kept lines of that pod)
 
 
 def live_pod(job: Job, pod: str = "") -> str:
@@ -368,8 +369,39 @@ def read_log(actor: Actor, job_id: int, cluster: Cluster, pod: str = "", lines: 
         try:
             return job, LogView(cluster.log(name, tail_lines=lines), True)
         except ClusterError as exc:
-            return job, LogView(job.last_log or "", False, exc.message)
-    return job, LogView(job.last_log or "", False)
+            return job, LogView(kept_lines(job, pod, lines)[0], False, exc.message)
+    if job.is_open and not job.last_log:
+        return job, LogView("", False, note=_("Job %(id)s is %(state)s: it has no log yet.", id=job.id,
+                                              state=state_word(job.state)))
+    text, note = kept_lines(job, pod, lines)
+    return job, LogView(text, False, note=note)
+
+
+def kept_lines(job: Job, pod: str, lines: int) -> tuple[str, str]:
+    """The last `lines` of the lines kept when the job ended, of one pod when `pod` is named (a
+    job of several pods keeps a section per pod), and why there are none when there are none."""
+    text = job.last_log or ""
+    sections = [("", text)]
+    if text.startswith("==> "):
+        sections = []
+        for part in text.split("\n==> ") if text else []:
+            head, _sep, body = part.removeprefix("==> ").partition(" <==\n")
+            sections.append((head, body))
+    names = [p["name"] for p in job.pods or []]
+    if pod:
+        per_pod = bool(sections[0][0])
+        chosen = [sec for sec in sections if sec[0] == pod] if per_pod else (sections if not names or pod in names else [])
+        if not chosen:
+            kept = ", ".join(sec[0] for sec in sections if sec[0]) or ", ".join(names)
+            return "", _("No lines were kept for pod %(pod)s (this job's: %(pods)s).", pod=pod, pods=kept or "-")
+        sections = chosen
+
+    def last(body: str) -> str:
+        rows = body.splitlines()
+        return "\n".join(rows[-lines:]) + ("\n" if rows and body.endswith("\n") else "")
+    if len(sections) == 1 and (pod or not sections[0][0]):
+        return last(sections[0][1]), ""
+    return "\n".join(f"==> {name} <==\n{last(body)}" for name, body in sections), ""
 
 
 def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, str]:

@@ -178,7 +178,7 @@ def logs(job_id):
     job, view = jobs.read_log(actor(), job_id, cluster(), request.args.get("pod", ""), lines)
     template = "jobs/_logs.html" if is_htmx() else "jobs/logs.html"
     return render_template(template, job=job, text=view.text, live=view.live, unavailable=view.unavailable, lines=lines,
-                           pod=request.args.get("pod", ""))
+                           pod=request.args.get("pod", ""), note=view.note)
 
 
 @bp.get("/jobs/<int:job_id>/logs/download")
