@@ -1,7 +1,7 @@
 """craterctl: the Crater portal from a terminal or a script, through its API (/api/v1).
 
     craterctl login https://crater.example.edu      # paste a personal access token (Settings -> Access tokens)
-    craterctl submit -f job.yaml                    # the YAML a job page shows as "Submitted spec"
+    craterctl submit job.yaml                       # the YAML a job page shows as "Submitted spec"
     craterctl ls --state active
     craterctl get 42 -o yaml
     craterctl logs 42 -f
