@@ -82,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
             if url.path.startswith("/kubesim/"):
                 return self._send_json(200, self.server.api.control(method, url.path, query, body))
             lose_answer = self.server.faults.before_request(url.path, method)
+            if url.path.endswith("/exec"):
+                return self._exec(url.path, parse_qs(url.query, keep_blank_values=True))
             result = self.server.api.handle(method, url.path, query, body, self.headers)
             if lose_answer is not None:
                 raise ConnectionReset()
@@ -104,6 +106,29 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001  a bug in kubesim must still answer like a server
             traceback.print_exc()
             self._send_json(500, errors.ApiError(500, "InternalError", f"kubesim: {exc!r}").status())
+
+    def _exec(self, path: str, query: dict[str, list[str]]) -> None:
+        """pods/exec over a websocket (execsrv): the checks answer as HTTP errors, then 101 and the
+        channel protocol until the command ends."""
+        from . import execsrv
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 7 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods":
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        request = execsrv.ExecRequest(self.server.api.sim, parts[3], parts[5], query)  # its errors first, as a server's
+        protocol = execsrv.choose_protocol(self.headers.get("Sec-WebSocket-Protocol", ""))
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if "websocket" not in self.headers.get("Upgrade", "").lower() or protocol is None or not key:
+            raise errors.bad_request("kubesim serves exec over websockets with the v5.channel.k8s.io or "
+                                     "v4.channel.k8s.io protocol (not SPDY)")
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", execsrv.accept_key(key))
+        self.send_header("Sec-WebSocket-Protocol", protocol)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        execsrv.Session(request, self.rfile, self.connection, protocol).run()
 
     def _authenticate(self) -> None:
         if not self.server.tokens:

@@ -82,3 +82,49 @@ def test_an_idle_watch_over_tls_stays_open(kubectl_env):
         time.sleep(3)  # idle well past the one-second check
         kubectl(env, "apply", "-f", "-", input_text="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: late\ndata:\n  a: '1'\n")
         assert seen.wait(10), lines
+
+
+GPU_POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+  namespace: default
+  annotations:
+    kubesim.crater.io/run-seconds: forever
+    kubesim.crater.io/gpu-util: "87"
+spec:
+  restartPolicy: Never
+  containers:
+    - name: main
+      image: pytorch/pytorch:2.4
+      command: ["sleep", "infinity"]
+      env:
+        - {name: GREETING, value: hello from the pod}
+      resources:
+        limits: {nvidia.com/gpu: 2}
+"""
+
+
+def test_exec_runs_a_real_process_with_the_containers_environment_and_its_gpus(kubectl_env, tmp_path):
+    """kubectl exec over the websocket protocol: stdout, stderr, the exit code, stdin (v5's close
+    of stdin), the container's environment and no more of kubesim's, a scratch folder per pod,
+    and a nvidia-smi that prints the pod's simulated GPUs."""
+    from kubesim_fixtures import wait_for
+    _sim, env = kubectl_env
+    kubectl(env, "apply", "-f", "-", input_text=GPU_POD)
+    wait_for(lambda: "Running" in kubectl(env, "get", "pod", "shell").stdout, timeout=20, what="the pod running")
+    out = kubectl(env, "exec", "shell", "--", "sh", "-c", 'echo "$GREETING"; echo oops >&2; pwd; exit 3', check=False)
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.splitlines()[0] == "hello from the pod" and out.stdout.splitlines()[1].endswith("/default/shell")
+    assert "oops" in out.stderr
+    assert kubectl(env, "exec", "-i", "shell", "--", "cat", input_text="line one\nline two\n").stdout == "line one\nline two\n"
+    seen = kubectl(env, "exec", "shell", "--", "env").stdout
+    assert "KUBECONFIG" not in seen and "PYTEST_CURRENT_TEST" not in seen and "HOSTNAME=shell" in seen
+    smi = kubectl(env, "exec", "shell", "--", "nvidia-smi").stdout
+    assert "kubesim" in smi and smi.count("87%") == 2 and "A100" in smi
+    missing = kubectl(env, "exec", "shell", "--", "no-such-tool", check=False)
+    assert missing.returncode != 0 and "no-such-tool" in missing.stderr
+    wrong = kubectl(env, "exec", "shell", "-c", "sidecar", "--", "true", check=False)
+    assert wrong.returncode != 0 and "sidecar" in wrong.stderr
+    kubectl(env, "delete", "pod", "shell", "--wait=false")
