@@ -1,5 +1,5 @@
 """Load and crash benchmark: locust (bench/locustfile.py) against the portal as it runs in
-production, every piece a process of its own on loopback: gunicorn (sync workers), `crater sync`,
+production, every piece a process of its own on loopback: gunicorn (gthread workers), `crater sync`,
 kubesim and MariaDB, plus a real SMTP server for the end-of-job mails.
 
 Simulated researchers sign in, browse the lists and job pages with their htmx polls, submit batch
@@ -335,7 +335,8 @@ def verify(app, stack, folder: Path, result: Result) -> None:
 
 
 def report(result: Result, users: int, minutes: float, workers: int, url: str) -> None:
-    print(f"\n{users} users for {minutes:g} min; gunicorn {workers} sync workers; database {url.split(':')[0]}")
+    print(f"\n{users} users for {minutes:g} min; gunicorn {workers} gthread workers (deploy/gunicorn.conf.py); "
+          f"database {url.split(':')[0]}")
     print(f"{'page':38} {'requests':>9} {'fail':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
     for r in result.rows:
         print(f"{r['Type'] + ' ' + r['Name'] if r['Type'] not in ('GET', '') else r['Name']:38.38} {r['Request Count']:>9} "

@@ -1,14 +1,22 @@
 """gunicorn settings for the portal's web process (gunicorn -c deploy/gunicorn.conf.py app:app).
 
-Sync workers (one request at a time each) with SO_REUSEPORT so the kernel spreads connections
-evenly; scale with CRATER_WEB_WORKERS per pod and with replicas across pods.
+Threaded workers (gthread) with SO_REUSEPORT so the kernel spreads connections evenly (without
+it, keep-alive clients pile onto one worker). A request holds a thread while it runs; the long
+ones (a web terminal's websocket, a followed log) hold theirs for as long as they last, so each
+worker has CRATER_WEB_THREADS threads (default 8) and page requests keep the others: with 4
+workers, up to 32 requests at once, of which terminals are capped per user
+(CRATER_TERMINAL_MAX_PER_USER) and end when idle (CRATER_TERMINAL_IDLE_SECONDS). Idle keep-alive
+connections wait in the worker's event loop, not in a thread. Scale with CRATER_WEB_WORKERS and
+CRATER_WEB_THREADS per pod and with replicas across pods. `timeout` watches the worker's main
+loop, not a request's length, so a terminal open for hours is not killed.
 """
 import multiprocessing
 import os
 
 bind = os.environ.get("CRATER_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"
+worker_class = "gthread"
+threads = int(os.environ.get("CRATER_WEB_THREADS", 8))
 reuse_port = True
 timeout = 30
 graceful_timeout = 20

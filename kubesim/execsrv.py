@@ -201,6 +201,7 @@ class Session:
                 self.req.write_gpus()
 
     def _read_client(self) -> None:
+        pending = b""
         try:
             while not self.done.is_set():
                 data = self.rfile.read1(65536)
@@ -208,10 +209,14 @@ class Session:
                     break
                 self.ws.receive_data(data)
                 for event in self.ws.events():
-                    if isinstance(event, BytesMessage):
-                        self._message(bytes(event.data))
-                    elif isinstance(event, TextMessage):  # the base64 protocols are not served: ignore
-                        continue
+                    if isinstance(event, (BytesMessage, TextMessage)):
+                        # A message may come in parts; the channel is its first byte. Clients send
+                        # text frames too (the kubernetes Python client does, for str data).
+                        part = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
+                        pending += part
+                        if event.message_finished:
+                            self._message(pending)
+                            pending = b""
                     elif isinstance(event, Ping):
                         with self.send_lock:
                             self.sock.sendall(self.ws.send(event.response()))

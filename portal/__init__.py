@@ -65,7 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from .auth.views import bp as auth_bp
     from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, jobs, nodes,
-                        notifications, queue, templating, tokens, usage)
+                        notifications, queue, templating, terminal, tokens, usage)
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -81,6 +81,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(notifications.bp)
     app.register_blueprint(queue.bp)
     app.register_blueprint(tokens.bp)
+    app.register_blueprint(terminal.bp)
     from . import api
     api.init_app(app)
     errors.init_app(app)

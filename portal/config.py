@@ -140,6 +140,12 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "RATE_LIMIT_SUBMIT": env.get("CRATER_RATE_LIMIT_SUBMIT", "120 per minute"),
         "RATE_LIMIT_API": env.get("CRATER_RATE_LIMIT_API", "600 per minute"),  # per token (or signed-in user)
         "LOG_FOLLOW_SECONDS": _seconds(env, "CRATER_LOG_FOLLOW_SECONDS", 300.0),  # one streamed `logs -f` request
+        # Web terminals (/jobs/<id>/terminal): closed after this long without a keystroke or output,
+        # and after this long in all; at most this many open per user; a ping to the browser this often.
+        "TERMINAL_IDLE_SECONDS": _seconds(env, "CRATER_TERMINAL_IDLE_SECONDS", 1800.0),
+        "TERMINAL_MAX_SECONDS": _seconds(env, "CRATER_TERMINAL_MAX_SECONDS", 8 * 3600.0),
+        "TERMINAL_MAX_PER_USER": _int(env, "CRATER_TERMINAL_MAX_PER_USER", 3),
+        "TERMINAL_PING_SECONDS": _seconds(env, "CRATER_TERMINAL_PING_SECONDS", 25.0),
         "RATELIMIT_STORAGE_URI": env.get("CRATER_RATE_LIMIT_STORAGE", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "SYNC_METRICS_PORT": _int(env, "CRATER_SYNC_METRICS_PORT", 0),  # `crater sync` serves its metrics here (0: off)

@@ -156,9 +156,10 @@ class Stack:
         return proc
 
     def start_web(self, workers: int = 2) -> Process:
-        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-w", str(workers), "--timeout", "30", "-b",
-                                   f"127.0.0.1:{self.web_port}", "--log-level", "warning", "app:app"],
-                           self.env, self.folder / "web.log").start()
+        # As production runs it (deploy/gunicorn.conf.py: gthread workers), on loopback.
+        self.web = Process("web", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+                                   "-w", str(workers), "-b", f"127.0.0.1:{self.web_port}", "--log-level", "warning",
+                                   "app:app"], self.env, self.folder / "web.log").start()
         wait_for(lambda: self._web_up() or not self.web.alive(), timeout=30, what="gunicorn")
         assert self.web.alive(), self.web.output()[-2000:]
         return self.web

@@ -353,3 +353,32 @@ def test_a_borrowed_job_is_preempted_and_runs_again_without_a_reload(browser, li
     page.screenshot(path=os.path.join(ARTIFACTS, "borrowed-job.png"), full_page=True)
     assert [e for e in errors if e[0].startswith(base)] == []
     cluster.close()
+
+
+def test_a_terminal_in_a_running_job_runs_commands_in_the_browser(browser, live_cluster_portal):
+    """The owner of a running JupyterLab opens its terminal from the job page: xterm.js connects
+    over the portal's websocket (no console error: the page's CSP lets xterm style its rows), a
+    command typed runs in the pod (kubesim's local shell) and its output shows."""
+    app, base = live_cluster_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    make.account("vision-lab", gpu_quota=8, members={alice: "member"})
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
+    page.goto(base + "/jobs/new/jupyter")
+    page.fill("#display_name", "notebook")
+    page.fill("#image", "quay.io/jupyter/pytorch-notebook")
+    page.click("#submit-job")
+    page.wait_for_selector("#open-terminal", timeout=30000)  # once it runs, without a reload
+    page.click("#open-terminal")
+    page.wait_for_selector("#terminal[data-state=open]", timeout=20000)
+    page.click("#terminal")
+    page.keyboard.type("echo hello-$((6*7))")
+    page.keyboard.press("Enter")
+    page.wait_for_function("""() => { const b = window.craterTerminal.buffer.active;
+        for (let i = 0; i < b.length; i++) { const l = b.getLine(i);
+          if (l && l.translateToString().includes('hello-42')) { return true; } }
+        return false; }""", timeout=15000)
+    page.keyboard.type("exit")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#terminal[data-state=closed]", timeout=15000)
+    assert [e for e in errors if e[0].startswith(base)] == []

@@ -24,6 +24,7 @@ from .labels import MANAGED_BY, class_patch, job_label_selector, resume_patch, s
 from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by
 
 DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
+SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash || exec sh")  # bash where the image has it
 WATCH_READ_SLACK = 10.0  # a watch's client read timeout = its server timeout + this
 LEASE_API = "coordination.k8s.io/v1"
 
@@ -282,6 +283,25 @@ class Cluster:
             return  # quiet for a minute, or the connection ended: the caller may ask again
         finally:
             response.release_conn()
+
+    def exec_shell(self, pod: str, container: str = "main", command: tuple[str, ...] = SHELL):
+        """An interactive shell in a pod's container (Kubernetes exec over a websocket, the
+        channel protocol v5 or v4, through the official client's `stream`): the client's
+        WSClient, or ClusterError. The websocket's connect, reads and writes time out after the
+        read timeout, so a hung API costs one timeout."""
+        import websocket  # websocket-client, the kubernetes client's own dependency
+        from kubernetes.stream import stream
+        websocket.setdefaulttimeout(max(self.timeout))
+        # `stream` swaps its API client's request function for the websocket one while it runs:
+        # on the shared client, other threads' calls (the syncer's, other requests') would go
+        # through it too. A client of its own for each exec.
+        own = client.ApiClient(self.api.configuration)
+        try:
+            return _calling(stream, client.CoreV1Api(own).connect_get_namespaced_pod_exec, pod, self.settings.namespace,
+                            container=container, command=list(command), stdin=True, stdout=True, stderr=True, tty=True,
+                            _preload_content=False, _request_timeout=self.timeout)
+        finally:
+            own.close()
 
     # ---- lists and watches, for the syncer --------------------------------------------------
 
