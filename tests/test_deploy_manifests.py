@@ -96,6 +96,17 @@ def test_rbac_is_narrow(objects):
         # cluster-wide: the syncer reads nodes and pods, the web process patches nodes
         "crater-syncer-inventory": [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}],
         "crater-web-nodes": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]}
+    def allowed(role, group, resource, verb):
+        return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   for r in kinds["Role"][role]["rules"])
+    # ... and wide enough for what each process calls: the web's submissions, extensions and
+    # terminals; the admitter's creates, suspends and resumes of jobs admitted from the queue.
+    for role, group, resource, verb in (("crater-web", "batch", "jobs", "create"), ("crater-web", "batch", "jobs", "patch"),
+                                        ("crater-web", "", "pods/exec", "create"), ("crater-web", "", "pods/exec", "get"),
+                                        ("crater-syncer", "batch", "jobs", "create"), ("crater-syncer", "batch", "jobs", "patch"),
+                                        ("crater-syncer", "", "secrets", "create"), ("crater-syncer", "", "services", "create"),
+                                        ("crater-syncer", "networking.k8s.io", "ingresses", "create")):
+        assert allowed(role, group, resource, verb), (role, resource, verb)
     for binding in [*kinds["RoleBinding"].values(), *kinds["ClusterRoleBinding"].values()]:
         role_kind = binding["roleRef"]["kind"]
         assert binding["roleRef"]["name"] in kinds[role_kind]
