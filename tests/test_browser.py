@@ -382,3 +382,47 @@ def test_a_terminal_in_a_running_job_runs_commands_in_the_browser(browser, live_
     page.keyboard.press("Enter")
     page.wait_for_selector("#terminal[data-state=closed]", timeout=15000)
     assert [e for e in errors if e[0].startswith(base)] == []
+
+
+@pytest.fixture
+def long_training_portal(tmp_path, fresh_sim):
+    """The portal with kubesim in real time, where a training job runs for an hour (a step line
+    every 2 s), and the syncer running."""
+    from portal.cluster.setup import cluster_for
+    from portal.sync.syncer import SyncSettings, Syncer
+
+    sim = fresh_sim(time_scale=1)[0]
+    sim.default_run_seconds = 3600
+    with serving(tmp_path, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc"))) as (app, base):
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5)).start()
+        yield app, base
+        syncer.stop()
+
+
+def test_a_running_jobs_log_follows_itself_and_pauses(browser, long_training_portal):
+    """A running job's page shows its log at once and the log grows without a reload (a stream,
+    asked again while the job runs); Pause stops it, Follow goes on."""
+    app, base = long_training_portal
+    make = Factory(app)
+    alice = make.user("alice", password="alice-password-1")
+    make.account("vision-lab", gpu_quota=8, members={alice: "member"}, display_name="Vision-Lab")
+    page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
+    page.goto(base + "/jobs/new/batch")
+    submit_batch(page, "training")
+    page.wait_for_selector("#job-status .state-running", timeout=30000)
+    page.reload()  # the page of a running job: its log loads and follows by itself
+    page.wait_for_selector("#log-text[data-state=following]", timeout=15000)
+    page.evaluate("window.__notReloaded = true")
+    count = lambda: page.evaluate("document.getElementById('log-text').textContent.split('\\n').length")  # noqa: E731
+    first = count()
+    page.wait_for_function(f"() => document.getElementById('log-text').textContent.split('\\n').length > {first}",
+                           timeout=20000)
+    page.click("#log-pause")
+    assert page.get_attribute("#log-text", "data-state") == "paused"
+    held = count()
+    page.wait_for_timeout(2500)
+    assert count() == held  # paused: nothing more is appended
+    page.click("#log-pause")
+    page.wait_for_selector("#log-text[data-state=following]", timeout=10000)
+    assert page.evaluate("window.__notReloaded") is True
+    assert [e for e in errors if e[0].startswith(base)] == []

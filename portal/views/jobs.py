@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
+                   stream_with_context, url_for)
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
@@ -179,6 +180,22 @@ def logs(job_id):
     template = "jobs/_logs.html" if is_htmx() else "jobs/logs.html"
     return render_template(template, job=job, text=view.text, live=view.live, unavailable=view.unavailable, lines=lines,
                            pod=request.args.get("pod", ""), note=view.note)
+
+
+@bp.get("/jobs/<int:job_id>/logs/follow")
+@login_required
+def follow_logs(job_id):
+    """The log as it grows (text/plain, streamed) for the page's live view: at most
+    CRATER_LOG_FOLLOW_SECONDS per request (a web thread is held meanwhile; the page asks again);
+    X-Crater-Log says "follow", or "kept" once no pod of the job is live (the page then stops)."""
+    tail = min(max(request.args.get("tail", 0, type=int) or 0, 0), 10000)
+    kept, stream = jobs.follow_log(actor(), job_id, cluster(), request.args.get("pod", ""), tail,
+                                   current_app.config["LOG_FOLLOW_SECONDS"],
+                                   _("The cluster stopped sending the log: %(error)s"))
+    if stream is None:
+        return Response("", mimetype="text/plain", headers={"X-Crater-Log": "kept"})
+    return Response(stream_with_context(stream), mimetype="text/plain",
+                    headers={"X-Crater-Log": "follow", "X-Accel-Buffering": "no", "Cache-Control": "no-store"})
 
 
 @bp.get("/jobs/<int:job_id>/logs/download")
