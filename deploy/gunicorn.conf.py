@@ -20,8 +20,9 @@ threads = int(os.environ.get("CRATER_WEB_THREADS", 8))
 reuse_port = True
 timeout = 30
 graceful_timeout = 20
-max_requests = 2000  # recycle workers now and then (bounded memory growth)
-max_requests_jitter = 200
+# No recycling after N requests: a recycled worker would cut its open terminals and followed
+# logs (after graceful_timeout). Memory is bounded by the caches' own limits instead.
+max_requests = 0
 accesslog = None  # the portal logs one line per request itself (portal/logs.py): no query strings
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("CRATER_FORWARDED_ALLOW_IPS", "127.0.0.1")

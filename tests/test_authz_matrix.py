@@ -64,6 +64,11 @@ MATRIX = {
     ("GET", "jobs.status"): (None, JOB_VIEW),
     ("GET", "jobs.logs"): (None, JOB_VIEW),
     ("GET", "jobs.download_logs"): (None, JOB_VIEW),
+    ("GET", "jobs.follow_logs"): (None, JOB_VIEW),  # an ended job: empty, "kept"
+    # the terminal: the owner's and admins' only, once the job runs (the job here has ended)
+    ("GET", "terminal.page"): (None, statuses(302, 409, 404, 404, 409)),
+    # its websocket: a plain HTTP request is not a websocket handshake (tests/test_terminal.py checks those)
+    ("GET", "terminal.socket"): (None, statuses(400, 400, 400, 400, 400)),
     ("GET", "jobs.clone"): (None, JOB_VIEW),
     ("GET", "jobs.open_jupyter"): (None, statuses(302, 409, 404, 404, 404)),  # the owner's only; not running
     ("GET", "jobs.confirm_stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended
