@@ -25,13 +25,17 @@ def main(argv=None) -> None:
     serve.add_argument("--state", metavar="FILE", help="keep every object here across restarts (resourceVersions keep increasing)")
     serve.add_argument("--tls-dir", metavar="DIR", help="serve HTTPS with the CA and certificate kept in DIR (made on first use)")
     serve.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
+    serve.add_argument("--ingress-port", type=int, default=None,
+                       help="also serve the cluster's Ingress rules on this port, with external auth (0: a free port)")
     args = parser.parse_args(argv)
 
     sim = KubeSim(cluster=args.cluster, host=args.host, port=args.port, tokens=args.token or (DEFAULT_TOKEN,),
-                  tls=args.tls, time_scale=args.time_scale, state_file=args.state, tls_dir=args.tls_dir).start()
+                  tls=args.tls, time_scale=args.time_scale, state_file=args.state, tls_dir=args.tls_dir,
+                  ingress_port=args.ingress_port).start()
     if args.kubeconfig:
         sim.write_kubeconfig(args.kubeconfig)
-    print(f"kubesim serving {sim.url}" + (f", kubeconfig {args.kubeconfig}" if args.kubeconfig else ""), flush=True)
+    print(f"kubesim serving {sim.url}" + (f", kubeconfig {args.kubeconfig}" if args.kubeconfig else "")
+          + (f", ingress on http://{args.host}:{sim.ingress_port}" if sim.ingress is not None else ""), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

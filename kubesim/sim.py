@@ -39,8 +39,10 @@ DEFAULT_TOKEN = "kubesim-token"
 class KubeSim:
     def __init__(self, cluster=None, host: str = "127.0.0.1", port: int = 0, tokens=(DEFAULT_TOKEN,),
                  history: int = 100_000, bookmark_interval: float = 5.0, time_scale: float = 1.0,
-                 tls: bool = False, controllers: bool = True, tick: float = 0.05, state_file=None, tls_dir=None):
+                 tls: bool = False, controllers: bool = True, tick: float = 0.05, state_file=None, tls_dir=None,
+                 ingress_port: int | None = None):
         self.definition = clusters.load(cluster)
+        self.ingress_port, self.ingress = ingress_port, None  # the ingress stand-in (kubesim/ingress.py): None = off
         self.host, self.port, self.tls = host, port, tls or bool(tls_dir)
         self.tls_dir = Path(tls_dir) if tls_dir else None
         self.state_file = Path(state_file) if state_file else None
@@ -166,6 +168,10 @@ class KubeSim:
         self._thread = threading.Thread(target=serve_forever_in, args=(self.server,), name="kubesim-api", daemon=True)
         self._thread.start()
         wait_until_ready(self.host, self.port)
+        if self.ingress_port is not None:
+            from .ingress import serve
+            self.ingress = serve(self, self.host, self.ingress_port)
+            self.ingress_port = self.ingress.server_address[1]
         if self.controllers:
             self._stopping.clear()
             self._loop = threading.Thread(target=self._run_controllers, args=controllers, name="kubesim-controllers",
@@ -190,6 +196,10 @@ class KubeSim:
             self.server.shutdown()
             self._thread.join(5)
             self.server = None
+        if self.ingress is not None:
+            self.ingress.shutdown()
+            self.ingress.server_close()
+            self.ingress = None
         if self._saver is not None:
             self._saver.join(5)
             self._saver = None

@@ -99,6 +99,12 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "SHARED_PVC": env.get("CRATER_SHARED_PVC", ""),
         "INGRESS_HOST": env.get("CRATER_INGRESS_HOST", ""),
         "INGRESS_CLASS": env.get("CRATER_INGRESS_CLASS", ""),
+        # Where notebook links point (scheme, host and port; default https://CRATER_INGRESS_HOST), the
+        # portal's URL the ingress controller calls to ask whether a request may pass (external
+        # auth: set it and notebooks need the portal's sign-in, never a token in a link); the
+        # sign-in redirect goes to CRATER_PUBLIC_URL/login.
+        "INGRESS_URL": env.get("CRATER_INGRESS_URL", ""),
+        "INGRESS_AUTH_URL": env.get("CRATER_INGRESS_AUTH_URL", ""),
         "PROMETHEUS_URL": env.get("CRATER_PROMETHEUS_URL", ""),
         "SMTP_URL": env.get("CRATER_SMTP_URL", ""),
         "SMTP_FROM": env.get("CRATER_SMTP_FROM", "crater@localhost"),

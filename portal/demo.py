@@ -63,7 +63,8 @@ def run_demo(host: str, port: int) -> None:
     instance = Path(os.environ.get("CRATER_DEMO_INSTANCE") or Path(__file__).resolve().parent.parent / "instance")
     ensure_instance_folder(instance)
     scale = float(os.environ.get("CRATER_DEMO_TIME_SCALE", "1"))  # tests run the demo faster
-    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, KubeSim(time_scale=scale) as sim:
+    with run_server_in_thread(port=port + 1, user_claims=mock_users) as sso, \
+            KubeSim(time_scale=scale, ingress_port=port + 2) as sim:
         issuer = f"http://localhost:{sso.server_port}"
         kubeconfig = sim.write_kubeconfig(instance / "kubesim-kubeconfig")
         prometheus = _start_prometheus(f"127.0.0.1:{sim.port}", instance)
@@ -73,6 +74,9 @@ def run_demo(host: str, port: int) -> None:
             "OIDC_ISSUER": issuer, "OIDC_CLIENT_SECRET": "demo", "OIDC_ADMIN_GROUP": "crater-admins",
             "OIDC_PROVIDER_NAME": "Demo SSO", "KUBECONFIG": str(kubeconfig),
             "SQLALCHEMY_DATABASE_URI": "sqlite:///" + str(instance / "crater.sqlite3"),
+            # Notebooks behind the portal's sign-in: kubesim's ingress stand-in asks the portal.
+            "INGRESS_URL": f"http://localhost:{sim.ingress_port}",
+            "INGRESS_AUTH_URL": f"http://127.0.0.1:{port}/auth/ingress", "PUBLIC_URL": f"http://localhost:{port}",
         })
         with app.app_context():
             from flask_migrate import upgrade
@@ -90,6 +94,8 @@ def run_demo(host: str, port: int) -> None:
 
   The cluster is kubesim's demo cluster at {sim.url} (kubeconfig: {kubeconfig}):
   2 nodes x 8 A100, 2 x 4 RTX 4090, 2 CPU-only. A batch job runs 30 s unless its pod says otherwise.
+  Its ingress stand-in serves notebooks at http://localhost:{sim.ingress_port}/ behind the portal's sign-in;
+  a running job's Terminal runs a shell on this machine (kubesim's exec: a development tool).
   Press Ctrl+C to stop. Data lives in {instance / "crater.sqlite3"}.
 """)
         click.echo(f"  GPU metrics: Prometheus at {prometheus.url}, scraping kubesim every 5 s.\n" if prometheus else

@@ -69,6 +69,8 @@ MATRIX = {
     ("GET", "terminal.page"): (None, statuses(302, 409, 404, 404, 409)),
     # its websocket: a plain HTTP request is not a websocket handshake (tests/test_terminal.py checks those)
     ("GET", "terminal.socket"): (None, statuses(400, 400, 400, 400, 400)),
+    # the ingress's external auth: no original URL of a running notebook here (tests/test_ingress_auth.py)
+    ("GET", "ingress_auth.check"): (None, statuses(401, 403, 403, 403, 403)),
     ("GET", "jobs.clone"): (None, JOB_VIEW),
     ("GET", "jobs.open_jupyter"): (None, statuses(302, 409, 404, 404, 404)),  # the owner's only; not running
     ("GET", "jobs.confirm_stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended

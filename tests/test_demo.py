@@ -22,9 +22,12 @@ def free_port() -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        with socket.socket() as s:  # the demo also takes port + 1 for its SSO
-            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+        taken = False
+        for other in (port + 1, port + 2):  # the demo also takes port + 1 (its SSO) and port + 2 (kubesim's ingress)
+            with socket.socket() as s:
+                taken = taken or s.connect_ex(("127.0.0.1", other)) == 0
+        if not taken:
+            return port
 
 
 @pytest.fixture
@@ -90,3 +93,17 @@ def test_the_demo_runs_a_job_on_its_simulated_cluster(demo):
                  what="cluster GPU chart data")
     else:
         assert "GPU metrics: off" in log.read_text()
+
+    # A notebook, opened through kubesim's ingress stand-in behind the portal's sign-in, and a
+    # terminal page for it.
+    form = s.get(base + "/jobs/new/jupyter", timeout=5).text
+    notebook = s.post(base + "/jobs/new/jupyter", timeout=10, data={
+        "csrf_token": CSRF.search(form).group(1), "display_name": "notebook", "account_id": account,
+        "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
+        "image": re.search(r'<option value="([^"]*notebook[^"]*)"', form).group(1), "gpus": "0", "cpu": "1",
+        "memory_gib": "2", "time_limit_hours": "1"})
+    wait_for(lambda: 'id="open-jupyter"' in s.get(notebook.url, timeout=5).text, timeout=30, interval=0.5,
+             what="the notebook running")
+    lab = s.get(notebook.url + "/jupyter", timeout=10)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text and "token" not in lab.url
+    assert s.get(notebook.url + "/terminal", timeout=10).status_code == 200

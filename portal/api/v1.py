@@ -240,8 +240,8 @@ def job_logs(job_id):
 @bp.get("/jobs/<int:job_id>/jupyter")
 def job_jupyter(job_id):
     """The owner's link into a running JupyterLab (it carries the notebook's token)."""
-    url, token = jobs.jupyter_access(api_actor(), job_id, cluster())
-    return {"url": f"{url}?token={token}"}
+    url, token = jobs.jupyter_access(api_actor(), job_id, cluster(), with_token=not current_app.config.get("INGRESS_AUTH_URL"))
+    return {"url": f"{url}?token={token}" if token else url}
 
 
 # ---- the rest ---------------------------------------------------------------------------------

@@ -19,7 +19,11 @@ bp = Blueprint("auth", __name__)
 
 
 def safe_next(target: str | None) -> str:
-    """`target` if it is a path on this site, else "/": no open redirects (//evil, \\evil, schemes)."""
+    """`target` if it is a path on this site, or a page behind the portal's ingress (a notebook or a
+    job's port, CRATER_INGRESS_URL), else "/": no open redirects (//evil, \\evil, schemes)."""
+    ingress = (current_app.config.get("INGRESS_URL") or "").rstrip("/")
+    if target and ingress and target.startswith(ingress + "/") and not any(c in target for c in "\r\n\t\\"):
+        return target
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
         return "/"
     parts = urlsplit(target)
@@ -31,7 +35,7 @@ def safe_next(target: str | None) -> str:
 @bp.get("/login")
 def login():
     """The sign-in page. Already signed-in users go straight on."""
-    nxt = safe_next(request.args.get("next"))
+    nxt = safe_next(request.args.get("next") or request.args.get("rd"))  # rd: where an ingress's sign-in sends back
     if current_user.is_authenticated:
         return redirect(nxt)
     return render_template("auth/login.html", form=LoginForm(next=nxt), **_login_options())
@@ -60,7 +64,7 @@ def login_sso():
     """Send the browser to the university SSO; the callback finishes the sign-in."""
     if not oidc.enabled():
         abort(404)
-    session["login_next"] = safe_next(request.args.get("next"))
+    session["login_next"] = safe_next(request.args.get("next") or request.args.get("rd"))
     try:
         return oidc.authorize_redirect(url_for("auth.callback", _external=True))
     except (OAuthError, OSError, ValueError) as exc:

@@ -260,6 +260,8 @@ class Cluster:
     def jupyter_url(self, job_id: int) -> str:
         """Where the job's JupyterLab is published: the ingress host (https) and its path."""
         path = f"{self.settings.jupyter_base_path.rstrip('/')}/{name_of(job_id)}/"
+        if self.settings.ingress_url:
+            return self.settings.ingress_url.rstrip("/") + path
         return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
 
     def log(self, pod: str, tail_lines: int = 500) -> str:

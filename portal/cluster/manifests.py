@@ -56,6 +56,9 @@ class ClusterSettings:
     ingress_class: str = ""
     ingress_host: str = ""
     jupyter_base_path: str = "/jupyter"  # JupyterLab is served under <base>/crater-<id>/
+    ingress_url: str = ""  # where links to notebooks point (scheme://host:port); "" = https://ingress_host
+    auth_url: str = ""  # the portal's external-auth endpoint the ingress controller calls ("" = none)
+    auth_signin: str = "/login"  # where the ingress sends a browser that is not signed in
     ttl_seconds_after_finished: int = 3600
     backoff_limit: int = 0
 
@@ -218,7 +221,16 @@ def _ingress(req: JobRequest, settings: ClusterSettings) -> dict:
     spec = {"rules": [rule]}
     if settings.ingress_class:
         spec["ingressClassName"] = settings.ingress_class
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(req, settings), "spec": spec}
+    meta = _meta(req, settings)
+    if settings.auth_url:  # ingress-nginx's external auth: the portal says who may pass, and hands the token on
+        meta["annotations"] = {**meta["annotations"], AUTH_URL: settings.auth_url, AUTH_SIGNIN: settings.auth_signin,
+                               AUTH_RESPONSE_HEADERS: "Authorization"}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
+
+
+AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+AUTH_SIGNIN = "nginx.ingress.kubernetes.io/auth-signin"
+AUTH_RESPONSE_HEADERS = "nginx.ingress.kubernetes.io/auth-response-headers"
 
 
 __all__ = ["ClusterSettings", "JobRequest", "Mount", "build", "name_of", "labels_of", "owned_by"]

@@ -11,8 +11,11 @@ EXTENSION = "crater_cluster"
 
 
 def settings_from(config) -> ClusterSettings:
+    public = (config.get("PUBLIC_URL") or "").rstrip("/")
     return ClusterSettings(namespace=config["JOB_NAMESPACE"], shared_claim=config.get("SHARED_PVC", ""),
-                           ingress_host=config.get("INGRESS_HOST", ""), ingress_class=config.get("INGRESS_CLASS", ""))
+                           ingress_host=config.get("INGRESS_HOST", ""), ingress_class=config.get("INGRESS_CLASS", ""),
+                           ingress_url=config.get("INGRESS_URL", ""), auth_url=config.get("INGRESS_AUTH_URL", ""),
+                           auth_signin=f"{public}/login" if public else "/login")
 
 
 def timeout_from(config) -> tuple[float, float]:

@@ -404,9 +404,10 @@ def kept_lines(job: Job, pod: str, lines: int) -> tuple[str, str]:
     return "\n".join(f"==> {name} <==\n{last(body)}" for name, body in sections), ""
 
 
-def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, str]:
+def jupyter_access(actor: Actor, job_id: int, cluster: Cluster, with_token: bool = True) -> tuple[str, str]:
     """(url, token) of the owner's running JupyterLab job. Only the owner: a manager or an admin
-    may see the job but never gets into the notebook. The token is read from the cluster."""
+    may see the job but never gets into the notebook. The token is read from the cluster; behind
+    the ingress's external auth (`with_token` False) the link needs none ("")."""
     job = get_job(actor, job_id)
     if job.job_type != JobType.JUPYTER or actor.user is None or job.user_id != actor.user.id:
         raise NotFound(_("No JupyterLab of yours here."))
@@ -414,7 +415,7 @@ def jupyter_access(actor: Actor, job_id: int, cluster: Cluster) -> tuple[str, st
         raise Conflict(_("JupyterLab opens once the job runs (it is %(state)s).", state=state_word(job.state)))
     db.session.commit()  # no transaction stays open while the cluster is called
     try:
-        return cluster.jupyter_url(job.id), cluster.jupyter_token(job.id)
+        return cluster.jupyter_url(job.id), cluster.jupyter_token(job.id) if with_token else ""
     except ClusterError as exc:
         raise Conflict(_("The cluster could not answer now: %(error)s Try again in a minute.", error=exc.message)) from None
 

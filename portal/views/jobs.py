@@ -211,8 +211,8 @@ def download_logs(job_id):
 @login_required
 def open_jupyter(job_id):
     """The owner's way into a running JupyterLab: a redirect carrying the token from the Secret."""
-    url, token = jobs.jupyter_access(actor(), job_id, cluster())
-    return redirect(f"{url}?token={token}", 303)
+    url, token = jobs.jupyter_access(actor(), job_id, cluster(), with_token=not current_app.config.get("INGRESS_AUTH_URL"))
+    return redirect(f"{url}?token={token}" if token else url, 303)
 
 
 def _back_to_job(job, message: str):

@@ -1,0 +1,87 @@
+"""Notebooks behind the portal's own sign-in: kubesim's ingress stand-in serves the JupyterLab
+job's Ingress and asks the portal (ingress-nginx external auth) before every request. The owner's
+browser reaches the notebook without a token in any link (the token goes from the portal's answer
+to the backend); an anonymous one is sent to sign in and comes back; another user is refused; an
+admin passes; once the job has ended nothing opens."""
+import re
+from urllib.parse import unquote
+
+import pytest
+import requests
+
+from conftest import Factory
+from kubesim_fixtures import wait_for
+from process_stack import CSRF, signed_in
+from test_browser import serving
+
+
+@pytest.fixture
+def portal(tmp_path, fresh_sim):
+    from portal.cluster.setup import cluster_for
+    from portal.sync.syncer import SyncSettings, Syncer
+
+    sim = fresh_sim(time_scale=2, ingress_port=0)[0]
+    ingress = f"http://localhost:{sim.ingress_port}"
+    with serving(tmp_path, KUBECONFIG=str(sim.write_kubeconfig(tmp_path / "kc")), INGRESS_URL=ingress) as (app, base):
+        app.config.update(INGRESS_AUTH_URL=f"{base}/auth/ingress", PUBLIC_URL=base)  # before the cluster is first used
+        syncer = Syncer(app, cluster_for(app), settings=SyncSettings(lease_seconds=3, watch_timeout=5)).start()
+        make = Factory(app)
+        alice, bob = make.user("alice", password="alice-password-1"), make.user("bob", password="bob-password-12")
+        make.user("root", password="root-password-1", role="admin")
+        lab = make.account("vision-lab", gpu_quota=8, members={alice: "member", bob: "member"})
+        yield app, base, ingress, lab, sim
+        syncer.stop()
+
+
+def test_the_owner_reaches_the_notebook_through_the_portals_sign_in_and_no_one_else(portal):
+    app, base, ingress, lab, sim = portal
+    alice = signed_in(base, "alice", "alice-password-1")
+    form = alice.get(base + "/jobs/new/jupyter", timeout=10).text
+    page = alice.post(base + "/jobs/new/jupyter", data={
+        "csrf_token": CSRF.search(form).group(1),
+        "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
+        "display_name": "notebook", "account_id": str(lab), "image": "quay.io/jupyter/pytorch-notebook",
+        "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"}, timeout=30)
+    job_id = int(re.search(r"/jobs/(\d+)$", page.url).group(1))
+    wait_for(lambda: 'id="open-jupyter"' in alice.get(f"{base}/jobs/{job_id}", timeout=10).text, timeout=30,
+             what="the notebook running")
+    link = alice.get(f"{base}/jobs/{job_id}/jupyter", timeout=10, allow_redirects=False)
+    assert link.status_code == 303 and link.headers["Location"] == f"{ingress}/jupyter/crater-{job_id}/"
+    assert "token" not in link.headers["Location"]  # no shared secret in the link
+    notebook = f"{ingress}/jupyter/crater-{job_id}/lab"
+
+    # The owner: through, and the backend got the token from the portal's answer.
+    mine = alice.get(notebook, timeout=10)
+    assert mine.status_code == 200 and "JupyterLab" in mine.text and "token came from the auth answer" in mine.text
+
+    # Anonymous: sent to the portal's sign-in, then back to the notebook.
+    anonymous = requests.Session()
+    first = anonymous.get(notebook, timeout=10, allow_redirects=False)
+    assert first.status_code == 302 and first.headers["Location"].startswith(f"{base}/login?rd=")
+    assert unquote(first.headers["Location"].split("rd=", 1)[1]) == notebook
+    login_page = anonymous.get(first.headers["Location"], timeout=10)
+    back = anonymous.post(login_page.url, data={"csrf_token": CSRF.search(login_page.text).group(1), "username": "alice",
+                                                "password": "alice-password-1",
+                                                "next": re.search(r'name="next"[^>]*value="([^"]*)"', login_page.text).group(1)},
+                          timeout=10)
+    assert back.url == notebook and "JupyterLab" in back.text
+
+    # Another member of the account: refused (403, not a loop through the sign-in page).
+    bob = signed_in(base, "bob", "bob-password-12")
+    assert bob.get(notebook, timeout=10, allow_redirects=False).status_code == 403
+    # A leaked URL with a forged cookie opens nothing.
+    assert requests.get(notebook, headers={"Cookie": "session=forged"}, timeout=10, allow_redirects=False).status_code == 302
+    # An admin passes.
+    root = signed_in(base, "root", "root-password-1")
+    assert root.get(notebook, timeout=10).status_code == 200
+    # The portal's answer alone: no original URL, or a path that is not a notebook's, is refused.
+    assert alice.get(f"{base}/auth/ingress", timeout=10).status_code == 403
+    assert alice.get(f"{base}/auth/ingress", headers={"X-Original-URL": f"{ingress}/other/crater-{job_id}/"},
+                     timeout=10).status_code == 403
+    assert requests.get(f"{base}/auth/ingress", headers={"X-Original-URL": notebook}, timeout=10).status_code == 401
+
+    # The job ends: nothing opens any more.
+    token = CSRF.search(alice.get(f"{base}/jobs/{job_id}", timeout=10).text).group(1)
+    alice.post(f"{base}/jobs/{job_id}/stop", data={"csrf_token": token}, timeout=30)
+    wait_for(lambda: alice.get(notebook, timeout=10, allow_redirects=False).status_code in (403, 404, 503), timeout=30,
+             what="the ended notebook refused")
