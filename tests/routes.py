@@ -4,8 +4,11 @@ from werkzeug.routing import Rule
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+DEFAULTS = {"port": 6006}  # a job port's number, when the caller's ids do not say
+
+
 def fill(rule: Rule, ids: dict) -> str:
-    values = {arg: ids[arg] for arg in rule.arguments}
+    values = {arg: ids[arg] if arg in ids else DEFAULTS[arg] for arg in rule.arguments}
     return rule.build(values, append_unknown=False)[1]
 
 

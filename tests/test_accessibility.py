@@ -19,7 +19,8 @@ pytestmark = pytest.mark.browser
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 BLOCKING = ("serious", "critical")
 STATES = ("Queued", "Submitting", "Pending", "Running", "Succeeded", "Failed", "Stopped", "StoppedByAdmin", "Lost")
-NOT_PAGES = ("/download", ".json", ".csv", "/metrics", "/healthz", "/readyz", "/logout", "/login/sso", "/auth/callback")
+NOT_PAGES = ("/download", ".json", ".csv", "/metrics", "/healthz", "/readyz", "/logout", "/login/sso", "/auth/callback",
+             "/logs/follow", "/terminal/ws", "/auth/ingress")  # a stream, a websocket, the ingress's question
 
 
 @pytest.fixture

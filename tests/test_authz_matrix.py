@@ -71,6 +71,9 @@ MATRIX = {
     ("GET", "terminal.socket"): (None, statuses(400, 400, 400, 400, 400)),
     # the ingress's external auth: no original URL of a running notebook here (tests/test_ingress_auth.py)
     ("GET", "ingress_auth.check"): (None, statuses(401, 403, 403, 403, 403)),
+    # job ports: the owner's, while the job runs (here it has ended: said in a flash on the job page)
+    ("POST", "jobs.open_port"): ({"port": "6006"}, statuses(302, 303, 303, 303, 303)),
+    ("POST", "jobs.close_port"): (None, statuses(302, 303, 303, 303, 303)),
     ("GET", "jobs.clone"): (None, JOB_VIEW),
     ("GET", "jobs.open_jupyter"): (None, statuses(302, 409, 404, 404, 404)),  # the owner's only; not running
     ("GET", "jobs.confirm_stop"): (None, statuses(302, 409, 409, 404, 409)),  # visible but ended
@@ -186,7 +189,7 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
     url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
                       "job_type": "batch", "template_id": people["template"], "image_id": people["image"],
                       "name": people["name"], "request_id": people["request_id"], "decision": "approve",
-                      "policy": "extensions", "action": "suspend", "token_id": people["token_id"]})
+                      "policy": "extensions", "action": "suspend", "token_id": people["token_id"], "port": 6006})
     client = new_client()
     if role != "anon":
         client.login(people[role])

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from conftest import Factory
+from kubesim.resources import lookup
 from kubesim_fixtures import wait_for
 from process_stack import CSRF, signed_in
 from test_browser import serving
@@ -85,3 +86,58 @@ def test_the_owner_reaches_the_notebook_through_the_portals_sign_in_and_no_one_e
     alice.post(f"{base}/jobs/{job_id}/stop", data={"csrf_token": token}, timeout=30)
     wait_for(lambda: alice.get(notebook, timeout=10, allow_redirects=False).status_code in (403, 404, 503), timeout=30,
              what="the ended notebook refused")
+
+
+def test_a_job_port_opens_behind_the_sign_in_for_its_owner_and_closes(portal):
+    """The owner of a running job opens port 6006 from the job page: an address of its own behind
+    the same sign-in (the owner and admins pass, another user and an anonymous browser do not);
+    audited; closed, it opens nothing; ports are refused on a job not theirs or not running."""
+    from portal.extensions import db
+    from portal.models import AuditEntry
+    app, base, ingress, lab, sim = portal
+    alice = signed_in(base, "alice", "alice-password-1")
+    form = alice.get(base + "/jobs/new/batch", timeout=10).text
+    page = alice.post(base + "/jobs/new/batch", data={
+        "csrf_token": CSRF.search(form).group(1),
+        "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
+        "display_name": "tensorboard", "account_id": str(lab), "image": "pytorch/pytorch:2.4", "command": "sleep infinity",
+        "command_mode": "shell", "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"}, timeout=30)
+    job_id = int(re.search(r"/jobs/(\d+)$", page.url).group(1))
+    wait_for(lambda: 'id="open-port"' in alice.get(f"{base}/jobs/{job_id}", timeout=10).text, timeout=30,
+             what="the job running")
+
+    def post(session, path, **data):
+        token = CSRF.search(session.get(f"{base}/jobs/{job_id}", timeout=10).text).group(1)
+        return session.post(f"{base}/jobs/{job_id}{path}", data={"csrf_token": token, **data}, timeout=30)
+
+    bad = post(alice, "/ports", port="80", name="web")
+    assert "from 1024 to 65535" in bad.text
+    assert "JupyterLab" in post(alice, "/ports", port="8888").text
+    opened = post(alice, "/ports", port="6006", name="TensorBoard")
+    url = f"{ingress}/ports/crater-{job_id}-6006/"
+    assert f'href="{url}"' in opened.text and "TensorBoard" in opened.text
+    assert alice.get(url, timeout=10).status_code == 200 and "Port 6006" in alice.get(url, timeout=10).text
+    assert requests.get(url, timeout=10, allow_redirects=False).status_code == 302  # anonymous: sign in first
+    bob = signed_in(base, "bob", "bob-password-12")
+    assert bob.get(url, timeout=10, allow_redirects=False).status_code == 403
+    assert signed_in(base, "root", "root-password-1").get(url, timeout=10).status_code == 200
+    bob_token = re.search(r'name="csrf-token" content="([^"]+)"', bob.get(base + "/", timeout=10).text).group(1)
+    bob.post(f"{base}/jobs/{job_id}/ports", data={"csrf_token": bob_token, "port": "7000"}, timeout=10)  # not his job
+    ingresses = [i["metadata"]["name"] for i in sim.store.all(lookup("networking.k8s.io", "v1", "ingresses"))]
+    assert f"crater-{job_id}-p6006" in ingresses and f"crater-{job_id}-p7000" not in ingresses
+    # The port not opened: nothing there.
+    assert alice.get(f"{ingress}/ports/crater-{job_id}-7001/", timeout=10, allow_redirects=False).status_code == 404
+    closed = post(alice, "/ports/6006/close")
+    assert "is closed" in closed.text and f'href="{url}"' not in closed.text
+    assert alice.get(url, timeout=10, allow_redirects=False).status_code == 404
+    with app.app_context():
+        actions = [a.action for a in db.session.query(AuditEntry).filter(AuditEntry.action.like("job.port_%"))]
+        db.session.remove()
+    assert actions == ["job.port_open", "job.port_close"]
+    # Opened again, then the job is stopped: the port's objects go with its Job, and nothing answers.
+    post(alice, "/ports", port="6006", name="TensorBoard")
+    post(alice, "/stop")
+    wait_for(lambda: not [i for i in sim.store.all(lookup("networking.k8s.io", "v1", "ingresses"))
+                          if i["metadata"]["name"] == f"crater-{job_id}-p6006"], timeout=30, what="the port's Ingress gone")
+    assert alice.get(url, timeout=10, allow_redirects=False).status_code == 404
+    assert 'id="open-port"' not in alice.get(f"{base}/jobs/{job_id}", timeout=10).text

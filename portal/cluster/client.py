@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
 
 from .labels import MANAGED_BY, class_patch, job_label_selector, resume_patch, suspend_patch
-from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by
+from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by, port_objects, port_path
 
 DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
 SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash || exec sh")  # bash where the image has it
@@ -233,6 +233,36 @@ class Cluster:
             except ClusterError as exc:
                 if exc.status != 404:
                     raise
+
+    def open_port(self, job_id: int, port: int) -> str:
+        """Publish a running job's port behind the portal's sign-in (a Service and an Ingress owned
+        by the Job; one that exists already counts). Returns the port's URL."""
+        ns = self.settings.namespace
+        job = self._raw(self.batch.read_namespaced_job, name_of(job_id), ns)
+        service, ingress = port_objects(job, job_id, port, self.settings)
+        for create, obj in ((self.core.create_namespaced_service, service),
+                            (self.networking.create_namespaced_ingress, ingress)):
+            try:
+                self._raw(create, ns, obj)
+            except ClusterError as exc:
+                if exc.status != 409:
+                    raise
+        return self.port_url(job_id, port)
+
+    def close_port(self, job_id: int, port: int) -> None:
+        ns, name = self.settings.namespace, f"{name_of(job_id)}-p{port}"
+        for delete in (self.networking.delete_namespaced_ingress, self.core.delete_namespaced_service):
+            try:
+                self._raw(delete, name, ns)
+            except ClusterError as exc:
+                if exc.status != 404:
+                    raise
+
+    def port_url(self, job_id: int, port: int) -> str:
+        path = port_path(job_id, port)
+        if self.settings.ingress_url:
+            return self.settings.ingress_url.rstrip("/") + path
+        return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
 
     def job_objects(self, job_id: int) -> tuple[dict | None, list[dict]]:
         """The Job and its pods, as plain dicts (for status mapping)."""

@@ -228,6 +228,33 @@ def _ingress(req: JobRequest, settings: ClusterSettings) -> dict:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
+def port_path(job_id: int, port: int) -> str:
+    return f"/ports/{name_of(job_id)}-{port}/"
+
+
+def port_objects(job: dict, job_id: int, port: int, settings: ClusterSettings) -> tuple[dict, dict]:
+    """The Service and the Ingress that publish a job's port at /ports/crater-<id>-<port>/ behind
+    the portal's sign-in (the same external auth as notebooks), owned by the Job: they go with it."""
+    name = f"{name_of(job_id)}-p{port}"
+    labels = dict((job.get("metadata") or {}).get("labels") or {})
+    meta = {"name": name, "namespace": settings.namespace, "labels": labels}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": dict(meta),
+               "spec": {"selector": job_selector(job_id), "ports": [{"name": "http", "port": port, "targetPort": port}]}}
+    rule = {"http": {"paths": [{"path": port_path(job_id, port), "pathType": "Prefix", "backend": {
+        "service": {"name": name, "port": {"number": port}}}}]}}
+    if settings.ingress_host:
+        rule["host"] = settings.ingress_host
+    spec = {"rules": [rule]}
+    if settings.ingress_class:
+        spec["ingressClassName"] = settings.ingress_class
+    ingress_meta = dict(meta)
+    if settings.auth_url:
+        ingress_meta["annotations"] = {AUTH_URL: settings.auth_url, AUTH_SIGNIN: settings.auth_signin}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": ingress_meta, "spec": spec}
+    uid = (job.get("metadata") or {}).get("uid", "")
+    return owned_by(service, name_of(job_id), uid), owned_by(ingress, name_of(job_id), uid)
+
+
 AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
 AUTH_SIGNIN = "nginx.ingress.kubernetes.io/auth-signin"
 AUTH_RESPONSE_HEADERS = "nginx.ingress.kubernetes.io/auth-response-headers"

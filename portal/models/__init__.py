@@ -6,13 +6,13 @@ from .job import ACTIVE_STATES, FINAL_STATES, OPEN_STATES, Image, Job, JobEvent,
 from .node import GpuDevice, Node, NodeState, Placement
 from .outbox import Notification, OutboxMessage
 from .sync import SyncHeartbeat
-from .terminal import TerminalSession
+from .terminal import JobPort, TerminalSession
 from .token import ApiToken
 from .types import MAX_ID, utcnow  # noqa: F401  (re-exported)
 from .usage import UsageDay, UsageModelDay, UsageRollup
 from .user import AuthSource, Role, User
 
 __all__ = [
-    "ApiToken", "TerminalSession", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "Preemption", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
+    "ApiToken", "TerminalSession", "JobPort", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "Preemption", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
     "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

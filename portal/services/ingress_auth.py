@@ -24,19 +24,29 @@ _LOCK = threading.Lock()
 KEEP = 2000
 
 
-def job_of(original_url: str, base_path: str) -> int | None:
-    """The job a proxied URL is for: <base>/crater-<id>/... (None: not one of ours)."""
+def target_of(original_url: str, base_path: str) -> tuple[int, int] | None:
+    """(job, port) a proxied URL is for: <base>/crater-<id>/... a notebook (port 0), or
+    /ports/crater-<id>-<port>/... a job's opened port. None: not one of ours."""
     path = urlsplit(original_url or "").path
     match = re.match(rf"^{re.escape(base_path.rstrip('/'))}/crater-(\d{{1,12}})(/|$)", path)
-    return int(match.group(1)) if match else None
+    if match:
+        return int(match.group(1)), 0
+    match = re.match(r"^/ports/crater-(\d{1,12})-(\d{1,5})(/|$)", path)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def may_pass(actor: Actor, job_id: int) -> bool:
+def may_pass(actor: Actor, job_id: int, port: int = 0) -> bool:
+    """The job's owner or an admin, while the job runs: into its notebook (port 0), or into a port
+    its owner opened."""
+    from .job_ports import is_open
     if actor.user is None:
         return False
     row = db.session.execute(select(Job.user_id, Job.job_type, Job.state, Job.hidden).where(Job.id == job_id)).one_or_none()
+    opened = port == 0 or (row is not None and is_open(job_id, port))
     db.session.commit()
-    if row is None or row.hidden or row.job_type != JobType.JUPYTER or row.state != JobState.RUNNING.value:
+    if row is None or row.hidden or row.state != JobState.RUNNING.value or not opened:
+        return False
+    if port == 0 and row.job_type != JobType.JUPYTER:
         return False
     return row.user_id == actor.user.id or bool(actor.user.is_admin)
 

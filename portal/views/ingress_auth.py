@@ -1,5 +1,5 @@
 """GET /auth/ingress: the ingress controller's question "may this request pass?" (ingress-nginx
-external auth, the `auth-url` annotation on a notebook's Ingress). 200 with the notebook's token in
+external auth, the `auth-url` annotation on a notebook's Ingress, or a job port's). 200 with the notebook's token in
 an Authorization header for the backend when the browser's portal session is the job's owner or
 an admin and the job runs; 401 without a session (the ingress then sends a browser to the
 portal's sign-in, `auth-signin`, which comes back to the notebook); 403 for a signed-in user who
@@ -19,14 +19,17 @@ bp = Blueprint("ingress_auth", __name__)
 @bp.get("/auth/ingress")
 def check():
     base = current_app.config.get("JUPYTER_BASE_PATH", "/jupyter")
-    job_id = ingress_auth.job_of(request.headers.get("X-Original-URL", ""), base)
+    target = ingress_auth.target_of(request.headers.get("X-Original-URL", ""), base)
     who = actor()
     if not who.user or not who.user.is_authenticated:
         return Response("", 401, headers={"Cache-Control": "no-store"})  # the ingress sends the browser to sign in
-    if job_id is None or not ingress_auth.may_pass(who, job_id):
+    if target is None or not ingress_auth.may_pass(who, *target):
         # Signed in, but not theirs (or not running): 403, not 401, or the sign-in page (which
         # sends a signed-in browser straight back) and the ingress would redirect forever.
         return Response("", 403, headers={"Cache-Control": "no-store"})
+    job_id, port = target
+    if port:  # a job's own port: nothing to hand on
+        return Response("", 200, headers={"Cache-Control": "no-store"})
     try:
         token = ingress_auth.token_for(job_id, cluster())
     except ClusterError:

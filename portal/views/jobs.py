@@ -14,7 +14,7 @@ from flask_login import current_user, login_required
 from .. import limits, vocabulary
 from ..cluster.labels import object_name
 from ..models import JobState, utcnow
-from ..services import accounts, job_page, job_queries, job_templates, jobs
+from ..services import accounts, job_page, job_ports, job_queries, job_templates, jobs
 from ..services.errors import DomainError, ValidationFailed
 from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import JOB_TYPES, Reason
@@ -153,7 +153,48 @@ def clone(job_id):
 def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
     page = job_page.job_page(actor(), job_id, utcnow())
-    return render_template("jobs/show.html", stale=stale_notice(), form=CsrfOnlyForm(), **page.context())
+    context = page.context()
+    job = context["job"]
+    mine = current_user.id == job.user_id
+    ports = [(p, port_url(job.id, p.port)) for p in job_ports.ports_of(job.id)] \
+        if mine and job.state == JobState.RUNNING.value else []
+    return render_template("jobs/show.html", stale=stale_notice(), form=CsrfOnlyForm(), ports=ports,
+                           may_open_ports=mine and job.state == JobState.RUNNING.value, **context)
+
+
+def port_url(job_id: int, port: int) -> str:
+    """Where an opened port answers (no cluster call): CRATER_INGRESS_URL or https://INGRESS_HOST."""
+    from ..cluster.manifests import port_path
+    config = current_app.config
+    base = (config.get("INGRESS_URL") or (f"https://{config['INGRESS_HOST']}" if config.get("INGRESS_HOST") else "")).rstrip("/")
+    return base + port_path(job_id, port)
+
+
+@bp.post("/jobs/<int:job_id>/ports")
+@login_required
+def open_port(job_id):
+    """Open a port of one's running job behind the portal's sign-in (a TensorBoard on 6006)."""
+    try:
+        url = job_ports.open_port(actor(), job_id, request.form.get("port", ""), request.form.get("name", ""), cluster(),
+                                  utcnow())
+        flash(_("Port %(port)s is open at %(url)s (only for you, signed in).", port=request.form.get("port", "").strip(),
+                url=url), "success")
+    except ValidationFailed as exc:
+        flash(" ".join(str(v) for v in exc.errors.values()), "error")
+    except DomainError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("jobs.show", job_id=job_id, _anchor="ports"), 303)
+
+
+@bp.post("/jobs/<int:job_id>/ports/<int:port>/close")
+@login_required
+def close_port(job_id, port):
+    try:
+        job_ports.close_port(actor(), job_id, port, cluster())
+        flash(_("Port %(port)s is closed.", port=port), "success")
+    except DomainError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for("jobs.show", job_id=job_id, _anchor="ports"), 303)
 
 
 @bp.get("/jobs/<int:job_id>/status")
