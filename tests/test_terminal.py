@@ -157,6 +157,16 @@ def test_the_owner_opens_a_shell_and_the_handshake_refuses_everyone_else(portal)
     wait_for(lambda: len(audit(app, "job.terminal_close")) == 2, timeout=10, what="the admin's terminal closed")
     assert ("root", False) in [(who, d["owner"]) for who, d in audit(app, "job.terminal_open")]
 
+    # A terminal open when the job is stopped ends, and says so; a finished job opens none.
+    last = connect(base, job_id, alice)
+    last.send(json.dumps({"i": "echo before-stop\n"}))
+    read_until(last, "before-stop")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', alice.get(f"{base}/jobs/{job_id}", timeout=10).text)
+    alice.post(f"{base}/jobs/{job_id}/stop", data={"csrf_token": token.group(1)}, timeout=30)
+    read_until(last, r"no longer running|exit status", timeout=30)
+    wait_for(lambda: handshake(base, job_id, alice) == 409, timeout=20, what="a finished job refused")
+    assert alice.get(f"{base}/jobs/{job_id}/terminal", timeout=10).status_code == 409
+
 
 def test_terminals_are_capped_per_user_and_an_idle_one_closes_by_itself(portal):
     app, base, lab = portal
