@@ -120,7 +120,7 @@ def main() -> None:
     ]
     use_wrk = shutil.which("wrk") is not None
     print(f"load: {'wrk' if use_wrk else 'python keep-alive client'}, {args.connections} connections, {args.seconds} s "
-          f"per route, gunicorn {args.workers} sync workers; p95 from {args.sequential} sequential requests", flush=True)
+          f"per route, gunicorn {args.workers} workers; p95 from {args.sequential} sequential requests", flush=True)
     with gunicorn(url, args.workers) as port:
         cookie = login_cookie(port)
         trivial = None
@@ -131,7 +131,7 @@ def main() -> None:
             if use_wrk:
                 rps = load_wrk(port, path, h, args.seconds, args.connections)
             else:
-                rps = load_python(port, path, cookie, args.seconds, args.connections)[0]
+                rps = load_python(port, path, cookie, args.seconds, args.connections, headers)[0]
             trivial = trivial or rps
             print(f"  {label:45s} {rps:8.0f} req/s = {rps / trivial:4.2f} x trivial   p95 {p95:6.1f} ms", flush=True)
 

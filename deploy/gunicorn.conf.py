@@ -12,6 +12,11 @@ loop, not a request's length, so a terminal open for hours is not killed.
 """
 import multiprocessing
 import os
+import tempfile
+
+# /metrics counts every worker: prometheus-client's multiprocess mode needs a folder shared by the
+# workers, named before they start. One of its own unless the deployment names one.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="crater-metrics-"))
 
 bind = os.environ.get("CRATER_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))

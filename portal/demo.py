@@ -100,10 +100,19 @@ def run_demo(host: str, port: int) -> None:
 """)
         click.echo(f"  GPU metrics: Prometheus at {prometheus.url}, scraping kubesim every 5 s.\n" if prometheus else
                    "  GPU metrics: off (no prometheus binary here: apt-get install prometheus). Charts say \"no metrics\".\n")
+        import signal
+
+        def stop(_signum, _frame):  # `kill` stops the demo as Ctrl+C does: everything it started goes too
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, stop)
         try:
             run_simple(host, port, app, threaded=True, use_reloader=False)
+        except KeyboardInterrupt:
+            pass
         finally:
             syncer.stop()
+            if prometheus:
+                prometheus.stop()
             if prometheus:
                 prometheus.stop()
 

@@ -107,3 +107,44 @@ def test_the_demo_runs_a_job_on_its_simulated_cluster(demo):
     lab = s.get(notebook.url + "/jupyter", timeout=10)
     assert lab.status_code == 200 and "JupyterLab" in lab.text and "token" not in lab.url
     assert s.get(notebook.url + "/terminal", timeout=10).status_code == 200
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_kill_stops_the_demo_and_everything_it_started(tmp_path):
+    """SIGTERM (a plain `kill`) stops the demo as Ctrl+C does: its Prometheus (where it runs) and
+    every other process it started are gone, and it exits cleanly."""
+    port = free_port()
+    env = dict(os.environ, CRATER_DEMO_INSTANCE=str(tmp_path / "instance"), CRATER_DEMO_TIME_SCALE="10")
+    env.pop("CRATER_DATABASE_URL", None)
+    with (tmp_path / "demo.log").open("w") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "crater"), "demo", "--port", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: _up(f"http://localhost:{port}") or proc.poll() is not None, timeout=60, interval=0.3,
+                     what="the demo")
+            children = _children(proc.pid)
+            proc.send_signal(15)
+            assert proc.wait(20) == 0, (tmp_path / "demo.log").read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    wait_for(lambda: not [c for c in children if _alive(c)], timeout=10, what="the demo's processes gone")
