@@ -124,3 +124,31 @@ def test_counting_stops_ten_pages_ahead(app, client, make):
     assert "27–28 of 31" in near_end and "Page 14 of 16" in near_end
     last = client.get("/admin/users?page=16").get_data(as_text=True)
     assert "31–31 of 31" in last and 'rel="next"' not in last
+
+
+def test_the_audit_filters_offer_every_action_and_object_type_the_code_records(client, make):
+    """Every action the code writes to the audit log (and every object type) is one the audit
+    page's filters offer: read from the code itself, so a new audited action cannot be missed."""
+    import pathlib
+    import re
+
+    from portal.services import audit
+    root = pathlib.Path(__file__).resolve().parent.parent / "portal"
+    recorded, types = set(), set()
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for call in re.finditer(r"audit\.record\(([^\n]*)", text):
+            literals = re.findall(r'"([a-z_]+(?:\.[a-z_]+)+)"', call.group(1))
+            recorded |= set(literals)
+            kinds = re.findall(r'f"(job\.[a-z_]+)\.\{kind\}"', call.group(1))
+            recorded |= {f"{k}.{kind}" for k in kinds for kind in audit.WARNING_KINDS}
+            kind = re.match(r'[^,]+,\s*(?:f?"[a-z_.{}]+"(?:\s+if[^,]+else\s+"[a-z_.]+")?),\s*"([a-z_]+)"', call.group(1))
+            types |= {kind.group(1)} if kind else set()
+    assert len(recorded) > 40
+    assert recorded <= set(audit.known_actions()), recorded - set(audit.known_actions())
+    assert types <= set(audit.known_target_types()), types - set(audit.known_target_types())
+    admin = make.user("root", role="admin")
+    client.login(admin)
+    page = client.get("/admin/audit").get_data(as_text=True)
+    assert all(f'<option value="{a}"' in page for a in ("job.preempt", "node.drain", "token.revoke", "job.warned.idle_gpu"))
+    assert all(f'<option value="{t}"' in page for t in ("node", "job", "token", "policy"))

@@ -143,7 +143,8 @@ def test_csv_is_streamed_and_safe_for_spreadsheets(app, world, new_client):
     admin = new_client().login(world["admin"])
     response = admin.get("/usage.csv?scope=all&group=job&start=2026-11-11&end=2026-11-11")
     assert response.is_streamed and response.mimetype == "text/csv"
-    lines = response.get_data(as_text=True).splitlines()
+    assert response.get_data().startswith(b"\xef\xbb\xbf")  # UTF-8 with a BOM: Excel on Chinese Windows reads it right
+    lines = response.get_data(as_text=True).lstrip("\ufeff").splitlines()
     assert lines[0].startswith("period_start,period_end,job,name,user,account,gpu_model,started_at,finished_at,jobs_started,gpu_hours")
     bob = next(line for line in lines if ",bob," in line)
     assert "'=HYPERLINK" in bob and ",2.000,0.000,2.000," in bob

@@ -58,10 +58,22 @@ def known_actions() -> list[str]:
     return sorted(ACTIONS)
 
 
+WARNING_KINDS = ("idle_gpu", "time_limit")  # the policies' warnings (job.warned.<kind>, job.warning_cleared.<kind>)
 ACTIONS = {
     "user.create", "user.login", "user.login_refused", "user.role", "user.deactivate", "user.reactivate",
-    "user.create_admin", "account.create", "account.update", "account.delete",
+    "user.create_admin", "user.settings", "account.create", "account.update", "account.delete",
     "member.add", "member.update", "member.remove",
     "job.submit", "job.submit_failed", "job.submit_abandoned", "job.stop", "job.delete", "job.orphan_removed",
-    "job.queue", "job.admit", "job.cancel", "job.requeue", "token.create", "token.revoke",
+    "job.queue", "job.admit", "job.cancel", "job.requeue", "job.extend", "job.extension_requested",
+    "job.extension_rejected", "job.extension_cancelled", "job.lock", "job.unlock", "job.preempt", "job.reclaim",
+    "job.reclassify", "job.terminal_open", "job.terminal_close", "job.port_open", "job.port_close",
+    *(f"job.warned.{kind}" for kind in WARNING_KINDS), *(f"job.warning_cleared.{kind}" for kind in WARNING_KINDS),
+    "node.cordon", "node.uncordon", "node.drain", "node.reserve", "node.release", "node.label", "node.unlabel",
+    "policy.update", "policy.suspend", "policy.resume", "policy.run_now",
+    "template.create", "template.delete", "image.add", "image.delete", "token.create", "token.revoke",
 }
+TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token")
+
+
+def known_target_types() -> list[str]:
+    return list(TARGET_TYPES)

@@ -342,7 +342,7 @@ def csv_lines(actor: Actor, scope: Scope, period: Period, group: str):
             "cpu_core_hours", "memory_gib_hours", "borrowed_gpu_hours", "gpu_hours_lost_to_preemption"]
     if group == "job":
         head[2:3] = ["job", "name", "user", "account", "gpu_model", "started_at", "finished_at"]
-    yield _csv_row(head)
+    yield "\ufeff" + _csv_row(head)  # a byte-order mark: spreadsheet programs on Chinese Windows then read UTF-8
     if group == "job":
         yield from _job_lines(actor, scope, period)
         return

@@ -33,4 +33,4 @@ def index():
     template = fragment_or_page("audit-table", "admin/_audit_table.html", "admin/audit.html")
     link_args = {k: v for k, v in request.args.items() if k != "page"}
     return render_template(template, page=page, args=request.args, link_args=link_args,
-                           actions=audit.known_actions())
+                           actions=audit.known_actions(), target_types=audit.known_target_types())
