@@ -159,7 +159,11 @@ def test_a_reserved_node_takes_only_its_accounts_jobs(app, world, new_client):
     assert blocker["kind"] == "capacity" and blocker["ask"] == 2
     page = new_client().login(world["alice"]).get("/nodes").get_data(as_text=True)
     assert "reserved for nlp-lab" in gpus_cell(page, "a100-0")[1]
+    # The admin's reason, on the list and the node's page, for everyone (kept on the Node by the syncer).
+    assert world["cluster"].read_node("a100-0")["metadata"]["annotations"]["crater.io/reserve-reason"] == "ACL deadline"
+    assert "ACL deadline" in page and "ACL deadline" in new_client().login(world["alice"]).get("/nodes/a100-0").get_data(as_text=True)
     assert admin.post("/nodes/a100-0/release", {"reason": "deadline passed"}).status_code == 303
+    assert "ACL deadline" not in new_client().login(world["alice"]).get("/nodes").get_data(as_text=True)
     assert wait_for(lambda: running_on(app, outsider), timeout=20) == "a100-0"  # the taint is gone
 
 

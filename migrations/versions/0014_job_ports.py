@@ -1,4 +1,4 @@
-"""Job ports: the ports of running jobs their owners opened behind the portal's sign-in.
+"""Job ports (the ports of running jobs their owners opened behind the portal's sign-in) and a node reservation's reason.
 
 Revision ID: 0014_job_ports
 Revises: 0013_terminals
@@ -28,7 +28,11 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_ports')),
     sa.UniqueConstraint('job_id', 'port', name=op.f('uq_job_ports_job_id'))
     )
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('reserve_reason', sa.String(length=500), server_default='', nullable=False))
 
 
 def downgrade():
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.drop_column('reserve_reason')
     op.drop_table('job_ports')

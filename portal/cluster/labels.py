@@ -17,6 +17,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # GPU feature discovery's model la
 CORDON_REASON = "crater.io/cordon-reason"  # node annotation: why it is cordoned, shown to everyone
 CORDONED_BY = "crater.io/cordoned-by"
 RESERVED_FOR = "crater.io/reserved-for"  # node taint key (and label): the account it is reserved for
+RESERVE_REASON = "crater.io/reserve-reason"  # node annotation: why it is reserved, shown to everyone
 NAME_PREFIX = "crater-"
 DISPLAY_NAME = "crater.io/display-name"  # annotation: the job's name as its owner wrote it (may be Chinese)
 
@@ -89,18 +90,20 @@ def taints_without_reservation(node: dict) -> list[dict]:
     return [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("key") != RESERVED_FOR]
 
 
-def reserve_patch(node: dict, account: str) -> tuple[dict, list[dict]]:
+def reserve_patch(node: dict, account: str, reason: str = "") -> tuple[dict, list[dict]]:
     """A NoSchedule taint only `account`'s jobs tolerate (and a label), replacing any other
     reservation; guarded by the node's resourceVersion. (the patch, the node's taints after it)"""
     taints = taints_without_reservation(node) + [{"key": RESERVED_FOR, "value": account, "effect": "NoSchedule"}]
     return {"spec": {"taints": taints}, "metadata": {"resourceVersion": node["metadata"].get("resourceVersion"),
-                                                     "labels": {RESERVED_FOR: account}}}, taints
+                                                     "labels": {RESERVED_FOR: account},
+                                                     "annotations": {RESERVE_REASON: reason or None}}}, taints
 
 
 def unreserve_patch(node: dict) -> tuple[dict, list[dict]]:
     taints = taints_without_reservation(node)
     return {"spec": {"taints": taints or None}, "metadata": {"resourceVersion": node["metadata"].get("resourceVersion"),
-                                                             "labels": {RESERVED_FOR: None}}}, taints
+                                                             "labels": {RESERVED_FOR: None},
+                                                             "annotations": {RESERVE_REASON: None}}}, taints
 
 
 def label_patch(key: str, value: str | None) -> dict:

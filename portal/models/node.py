@@ -32,6 +32,7 @@ class Node(db.Model):
     unschedulable: Mapped[bool] = mapped_column(Boolean, default=False)
     cordon_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
     reserved_for: Mapped[str] = mapped_column(String(64), default="", server_default="")  # account name
+    reserve_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")  # the admin's reason
     pods_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # pods holding resources
     jobs_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # portal jobs among them
     gpu_util: Mapped[float | None] = mapped_column(Float)  # mean over its GPUs, last sample (None: no metrics)

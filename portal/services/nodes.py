@@ -291,10 +291,11 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
     account = db.session.get(Account, account_id) if account_id else None
     if account is None:
         raise ValidationFailed({"account": _("Choose an account.")})
-    patch, taints = labels.reserve_patch(_read(cluster, node.name), account.name)
+    patch, taints = labels.reserve_patch(_read(cluster, node.name), account.name, reason)
     _patch(cluster, node.name, patch)
     node = get_node(name)
     node.reserved_for, node.taints, node.updated_at, node.version = account.name, taints, utcnow(), node.version + 1
+    node.reserve_reason = reason[:500]
     audit.record(actor, "node.reserve", "node", node.name, {"account": account.name, "reason": reason})
     db.session.commit()
     return node
@@ -307,6 +308,7 @@ def release(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     _patch(cluster, node.name, patch)
     node = get_node(name)
     was, node.reserved_for, node.taints, node.updated_at, node.version = node.reserved_for, "", taints, utcnow(), node.version + 1
+    node.reserve_reason = ""
     audit.record(actor, "node.release", "node", node.name, {"account": was, "reason": reason})
     db.session.commit()
     return node

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from ..cluster.client import ClusterError, parse_quantity
 from ..cluster.status import from_cluster
 from ..extensions import db
-from ..cluster.labels import CORDON_REASON, GPU_PRODUCT_LABEL, job_id_of, job_id_of_name, reserved_for
+from ..cluster.labels import CORDON_REASON, GPU_PRODUCT_LABEL, RESERVE_REASON, job_id_of, job_id_of_name, reserved_for
 from ..models import ACTIVE_STATES, FINAL_STATES, Job, JobEvent, Node, Placement
 from ..services import job_states
 from ..vocabulary import JobState, Reason
@@ -406,6 +406,7 @@ class NodeWriter:
         row.cordon_reason = (annotations.get(CORDON_REASON, "") if row.unschedulable else "")[:500]
         taints = spec.get("taints") or []
         row.reserved_for = reserved_for(taints)
+        row.reserve_reason = (annotations.get(RESERVE_REASON, "") if row.reserved_for else "")[:500]
         row.labels, row.taints = labels, taints
         row.capacity, row.allocatable = status.get("capacity") or {}, allocatable
         row.conditions = [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]

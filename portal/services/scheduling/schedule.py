@@ -49,16 +49,20 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
     # compares it only for the accounts whose last decision waited on the cluster.
     waits_on: dict[int, tuple] = {}
     idle: dict = {}
+    reserved: tuple = ()
     schedulable = Node.ready.is_(True) & Node.unschedulable.is_(False)
     if idle_gpus:
         idle = {m: int(g or 0) for m, g in db.session.execute(select(
             Node.gpu_model, func.sum(case((schedulable, Node.gpus - Node.gpus_requested), else_=0)))
             .where(Node.gpus > 0).group_by(Node.gpu_model)).all()}
+        # A node reserved for an account (or released) changes whose GPUs its idle ones are.
+        reserved = tuple(db.session.execute(select(Node.name, Node.reserved_for).where(
+            Node.gpus > 0, Node.reserved_for != "").order_by(Node.name)).all())
     if idle:
         models_of: dict[int, set] = {}
         for a, m in db.session.execute(select(Job.account_id, Job.gpu_model).where(is_queued, Job.gpus > 0).distinct()):
             models_of.setdefault(a, set()).add(m or "")
-        waits_on = {a: tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms))
+        waits_on = {a: (tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms)), reserved)
                     for a, ms in models_of.items()}
     db.session.commit()
     return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed,
