@@ -141,3 +141,33 @@ def test_a_job_port_opens_behind_the_sign_in_for_its_owner_and_closes(portal):
                           if i["metadata"]["name"] == f"crater-{job_id}-p6006"], timeout=30, what="the port's Ingress gone")
     assert alice.get(url, timeout=10, allow_redirects=False).status_code == 404
     assert 'id="open-port"' not in alice.get(f"{base}/jobs/{job_id}", timeout=10).text
+
+
+def test_ports_asked_for_on_the_form_open_with_the_job(portal):
+    """Ports named on the submission form (and in the API's spec) are published with the job's
+    other objects and answer, behind the sign-in, once it runs; bad ones are refused with the field."""
+    app, base, ingress, lab, sim = portal
+    alice = signed_in(base, "alice", "alice-password-1")
+
+    def submit(**fields):
+        form = alice.get(base + "/jobs/new/batch", timeout=10).text
+        return alice.post(base + "/jobs/new/batch", data={
+            "csrf_token": CSRF.search(form).group(1),
+            "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
+            "display_name": "with ports", "account_id": str(lab), "image": "pytorch/pytorch:2.4", "command": "sleep infinity",
+            "command_mode": "shell", "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1", **fields}, timeout=30)
+    for bad, words in (("80", "1024 to 65535"), ("8888", "JupyterLab"), ("6006, six", "separated by commas"),
+                       ("6006 6006", "different ports")):
+        refused = submit(ports=bad)
+        assert refused.status_code == 422 and words in refused.text, (bad, refused.status_code)
+    page = submit(ports="6006, 8080")
+    job_id = int(re.search(r"/jobs/(\d+)$", page.url).group(1))
+    wait_for(lambda: 'id="open-port"' in alice.get(f"{base}/jobs/{job_id}", timeout=10).text, timeout=30,
+             what="the job running")
+    shown = alice.get(f"{base}/jobs/{job_id}", timeout=10).text
+    for port in (6006, 8080):
+        url = f"{ingress}/ports/crater-{job_id}-{port}/"
+        assert f'href="{url}"' in shown
+        assert alice.get(url, timeout=10).status_code == 200
+        assert requests.get(url, timeout=10, allow_redirects=False).status_code == 302
+    assert "ports: [6006, 8080]" in shown or "- 6006" in shown  # the submitted spec keeps them (clone, templates)

@@ -210,13 +210,18 @@ class Cluster:
             raise _error(exc) from exc
         creators = {"Secret": self.core.create_namespaced_secret, "Service": self.core.create_namespaced_service,
                     "Ingress": self.networking.create_namespaced_ingress}
-        for kind in ("Secret", "Service", "Ingress"):
-            if kind in objects:
-                try:
-                    self._raw(creators[kind], ns, owned_by(objects[kind], name_of(req.job_id), uid))
-                except ClusterError as exc:
-                    if exc.status != 409:
-                        raise
+        owned = [(creators[kind], owned_by(objects[kind], name_of(req.job_id), uid))
+                 for kind in ("Secret", "Service", "Ingress") if kind in objects]
+        job = {"metadata": {**objects["Job"]["metadata"], "uid": uid}}
+        for port in req.ports:  # the ports its owner asked to open on the form (a Service and an Ingress each)
+            service, ingress = port_objects(job, req.job_id, port, self.settings)
+            owned += [(creators["Service"], service), (creators["Ingress"], ingress)]
+        for create, obj in owned:
+            try:
+                self._raw(create, ns, obj)
+            except ClusterError as exc:
+                if exc.status != 409:
+                    raise
         return uid
 
     def delete_job(self, job_id: int) -> None:

@@ -46,6 +46,7 @@ class JobRequest:
     borrowed: bool = False  # runs beyond its account's guarantee: may be preempted
     grace_seconds: int | None = None  # terminationGracePeriodSeconds (None: the cluster's default)
     checkpoint_dir: str = ""  # told to the containers (CRATER_CHECKPOINT_DIR); "" = none
+    ports: tuple[int, ...] = ()  # published behind the portal's sign-in (port_objects), owned by the Job
 
 
 @dataclass(frozen=True)

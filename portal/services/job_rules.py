@@ -97,6 +97,10 @@ def _check_text(form, errors: dict) -> None:
     wd = form.working_dir
     if wd and (len(wd) > L.max_working_dir or not wd.startswith("/") or CONTROL.search(wd)):
         errors["working_dir"] = _("An absolute path, e.g. /home/you/project.")
+    ports = form.ports
+    if ports and (len(ports) > 5 or len(set(ports)) != len(ports)
+                  or any(not 1024 <= p <= 65535 or p == 8888 for p in ports)):
+        errors["ports"] = _("At most 5 different ports from 1024 to 65535, not 8888 (JupyterLab's own).")
 
 
 def _check_image(form, policy: SubmissionPolicy, errors: dict) -> None:

@@ -75,6 +75,8 @@ FIELDS = (
     Field("mount_home", "bool", False, "Mount the owner's home folder"),
     Field("mount_share", "bool", False, "Mount the account's shared folder"),
     Field("notify", "bool", False, "Mail the owner when it ends"),
+    Field("ports", "ports", (), "Ports to open while it runs, each at an address of its own behind the portal's sign-in "
+                                "(1024-65535, not 8888, at most 5), e.g. [6006] for a TensorBoard"),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 DEFAULTS = {f.name: f.default for f in FIELDS}
@@ -107,6 +109,7 @@ class Submission:
     annotations: tuple[tuple[str, str], ...] = field(default=())
     queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
     borrow: bool = False  # over quota for now: run on idle GPUs beyond it (may be preempted and requeued)
+    ports: tuple[int, ...] = ()  # opened behind the portal's sign-in while it runs (services.job_ports)
 
 
 def check_idempotency_key(key: str) -> str | None:
@@ -125,6 +128,10 @@ def to_stored(sub: Submission) -> dict:
     spec["env"] = [list(pair) for pair in sub.env]
     if sub.annotations:
         spec["annotations"] = [list(pair) for pair in sub.annotations]
+    if sub.ports:
+        spec["ports"] = list(sub.ports)
+    else:
+        spec.pop("ports", None)  # most jobs open none: their stored spec stays as it was
     return spec
 
 
@@ -138,6 +145,7 @@ def from_stored(spec: dict, account_id: int) -> Submission:
         values[name] = int(values[name])
     for name in ("mount_home", "mount_share", "notify"):
         values[name] = bool(values[name])
+    values["ports"] = tuple(int(p) for p in values["ports"] or ())
     return Submission(account_id=account_id, annotations=tuple(tuple(p) for p in spec.get("annotations") or ()),
                       **values)
 
@@ -152,7 +160,7 @@ def exported(spec: dict | None, account_name: str) -> dict:
 
 # ---- the API's body ----------------------------------------------------------------------------
 
-_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict)}
+_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict), "ports": (list,)}
 
 
 def from_body(body, account_id: int) -> Submission:
@@ -183,11 +191,15 @@ def from_body(body, account_id: int) -> Submission:
         env = list(env.items())
     if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in env):
         raise ValidationFailed({"env": _("env is a list of [NAME, value] pairs, or an object of NAME: value.")})
+    ports = [int(p) if isinstance(p, float) and p.is_integer() else p for p in body.get("ports") or []]  # 6006.0 too
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in ports):
+        raise ValidationFailed({"ports": _("ports is a list of port numbers.")})
     when_full = body.get("when_full") or WHEN_FULL[0]
     if when_full not in WHEN_FULL:
         raise ValidationFailed({"when_full": _("when_full is queue, refuse or borrow.")})
     values = {name: body[name] for name in FIELD_NAMES if body.get(name) is not None}
-    values.update(command=command if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env))
+    values.update(command=command if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env),
+                  ports=tuple(ports))
     sub = replace(Submission(job_type=DEFAULTS["job_type"], account_id=account_id, display_name="", image=""), **values)
     return replace(sub, idempotency_key=body.get("idempotency_key") or "", queue_if_full=when_full != "refuse",
                    borrow=when_full == "borrow")
@@ -210,7 +222,7 @@ def cluster_request(job_id: int, sub: Submission, username: str, account: str, b
         gpu_model=sub.gpu_model if sub.gpus else "", gpus=sub.gpus, cpu=f"{sub.cpu_milli}m",
         memory=f"{sub.memory_mib}Mi", shm=f"{sub.shm_mib}Mi" if sub.shm_mib else "",
         working_dir=sub.working_dir, time_limit_seconds=sub.time_limit_seconds, workers=sub.workers,
-        mounts=tuple(mounts), annotations=sub.annotations, borrowed=borrowed, grace_seconds=grace_seconds,
+        mounts=tuple(mounts), annotations=sub.annotations, borrowed=borrowed, grace_seconds=grace_seconds, ports=sub.ports,
         checkpoint_dir=f"/home/{username}/.crater/checkpoints/{job_id}" if sub.mount_home
         else f"/shared/.crater/checkpoints/{username}/{job_id}" if sub.mount_share else "")
 
@@ -259,6 +271,8 @@ def body_schema(max_hours: dict[str, float], images: list[str] | None, models: d
         "working_dir": {"type": "string", "maxLength": LIMITS.max_working_dir,
                         "pattern": r"^(/[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*)?$"},
         "mount_home": {"type": "boolean"}, "mount_share": {"type": "boolean"}, "notify": {"type": "boolean"},
+        "ports": {"type": "array", "maxItems": 5, "uniqueItems": True,
+                  "items": {"type": "integer", "minimum": 1024, "maximum": 65535, "not": {"enum": [8888]}}},
         "account": {"type": "string", "description": "The account's name (or give account_id); default: your only account"},
         "account_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
         "idempotency_key": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..cluster.client import Cluster, ClusterError
 from ..cluster.manifests import JobRequest
 from ..extensions import db
-from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobState, User
+from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobPort, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
 from . import accounts, audit, job_rules, job_spec, job_states, policies
@@ -87,6 +87,9 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
 
     def keep(job: Job) -> None:
         admitted["id"], admitted["state"] = job.id, job.state
+        for port in form.ports:  # opened with the job: they answer once it runs
+            db.session.add(JobPort(job_id=job.id, port=port, name="", opened_by=user_id, opened_at=now))
+            audit.record(actor, "job.port_open", "job", job.id, {"port": port, "name": "", "from": "submission"})
         admitted["request"] = job_spec.cluster_request(job.id, form, username, account_name, bool(job.borrowed), grace)
         if job.state == JobState.QUEUED.value:
             audit.record(actor, "job.queue", "job", job.id, {"type": form.job_type, "account": account_name,

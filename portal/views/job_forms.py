@@ -30,7 +30,7 @@ LARGEST = Decimal("1e9")  # beyond any bound the rules allow: refuse before mult
 FIELD_OF = {"display_name": "display_name", "account_id": "account_id", "image": "image", "command": "command",
             "env": "env", "gpu_model": "gpu_model", "gpus": "gpus", "workers": "workers", "cpu_milli": "cpu",
             "memory_mib": "memory_gib", "shm_mib": "shm_gib", "working_dir": "working_dir",
-            "time_limit_seconds": "time_limit_hours", "idempotency_key": "idempotency_key"}
+            "time_limit_seconds": "time_limit_hours", "idempotency_key": "idempotency_key", "ports": "ports"}
 
 
 def parse_env(text: str) -> tuple[tuple[str, str], ...]:
@@ -76,6 +76,8 @@ class JobForm(FlaskForm):
     mount_home = BooleanField(_l("Mount my home folder"), default=True)
     mount_share = BooleanField(_l("Mount the account's shared folder"), default=True)
     notify = BooleanField(_l("Email me when it ends"))
+    ports = StringField(_l("Ports to open"), description=_l(
+        "E.g. 6006 for a TensorBoard: each at an address of its own while the job runs, only for you, signed in."))
     when_full = SelectField(_l("If the account's quota is in use"), default="queue", validate_choice=True, choices=[
         SelectChoice("queue", _l("wait in the account's queue and start when its turn comes")),
         SelectChoice("refuse", _l("refuse it now (e.g. for a quick notebook)")),
@@ -102,6 +104,12 @@ class JobForm(FlaskForm):
     def validate_env(self, field):
         self.parsed_env = parse_env(field.data or "")
 
+    def validate_ports(self, field):
+        words = [w for w in re.split(r"[\s,]+", field.data or "") if w]
+        if any(not w.isdigit() or len(w) > 5 for w in words):
+            raise ValidationError(_l("Port numbers, separated by commas (e.g. 6006, 8080)."))
+        self.parsed_ports = tuple(int(w) for w in words)
+
     def to_submission(self, job_type: str) -> Submission:
         if job_type == JobType.JUPYTER:
             command = ()
@@ -119,7 +127,8 @@ class JobForm(FlaskForm):
             workers=self.workers.data if job_type == JobType.DISTRIBUTED else 1,
             mount_home=bool(self.mount_home.data), mount_share=bool(self.mount_share.data),
             notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "",
-            queue_if_full=self.when_full.data != "refuse", borrow=self.when_full.data == "borrow")
+            queue_if_full=self.when_full.data != "refuse", borrow=self.when_full.data == "borrow",
+            ports=getattr(self, "parsed_ports", ()))
 
 
 def form_data_from_spec(spec: dict) -> dict:
@@ -136,6 +145,7 @@ def form_data_from_spec(spec: dict) -> dict:
         "shm_gib": sub.shm_mib // 1024, "working_dir": sub.working_dir,
         "time_limit_hours": Decimal(sub.time_limit_seconds or 3600) / 3600,
         "mount_home": sub.mount_home, "mount_share": sub.mount_share, "notify": sub.notify,
+        "ports": ", ".join(str(p) for p in sub.ports),
     }
     if spec.get("account_id"):
         data["account_id"] = spec["account_id"]
