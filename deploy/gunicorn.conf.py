@@ -23,6 +23,11 @@ workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() *
 worker_class = "gthread"
 threads = int(os.environ.get("CRATER_WEB_THREADS", 8))
 reuse_port = True
+# No keep-alive between a client and a worker: a kept connection whose worker died (or that the
+# worker closed as idle while the client sent on it) answers the client's next request with a
+# reset. Each request has a connection of its own, as with sync workers; websockets are upgraded
+# connections and stay open. (In production the ingress keeps its own connections to browsers.)
+keepalive = 0
 timeout = 30
 graceful_timeout = 20
 # No recycling after N requests: a recycled worker would cut its open terminals and followed

@@ -35,7 +35,4 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('terminal_sessions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_terminal_sessions_user_id'))
-        batch_op.drop_index(batch_op.f('ix_terminal_sessions_job_id'))
-    op.drop_table('terminal_sessions')
+    op.drop_table('terminal_sessions')  # its indexes go with it (MySQL refuses to drop one a foreign key needs)
