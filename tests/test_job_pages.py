@@ -430,7 +430,8 @@ def test_home_shows_active_jobs_quota_usage_free_gpus_and_stale_data(app, new_cl
     assert "syncer" not in as_(new_client, alice).get("/").get_data(as_text=True)
     _q(app, lambda: (db.session.execute(text("UPDATE sync_heartbeat SET beat_at = :t"), {"t": utcnow() - timedelta(minutes=5)}),
                      db.session.commit()))
-    assert "Cluster data is 300 s old" in as_(new_client, alice).get("/").get_data(as_text=True)
+    # 300 s, or a few more when the machine is slow (and MySQL keeps whole seconds)
+    assert re.search(r"Cluster data is 30[0-5] s old", as_(new_client, alice).get("/").get_data(as_text=True))
 
 
 def test_admins_keep_the_image_list(app, new_client, people, make):
