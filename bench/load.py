@@ -100,19 +100,6 @@ def prepare(url: str, people: int, labs: int, folder: Path):
     return app
 
 
-def worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry))
-    return pids
-
-
 class Probe:
     """An admin looking at every page type; after a crash, each page is asked for at once and
     again until it answers 200 (one thread per page, each its own session): the time until the
@@ -171,7 +158,8 @@ def crash_plan(stack, probe: Probe, seconds: float, windows: list, crashes: list
                         "failed requests in its window": 0})
 
     at(0.35)
-    victim = worker_pids(stack.web.proc.pid)[0]
+    from process_stack import child_pids
+    victim = child_pids(stack.web.proc.pid)[0]
     crash(f"kill -9 gunicorn worker {victim}", lambda: os.kill(victim, signal.SIGKILL))
 
     at(0.55)

@@ -83,9 +83,9 @@ def rate(url: str, session: requests.Session, seconds: float, clients: int = 4) 
 
 
 def rss_kib(master: int) -> int:
-    from load import worker_pids
+    from process_stack import child_pids
     total = 0
-    for pid in [master, *worker_pids(master)]:
+    for pid in [master, *child_pids(master)]:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

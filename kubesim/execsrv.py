@@ -55,16 +55,9 @@ class ExecRequest:
 
     def __init__(self, sim, namespace: str, name: str, query: dict[str, list[str]]):
         from .resources import core
+        from .sim import container_of
         pod = sim.store.get(core("pods"), namespace, name)
-        containers = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
-        container = (query.get("container") or [""])[-1]
-        if not container:
-            if len(containers) != 1:
-                raise errors.bad_request(f"a container name must be specified for pod {name}, "
-                                         f"choose one of: [{' '.join(containers)}]")
-            container = containers[0]
-        if container not in containers:
-            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        container = container_of(pod, (query.get("container") or [""])[-1])
         statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses", [])}
         if "running" not in statuses.get(container, {}).get("state", {}):
             raise errors.bad_request(f"unable to upgrade connection: container not found (\"{container}\")")

@@ -344,15 +344,7 @@ class KubeSim:
 
     def pod_log(self, namespace: str, name: str, query: dict) -> Result:
         pod = self.store.get(core("pods"), namespace, name)
-        containers = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
-        container = query.get("container") or ""
-        if not container:
-            if len(containers) != 1:
-                raise errors.bad_request(f"a container name must be specified for pod {name}, "
-                                         f"choose one of: [{' '.join(containers)}]")
-            container = containers[0]
-        if container not in containers:
-            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        container = container_of(pod, query.get("container") or "")
         statuses = {s["name"]: s for s in pod.get("status", {}).get("containerStatuses", [])}
         state = statuses.get(container, {}).get("state", {})
         if "waiting" in state or not statuses:
@@ -492,6 +484,21 @@ class KubeSim:
                     pods[key] = pod
                     busy[key] = workload_of(pod, self.default_run_seconds).log_profile == "training"
         return metrics.render(nodes, allocations, pods, busy)
+
+
+def container_of(pod: dict, asked: str) -> str:
+    """The container a pods/log or pods/exec request means: the one asked for, or the pod's only
+    one; the API server's 400s otherwise."""
+    name = pod["metadata"]["name"]
+    containers = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
+    if not asked:
+        if len(containers) != 1:
+            raise errors.bad_request(f"a container name must be specified for pod {name}, "
+                                     f"choose one of: [{' '.join(containers)}]")
+        return containers[0]
+    if asked not in containers:
+        raise errors.bad_request(f"container {asked} is not valid for pod {name}")
+    return asked
 
 
 def _drop_owner(obj: dict, uid: str) -> None:

@@ -61,6 +61,20 @@ class Mailbox:
         self.controller.stop()
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (gunicorn's workers, what the demo started), from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(entry))
+    return pids
+
+
 class Process:
     def __init__(self, name: str, argv: list[str], env: dict, log: Path):
         self.name, self.argv, self.env, self.log_path = name, argv, env, log

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from kubesim_fixtures import wait_for
+from process_stack import child_pids
 
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
@@ -109,19 +110,6 @@ def test_the_demo_runs_a_job_on_its_simulated_cluster(demo):
     assert s.get(notebook.url + "/terminal", timeout=10).status_code == 200
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -141,7 +129,7 @@ def test_a_kill_stops_the_demo_and_everything_it_started(tmp_path):
         try:
             wait_for(lambda: _up(f"http://localhost:{port}") or proc.poll() is not None, timeout=60, interval=0.3,
                      what="the demo")
-            children = _children(proc.pid)
+            children = child_pids(proc.pid)
             proc.send_signal(15)
             assert proc.wait(20) == 0, (tmp_path / "demo.log").read_text()[-2000:]
         finally:
