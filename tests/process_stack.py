@@ -242,16 +242,17 @@ def signed_in(base: str, username: str, password: str) -> requests.Session:
     return s
 
 
-def submit_form(s: requests.Session, base: str, account_id: int, **fields) -> requests.Response:
-    """Post the batch form as a browser would (CSRF token and submission key from the page)."""
-    form = s.get(base + "/jobs/new/batch", timeout=10).text
+def submit_form(s: requests.Session, base: str, account_id: int, job_type: str = "batch", **fields) -> requests.Response:
+    """Post a job form (batch unless said) as a browser would (CSRF token and submission key from
+    the page); a JupyterLab form ignores the command fields."""
+    form = s.get(f"{base}/jobs/new/{job_type}", timeout=10).text
     data = {"csrf_token": CSRF.search(form).group(1),
             "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
             "display_name": "resilience", "account_id": str(account_id), "image": "pytorch/pytorch:2.4",
             "command": "python train.py", "command_mode": "shell", "gpus": "0", "cpu": "1", "memory_gib": "2",
             "time_limit_hours": "1", "notify": "y"}
     data.update(fields)
-    return s.post(base + "/jobs/new/batch", data=data, timeout=60, allow_redirects=True)
+    return s.post(f"{base}/jobs/new/{job_type}", data=data, timeout=60, allow_redirects=True)
 
 
 def csrf_of(s: requests.Session, url: str) -> str:

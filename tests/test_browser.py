@@ -152,6 +152,16 @@ def submit_batch(page, name):
     page.wait_for_selector("#job-status")
 
 
+def submit_notebook(page, base, gpus=None):
+    """Fill and submit the JupyterLab form (a notebook image; the form's own GPUs unless given)."""
+    page.goto(base + "/jobs/new/jupyter")
+    page.fill("#display_name", "notebook")
+    page.fill("#image", "quay.io/jupyter/pytorch-notebook")
+    if gpus is not None:
+        page.fill("#gpus", gpus)
+    page.click("#submit-job")
+
+
 def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(browser, live_cluster_portal, tmp_path):
     app, base = live_cluster_portal
     make = Factory(app)
@@ -177,11 +187,7 @@ def test_submit_a_batch_job_watch_it_run_and_read_its_logs_then_a_jupyterlab(bro
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
 
     # A JupyterLab job: the link appears for its owner once it runs; then stop it.
-    page.goto(base + "/jobs/new/jupyter")
-    page.fill("#display_name", "notebook")
-    page.fill("#image", "quay.io/jupyter/pytorch-notebook")
-    page.fill("#gpus", "1")
-    page.click("#submit-job")
+    submit_notebook(page, base, gpus="1")
     page.wait_for_selector("#job-status")
     page.evaluate("window.__notReloaded = true")
     page.wait_for_selector("#open-jupyter", timeout=20000)
@@ -364,10 +370,7 @@ def test_a_terminal_in_a_running_job_runs_commands_in_the_browser(browser, live_
     alice = make.user("alice", password="alice-password-1")
     make.account("vision-lab", gpu_quota=8, members={alice: "member"})
     page, errors = signed_in_page(browser, base, "alice", "alice-password-1")
-    page.goto(base + "/jobs/new/jupyter")
-    page.fill("#display_name", "notebook")
-    page.fill("#image", "quay.io/jupyter/pytorch-notebook")
-    page.click("#submit-job")
+    submit_notebook(page, base)
     page.wait_for_selector("#open-terminal", timeout=30000)  # once it runs, without a reload
     page.click("#open-terminal")
     page.wait_for_selector("#terminal[data-state=open]", timeout=20000)

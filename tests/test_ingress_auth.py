@@ -12,7 +12,7 @@ import requests
 from conftest import Factory
 from kubesim.resources import lookup
 from kubesim_fixtures import wait_for
-from process_stack import CSRF, signed_in
+from process_stack import CSRF, signed_in, submit_form
 from test_browser import serving
 
 
@@ -37,12 +37,8 @@ def portal(tmp_path, fresh_sim):
 def test_the_owner_reaches_the_notebook_through_the_portals_sign_in_and_no_one_else(portal):
     app, base, ingress, lab, sim = portal
     alice = signed_in(base, "alice", "alice-password-1")
-    form = alice.get(base + "/jobs/new/jupyter", timeout=10).text
-    page = alice.post(base + "/jobs/new/jupyter", data={
-        "csrf_token": CSRF.search(form).group(1),
-        "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
-        "display_name": "notebook", "account_id": str(lab), "image": "quay.io/jupyter/pytorch-notebook",
-        "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"}, timeout=30)
+    page = submit_form(alice, base, lab, job_type="jupyter", display_name="notebook",
+                       image="quay.io/jupyter/pytorch-notebook", notify="")
     job_id = int(re.search(r"/jobs/(\d+)$", page.url).group(1))
     wait_for(lambda: 'id="open-jupyter"' in alice.get(f"{base}/jobs/{job_id}", timeout=10).text, timeout=30,
              what="the notebook running")
@@ -96,12 +92,7 @@ def test_a_job_port_opens_behind_the_sign_in_for_its_owner_and_closes(portal):
     from portal.models import AuditEntry
     app, base, ingress, lab, sim = portal
     alice = signed_in(base, "alice", "alice-password-1")
-    form = alice.get(base + "/jobs/new/batch", timeout=10).text
-    page = alice.post(base + "/jobs/new/batch", data={
-        "csrf_token": CSRF.search(form).group(1),
-        "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
-        "display_name": "tensorboard", "account_id": str(lab), "image": "pytorch/pytorch:2.4", "command": "sleep infinity",
-        "command_mode": "shell", "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1"}, timeout=30)
+    page = submit_form(alice, base, lab, display_name="tensorboard", command="sleep infinity", notify="")
     job_id = int(re.search(r"/jobs/(\d+)$", page.url).group(1))
     wait_for(lambda: 'id="open-port"' in alice.get(f"{base}/jobs/{job_id}", timeout=10).text, timeout=30,
              what="the job running")
@@ -150,12 +141,7 @@ def test_ports_asked_for_on_the_form_open_with_the_job(portal):
     alice = signed_in(base, "alice", "alice-password-1")
 
     def submit(**fields):
-        form = alice.get(base + "/jobs/new/batch", timeout=10).text
-        return alice.post(base + "/jobs/new/batch", data={
-            "csrf_token": CSRF.search(form).group(1),
-            "idempotency_key": re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1),
-            "display_name": "with ports", "account_id": str(lab), "image": "pytorch/pytorch:2.4", "command": "sleep infinity",
-            "command_mode": "shell", "gpus": "0", "cpu": "1", "memory_gib": "2", "time_limit_hours": "1", **fields}, timeout=30)
+        return submit_form(alice, base, lab, display_name="with ports", command="sleep infinity", notify="", **fields)
     for bad, words in (("80", "1024 to 65535"), ("8888", "JupyterLab"), ("6006, six", "separated by commas"),
                        ("6006 6006", "different ports")):
         refused = submit(ports=bad)
