@@ -21,7 +21,8 @@ from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.utils import parse_quantity  # noqa: F401  (for the syncer's writers)
 
 from .labels import MANAGED_BY, class_patch, job_label_selector, resume_patch, suspend_patch
-from .manifests import ClusterSettings, JobRequest, build, name_of, owned_by, port_objects, port_path
+from .manifests import (ClusterSettings, JobRequest, build, name_of, owned_by, port_objects, port_path,
+                        published_url)
 
 DEFAULT_TIMEOUT = (3.0, 5.0)  # seconds: connect, read
 SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash || exec sh")  # bash where the image has it
@@ -264,10 +265,7 @@ class Cluster:
                     raise
 
     def port_url(self, job_id: int, port: int) -> str:
-        path = port_path(job_id, port)
-        if self.settings.ingress_url:
-            return self.settings.ingress_url.rstrip("/") + path
-        return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
+        return published_url(self.settings, port_path(job_id, port))
 
     def job_objects(self, job_id: int) -> tuple[dict | None, list[dict]]:
         """The Job and its pods, as plain dicts (for status mapping)."""
@@ -294,10 +292,7 @@ class Cluster:
 
     def jupyter_url(self, job_id: int) -> str:
         """Where the job's JupyterLab is published: the ingress host (https) and its path."""
-        path = f"{self.settings.jupyter_base_path.rstrip('/')}/{name_of(job_id)}/"
-        if self.settings.ingress_url:
-            return self.settings.ingress_url.rstrip("/") + path
-        return f"https://{self.settings.ingress_host}{path}" if self.settings.ingress_host else path
+        return published_url(self.settings, f"{self.settings.jupyter_base_path.rstrip('/')}/{name_of(job_id)}/")
 
     def log(self, pod: str, tail_lines: int = 500) -> str:
         response = self._call(self.core.read_namespaced_pod_log, pod, self.settings.namespace, tail_lines=tail_lines,

@@ -229,6 +229,14 @@ def _ingress(req: JobRequest, settings: ClusterSettings) -> dict:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
 
 
+def published_url(settings: ClusterSettings, path: str) -> str:
+    """Where a path behind the ingress (a notebook, a job's port) answers: CRATER_INGRESS_URL, else
+    https://ingress_host, else the bare path."""
+    if settings.ingress_url:
+        return settings.ingress_url.rstrip("/") + path
+    return f"https://{settings.ingress_host}{path}" if settings.ingress_host else path
+
+
 def port_path(job_id: int, port: int) -> str:
     return f"/ports/{name_of(job_id)}-{port}/"
 

@@ -24,10 +24,15 @@ RESERVED = {8888}  # JupyterLab's own, published already
 NAME = re.compile(r"^[\w .-]{0,32}$")
 
 
-def _own_running_job(actor: Actor, job_id: int):
+def _own_job(actor: Actor, job_id: int):
     job = get_job(actor, job_id)
     if actor.user is None or job.user_id != actor.user.id:
         raise NotFound(_("No job of yours here."))
+    return job
+
+
+def _own_running_job(actor: Actor, job_id: int):
+    job = _own_job(actor, job_id)
     if job.state != JobState.RUNNING.value:
         raise Conflict(_("Ports open once the job runs (it is %(state)s).", state=state_word(job.state)))
     return job
@@ -67,9 +72,7 @@ def open_port(actor: Actor, job_id: int, raw_port: str, name: str, cluster: Clus
 
 
 def close_port(actor: Actor, job_id: int, port: int, cluster: Cluster) -> None:
-    job = get_job(actor, job_id)
-    if actor.user is None or job.user_id != actor.user.id:
-        raise NotFound(_("No job of yours here."))
+    job = _own_job(actor, job_id)
     row = db.session.execute(select(JobPort).where(JobPort.job_id == job.id, JobPort.port == port)).scalar_one_or_none()
     if row is None:
         raise NotFound(_("Port %(port)s is not open.", port=port))

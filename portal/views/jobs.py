@@ -163,11 +163,10 @@ def show(job_id):
 
 
 def port_url(job_id: int, port: int) -> str:
-    """Where an opened port answers (no cluster call): CRATER_INGRESS_URL or https://INGRESS_HOST."""
-    from ..cluster.manifests import port_path
-    config = current_app.config
-    base = (config.get("INGRESS_URL") or (f"https://{config['INGRESS_HOST']}" if config.get("INGRESS_HOST") else "")).rstrip("/")
-    return base + port_path(job_id, port)
+    """Where an opened port answers, from the configuration alone (no cluster call)."""
+    from ..cluster.manifests import port_path, published_url
+    from ..cluster.setup import settings_from
+    return published_url(settings_from(current_app.config), port_path(job_id, port))
 
 
 @bp.post("/jobs/<int:job_id>/ports")
