@@ -26,7 +26,6 @@ Reported side by side, quotas as walls (today) and with borrowing:
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import random
 import statistics
@@ -73,6 +72,16 @@ MIXES = {"even": ((0.30, 1, 1), (0.25, 2, 1), (0.25, 4, 1), (0.15, 8, 1), (0.05,
          "philly": ((0.65, 1, 1), (0.15, 2, 1), (0.10, 4, 1), (0.07, 8, 1), (0.03, 8, 2))}
 
 
+def job_size(mix: tuple, draw: float) -> tuple[int, int]:
+    """(GPUs, pods) of the mix's entry that a uniform draw in [0, 1) falls in."""
+    upto = 0.0
+    for share, gpus, workers in mix:
+        upto += share
+        if draw < upto:
+            return gpus, workers
+    return mix[-1][1:]
+
+
 def trace(hours: float, seed: int, mix: str = "even") -> list[Sim]:
     rng = random.Random(seed)
     mean = sum(share * gpus for share, gpus, _w in MIXES[mix])
@@ -86,9 +95,7 @@ def trace(hours: float, seed: int, mix: str = "even") -> list[Sim]:
             t += rng.expovariate(rate)
             if t >= hours * 3600:
                 break
-            kind = rng.random()
-            gpus, workers = next(((g, w) for share, g, w in itertools.accumulate(
-                MIXES[mix], lambda acc, x: (acc[0] + x[0], x[1], x[2])) if kind < share), MIXES[mix][-1][1:])
+            gpus, workers = job_size(MIXES[mix], rng.random())
             duration = min(6 * 3600, max(300, rng.lognormvariate(math.log(3600), 0.6)))
             user = LABS.index(lab) * 10 + rng.randint(0, 4)
             jobs.append(Sim(Demand(id=next_id, user_id=user, gpus=gpus, gpu_model=MODEL, workers=workers, borrow=True,

@@ -18,6 +18,7 @@ from ..extensions import db
 from ..models import Job, JobState
 from ..vocabulary import JobType
 from .context import Actor
+from .job_ports import is_open
 
 _TOKENS: OrderedDict[int, str] = OrderedDict()
 _LOCK = threading.Lock()
@@ -38,7 +39,6 @@ def target_of(original_url: str, base_path: str) -> tuple[int, int] | None:
 def may_pass(actor: Actor, job_id: int, port: int = 0) -> bool:
     """The job's owner or an admin, while the job runs: into its notebook (port 0), or into a port
     its owner opened."""
-    from .job_ports import is_open
     if actor.user is None:
         return False
     row = db.session.execute(select(Job.user_id, Job.job_type, Job.state, Job.hidden).where(Job.id == job_id)).one_or_none()
