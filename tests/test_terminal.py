@@ -216,3 +216,14 @@ def test_under_gunicorn_pages_keep_answering_while_terminals_are_open(app, stack
     read_until(terminals[0], r"exit status 0")
     for ws in terminals[1:]:
         ws.close()
+    # A hung cluster API: a new terminal is refused with "try again" (503) within the cluster's
+    # timeout, before any upgrade; the pages keep answering; nothing is left counted as open.
+    stack.api_hang()
+    try:
+        started = time.monotonic()
+        assert handshake(stack.url, job_id, alice) == 503
+        assert time.monotonic() - started < 15
+        assert alice.get(stack.url + f"/jobs/{job_id}", timeout=10).status_code == 200
+    finally:
+        stack.api_resume()
+    assert audit(app, "job.terminal_close")[-1][1]["reason"] == "cluster error"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator
@@ -319,21 +320,43 @@ class Cluster:
     def exec_shell(self, pod: str, container: str = "main", command: tuple[str, ...] = SHELL):
         """An interactive shell in a pod's container (Kubernetes exec over a websocket, the
         channel protocol v5 or v4, through the official client's `stream`): the client's
-        WSClient, or ClusterError. The websocket's connect, reads and writes time out after the
-        read timeout, so a hung API costs one timeout."""
-        import websocket  # websocket-client, the kubernetes client's own dependency
+        WSClient, or ClusterError; a hung API costs one timeout."""
         from kubernetes.stream import stream
-        websocket.setdefaulttimeout(max(self.timeout))
         # `stream` swaps its API client's request function for the websocket one while it runs:
         # on the shared client, other threads' calls (the syncer's, other requests') would go
         # through it too. A client of its own for each exec.
         own = client.ApiClient(self.api.configuration)
-        try:
-            return _calling(stream, client.CoreV1Api(own).connect_get_namespaced_pod_exec, pod, self.settings.namespace,
-                            container=container, command=list(command), stdin=True, stdout=True, stderr=True, tty=True,
-                            _preload_content=False, _request_timeout=self.timeout)
-        finally:
-            own.close()
+        # The client opens the websocket without any timeout (its socket blocks for ever on a hung
+        # API): it connects in a thread of its own, waited for at most the read timeout; a shell
+        # that connects after the caller gave up is closed at once.
+        outcome: dict = {}
+        lock = threading.Lock()
+
+        def connect() -> None:
+            try:
+                shell = _calling(stream, client.CoreV1Api(own).connect_get_namespaced_pod_exec, pod,
+                                 self.settings.namespace, container=container, command=list(command), stdin=True,
+                                 stdout=True, stderr=True, tty=True, _preload_content=False,
+                                 _request_timeout=self.timeout)
+                shell.sock.settimeout(max(self.timeout))  # reads and writes of the session: bounded too
+            except ClusterError as exc:
+                shell, outcome["error"] = None, exc
+            finally:
+                own.close()
+            with lock:
+                if outcome.get("gave_up") and shell is not None:
+                    shell.close()
+                outcome["shell"] = shell
+        waiter = threading.Thread(target=connect, name="exec-connect", daemon=True)
+        waiter.start()
+        waiter.join(sum(self.timeout))
+        with lock:
+            if "shell" not in outcome:
+                outcome["gave_up"] = True
+                raise ClusterError("The cluster did not answer in time.", retryable=True)
+        if outcome.get("error") is not None:
+            raise outcome["error"]
+        return outcome["shell"]
 
     # ---- lists and watches, for the syncer --------------------------------------------------
 
