@@ -18,6 +18,7 @@ from . import accounts, audit, job_states, jobs, notify, policies
 from .context import SYSTEM, Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 from .pagination import Page, paginate
+from .transactions import retrying
 
 LOCKED_FOREVER = datetime(9999, 12, 31)
 MAX_REASON = 500
@@ -158,31 +159,40 @@ def cancel_requests_of_ended_jobs(now: datetime) -> list[int]:
 # ---- locks -------------------------------------------------------------------------------------
 
 def lock(actor: Actor, job_id: int, until: datetime | None, reason: str, now: datetime | None = None) -> Job:
-    """Exempt a job from every clean-up until `until` (None: indefinitely). Admins only."""
+    """Exempt a job from every clean-up until `until` (None: indefinitely). Admins only. Retried as
+    a deadlock victim: a policy pass may be warning the same job at that moment."""
     actor.require_admin()
     now = now or utcnow()
-    job = jobs.get_job(actor, job_id)
-    if not job.is_open:
-        raise Conflict(_("Job %(id)s has already ended.", id=job.id))
     if until is not None and until <= now:
         raise ValidationFailed({"until": _("Choose a time in the future.")})
     reason = _text(reason, "reason")
-    job.locked_until, job.lock_reason = until or LOCKED_FOREVER, reason
-    job_states.touched(job)
-    db.session.execute(delete(JobWarning).where(JobWarning.job_id == job.id, JobWarning.kind == "idle_gpu"))
-    audit.record(actor, "job.lock", "job", job.id, {"until": until.isoformat() if until else "indefinitely", "reason": reason})
-    db.session.commit()
-    return job
+
+    def work() -> Job:
+        job = jobs.get_job(actor, job_id)
+        if not job.is_open:
+            raise Conflict(_("Job %(id)s has already ended.", id=job.id))
+        # the warning row first, then the job's: the order a policy pass takes them in
+        db.session.execute(delete(JobWarning).where(JobWarning.job_id == job.id, JobWarning.kind == "idle_gpu"))
+        job.locked_until, job.lock_reason = until or LOCKED_FOREVER, reason
+        job_states.touched(job)
+        audit.record(actor, "job.lock", "job", job.id, {"until": until.isoformat() if until else "indefinitely",
+                                                        "reason": reason})
+        db.session.commit()
+        return job
+    return retrying(work)
 
 
 def unlock(actor: Actor, job_id: int) -> Job:
     actor.require_admin()
-    job = jobs.get_job(actor, job_id)
-    job.locked_until, job.lock_reason = None, ""
-    job_states.touched(job)
-    audit.record(actor, "job.unlock", "job", job.id)
-    db.session.commit()
-    return job
+
+    def work() -> Job:
+        job = jobs.get_job(actor, job_id)
+        job.locked_until, job.lock_reason = None, ""
+        job_states.touched(job)
+        audit.record(actor, "job.unlock", "job", job.id)
+        db.session.commit()
+        return job
+    return retrying(work)
 
 
 # ---- the policies' warnings ----------------------------------------------------------------------
