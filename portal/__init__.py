@@ -25,6 +25,8 @@ class IdConverter(IntegerConverter):
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    from .views.files import FilesRequest
+    app.request_class = FilesRequest  # uploads under /files stream to the shared storage
     app.url_map.converters["int"] = IdConverter
     cfg = load_config(overrides=config, instance_path=app.instance_path)
     problems = check_config(cfg)
@@ -64,8 +66,8 @@ def create_app(config: dict | None = None) -> Flask:
     telemetry.init_app(app)
 
     from .auth.views import bp as auth_bp
-    from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, health, home, ingress_auth, jobs, nodes,
-                        notifications, queue, templating, terminal, tokens, usage)
+    from .views import (admin_accounts, admin_audit, admin_users, charts, errors, fair_use, files, health, home, ingress_auth, jobs,
+                        nodes, notifications, queue, templating, terminal, tokens, usage)
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(home.bp)
@@ -83,6 +85,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(tokens.bp)
     app.register_blueprint(terminal.bp)
     app.register_blueprint(ingress_auth.bp)
+    app.register_blueprint(files.bp)
     from . import api
     api.init_app(app)
     errors.init_app(app)

@@ -97,6 +97,11 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "JOB_NAMESPACE": env.get("CRATER_JOB_NAMESPACE", "crater-jobs"),
         "KUBECONFIG": env.get("CRATER_KUBECONFIG", ""),
         "SHARED_PVC": env.get("CRATER_SHARED_PVC", ""),
+        # where the web pods mount that claim, for /files and WebDAV; development keeps a folder
+        # under instance/, production has none unless it is set (the pages then say so)
+        "STORAGE_ROOT": env.get("CRATER_STORAGE_ROOT") or ("" if production else str(Path(instance_path) / "storage")),
+        "UPLOAD_MAX_BYTES": _int(env, "CRATER_UPLOAD_MAX_BYTES", 20 * 1024 ** 3),  # one upload request
+        "FILES_PAGE_SIZE": _int(env, "CRATER_FILES_PAGE_SIZE", 200),
         "INGRESS_HOST": env.get("CRATER_INGRESS_HOST", ""),
         "INGRESS_CLASS": env.get("CRATER_INGRESS_CLASS", ""),
         # Where notebook links point (scheme, host and port; default https://CRATER_INGRESS_HOST), the

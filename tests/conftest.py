@@ -4,6 +4,7 @@ provider on loopback, and helpers that sign in and post forms with real CSRF tok
 from __future__ import annotations
 
 import os
+import tempfile
 import re
 import warnings
 
@@ -43,8 +44,11 @@ def database_url(request, tmp_path_factory):
     return url
 
 
+STORAGE = tempfile.mkdtemp(prefix="crater-storage-")  # the shared storage of tests that only read it
+
+
 def base_config(url: str, **extra) -> dict:
-    cfg = {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret-key-" + "x" * 32,
+    cfg = {"STORAGE_ROOT": STORAGE, "SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SECRET_KEY": "test-secret-key-" + "x" * 32,
            "OIDC_ISSUER": "", "LOCAL_LOGIN": True, "DEBUG_HEADER_LOGIN": False, "PAGE_SIZE": 50,
            "SESSION_COOKIE_SECURE": False, "SHORT_CACHE_SECONDS": 0}
     cfg.update(extra)

@@ -4,7 +4,9 @@ from werkzeug.routing import Rule
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-DEFAULTS = {"port": 6006}  # a job port's number, when the caller's ids do not say
+# a job port's number and a path on the shared storage (the plain user bob's home), when the
+# caller's ids do not say
+DEFAULTS = {"port": 6006, "path": "users/bob"}
 
 
 def fill(rule: Rule, ids: dict) -> str:

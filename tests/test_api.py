@@ -253,7 +253,8 @@ def test_accounts_me_and_gpus_say_what_a_script_needs(app, make, people):
     make.node("a100-0", gpus=8)
     api, token = app.test_client(), make_token(app, people["alice"])
     me = api.get("/api/v1/me", headers=bearer(token)).get_json()
-    assert {"account": "vision-lab", "account_id": people["lab"], "role": "member", "gpu_cap": None} in me["memberships"]
+    assert {"account": "vision-lab", "account_id": people["lab"], "role": "member", "gpu_cap": None,
+            "files_write": False} in me["memberships"]
     accounts = {a["name"]: a for a in api.get("/api/v1/accounts", headers=bearer(token)).get_json()["items"]}
     assert (accounts["vision-lab"]["quota"]["gpus"], accounts["vision-lab"]["queued"]) == (8, 1)
     assert accounts["vision-lab"]["used"]["gpus"] == 2

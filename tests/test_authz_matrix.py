@@ -143,14 +143,18 @@ MATRIX = {
     ("GET", "api.gpus"): (None, API_SIGNED_IN),
     ("GET", "api.templates_list"): (None, API_SIGNED_IN),
     ("GET", "api.images_list"): (None, API_SIGNED_IN),
+    # files: `path` is the plain user's home; nobody else's but an admin's (tests/test_files.py does every pair)
+    ("GET", "files.index"): (None, SIGNED_IN),
+    ("GET", "files.browse"): (None, statuses(302, 200, 404, 404, 200)),
+    ("POST", "files.act"): ({"op": "mkdir", "name": "new"}, statuses(302, 303, 404, 404, 303)),
     ("GET", "api.openapi"): (None, PUBLIC_200),
     ("GET", "api.docs"): (None, PUBLIC_200),
 }
 
 
 @pytest.fixture
-def app_config(oidc_issuer):
-    return {"OIDC_ISSUER": oidc_issuer, "OIDC_CLIENT_SECRET": "s"}
+def app_config(oidc_issuer, tmp_path):
+    return {"OIDC_ISSUER": oidc_issuer, "OIDC_CLIENT_SECRET": "s", "STORAGE_ROOT": str(tmp_path / "storage")}
 
 
 @pytest.fixture

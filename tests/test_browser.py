@@ -3,6 +3,7 @@ provider, switches the interface to Chinese and adds a member to an account with
 import os
 import shutil
 import threading
+from pathlib import Path
 from contextlib import contextmanager
 
 import pytest
@@ -429,3 +430,36 @@ def test_a_running_jobs_log_follows_itself_and_pauses(browser, long_training_por
     page.wait_for_selector("#log-text[data-state=following]", timeout=10000)
     assert page.evaluate("window.__notReloaded") is True
     assert [e for e in errors if e[0].startswith(base)] == []
+
+
+def test_upload_a_file_make_a_folder_move_and_download_it(browser, tmp_path):
+    """/files in the browser: upload two files, make a folder, move one into it, download it (an
+    attachment, the same bytes), delete the other after the no-JavaScript confirmation."""
+    with serving(tmp_path, STORAGE_ROOT=str(tmp_path / "storage")) as (app, base):
+        Factory(app).user("bob", password="bob-password-1")
+        page, errors = signed_in_page(browser, base, "bob", "bob-password-1")
+        page.click("nav.mainnav >> text=Files")
+        page.click("#areas >> text=My home")
+        (tmp_path / "train.py").write_text("print('epoch 1')\n")
+        (tmp_path / "notes.txt").write_text("lr 3e-4\n")
+        page.set_input_files("#upload-files", [str(tmp_path / "train.py"), str(tmp_path / "notes.txt")])
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("#entries >> text=train.py")
+        page.fill("#folder-name", "code")
+        page.click("#mkdir-form button[type=submit]")
+        page.wait_for_selector("#entries >> text=code/")
+        page.click("#entries tr:has-text('train.py') >> text=Rename or move")
+        page.fill("#move-folder", "users/bob/code")
+        page.click("#move button[type=submit]")
+        page.click("#entries >> text=code/")
+        with page.expect_download() as info:
+            page.click("#entries >> text=train.py")
+        download = info.value
+        assert download.suggested_filename == "train.py"
+        assert Path(download.path()).read_text() == "print('epoch 1')\n"
+        page.click("#crumbs >> text=bob")
+        page.click("#entries tr:has-text('notes.txt') >> text=Delete")
+        page.click("#confirm-delete button[type=submit]")
+        page.wait_for_selector("text=notes.txt deleted.")
+        assert sorted(os.listdir(tmp_path / "storage" / "users" / "bob")) == ["code"]
+        assert errors == []

@@ -78,7 +78,7 @@ SCHEMAS = {
                queue={"oneOf": [{"type": "null"}, obj(position=NI, waiting=I, reserved=B, waiting_for=S, estimated_start=TIME)]},
                links=obj(self=S, page=S, logs=S, spec=S, events=S)),
     "Event": obj(type=S, reason=S, message=S, count=I, object=S, last_seen=TIME),
-    "Membership": obj(["account", "account_id", "role"], account=S, account_id=I, role=S, gpu_cap=NI),
+    "Membership": obj(["account", "account_id", "role"], account=S, account_id=I, role=S, gpu_cap=NI, files_write=B),
     "Me": obj(["id", "username", "memberships"], id=I, username=S, display_name=S, email=S, admin=B,
               memberships={"type": "array", "items": ref("Membership")},
               token={"oneOf": [{"type": "null"}, obj(name=S, scope=S, expires_at=TIME)]}),

@@ -252,7 +252,8 @@ def me():
     user, token = actor.user, g.get("api_token")
     return {"id": user.id, "username": user.username, "display_name": user.display_name or "", "email": user.email or "",
             "admin": bool(user.is_admin),
-            "memberships": [{"account": m.account.name, "account_id": m.account.id, "role": m.role, "gpu_cap": m.gpu_cap}
+            "memberships": [{"account": m.account.name, "account_id": m.account.id, "role": m.role, "gpu_cap": m.gpu_cap,
+                             "files_write": m.files_write or m.is_manager}
                             for m in accounts.my_memberships(user)],
             "token": None if token is None else {"name": token.name, "scope": token.scope,
                                                  "expires_at": _time(token.expires_at)}}

@@ -87,6 +87,9 @@ class Membership(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16), default=MemberRole.MEMBER.value)
     gpu_cap: Mapped[int | None] = mapped_column(Integer)  # NULL = only the account's quota applies
+    # the account's share on the shared storage (accounts/<name>): managers write, members read,
+    # and write too where a manager granted it
+    files_write: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     account = relationship("Account", back_populates="memberships")

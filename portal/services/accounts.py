@@ -274,7 +274,9 @@ def _describe(account: Account, data: AccountInput) -> dict:
 
 # ---- members (admins and the account's managers) -------------------------------------------
 
-def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap: int | None) -> Membership:
+def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap: int | None,
+               files_write: bool = False) -> Membership:
+    """Add a member; `files_write`: they may write to the account's share too (managers always may)."""
     account = get_account(actor, account_id)
     user = db.session.execute(select(User).where(User.username == username.strip().lower())).scalar_one_or_none()
     if user is None:
@@ -285,7 +287,7 @@ def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap:
     ).first()
     if exists:
         raise ValidationFailed({"username": _("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)})
-    member = Membership(account=account, user=user, role=role, gpu_cap=gpu_cap)
+    member = Membership(account=account, user=user, role=role, gpu_cap=gpu_cap, files_write=bool(files_write))
     db.session.add(member)
     try:
         db.session.flush()
@@ -293,7 +295,8 @@ def add_member(actor: Actor, account_id: int, username: str, role: str, gpu_cap:
         db.session.rollback()
         raise ValidationFailed({"username": _("%(user)s is already a member of %(account)s.", user=user.username, account=account.name)}) from None
     audit.record(actor, "member.add", "account", account.id,
-                 {"account": account.name, "username": user.username, "role": role, "gpu_cap": gpu_cap})
+                 {"account": account.name, "username": user.username, "role": role, "gpu_cap": gpu_cap,
+                  "files_write": bool(files_write)})
     db.session.commit()
     return member
 
@@ -308,14 +311,18 @@ def get_member(actor: Actor, account_id: int, user_id: int) -> Membership:
     return member
 
 
-def update_member(actor: Actor, account_id: int, user_id: int, role: str, gpu_cap: int | None) -> Membership:
+def update_member(actor: Actor, account_id: int, user_id: int, role: str, gpu_cap: int | None,
+                  files_write: bool | None = None) -> Membership:
+    """Change a member's role, GPU cap and (unless None) whether they write to the account's share."""
     member = get_member(actor, account_id, user_id)
     _check_member_input(member.account, role, gpu_cap)
     if _is_self_demotion(actor, member, role):
         raise Conflict(_("You cannot take away your own manager role; ask an administrator."))
-    before = {"role": member.role, "gpu_cap": member.gpu_cap}
+    before = {"role": member.role, "gpu_cap": member.gpu_cap, "files_write": member.files_write}
     member.role, member.gpu_cap = role, gpu_cap
-    after = {"role": role, "gpu_cap": gpu_cap}
+    if files_write is not None:
+        member.files_write = bool(files_write)
+    after = {"role": role, "gpu_cap": gpu_cap, "files_write": member.files_write}
     if before != after:
         audit.record(actor, "member.update", "account", member.account_id,
                      {"account": member.account.name, "username": member.user.username,

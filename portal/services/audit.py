@@ -71,8 +71,9 @@ ACTIONS = {
     "node.cordon", "node.uncordon", "node.drain", "node.reserve", "node.release", "node.label", "node.unlabel",
     "policy.update", "policy.suspend", "policy.resume", "policy.run_now",
     "template.create", "template.delete", "image.add", "image.delete", "token.create", "token.revoke",
+    "file.upload", "file.mkdir", "file.move", "file.delete",
 }
-TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token")
+TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file")
 
 
 def known_target_types() -> list[str]:

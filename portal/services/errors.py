@@ -10,6 +10,12 @@ class DomainError(Exception):
         self.message = message
 
 
+class BadRequest(DomainError):
+    """Input that cannot mean anything (a hostile path, an unknown action)."""
+
+    status = 400
+
+
 class NotFound(DomainError):
     status = 404
 

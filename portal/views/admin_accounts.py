@@ -123,7 +123,8 @@ def add_member(account_id):
     form = MemberForm()
     if form.validate_on_submit():
         try:
-            member = accounts.add_member(actor(), account_id, form.username.data, form.role.data, form.gpu_cap.data)
+            member = accounts.add_member(actor(), account_id, form.username.data, form.role.data, form.gpu_cap.data,
+                                         form.files_write.data)
         except ValidationFailed as exc:
             apply_errors(form, exc)
         else:
@@ -141,7 +142,8 @@ def update_member(account_id, user_id):
     form = MemberUpdateForm()
     accounts.get_member(actor(), account_id, user_id)  # authorization before field errors
     if form.validate_on_submit():
-        member = accounts.update_member(actor(), account_id, user_id, form.role.data, form.gpu_cap.data)
+        member = accounts.update_member(actor(), account_id, user_id, form.role.data, form.gpu_cap.data,
+                                       form.files_write.data)
         return _members_fragment(account_id, MemberForm(formdata=None), 200,
                                  _("%(name)s saved.", name=member.user.username))
     raise ValidationFailed({k: "; ".join(map(str, v)) for k, v in form.errors.items()})

@@ -115,11 +115,13 @@ class MemberForm(FlaskForm):
     role = SelectField(_l("Role"), choices=MEMBER_ROLES, default="member")
     gpu_cap = WholeNumberField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)],
                                description=_l("Empty: only the account's quota applies."))
+    files_write = BooleanField(_l("May write to the account's share"))
 
 
 class MemberUpdateForm(FlaskForm):
     role = SelectField(_l("Role"), choices=MEMBER_ROLES)
     gpu_cap = WholeNumberField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)])
+    files_write = BooleanField(_l("May write to the account's share"))
 
 
 class RoleForm(FlaskForm):

@@ -1,6 +1,7 @@
 """What every template may use, registered in one place: the vocabulary (states, types, reasons,
 what a job waits for, node states, a job's history), the job list's fixed words, and one date
-filter (`|dt`, `|dt('date')`, `|dt('short')`, `|dt('seconds')`; times are UTC as stored)."""
+filter (`|dt`, `|dt('date')`, `|dt('short')`, `|dt('seconds')`; times are UTC as stored) and one of
+sizes (`|size`)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -20,8 +21,21 @@ def format_datetime(value: datetime | None, style: str = "minutes") -> str:
     return value.strftime(DATE_FORMATS[style])
 
 
+def format_size(value: int | None) -> str:
+    """Bytes as a page shows them: 0 B, 999 B, 1.5 KiB, 20 MiB, 2.0 GiB."""
+    if value is None:
+        return "—"
+    size, unit = float(value), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024 or unit == "PiB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
+
+
 def init_app(app: Flask) -> None:
     app.add_template_filter(format_datetime, "dt")
+    app.add_template_filter(format_size, "size")
     for name, value in {
         "JobState": vocabulary.JobState, "JobType": vocabulary.JobType,
         "timedelta": timedelta, "job_labels": list_labels, "job_reason": vocabulary.reason_words,
