@@ -33,6 +33,10 @@ def create_app(config: dict | None = None) -> Flask:
     if problems:
         raise ConfigError("Crater refuses to start:\n  - " + "\n  - ".join(problems))
     app.config.update(cfg)
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from .views.dav import MOUNT, DavApp
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {MOUNT: DavApp(app)})  # WebDAV beside the pages
     if app.config["PROXY_COUNT"]:
         n = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)

@@ -273,8 +273,9 @@ def _os_error(exc: OSError) -> DomainError:
 def _directory(root: str, parts: tuple[str, ...], make: int = 0) -> Iterator[int]:
     """An open descriptor of the folder `parts` under the root, walked name by name with
     O_NOFOLLOW; the first `make` names are created when missing (an area's own folder)."""
-    fds = [os.open(root, _DIR_FLAGS)]
+    fds = []
     try:
+        fds.append(os.open(root, _DIR_FLAGS))
         for i, part in enumerate(parts):
             if i < make:
                 with suppress(FileExistsError):
