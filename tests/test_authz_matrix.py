@@ -143,6 +143,10 @@ MATRIX = {
     ("GET", "api.gpus"): (None, API_SIGNED_IN),
     ("GET", "api.templates_list"): (None, API_SIGNED_IN),
     ("GET", "api.images_list"): (None, API_SIGNED_IN),
+    # restrictions: admins only (`restriction_id` here is nobody's)
+    ("GET", "admin_users.restrictions_page"): (None, ADMIN_PAGE),
+    ("POST", "admin_users.restrict"): ({"kind": "storage", "reason": "a test"}, ADMIN_ACTION),
+    ("POST", "admin_users.lift"): (None, statuses(302, 403, 403, 403, 404)),
     # files: `path` is the plain user's home; nobody else's but an admin's (tests/test_files.py does every pair)
     ("GET", "files.index"): (None, SIGNED_IN),
     ("GET", "files.browse"): (None, statuses(302, 200, 404, 404, 200)),

@@ -191,6 +191,23 @@ def test_craterctl_forgives_small_slips(portal, tmp_path):
     starts = {width(line[:line.index(" batch ") + 1]) for line in lines[1:]} | {width(lines[0][:lines[0].index("TYPE")])}
     assert len(starts) == 1, lines
 
+    # An administrator's restriction: craterctl says why in one line and exits non-zero
+    from portal.extensions import db
+    from portal.models import User
+    from portal.services import restrictions
+    from portal.services.context import Actor
+    root = Factory(app).user("root", role="admin")
+    with app.app_context():
+        restrictions.restrict(Actor(db.session.get(User, root)), alice, "submit", None, "over the fair share")
+    refused = ctl(tmp_path, "submit", str(tmp_path / "job.yaml"))
+    assert refused.returncode != 0 and "over the fair share" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert run("ls", "-o", "ids").stdout  # reading still works
+    with app.app_context():
+        restrictions.restrict(Actor(db.session.get(User, root)), alice, "portal", None, "laptop stolen")
+    refused = ctl(tmp_path, "ls")
+    assert refused.returncode != 0 and "laptop stolen" in refused.stderr
+    runs.append(refused)
+
     (tmp_path / "config" / "crater" / "config.json").write_text("{not json")
     assert "login" in run("ls", code=3).stderr
     assert not [r for r in runs if "Traceback" in r.stderr]

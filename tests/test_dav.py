@@ -122,3 +122,19 @@ def test_links_and_limits(portal, tmp_path):
         assert big.status_code == 413 and not (root / "users/carol/big.bin").exists()
     with app.app_context():  # a share's members see it as the pages do
         assert db.session.query(Membership).filter_by(account_id=ids["lab"]).count() == 2
+
+
+def test_restricted_users_are_told_why(portal):
+    app, base, ids, tokens, root = portal
+    from portal.models import User
+    from portal.services import restrictions
+    from portal.services.context import Actor
+    admin = Factory(app).user("root", role="admin")
+    with app.app_context():
+        restrictions.restrict(Actor(db.session.get(User, admin)), ids["carol"], "storage", None, "quota review")
+        restrictions.restrict(Actor(db.session.get(User, admin)), ids["alice"], "portal", None, "account shared")
+    for user, reason in (("carol", "quota review"), ("alice", "account shared")):
+        got = httpx.request("PROPFIND", f"{base}/dav/users/{user}", auth=(user, tokens[user]), headers={"Depth": "1"})
+        assert got.status_code == 403 and reason in got.text, (user, got.status_code)
+    with dav(base, "bob", tokens["bob"]) as c:  # nobody else is touched
+        c.ls("users/bob")

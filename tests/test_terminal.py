@@ -216,6 +216,7 @@ def test_under_gunicorn_pages_keep_answering_while_terminals_are_open(app, stack
     read_until(terminals[0], r"exit status 0")
     for ws in terminals[1:]:
         ws.close()
+    wait_for(lambda: len(audit(app, "job.terminal_close")) >= 3, timeout=15, what="the three terminals recorded closed")
     # A hung cluster API: a new terminal is refused with "try again" (503) within the cluster's
     # timeout, before any upgrade; the pages keep answering; nothing is left counted as open.
     stack.api_hang()

@@ -10,9 +10,9 @@ from .terminal import JobPort, TerminalSession
 from .token import ApiToken
 from .types import MAX_ID, utcnow  # noqa: F401  (re-exported)
 from .usage import UsageDay, UsageModelDay, UsageRollup
-from .user import AuthSource, Role, User
+from .user import AuthSource, Restriction, Role, User
 
 __all__ = [
     "ApiToken", "TerminalSession", "JobPort", "ACTIVE_STATES", "FINAL_STATES", "OPEN_STATES", "QueueUsage", "Preemption", "ExtensionRequest", "ExtensionState", "JobWarning", "PolicyRun", "PolicySetting", "Account", "AccountGpuQuota", "AuditEntry", "AuthSource", "Image", "Job", "JobEvent", "JobState", "JobTemplate",
-    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Role", "SyncHeartbeat", "User", "utcnow",
+    "GpuDevice", "Membership", "MemberRole", "Node", "NodeState", "Placement", "UsageDay", "UsageModelDay", "UsageRollup", "Notification", "OutboxMessage", "Restriction", "Role", "SyncHeartbeat", "User", "utcnow",
 ]

@@ -61,7 +61,7 @@ def known_actions() -> list[str]:
 WARNING_KINDS = ("idle_gpu", "time_limit")  # the policies' warnings (job.warned.<kind>, job.warning_cleared.<kind>)
 ACTIONS = {
     "user.create", "user.login", "user.login_refused", "user.role", "user.deactivate", "user.reactivate",
-    "user.create_admin", "user.settings", "account.create", "account.update", "account.delete",
+    "user.create_admin", "user.settings", "user.restrict", "user.unrestrict", "account.create", "account.update", "account.delete",
     "member.add", "member.update", "member.remove",
     "job.submit", "job.submit_failed", "job.submit_abandoned", "job.stop", "job.delete", "job.orphan_removed",
     "job.queue", "job.admit", "job.cancel", "job.requeue", "job.extend", "job.extension_requested",

@@ -23,7 +23,7 @@ from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobPort, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
-from . import accounts, audit, job_rules, job_spec, job_states, policies
+from . import accounts, audit, job_rules, job_spec, job_states, policies, restrictions
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
@@ -58,6 +58,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     `now` (default: the wall clock) is the submission time."""
     policy = settings.policy
     user = actor.user
+    restrictions.check(user, restrictions.SUBMIT, now)
     if form.idempotency_key:
         existing = by_key(user.id, form.idempotency_key)
         if existing is not None:

@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from ..models import Account, Membership, MemberRole
 from ..extensions import db
-from . import audit
+from . import audit, restrictions
 from .context import Actor
 from .errors import BadRequest, Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from .pagination import Page
@@ -230,6 +230,7 @@ def _area(actor: Actor, parts: tuple[str, ...]) -> Area | None:
 
 
 def place(actor: Actor, raw: str) -> Place:
+    restrictions.check(actor.user, restrictions.STORAGE)
     parts = split(raw)
     area = _area(actor, parts)
     return Place(parts, area, area.writable if area else actor.is_admin and len(parts) <= 1)

@@ -85,6 +85,8 @@ def authenticate(raw: str, client_ip: str = "", now: datetime | None = None) -> 
         raise AuthenticationFailed(_("This token expired on %(when)s.", when=row.expires_at.strftime("%Y-%m-%d")))
     if not row.user.active:
         raise AuthenticationFailed(_("This token's user is deactivated."))
+    from .restrictions import PORTAL, check
+    check(row.user, PORTAL, now)  # Restricted (403) with the reason
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
         db.session.execute(update(ApiToken).where(ApiToken.id == row.id, or_(
             ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY))

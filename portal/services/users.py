@@ -35,7 +35,10 @@ def get_active_user(user_id) -> User | None:
         user = db.session.get(User, int(user_id))
     except (TypeError, ValueError):
         return None
-    return user if user is not None and user.active else None
+    if user is None or not user.active:
+        return None
+    from .restrictions import PORTAL, find
+    return None if find(user, PORTAL) else user  # restricted from the portal: signed out too
 
 
 def find_by_username(username: str) -> User | None:
@@ -52,6 +55,7 @@ def authenticate_local(username: str, password: str, client_ip: str = "") -> Use
         raise AuthenticationFailed(_("Wrong username or password."))
     if not user.active:
         _refuse_login(user, client_ip, "deactivated")
+    _check_restriction(user, client_ip)
     _record_login(user, client_ip, "local")
     return user
 
@@ -88,6 +92,7 @@ def login_from_oidc(identity: OidcIdentity, admin_group: str = "", client_ip: st
     user = _find_oidc_user(identity) or _create_oidc_user(identity, client_ip)
     if not user.active:
         _refuse_login(user, client_ip, "deactivated")
+    _check_restriction(user, client_ip)
     user.display_name = identity.display_name or user.display_name
     user.email = identity.email or user.email
     if admin_group:
@@ -96,10 +101,11 @@ def login_from_oidc(identity: OidcIdentity, admin_group: str = "", client_ip: st
     return user
 
 
-def _find_oidc_user(identity: OidcIdentity) -> User | None:
-    return db.session.execute(
-        select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)
-    ).scalar_one_or_none()
+def _find_oidc_user(identity: OidcIdentity, current: bool = False) -> User | None:
+    """`current`: a locking read, which sees rows committed after this transaction's snapshot
+    (InnoDB's plain reads repeat the snapshot, so a racing first sign-in would stay invisible)."""
+    stmt = select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)
+    return db.session.execute(stmt.with_for_update(read=True) if current else stmt).scalar_one_or_none()
 
 
 def _create_oidc_user(identity: OidcIdentity, client_ip: str) -> User:
@@ -113,7 +119,7 @@ def _create_oidc_user(identity: OidcIdentity, client_ip: str) -> User:
                 db.session.add(user)
                 db.session.flush()
         except IntegrityError:
-            existing = _find_oidc_user(identity)
+            existing = _find_oidc_user(identity, current=True)
             if existing is not None:
                 return existing
             continue
@@ -129,10 +135,17 @@ def _record_login(user: User, client_ip: str, source: str) -> None:
     db.session.commit()
 
 
-def _refuse_login(user: User, client_ip: str, why: str):
+def _refuse_login(user: User, client_ip: str, why: str, message: str = ""):
     audit.record(Actor(user, client_ip), "user.login_refused", "user", user.id, {"reason": why})
     db.session.commit()
-    raise Forbidden(_("This user is deactivated. Ask an administrator to reactivate it."))
+    raise Forbidden(message or _("This user is deactivated. Ask an administrator to reactivate it."))
+
+
+def _check_restriction(user: User, client_ip: str) -> None:
+    from .restrictions import PORTAL, find, message
+    restriction = find(user, PORTAL)
+    if restriction is not None:
+        _refuse_login(user, client_ip, "restricted", message(restriction))
 
 
 def _clean_username(raw: str) -> str:
@@ -200,7 +213,7 @@ class UserFilter:
 # What the users table shows. Its rows are plain mappings of these columns: cheaper to load and
 # to read in the template than whole User objects.
 LIST_COLUMNS = (User.id, User.username, User.display_name, User.email, User.role, User.active,
-                User.auth_source, User.last_login_at)
+                User.auth_source, User.last_login_at, User.restricted)
 
 
 def list_row(user: User) -> dict:

@@ -5,10 +5,11 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import login_required
 
-from ..services import users
-from ..services.errors import DomainError
-from .context import actor, fragment_or_page, is_htmx, page_arg, per_page
-from .forms import RoleForm
+from ..cluster.client import ClusterError
+from ..services import jobs, restrictions, users
+from ..services.errors import DomainError, ValidationFailed
+from .context import actor, cluster, fragment_or_page, is_htmx, page_arg, per_page
+from .forms import CsrfOnlyForm, RestrictionForm, RoleForm, apply_errors
 
 bp = Blueprint("admin_users", __name__, url_prefix="/admin/users")
 
@@ -65,3 +66,52 @@ def reactivate(user_id):
     """Let a deactivated user sign in again."""
     user = users.set_active(actor(), user_id, True)
     return _row_or_back(user, _("%(name)s is active again.", name=user.username))
+
+
+# ---- restrictions -------------------------------------------------------------------------------
+
+def _restrictions_page(user_id: int, form: RestrictionForm, status: int = 200):
+    user, rows = restrictions.list_of(actor(), user_id)
+    return render_template("admin/restrictions.html", user=user, rows=rows, form=form, button=CsrfOnlyForm(),
+                           words=restrictions.words, now=restrictions.utcnow()), status
+
+
+@bp.get("/<int:user_id>/restrictions")
+@login_required
+def restrictions_page(user_id):
+    return _restrictions_page(user_id, RestrictionForm(formdata=None))
+
+
+@bp.post("/<int:user_id>/restrictions")
+@login_required
+def restrict(user_id):
+    """Restrict a user from submitting, the storage or the portal; optionally stop their jobs."""
+    form = RestrictionForm()
+    restrictions.list_of(actor(), user_id)  # an administrator, and the user exists, before field errors
+    if not form.validate_on_submit():
+        return _restrictions_page(user_id, form, 422)
+    try:
+        row, to_stop = restrictions.restrict(actor(), user_id, form.kind.data, form.until.data, form.reason.data,
+                                             form.stop_running.data)
+    except ValidationFailed as exc:
+        apply_errors(form, exc)
+        return _restrictions_page(user_id, form, 422)
+    stopped, failed = 0, 0
+    for job_id in to_stop:
+        try:
+            jobs.stop_job(actor(), job_id, cluster(), message=restrictions.message(row), tell_owner=True)
+            stopped += 1
+        except (DomainError, ClusterError):  # ended meanwhile, or the cluster did not answer
+            failed += 1
+    flash(_("Restricted. %(n)s running jobs stopped.", n=stopped) if to_stop else _("Restricted."), "success")
+    if failed:
+        flash(_("%(n)s jobs could not be stopped now; stop them from the jobs page.", n=failed), "error")
+    return redirect(url_for(".restrictions_page", user_id=user_id), 303)
+
+
+@bp.post("/<int:user_id>/restrictions/<int:restriction_id>/lift")
+@login_required
+def lift(user_id, restriction_id):
+    restrictions.lift(actor(), user_id, restriction_id)
+    flash(_("Restriction lifted."), "success")
+    return redirect(url_for(".restrictions_page", user_id=user_id), 303)

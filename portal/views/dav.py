@@ -27,10 +27,11 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..services import storage, tokens
 from ..services.context import Actor
+from ..services.restrictions import Restricted
 from ..services.errors import AuthenticationFailed, BadRequest, Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 
 MOUNT = "/dav"
-ACTOR, WRITE = "crater.actor", "crater.write"
+ACTOR, WRITE, REFUSED = "crater.actor", "crater.write", "crater.refused"
 
 
 def _dav_error(exc: DomainError) -> DAVError:
@@ -76,6 +77,9 @@ class TokenDomainController(BaseDomainController):
             row, user = tokens.authenticate(password, environ.get("REMOTE_ADDR", ""))
         except AuthenticationFailed:
             return False
+        except Restricted as exc:  # the right token of a restricted user: told why, not asked again
+            environ[REFUSED] = str(exc)
+            return True
         if user.username != (user_name or "").strip().lower():
             return False
         environ[ACTOR] = Actor(user, environ.get("REMOTE_ADDR", ""), token=row.name)
@@ -258,6 +262,8 @@ class StorageProvider(DAVProvider):
         self.config = config
 
     def get_resource_inst(self, path: str, environ: dict):
+        if REFUSED in environ:
+            raise DAVError(HTTP_FORBIDDEN, environ[REFUSED])
         actor = environ[ACTOR]
         try:
             root = storage.root_of(self.config)

@@ -6,7 +6,7 @@ import re
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DateField, DateTimeLocalField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
 
@@ -122,6 +122,18 @@ class MemberUpdateForm(FlaskForm):
     role = SelectField(_l("Role"), choices=MEMBER_ROLES)
     gpu_cap = WholeNumberField(_l("GPU cap"), validators=[Optional(), NumberRange(min=0, max=MAX_GPUS)])
     files_write = BooleanField(_l("May write to the account's share"))
+
+
+class RestrictionForm(FlaskForm):
+    kind = SelectField(_l("Restrict from"), choices=[
+        SelectChoice("submit", _l("submitting jobs (queued jobs wait)")),
+        SelectChoice("storage", _l("the shared storage (files and WebDAV)")),
+        SelectChoice("portal", _l("the portal as a whole (pages, API, craterctl, terminals, WebDAV)"))])
+    until = DateTimeLocalField(_l("Until (UTC)"), format="%Y-%m-%dT%H:%M", validators=[Optional()],
+                               description=_l("Empty: until an administrator lifts it."))
+    reason = TextAreaField(_l("Reason"), validators=[DataRequired(), Length(max=500)],
+                           description=_l("The user reads it wherever they are refused."))
+    stop_running = BooleanField(_l("Stop their running jobs now"))
 
 
 class RoleForm(FlaskForm):

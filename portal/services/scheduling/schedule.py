@@ -12,7 +12,8 @@ from collections.abc import Callable
 from sqlalchemy import case, func, select
 
 from ...extensions import db
-from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, Node
+from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, Node, utcnow
+from ..restrictions import held_users
 from .admission import admit_queued, reclassify_pass
 from .estimates import RunTimes, estimate_pass
 from .state import QUEUED, QueueSettings, in_ids, under_maintenance
@@ -43,6 +44,7 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
         AccountGpuQuota.account_id, func.count(AccountGpuQuota.id), func.sum(AccountGpuQuota.gpus),
         func.max(AccountGpuQuota.id)).where(in_ids(AccountGpuQuota.account_id, queued)).group_by(AccountGpuQuota.account_id))}
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
+    held = tuple(sorted(held_users(utcnow())))  # a restriction set, lifted or ended: decide again
     # What an account waiting on the cluster (a borrower, a head waiting for free GPUs) also
     # depends on: how many GPUs of the models it waits for are idle. Read for every account with
     # queued GPU jobs, so a fingerprint does not change when an account starts waiting; the pass
@@ -65,7 +67,7 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
         waits_on = {a: (tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms)), reserved)
                     for a, ms in models_of.items()}
     db.session.commit()
-    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed,
+    return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed, held,
                 waits_on.get(a))
             for a, n, v, q, ids in jobs if a in queued}
 

@@ -15,6 +15,7 @@ from ...models.account import DEFAULT_ACCOUNT
 from ...models import (ACTIVE_STATES, Account, AccountGpuQuota, Job, JobState, Membership, Node,
                        Placement, Preemption, QueueUsage, User)
 from ...vocabulary import JobType
+from ..restrictions import held_users
 from .plan import CLUSTER_KINDS, Capacity, Decision, Demand, Limits, Room, Tally, decay, decide
 
 QUEUED = JobState.QUEUED.value
@@ -78,7 +79,8 @@ def load(account_ids: list[int] | None, now: datetime, settings: QueueSettings) 
         Job.state == QUEUED)
     if account_ids is not None:
         queued_stmt = queued_stmt.where(in_ids(Job.account_id, account_ids))
-    queued_rows = list(db.session.execute(queued_stmt.order_by(Job.id)))
+    held = held_users(now)  # restricted from submitting: their queued jobs wait
+    queued_rows = [r for r in db.session.execute(queued_stmt.order_by(Job.id)) if r.user_id not in held]
     ids = sorted(set(account_ids) if account_ids is not None else {r.account_id for r in queued_rows})
     if not ids:
         return {}
