@@ -168,6 +168,14 @@ class Factory:
             row, token = tokens.create(Actor(db.session.get(User, user_id)), name, scope, expires_days, now=now)
             return row.id, token
 
+    def dataset(self, user_id, name, path, visibility="private", kind="dataset") -> int:
+        from portal.models import Dataset
+        with self.app.app_context():
+            row = Dataset(name=name, path=path, owner_id=user_id, visibility=visibility, kind=kind, description="", tags="")
+            db.session.add(row)
+            db.session.commit()
+            return row.id
+
     def template(self, user_id, account_id, name="tpl", shared=False, job_type="batch") -> int:
         from portal.models import JobTemplate
 

@@ -147,6 +147,17 @@ MATRIX = {
     ("GET", "admin_users.restrictions_page"): (None, ADMIN_PAGE),
     ("POST", "admin_users.restrict"): ({"kind": "storage", "reason": "a test"}, ADMIN_ACTION),
     ("POST", "admin_users.lift"): (None, statuses(302, 403, 403, 403, 404)),
+    # datasets: every signed-in user registers and lists; `dataset_id` is the plain user's private one
+    ("GET", "datasets.index"): (None, SIGNED_IN),
+    ("POST", "datasets.create"): ({"name": "x", "kind": "dataset", "path": "nope", "visibility": "private"},
+                                  statuses(302, 422, 422, 422, 422)),
+    ("GET", "datasets.show"): (None, statuses(302, 200, 404, 404, 200)),
+    ("POST", "datasets.update"): ({"description": "d", "visibility": "private"}, statuses(302, 303, 404, 404, 303)),
+    ("POST", "datasets.measure"): (None, statuses(302, 303, 404, 404, 303)),
+    ("POST", "datasets.share"): ({"user": "alice"}, statuses(302, 303, 404, 404, 303)),
+    ("POST", "datasets.unshare"): (None, statuses(302, 404, 404, 404, 404)),
+    ("GET", "datasets.confirm_delete"): (None, statuses(302, 200, 404, 404, 200)),
+    ("POST", "datasets.delete"): (None, statuses(302, 303, 404, 404, 303)),
     # files: `path` is the plain user's home; nobody else's but an admin's (tests/test_files.py does every pair)
     ("GET", "files.index"): (None, SIGNED_IN),
     ("GET", "files.browse"): (None, statuses(302, 200, 404, 404, 200)),
@@ -180,6 +191,7 @@ def people(make):
     ids["name"] = make.node("a100-0")
     ids["request_id"] = make.extension_request(ids["job"], ids["user"])
     ids["token_id"] = make.api_token(ids["user"])[0]
+    ids["dataset_id"] = make.dataset(ids["user"], "bob-data", "users/bob")
     make.placement("a100-0", ids["job"], gpus=2)
     return ids
 
@@ -197,7 +209,8 @@ def test_route_answers_role_as_expected(app, new_client, people, method, endpoin
     url = fill(rule, {"account_id": people["own"], "user_id": people["user"], "job_id": people["job"],
                       "job_type": "batch", "template_id": people["template"], "image_id": people["image"],
                       "name": people["name"], "request_id": people["request_id"], "decision": "approve",
-                      "policy": "extensions", "action": "suspend", "token_id": people["token_id"], "port": 6006})
+                      "policy": "extensions", "action": "suspend", "token_id": people["token_id"], "port": 6006,
+                      "dataset_id": people["dataset_id"]})
     client = new_client()
     if role != "anon":
         client.login(people[role])

@@ -63,7 +63,8 @@ def test_manager_changes_role_and_cap(client, make, lab):
     assert response.status_code == 200
     assert ("bob", "manager", 2) in members(make, lab["lab"])
     detail = make.query(lambda s: s.query(AuditEntry).filter_by(action="member.update").one().detail)
-    assert detail["from"] == {"role": "member", "gpu_cap": None} and detail["to"] == {"role": "manager", "gpu_cap": 2}
+    assert detail["from"] == {"role": "member", "gpu_cap": None, "files_write": False}
+    assert detail["to"] == {"role": "manager", "gpu_cap": 2, "files_write": False}
 
 
 def test_manager_cannot_demote_or_remove_themselves(client, make, lab):

@@ -173,9 +173,9 @@ def test_queue_pages_and_a_queued_jobs_poll_use_a_fixed_number_of_queries(app, c
         return s.query(Job).filter_by(state="Queued").first().id
     queued = make.query(queue_up)
     client.login(admin)
-    # queue page: user, account, the queue's eight reads (queued, account, model quotas, members,
-    # admitted jobs, usage, models under maintenance), the page's jobs, the owners
-    for url, limit in ((f"/queues/{lab}", 11), ("/queues", 5), (f"/jobs/{queued}/status", 7)):
+    # queue page: user, account, the queue's nine reads (restricted users, queued, account, model
+    # quotas, members, admitted jobs, usage, models under maintenance), the page's jobs, the owners
+    for url, limit in ((f"/queues/{lab}", 12), ("/queues", 5), (f"/jobs/{queued}/status", 7)):
         client.get(url)
         with count_queries(app) as statements:
             response = client.get(url)

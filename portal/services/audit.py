@@ -72,8 +72,9 @@ ACTIONS = {
     "policy.update", "policy.suspend", "policy.resume", "policy.run_now",
     "template.create", "template.delete", "image.add", "image.delete", "token.create", "token.revoke",
     "file.upload", "file.mkdir", "file.move", "file.delete",
+    "dataset.create", "dataset.update", "dataset.delete", "dataset.share", "dataset.unshare",
 }
-TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file")
+TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file", "dataset")
 
 
 def known_target_types() -> list[str]:

@@ -75,6 +75,8 @@ FIELDS = (
     Field("mount_home", "bool", False, "Mount the owner's home folder"),
     Field("mount_share", "bool", False, "Mount the account's shared folder"),
     Field("notify", "bool", False, "Mail the owner when it ends"),
+    Field("datasets", "names", (), "Datasets and models to mount read-only, by name: at /datasets/<name> or "
+                                   "/models/<name> in every pod (at most 8)"),
     Field("ports", "ports", (), "Ports to open while it runs, each at an address of its own behind the portal's sign-in "
                                 "(1024-65535, not 8888, at most 5), e.g. [6006] for a TensorBoard"),
 )
@@ -110,6 +112,8 @@ class Submission:
     queue_if_full: bool = True  # over quota for now: wait in the account's queue (else: refuse)
     borrow: bool = False  # over quota for now: run on idle GPUs beyond it (may be preempted and requeued)
     ports: tuple[int, ...] = ()  # opened behind the portal's sign-in while it runs (services.job_ports)
+    datasets: tuple[str, ...] = ()  # names (services.datasets); resolved at submission into:
+    dataset_mounts: tuple[tuple[str, str], ...] = ()  # (sub-path of the shared claim, mount path), read-only
 
 
 def check_idempotency_key(key: str) -> str | None:
@@ -128,10 +132,13 @@ def to_stored(sub: Submission) -> dict:
     spec["env"] = [list(pair) for pair in sub.env]
     if sub.annotations:
         spec["annotations"] = [list(pair) for pair in sub.annotations]
-    if sub.ports:
-        spec["ports"] = list(sub.ports)
-    else:
-        spec.pop("ports", None)  # most jobs open none: their stored spec stays as it was
+    for name in ("ports", "datasets"):  # most jobs have none: their stored spec stays as it was
+        if getattr(sub, name):
+            spec[name] = list(getattr(sub, name))
+        else:
+            spec.pop(name, None)
+    if sub.dataset_mounts:  # as resolved when it was submitted (a queued job launches with them)
+        spec["dataset_mounts"] = [list(m) for m in sub.dataset_mounts]
     return spec
 
 
@@ -146,21 +153,24 @@ def from_stored(spec: dict, account_id: int) -> Submission:
     for name in ("mount_home", "mount_share", "notify"):
         values[name] = bool(values[name])
     values["ports"] = tuple(int(p) for p in values["ports"] or ())
+    values["datasets"] = tuple(str(d) for d in values["datasets"] or ())
     return Submission(account_id=account_id, annotations=tuple(tuple(p) for p in spec.get("annotations") or ()),
-                      **values)
+                      dataset_mounts=tuple(tuple(m) for m in spec.get("dataset_mounts") or ()), **values)
 
 
 def exported(spec: dict | None, account_name: str) -> dict:
     """The spec a job page shows and the API exports: as submitted, with the account's name, so
     that it can be submitted again unchanged (page -> file -> craterctl -> API)."""
     spec = dict(spec or {})
+    spec.pop("dataset_mounts", None)  # the portal's own record: resubmitting names the datasets again
     ordered = {k: spec.pop(k) for k in ("job_type", "display_name") if k in spec}
     return {**ordered, "account": account_name, **spec}
 
 
 # ---- the API's body ----------------------------------------------------------------------------
 
-_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict), "ports": (list,)}
+_JSON = {"str": (str,), "int": (int,), "bool": (bool,), "command": (str, list), "env": (list, dict), "ports": (list,),
+         "names": (list,)}
 
 
 def from_body(body, account_id: int) -> Submission:
@@ -194,12 +204,15 @@ def from_body(body, account_id: int) -> Submission:
     ports = [int(p) if isinstance(p, float) and p.is_integer() else p for p in body.get("ports") or []]  # 6006.0 too
     if not all(isinstance(p, int) and not isinstance(p, bool) for p in ports):
         raise ValidationFailed({"ports": _("ports is a list of port numbers.")})
+    datasets = body.get("datasets") or []
+    if not all(isinstance(d, str) for d in datasets):
+        raise ValidationFailed({"datasets": _("datasets is a list of names.")})
     when_full = body.get("when_full") or WHEN_FULL[0]
     if when_full not in WHEN_FULL:
         raise ValidationFailed({"when_full": _("when_full is queue, refuse or borrow.")})
     values = {name: body[name] for name in FIELD_NAMES if body.get(name) is not None}
     values.update(command=command if isinstance(command, str) else tuple(command), env=tuple(tuple(p) for p in env),
-                  ports=tuple(ports))
+                  ports=tuple(ports), datasets=tuple(datasets))
     sub = replace(Submission(job_type=DEFAULTS["job_type"], account_id=account_id, display_name="", image=""), **values)
     return replace(sub, idempotency_key=body.get("idempotency_key") or "", queue_if_full=when_full != "refuse",
                    borrow=when_full == "borrow")
@@ -216,6 +229,7 @@ def cluster_request(job_id: int, sub: Submission, username: str, account: str, b
         mounts.append(Mount(f"users/{username}", f"/home/{username}"))
     if sub.mount_share:
         mounts.append(Mount(f"accounts/{account}", "/shared"))
+    mounts.extend(Mount(sub_path, path, read_only=True) for sub_path, path in sub.dataset_mounts)
     return JobRequest(
         job_id=job_id, job_type=sub.job_type, username=username, account=account,
         display_name=sub.display_name, image=sub.image, command=sub.command, env=sub.env,
@@ -271,6 +285,8 @@ def body_schema(max_hours: dict[str, float], images: list[str] | None, models: d
         "working_dir": {"type": "string", "maxLength": LIMITS.max_working_dir,
                         "pattern": r"^(/[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*)?$"},
         "mount_home": {"type": "boolean"}, "mount_share": {"type": "boolean"}, "notify": {"type": "boolean"},
+        "datasets": {"type": "array", "maxItems": 8, "uniqueItems": True,
+                     "items": {"type": "string", "minLength": 1, "maxLength": 63}},
         "ports": {"type": "array", "maxItems": 5, "uniqueItems": True,
                   "items": {"type": "integer", "minimum": 1024, "maximum": 65535, "not": {"enum": [8888]}}},
         "account": {"type": "string", "description": "The account's name (or give account_id); default: your only account"},

@@ -23,7 +23,7 @@ from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobPort, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
-from . import accounts, audit, job_rules, job_spec, job_states, policies, restrictions
+from . import accounts, audit, datasets, job_rules, job_spec, job_states, policies, restrictions
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
@@ -70,6 +70,8 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     except ValidationFailed as exc:
         count_submission(form.job_type, "invalid", min(exc.errors) if exc.errors else "")
         raise
+    picked = datasets.resolve(actor, form.datasets)  # each one the submitter may use
+    form = replace(form, datasets=tuple(d.name for d in picked), dataset_mounts=datasets.mounts_of(picked))
     account = db.session.get(Account, form.account_id)
     if account is None:
         raise NotFound(_("No such account."))
@@ -88,6 +90,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
 
     def keep(job: Job) -> None:
         admitted["id"], admitted["state"] = job.id, job.state
+        datasets.record_mounts(job.id, picked)
         for port in form.ports:  # opened with the job: they answer once it runs
             db.session.add(JobPort(job_id=job.id, port=port, name="", opened_by=user_id, opened_at=now))
             audit.record(actor, "job.port_open", "job", job.id, {"port": port, "name": "", "from": "submission"})

@@ -302,9 +302,17 @@ def _is_link(fd: int, name: str) -> bool:
         return False
 
 
+def open_folder(root: str, where: Place):
+    """An open descriptor of the folder `where` (a context manager), walked as every path is."""
+    return _directory(root, where.parts, make=_make(where))
+
+
 def _make(where: Place) -> int:
-    """How many leading names of `where` may be created on the way: an area's own folder."""
-    return len(where.area.parts) if where.area is not None else len(where.parts)
+    """How many leading names of `where` may be created on the way: an area's own folder (not an
+    admin's other top folders, which are only ever found)."""
+    if where.area is None:
+        return len(where.parts)
+    return 0 if where.area.kind == OTHER else len(where.area.parts)
 
 
 def _entry(parent: str, name: str, st: os.stat_result) -> Entry:
@@ -337,8 +345,9 @@ def kind_of(root: str, actor: Actor, where: Place) -> str:
     """"dir" or "file" (anything else, e.g. a link, is refused)."""
     if where.area is None:
         return "dir"
-    if where.is_area_root:
-        return "dir"
+    if where.is_area_root:  # one's own areas are made on first use; any other top folder must exist
+        with _directory(root, where.parts, make=_make(where)):
+            return "dir"
     with _directory(root, where.parts[:-1], make=_make(where)) as fd:
         try:
             st = os.stat(where.name, dir_fd=fd, follow_symlinks=False)

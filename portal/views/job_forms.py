@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DecimalField, HiddenField, SelectField, StringField, TextAreaField
+from wtforms import BooleanField, DecimalField, HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Optional, ValidationError
 
@@ -30,7 +30,8 @@ LARGEST = Decimal("1e9")  # beyond any bound the rules allow: refuse before mult
 FIELD_OF = {"display_name": "display_name", "account_id": "account_id", "image": "image", "command": "command",
             "env": "env", "gpu_model": "gpu_model", "gpus": "gpus", "workers": "workers", "cpu_milli": "cpu",
             "memory_mib": "memory_gib", "shm_mib": "shm_gib", "working_dir": "working_dir",
-            "time_limit_seconds": "time_limit_hours", "idempotency_key": "idempotency_key", "ports": "ports"}
+            "time_limit_seconds": "time_limit_hours", "idempotency_key": "idempotency_key", "ports": "ports",
+            "datasets": "datasets"}
 
 
 def parse_env(text: str) -> tuple[tuple[str, str], ...]:
@@ -76,6 +77,8 @@ class JobForm(FlaskForm):
     mount_home = BooleanField(_l("Mount my home folder"), default=True)
     mount_share = BooleanField(_l("Mount the account's shared folder"), default=True)
     notify = BooleanField(_l("Email me when it ends"))
+    datasets = SelectMultipleField(_l("Datasets and models"), validate_choice=False, description=_l(
+        "Mounted read-only at /datasets/<name> or /models/<name> in every pod."))
     ports = StringField(_l("Ports to open"), description=_l(
         "E.g. 6006 for a TensorBoard: each at an address of its own while the job runs, only for you, signed in."))
     when_full = SelectField(_l("If the account's quota is in use"), default="queue", validate_choice=True, choices=[
@@ -84,9 +87,11 @@ class JobForm(FlaskForm):
         SelectChoice("borrow", _l("run now on idle GPUs beyond the quota (may be preempted and requeued)"))])
     idempotency_key = HiddenField()  # its rule: services.job_rules
 
-    def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float]):
+    def setup(self, job_type: str, accounts: list, models: list[str], limits: tuple[float, float], datasets: list = ()):
         """Choices and the default time limit for this user and type (call before validate)."""
         self.job_type, self.limits = job_type, limits
+        self.datasets.choices = [SelectChoice(d.name, f"{d.mount_path}" + (f" · {d.tags}" if d.tags else ""))
+                                 for d in datasets]
         self.account_id.choices = [SelectChoice(a.id, a.label) for a in accounts]
         self.gpu_model.choices = [SelectChoice("", _l("Any model"))] + [SelectChoice(m, m) for m in models]
         if job_type == JobType.JUPYTER and not any(getattr(a, "borrow_jupyter", False) for a in accounts):
@@ -128,7 +133,7 @@ class JobForm(FlaskForm):
             mount_home=bool(self.mount_home.data), mount_share=bool(self.mount_share.data),
             notify=bool(self.notify.data), idempotency_key=self.idempotency_key.data or "",
             queue_if_full=self.when_full.data != "refuse", borrow=self.when_full.data == "borrow",
-            ports=getattr(self, "parsed_ports", ()))
+            ports=getattr(self, "parsed_ports", ()), datasets=tuple(self.datasets.data or ()))
 
 
 def form_data_from_spec(spec: dict) -> dict:
@@ -145,7 +150,7 @@ def form_data_from_spec(spec: dict) -> dict:
         "shm_gib": sub.shm_mib // 1024, "working_dir": sub.working_dir,
         "time_limit_hours": Decimal(sub.time_limit_seconds or 3600) / 3600,
         "mount_home": sub.mount_home, "mount_share": sub.mount_share, "notify": sub.notify,
-        "ports": ", ".join(str(p) for p in sub.ports),
+        "ports": ", ".join(str(p) for p in sub.ports), "datasets": list(sub.datasets),
     }
     if spec.get("account_id"):
         data["account_id"] = spec["account_id"]

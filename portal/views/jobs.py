@@ -14,7 +14,7 @@ from flask_login import current_user, login_required
 from .. import limits, vocabulary
 from ..cluster.labels import object_name
 from ..models import JobState, utcnow
-from ..services import accounts, job_page, job_ports, job_queries, job_templates, jobs
+from ..services import accounts, datasets, job_page, job_ports, job_queries, job_templates, jobs
 from ..services.errors import DomainError, ValidationFailed
 from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import JOB_TYPES, Reason
@@ -84,7 +84,8 @@ def _form(job_type: str, data: dict | None = None) -> JobForm:
     limits = current_app.config["TIME_LIMITS"][job_type]
     form = JobForm(data=data) if data is not None else JobForm()
     memberships = accounts.my_memberships(current_user)
-    return form.setup(job_type, [m.account for m in memberships], job_queries.gpu_models(), limits)
+    return form.setup(job_type, [m.account for m in memberships], job_queries.gpu_models(), limits,
+                      datasets.usable(actor()) if current_app.config["SHARED_PVC"] else [])
 
 
 def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):

@@ -41,6 +41,6 @@ def init_app(app: Flask) -> None:
         "timedelta": timedelta, "job_labels": list_labels, "job_reason": vocabulary.reason_words,
         "queue_words": vocabulary.waiting_words, "preemption_words": vocabulary.preemption_words,
         "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
-        "history_words": vocabulary.history_words,
+        "history_words": vocabulary.history_words, "state_word": vocabulary.state_word,
     }.items():
         app.add_template_global(value, name)
