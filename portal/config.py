@@ -130,6 +130,7 @@ def load_config(environ=None, overrides: dict | None = None, instance_path: str 
         "ORPHAN_GRACE_SECONDS": _seconds(env, "CRATER_ORPHAN_GRACE_SECONDS", 300.0),
         # GPU metrics (Prometheus with the DCGM exporter's series) and usage.
         "PROMETHEUS_TIMEOUT": _seconds(env, "CRATER_PROMETHEUS_TIMEOUT", 5.0),
+        "REGISTRY_TIMEOUT": _seconds(env, "CRATER_REGISTRY_TIMEOUT", 5.0),  # an image's reachability check
         "PROMETHEUS_STEP": _seconds(env, "CRATER_PROMETHEUS_STEP", 15.0),  # the DCGM exporter's scrape interval
         "GPU_IDLE_PERCENT": _int(env, "CRATER_GPU_IDLE_PERCENT", 0),  # utilisation at or below it is idle
         "USAGE_REFRESH_SECONDS": _seconds(env, "CRATER_USAGE_REFRESH_SECONDS", 300.0),

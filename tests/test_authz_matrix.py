@@ -158,6 +158,13 @@ MATRIX = {
     ("POST", "datasets.unshare"): (None, statuses(302, 404, 404, 404, 404)),
     ("GET", "datasets.confirm_delete"): (None, statuses(302, 200, 404, 404, 200)),
     ("POST", "datasets.delete"): (None, statuses(302, 303, 404, 404, 303)),
+    # users' own images: `image_id` is the admins' list's (so nobody's own: 404)
+    ("GET", "images.index"): (None, SIGNED_IN),
+    ("POST", "images.register"): ({"reference": "busybox:1.36", "job_types": "batch", "visibility": "private"},
+                                  statuses(302, 303, 303, 303, 303)),
+    ("POST", "images.check"): (None, statuses(302, 404, 404, 404, 404)),
+    ("POST", "images.delete"): (None, statuses(302, 404, 404, 404, 404)),
+    ("POST", "images.approve"): (None, statuses(302, 403, 403, 403, 404)),
     # files: `path` is the plain user's home; nobody else's but an admin's (tests/test_files.py does every pair)
     ("GET", "files.index"): (None, SIGNED_IN),
     ("GET", "files.browse"): (None, statuses(302, 200, 404, 404, 200)),

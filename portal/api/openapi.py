@@ -90,7 +90,8 @@ SCHEMAS = {
                     reserved=I, nodes=I, waiting=I),
     "Template": obj(["id", "name", "type"], id=I, name=S, type=S, shared=B, owner=S, account=NS,
                     spec={"type": "object"}),
-    "Image": obj(["reference", "job_types"], reference=S, description=S, job_types={"type": "array", "items": S}),
+    "Image": obj(["reference", "job_types"], reference=S, description=S, job_types={"type": "array", "items": S},
+                 owner={"type": ["string", "null"], "description": "null: the administrators' list; else a user's own"}),
 }
 
 LINK = {"Link": {"description": 'The next page: <url>; rel="next"', "schema": S}}

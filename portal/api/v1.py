@@ -17,7 +17,7 @@ from flask_babel import gettext as _
 from .. import limits, vocabulary
 from ..vocabulary import JOB_TYPES
 from ..models import MAX_ID, Account, Job, JobState
-from ..services import accounts, job_queries, job_rules, job_templates, jobs, nodes
+from ..services import accounts, images, job_queries, job_rules, job_templates, jobs, nodes
 from ..services import job_spec as specs
 from ..services.scheduling import pages as queue_pages
 from ..services.errors import NotFound, ValidationFailed
@@ -310,12 +310,15 @@ def templates_list():
 
 @bp.get("/images")
 def images_list():
-    """The images the admins offer, per job type."""
+    """The images offered, per job type: the administrators' list, then the caller's own and
+    those shared with them (as the job forms offer them)."""
     items = {}
+    own = images.offered(api_actor())
     for job_type in JOB_TYPES:
-        for image in job_rules.images_for(job_type):
+        for image in [*job_rules.images_for(job_type), *(i for i in own if i.offered_for(job_type))]:
             items.setdefault(image.id, {"reference": image.reference, "description": image.description or "",
-                                        "job_types": []})["job_types"].append(job_type)
+                                        "job_types": [], "owner": image.owner.username if image.owner else None}
+                             )["job_types"].append(job_type)
     return {"items": list(items.values())}
 
 

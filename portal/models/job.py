@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -199,15 +199,27 @@ class JobTemplate(db.Model):
 
 
 class Image(db.Model):
-    """The admin-kept list of container images offered in the submission forms."""
+    """A container image offered in the submission forms: the admin-kept list (no owner, public),
+    and users' own (private, shared with an account, or public once an admin approves)."""
 
     __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("reference", "owner_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reference: Mapped[str] = mapped_column(String(512), unique=True)
+    reference: Mapped[str] = mapped_column(String(512))
     description: Mapped[str] = mapped_column(String(256), default="")
     job_types: Mapped[str] = mapped_column(String(64), default="jupyter,batch,distributed")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="public", server_default="public")  # private | account | public
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    approved: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())  # a user's public image: by an admin
+    check_state: Mapped[str] = mapped_column(String(16), default="", server_default="")  # found | missing | unknown
+    check_message: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    owner = relationship("User")
+    account = relationship("Account")
 
     def offered_for(self, job_type: str) -> bool:
         return job_type in self.job_types.split(",")

@@ -70,7 +70,7 @@ ACTIONS = {
     *(f"job.warned.{kind}" for kind in WARNING_KINDS), *(f"job.warning_cleared.{kind}" for kind in WARNING_KINDS),
     "node.cordon", "node.uncordon", "node.drain", "node.reserve", "node.release", "node.label", "node.unlabel",
     "policy.update", "policy.suspend", "policy.resume", "policy.run_now",
-    "template.create", "template.delete", "image.add", "image.delete", "token.create", "token.revoke",
+    "template.create", "template.delete", "image.add", "image.delete", "image.register", "image.approve", "image.decline", "token.create", "token.revoke",
     "file.upload", "file.mkdir", "file.move", "file.delete",
     "dataset.create", "dataset.update", "dataset.delete", "dataset.share", "dataset.unshare",
 }

@@ -49,8 +49,9 @@ class SubmissionPolicy:
 
 
 def images_for(job_type: str) -> list[Image]:
-    """The admin-kept images offered for a job type."""
-    return [i for i in db.session.execute(select(Image).order_by(Image.reference)).scalars() if i.offered_for(job_type)]
+    """The admin-kept images offered for a job type (users' own are in services.images)."""
+    return [i for i in db.session.execute(select(Image).where(Image.owner_id.is_(None)).order_by(Image.reference)).scalars()
+            if i.offered_for(job_type)]
 
 
 def spec_context(policy: SubmissionPolicy) -> dict:
@@ -62,13 +63,14 @@ def spec_context(policy: SubmissionPolicy) -> dict:
             "largest": job_queries.largest_nodes().get("")}
 
 
-def check(form, policy: SubmissionPolicy) -> None:
-    """Raise ValidationFailed naming every broken rule; return quietly when the form is fine."""
+def check(form, policy: SubmissionPolicy, own_images: set[str] = frozenset()) -> None:
+    """Raise ValidationFailed naming every broken rule; return quietly when the form is fine.
+    `own_images`: the submitter's own and shared images, offered besides the admins' list."""
     errors: dict[str, str] = {}
     if form.job_type not in JOB_TYPES:
         raise ValidationFailed({"job_type": _("Choose one of: %(types)s.", types=", ".join(JOB_TYPES))})
     _check_text(form, errors)
-    _check_image(form, policy, errors)
+    _check_image(form, policy, errors, own_images)
     _check_env(form.env, errors)
     _check_resources(form, errors)
     key_error = job_spec.check_idempotency_key(form.idempotency_key)
@@ -103,11 +105,11 @@ def _check_text(form, errors: dict) -> None:
         errors["ports"] = _("At most 5 different ports from 1024 to 65535, not 8888 (JupyterLab's own).")
 
 
-def _check_image(form, policy: SubmissionPolicy, errors: dict) -> None:
+def _check_image(form, policy: SubmissionPolicy, errors: dict, own_images: set[str]) -> None:
     image = form.image
     if not image or len(image) > L.max_image or not IMAGE_REFERENCE.match(image):
         errors["image"] = _("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime.")
-    elif not policy.custom_images and image not in {i.reference for i in images_for(form.job_type)}:
+    elif not policy.custom_images and image not in own_images | {i.reference for i in images_for(form.job_type)}:
         errors["image"] = _("Choose one of the offered images.")
 
 

@@ -71,7 +71,7 @@ def delete_template(actor: Actor, template_id: int) -> None:
 
 def list_images(actor: Actor) -> list[Image]:
     actor.require_admin()
-    return list(db.session.execute(select(Image).order_by(Image.reference)).scalars())
+    return list(db.session.execute(select(Image).where(Image.owner_id.is_(None)).order_by(Image.reference)).scalars())
 
 
 def add_image(actor: Actor, reference: str, description: str, job_types: list[str]) -> Image:
@@ -80,7 +80,7 @@ def add_image(actor: Actor, reference: str, description: str, job_types: list[st
     errors = {}
     if not reference or len(reference) > 512 or not IMAGE_REFERENCE.match(reference):
         errors["reference"] = _("Write an image reference such as pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime.")
-    elif db.session.execute(select(Image.id).where(Image.reference == reference)).first():
+    elif db.session.execute(select(Image.id).where(Image.reference == reference, Image.owner_id.is_(None))).first():
         errors["reference"] = _("This image is already in the list.")
     types = [t for t in job_types if t in JOB_TYPES]
     if not types:

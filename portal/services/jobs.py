@@ -23,7 +23,7 @@ from ..extensions import db
 from ..models import ACTIVE_STATES, OPEN_STATES, Account, Job, JobPort, JobState, User
 from ..telemetry import count_submission
 from ..vocabulary import STOP_REASONS, JobType, Reason, state_word
-from . import accounts, audit, datasets, job_rules, job_spec, job_states, policies, restrictions
+from . import accounts, audit, datasets, images, job_rules, job_spec, job_states, policies, restrictions
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .job_rules import SubmissionPolicy
@@ -66,7 +66,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     if not form.time_limit_seconds and form.job_type in policy.time_limits:
         form = replace(form, time_limit_seconds=policy.default_seconds(form.job_type))
     try:
-        job_rules.check(form, policy)
+        job_rules.check(form, policy, {i.reference for i in images.offered(actor, form.job_type)})
     except ValidationFailed as exc:
         count_submission(form.job_type, "invalid", min(exc.errors) if exc.errors else "")
         raise

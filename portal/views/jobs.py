@@ -15,6 +15,7 @@ from .. import limits, vocabulary
 from ..cluster.labels import object_name
 from ..models import JobState, utcnow
 from ..services import accounts, datasets, job_page, job_ports, job_queries, job_templates, jobs
+from ..services import images as own_images
 from ..services.errors import DomainError, ValidationFailed
 from ..services.scheduling.admission import QuotaExceeded
 from ..vocabulary import JOB_TYPES, Reason
@@ -91,7 +92,8 @@ def _form(job_type: str, data: dict | None = None) -> JobForm:
 def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
     images = job_templates.images_for(job_type)
     return render_template("jobs/form.html", form=form, job_type=job_type, type_label=vocabulary.type_titles()[job_type],
-                           images=images, custom_images=current_app.config["CUSTOM_IMAGES"],
+                           images=images, own_images=own_images.offered(actor(), job_type),
+                           custom_images=current_app.config["CUSTOM_IMAGES"],
                            mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
                            limits=current_app.config["TIME_LIMITS"][job_type], source=source), status
 
