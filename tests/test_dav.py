@@ -138,3 +138,33 @@ def test_restricted_users_are_told_why(portal):
         assert got.status_code == 403 and reason in got.text, (user, got.status_code)
     with dav(base, "bob", tokens["bob"]) as c:  # nobody else is touched
         c.ls("users/bob")
+
+
+LOCKINFO = ('<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+            '<D:locktype><D:write/></D:locktype><D:owner><D:href>finder</D:href></D:owner></D:lockinfo>')
+
+
+def test_locks_hold_across_workers(portal):
+    """What Finder and Windows do before writing: LOCK, PUT with the token, UNLOCK. The lock is in
+    the database, so a second portal process on the same database (another worker) honours it."""
+    from base64 import b64encode
+
+    from conftest import base_config
+    from portal import create_app
+    app, base, ids, tokens, root = portal
+    auth = ("alice", tokens["alice"])
+    (root / "users/alice").mkdir(parents=True, exist_ok=True)
+    url = f"{base}/dav/users/alice/notes.txt"
+    assert httpx.put(url, content=b"v1", auth=auth).status_code in (201, 204)
+    locked = httpx.request("LOCK", url, content=LOCKINFO, auth=auth, headers={"Timeout": "Second-600", "Depth": "0"})
+    assert locked.status_code == 200, locked.text
+    token = locked.headers["Lock-Token"].strip("<>")
+    assert httpx.put(url, content=b"other", auth=auth).status_code == 423  # no token: locked
+    other = create_app(base_config(app.config["SQLALCHEMY_DATABASE_URI"], STORAGE_ROOT=str(root)))
+    basic = {"Authorization": "Basic " + b64encode(f"alice:{tokens['alice']}".encode()).decode()}
+    assert other.test_client().put("/dav/users/alice/notes.txt", data=b"elsewhere", headers=basic).status_code == 423
+    assert httpx.put(url, content=b"v2", auth=auth, headers={"If": f"(<{token}>)"}).status_code in (200, 204)
+    assert (root / "users/alice/notes.txt").read_bytes() == b"v2"
+    assert httpx.request("UNLOCK", url, auth=auth, headers={"Lock-Token": f"<{token}>"}).status_code == 204
+    assert other.test_client().put("/dav/users/alice/notes.txt", data=b"v3", headers=basic).status_code in (200, 204)
+    assert (root / "users/alice/notes.txt").read_bytes() == b"v3"

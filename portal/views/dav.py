@@ -1,14 +1,13 @@
 """/dav/: the shared storage over WebDAV (WsgiDAV), with the same areas and permissions as /files,
-for rclone, davfs2, Finder and Windows. Signed in with HTTP Basic: the user name and a personal
+for rclone, davfs2, Finder and Windows Explorer. Signed in with HTTP Basic: the user name and a personal
 access token as the password (a read token reads; a write token also writes). Every operation goes
 through services/storage.py, so a path is resolved inside the user's areas or refused, and a PUT
 spools on the storage and is linked into place whole.
 
 WsgiDAV is mounted beside the Flask app (werkzeug's DispatcherMiddleware) and each request runs
-in the Flask app's context, for the database. It runs as a class 1 server: no LOCK (WsgiDAV keeps
-locks in the memory of one process, which several web workers would not share). rclone and davfs2
-(`use_locks 0`) read and write; Finder and Windows Explorer, which lock before they write, may
-mount it read-only until locks are kept in the database."""
+in the Flask app's context, for the database. Locks (class 2: Finder and Windows Explorer
+lock before they write) are kept in the database (services/dav_locks.py), not in the memory of
+one process, so they hold across web workers and replicas."""
 from __future__ import annotations
 
 import logging
@@ -26,6 +25,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from ..services import storage, tokens
+from ..services.dav_locks import DbLockStorage
 from ..services.context import Actor
 from ..services.restrictions import Restricted
 from ..services.errors import AuthenticationFailed, BadRequest, Conflict, DomainError, Forbidden, NotFound, ValidationFailed
@@ -288,7 +288,7 @@ class DavApp:
             "http_authenticator": {"domain_controller": TokenDomainController, "accept_basic": True,
                                    "accept_digest": False, "default_to_digest": False},
             "middleware_stack": [ErrorPrinter, HTTPAuthenticator, RequestResolver],
-            "lock_storage": False,
+            "lock_storage": DbLockStorage(),  # in the database: every worker and replica sees a lock
             "property_manager": None,
             "verbose": 1,
             "logging": {"enable": False},
