@@ -294,3 +294,16 @@ def test_a_manager_grants_a_member_write_to_the_share(app, world, new_client):
     assert {m["account"]: m["files_write"] for m in mine} == {"default": False, "vision-lab": True}
     carol.post(f"/admin/accounts/{world['lab']}/members/{world['alice']}", {"role": "member"})  # taken back
     assert upload(alice, "accounts/vision-lab", [("b.txt", b"b")]).status_code == 403
+
+
+def test_parts_a_killed_worker_left_are_swept_a_day_later(app, world, new_client):
+    from portal.services import storage
+    spool = disk(world, ".crater-uploads")
+    spool.mkdir(parents=True, exist_ok=True)
+    old, fresh = spool / "part-old", spool / "part-fresh"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (0, 0))
+    storage._swept["at"] = 0.0
+    assert upload(new_client().login(world["alice"]), "users/alice", [("a.txt", b"a")]).status_code == 303
+    assert not old.exists() and fresh.exists()

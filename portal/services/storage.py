@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -122,10 +123,24 @@ def spool_dir(root: str) -> str:
     return path
 
 
+_swept = {"at": 0.0}
+SPOOL_LEFTOVER_SECONDS = 86400.0
+
+
 def spool_file(root: str) -> BinaryIO:
     """A temporary file for one uploaded part, on the storage's own file system (linked into place
-    later, never copied); it disappears when closed, whatever became of the upload."""
-    return tempfile.NamedTemporaryFile(dir=spool_dir(root), prefix="part-")
+    later, never copied); it disappears when closed, whatever became of the upload. Parts a killed
+    worker left behind are removed a day later (looked for at most hourly, per process)."""
+    folder = spool_dir(root)
+    now = time.time()
+    if now - _swept["at"] > 3600:
+        _swept["at"] = now
+        with os.scandir(folder) as it:
+            for item in it:
+                with suppress(OSError):
+                    if item.is_file(follow_symlinks=False) and now - item.stat(follow_symlinks=False).st_mtime > SPOOL_LEFTOVER_SECONDS:
+                        os.unlink(item.path)
+    return tempfile.NamedTemporaryFile(dir=folder, prefix="part-")
 
 
 def name_problem(name: str) -> str | None:
