@@ -214,6 +214,10 @@ def blocker_words(b: dict | None) -> str:
     if kind == "behind":
         return _("it starts after its owner's earlier job %(job)s (a member's jobs start in the order submitted).",
                  job=b.get("job", ""))
+    if kind == "restricted":
+        return (_("its owner is restricted from submitting jobs until %(until)s UTC; it waits until then.",
+                  until=b["until"].replace("T", " ")[:16]) if b.get("until") else
+                _("its owner is restricted from submitting jobs until an administrator lifts it; it waits until then."))
     if kind == "nomember":
         return _("the owner is no longer a member of account %(account)s.", account=name)
     if kind == "cluster":

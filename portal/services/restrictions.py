@@ -16,7 +16,7 @@ from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..models import ACTIVE_STATES, Job, JobState, Restriction, User, utcnow
-from . import audit
+from . import audit, job_states
 from .context import Actor
 from .errors import Conflict, Forbidden, NotFound, ValidationFailed
 
@@ -119,6 +119,13 @@ def restrict(actor: Actor, user_id: int, kind: str, until: datetime | None, reas
     db.session.add(row)
     user.restricted = True
     db.session.flush()
+    if kind in (SUBMIT, PORTAL):  # its queued jobs say why they wait (the admitter leaves them)
+        held = list(db.session.execute(select(Job.id).where(Job.user_id == user.id,
+                                                             Job.state == JobState.QUEUED.value)).scalars())
+        if held:
+            db.session.execute(update(Job).where(Job.id.in_(held)).values(
+                queue_blocker={"kind": "restricted", "until": until.isoformat() if until else ""}, queue_position=None))
+            job_states.touch(held)
     audit.record(actor, "user.restrict", "user", user.id, {"username": user.username, "kind": kind, "reason": reason,
                                                           "until": until.isoformat() if until else "indefinitely",
                                                           "stop_running": bool(stop_running)})
