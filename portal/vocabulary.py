@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
 
 class JobState(str, enum.Enum):
@@ -350,8 +351,9 @@ def history_words(entry) -> str:
                  "GPU-hours lost; back in the queue in its original place", when=d.get("at", "")[:16].replace("T", " "),
                  account=d.get("by_account", "?"), job=d.get("by_job", "?"), hours=_gpu_hours(d.get("gpu_seconds_lost", 0)))
     if a == "job.reclaim":
-        return _("took back %(n)s GPUs lent to other accounts (jobs %(jobs)s) to run within its guarantee",
-                 n=d.get("gpus", 0), jobs=", ".join(str(j) for j in d.get("victims", [])))
+        return ngettext("took back %(num)s GPU lent to other accounts (jobs %(jobs)s) to run within its guarantee",
+                        "took back %(num)s GPUs lent to other accounts (jobs %(jobs)s) to run within its guarantee",
+                        d.get("gpus", 0), jobs=", ".join(str(j) for j in d.get("victims", [])))
     if a == "job.reclassify":
         return _("now runs within its account's guarantee: it is no longer borrowed and is not preempted")
     if a == "job.cancel":

@@ -53,8 +53,8 @@ def problems(template: Catalog, catalog: Catalog) -> list[str]:
         have = catalog.get(message.id, context=message.context)
         if have is None:
             found.append(f"missing: {message.id!r}")
-        elif not have.string or have.fuzzy:
-            found.append(f"untranslated or fuzzy: {message.id!r}")
+        elif not all(have.string if isinstance(have.string, tuple) else (have.string,)) or have.fuzzy:
+            found.append(f"untranslated or fuzzy: {message.id!r}")  # a plural message: every form
     mo = po_path(catalog.locale_identifier or "zh").with_suffix(".mo")
     if not mo.exists() or mo.read_bytes() != compiled(catalog):
         found.append(f"{mo.relative_to(ROOT)} is not compiled from the .po file")

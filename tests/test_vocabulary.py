@@ -54,3 +54,14 @@ def test_the_final_and_open_states_partition_the_states():
     assert set(vocabulary.OPEN_STATES) | set(vocabulary.FINAL_STATES) == {s.value for s in JobState}
     assert not set(vocabulary.OPEN_STATES) & set(vocabulary.FINAL_STATES)
     assert set(vocabulary.OPEN_STATES) - set(vocabulary.ACTIVE_STATES) == {"Queued"}
+
+
+def test_numbers_take_their_plurals(app):
+    """One GPU, two GPUs: the plural follows the number (Chinese has one form)."""
+    with app.test_request_context():
+        def reclaim(n):
+            return vocabulary.history_words(SimpleNamespace(action="job.reclaim", actor_name="system",
+                                                            detail={"gpus": n, "victims": [7]}))
+        assert reclaim(1).startswith("took back 1 GPU lent") and reclaim(2).startswith("took back 2 GPUs lent")
+        with force_locale("zh"):
+            assert "1 个 GPU" in reclaim(1) and "2 个 GPU" in reclaim(2)

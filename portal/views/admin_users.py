@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import login_required
 
 from ..cluster.client import ClusterError
@@ -103,9 +104,11 @@ def restrict(user_id):
             stopped += 1
         except (DomainError, ClusterError):  # ended meanwhile, or the cluster did not answer
             failed += 1
-    flash(_("Restricted. %(n)s running jobs stopped.", n=stopped) if to_stop else _("Restricted."), "success")
+    flash(ngettext("Restricted. %(num)s running job stopped.", "Restricted. %(num)s running jobs stopped.", stopped)
+          if to_stop else _("Restricted."), "success")
     if failed:
-        flash(_("%(n)s jobs could not be stopped now; stop them from the jobs page.", n=failed), "error")
+        flash(ngettext("%(num)s job could not be stopped now; stop it from the jobs page.",
+                       "%(num)s jobs could not be stopped now; stop them from the jobs page.", failed), "error")
     return redirect(url_for(".restrictions_page", user_id=user_id), 303)
 
 

@@ -11,6 +11,7 @@ from ..services.scheduling.state import QueueSettings
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from markupsafe import Markup
 from flask_login import login_required
 
@@ -228,12 +229,15 @@ def drain(name):
         except Conflict as exc:
             flash(exc.message, "error")
             return _drain_page(nodes.drain_preview(actor(), name), form), 409
-        flash(_("Node %(name)s drained: %(n)s jobs stopped.", name=node.name, n=len(result.stopped)), "success")
+        flash(ngettext("Node %(name)s drained: %(num)s job stopped.", "Node %(name)s drained: %(num)s jobs stopped.",
+                       len(result.stopped), name=node.name), "success")
         if result.failed:
-            flash(_("%(n)s jobs could not be stopped now; try the drain again.", n=len(result.failed)), "error")
+            flash(ngettext("%(num)s job could not be stopped now; try the drain again.",
+                           "%(num)s jobs could not be stopped now; try the drain again.", len(result.failed)), "error")
         if result.new_since_preview:
-            flash(_("%(n)s jobs came onto the node after the preview and were left running; review them.",
-                    n=len(result.new_since_preview)), "warn")
+            flash(ngettext("%(num)s job came onto the node after the preview and was left running; review it.",
+                           "%(num)s jobs came onto the node after the preview and were left running; review them.",
+                           len(result.new_since_preview)), "warn")
         return redirect(url_for(".show", name=node.name), 303)
     return _drain_page(preview, form, {"form": _("This form has expired or did not come from this site.")}), 400
 
