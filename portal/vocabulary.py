@@ -315,16 +315,30 @@ def history_words(entry) -> str:
     d, who = entry.detail or {}, entry.actor_name or "system"
     a = entry.action
     if a == "job.stop":
-        return _("stopped by %(who)s (%(reason)s)", who=_("a policy") if who == "system" else who, reason=d.get("reason", ""))
+        by = _("a policy") if who == "system" else who
+        reason = d.get("reason", "")
+        if not reason:
+            return _("stopped by %(who)s", who=by)
+        return _("stopped by %(who)s (%(reason)s)", who=by, reason=reason_label(reason) or reason)
+    hours = d.get("hours") or 0
     if a == "job.extend":
         if d.get("automatic"):
-            return _("%(n)s more hours granted within policy (asked by %(owner)s: %(why)s)", n=d.get("hours"),
-                     owner=d.get("by", ""), why=d.get("reason", ""))
-        return _("%(n)s more hours granted by %(who)s (%(note)s)", n=d.get("hours"), who=who, note=d.get("note", ""))
+            return ngettext("%(num)s more hour granted within policy (asked by %(owner)s: %(why)s)",
+                            "%(num)s more hours granted within policy (asked by %(owner)s: %(why)s)", hours,
+                            owner=d.get("by", ""), why=d.get("reason", ""))
+        if d.get("note"):
+            return ngettext("%(num)s more hour granted by %(who)s (%(note)s)", "%(num)s more hours granted by %(who)s (%(note)s)",
+                            hours, who=who, note=d["note"])
+        return ngettext("%(num)s more hour granted by %(who)s", "%(num)s more hours granted by %(who)s", hours, who=who)
     if a == "job.extension_requested":
-        return _("%(who)s asked for %(n)s more hours: %(why)s", who=who, n=d.get("hours"), why=d.get("reason", ""))
+        return ngettext("%(who)s asked for %(num)s more hour: %(why)s", "%(who)s asked for %(num)s more hours: %(why)s", hours,
+                        who=who, why=d.get("reason", ""))
     if a == "job.extension_rejected":
-        return _("request for %(n)s more hours rejected by %(who)s: %(note)s", n=d.get("hours"), who=who, note=d.get("note", ""))
+        if d.get("note"):
+            return ngettext("request for %(num)s more hour rejected by %(who)s: %(note)s",
+                            "request for %(num)s more hours rejected by %(who)s: %(note)s", hours, who=who, note=d["note"])
+        return ngettext("request for %(num)s more hour rejected by %(who)s", "request for %(num)s more hours rejected by %(who)s",
+                        hours, who=who)
     if a == "job.extension_cancelled":
         return _("request for more time cancelled: the job ended")
     if a == "job.lock":

@@ -65,3 +65,15 @@ def test_numbers_take_their_plurals(app):
         assert reclaim(1).startswith("took back 1 GPU lent") and reclaim(2).startswith("took back 2 GPUs lent")
         with force_locale("zh"):
             assert "1 个 GPU" in reclaim(1) and "2 个 GPU" in reclaim(2)
+
+
+def test_a_jobs_history_has_no_raw_codes_or_empty_parentheses(app):
+    with app.test_request_context():
+        def line(action, who="dora", **detail):
+            return vocabulary.history_words(SimpleNamespace(action=action, actor_name=who, detail=detail))
+        assert line("job.extend", hours=1) == "1 more hour granted by dora"
+        assert line("job.extend", hours=3, note="ok") == "3 more hours granted by dora (ok)"
+        assert line("job.extension_rejected", hours=2) == "request for 2 more hours rejected by dora"
+        stopped = line("job.stop", who="root", reason=Reason.STOPPED_BY_ADMIN)
+        assert "StoppedByAdmin" not in stopped and stopped.startswith("stopped by root (")
+        assert line("job.stop", who="alice") == "stopped by alice"
