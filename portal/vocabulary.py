@@ -306,7 +306,14 @@ def preemption_words(p) -> str:
 
 
 def _gpu_hours(seconds: float) -> str:
-    hours = (seconds or 0) / 3600
+    return hours_text((seconds or 0) / 3600)
+
+
+def hours_text(hours: float) -> str:
+    """Hours as pages show them: one decimal, two below 0.1, and a real amount too small for
+    that is "<0.01", never a bare 0.0."""
+    if 0 < hours < 0.005:
+        return "<0.01"
     return f"{hours:.2f}" if 0 < hours < 0.1 else f"{hours:.1f}"
 
 

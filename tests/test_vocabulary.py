@@ -77,3 +77,7 @@ def test_a_jobs_history_has_no_raw_codes_or_empty_parentheses(app):
         stopped = line("job.stop", who="root", reason=Reason.STOPPED_BY_ADMIN)
         assert "StoppedByAdmin" not in stopped and stopped.startswith("stopped by root (")
         assert line("job.stop", who="alice") == "stopped by alice"
+
+
+def test_small_hours_are_not_rounded_to_nothing():
+    assert [vocabulary.hours_text(h) for h in (0, 0.001, 0.04, 0.2, 12.345)] == ["0.0", "<0.01", "0.04", "0.2", "12.3"]

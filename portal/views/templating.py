@@ -42,5 +42,6 @@ def init_app(app: Flask) -> None:
         "queue_words": vocabulary.waiting_words, "preemption_words": vocabulary.preemption_words,
         "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
         "history_words": vocabulary.history_words, "state_word": vocabulary.state_word,
+        "hours_text": vocabulary.hours_text,
     }.items():
         app.add_template_global(value, name)
