@@ -101,7 +101,9 @@ def upload(s: requests.Session, url: str, path: Path, token: str, cookie: str, c
 
 
 def download(s: requests.Session, url: str, target: Path, cookie: str, client: str) -> None:
-    if client == "curl":
+    if client.startswith("curl-dav:"):
+        subprocess.run(["curl", "-sf", "-o", str(target), "-u", "u00:" + client.split(":", 1)[1], url], check=True)
+    elif client == "curl":
         subprocess.run(["curl", "-sf", "-o", str(target), "-H", f"Cookie: {cookie}", url], check=True)
     else:
         with s.get(url, stream=True, timeout=600) as got, target.open("wb") as out:
@@ -111,6 +113,19 @@ def download(s: requests.Session, url: str, target: Path, cookie: str, client: s
     fd = os.open(target, os.O_RDONLY)
     os.fsync(fd)
     os.close(fd)
+
+
+def dav_token(url: str) -> str:
+    """A write token of the benchmark's user (WebDAV signs in with it)."""
+    from portal import create_app
+    from portal.extensions import db
+    from portal.models import User
+    from portal.services import tokens
+    from portal.services.context import Actor
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        user = db.session.query(User).filter_by(username="u00").one()
+        return tokens.create(Actor(user), "bench", "write", 7)[1]
 
 
 def disk_copy_seconds(source: Path, target: Path, tool: str) -> float:
@@ -184,6 +199,20 @@ def main() -> None:
               f"idle, peak {up_rss.peak / 1024:.0f} MiB")
         print(f"download: {mib / down:.0f} MiB/s = {copy / down:.2f} x cp, {dd / down:.2f} x dd; web RSS peak "
               f"{down_rss.peak / 1024:.0f} MiB; same size: {same}")
+        if args.client == "curl":  # the same file through WebDAV (a PUT's body, a GET), as rclone and davfs2 move it
+            token = dav_token(url)
+            with PeakRss(master) as put_rss:
+                start = time.perf_counter()
+                subprocess.run(["curl", "-sf", "-o", "/dev/null", "-u", f"u00:{token}", "-T", str(big),
+                                f"{stack.url}/dav/users/u00/dav.bin"], check=True)
+                put = time.perf_counter() - start
+            with PeakRss(master) as get_rss:
+                start = time.perf_counter()
+                download(s, f"{stack.url}/dav/users/u00/dav.bin", folder / "dav-down.bin", "", "curl-dav:" + token)
+                get = time.perf_counter() - start
+            print(f"WebDAV PUT: {mib / put:.0f} MiB/s = {copy / put:.2f} x cp, {dd / put:.2f} x dd (RSS peak "
+                  f"{put_rss.peak / 1024:.0f} MiB); GET: {mib / get:.0f} MiB/s = {copy / get:.2f} x cp, {dd / get:.2f} x dd "
+                  f"(RSS peak {get_rss.peak / 1024:.0f} MiB)")
     finally:
         stack.stop()
         subprocess.run(["rm", "-rf", str(folder)], check=False)

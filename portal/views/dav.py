@@ -294,6 +294,7 @@ class DavApp:
             "logging": {"enable": False},
             "dir_browser": {"enable": False},
             "suppress_version_info": True,
+            "block_size": 1 << 20,  # a PUT's body and a GET's file move in 1 MiB blocks
             "add_header_MS_Author_Via": True,
         })
         logging.getLogger("wsgidav").setLevel(logging.WARNING)
