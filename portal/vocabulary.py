@@ -279,6 +279,12 @@ def type_titles() -> dict[str, str]:
     return {JobType.JUPYTER: _("JupyterLab"), JobType.BATCH: _("Batch job"), JobType.DISTRIBUTED: _("Distributed PyTorch")}
 
 
+def new_titles() -> dict[str, str]:
+    """A submission form's heading, in its own words (not "New Batch job")."""
+    return {JobType.JUPYTER: _("New JupyterLab"), JobType.BATCH: _("New batch job"),
+            JobType.DISTRIBUTED: _("New distributed PyTorch job")}
+
+
 def type_help() -> dict[str, str]:
     return {JobType.JUPYTER: _("An interactive notebook with GPUs, opened in your browser."),
             JobType.BATCH: _("One container runs your command to the end; logs stay readable afterwards."),

@@ -158,6 +158,16 @@ def test_bad_input_gets_field_errors_and_creates_nothing(app, new_client, people
     assert cluster_sim[2].list_namespaced_job("crater-jobs").items == []
 
 
+def test_a_form_answers_every_error_at_once_and_none_spurious(app, new_client, people, syncer):
+    alice = as_(new_client, people["alice"])
+    body = alice.post("/jobs/new/batch", batch_form(people, env="no equals sign", shm_gib="64")).get_data(as_text=True)
+    assert "NAME=value" in body and "Shared memory counts" in body  # the parse error no longer hides the rule's
+    assert 'id="form-summary"' in body and 'href="#env"' in body and 'href="#shm_gib"' in body
+    body = alice.post("/jobs/new/batch", batch_form(people, memory_gib="-1", shm_gib="2")).get_data(as_text=True)
+    assert "GiB" in body and "Shared memory counts" not in body  # a wrong memory is said once
+    assert job_rows(app) == []
+
+
 def test_an_account_the_user_does_not_belong_to_is_refused(app, new_client, people, syncer):
     response = as_(new_client, people["alice"]).post("/jobs/new/batch", batch_form(people, account_id=str(people["other"])))
     assert response.status_code == 422 and job_rows(app) == []

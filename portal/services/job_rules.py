@@ -158,7 +158,7 @@ def _check_resources(form, errors: dict) -> None:
     _check_node_size(form, errors)
     if form.shm_mib < 0:
         errors["shm_mib"] = _("Zero or more GiB.")
-    elif form.shm_mib > form.memory_mib:
+    elif "memory_mib" not in errors and form.shm_mib > form.memory_mib:  # only against a memory that is itself right
         errors["shm_mib"] = _("Shared memory counts in the job's memory; ask for more memory.")
     if form.job_type == JobType.DISTRIBUTED:
         if not 2 <= form.workers <= L.max_workers:

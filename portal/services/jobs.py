@@ -46,6 +46,12 @@ class SubmitSettings:
         return cls(SubmissionPolicy.from_config(config), QueueSettings.from_config(config))
 
 
+def check_rules(actor: Actor, form: Submission, settings: SubmitSettings) -> None:
+    """The submission rules alone (ValidationFailed naming every broken one), as submit_job checks
+    them: what a form shows when some of its fields did not even parse."""
+    job_rules.check(form, settings.policy, {i.reference for i in images.offered(actor, form.job_type)})
+
+
 def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: SubmitSettings,
                now: datetime | None = None) -> Job:
     """Check the rules (ValidationFailed, nothing written), admit against the quota and the

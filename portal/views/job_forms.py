@@ -115,6 +115,22 @@ class JobForm(FlaskForm):
             raise ValidationError(_l("Port numbers, separated by commas (e.g. 6006, 8080)."))
         self.parsed_ports = tuple(int(w) for w in words)
 
+    def best_effort(self, job_type: str) -> Submission:
+        """The submission as far as the form parsed: a field that did not parse takes its default,
+        so the rules can still judge the others (every error at once)."""
+        saved = {f.name: f.data for f in self}
+        defaults = {"cpu": Decimal(DEFAULTS["cpu_milli"]) / 1000, "memory_gib": DEFAULTS["memory_mib"] // 1024,
+                    "time_limit_hours": Decimal(str(self.limits[0])), "workers": DISTRIBUTED_WORKERS}
+        try:
+            for name, value in defaults.items():
+                field = getattr(self, name)
+                if field.errors or field.data is None:
+                    field.data = value
+            return self.to_submission(job_type)
+        finally:
+            for f in self:
+                f.data = saved[f.name]
+
     def to_submission(self, job_type: str) -> Submission:
         if job_type == JobType.JUPYTER:
             command = ()

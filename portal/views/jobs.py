@@ -18,7 +18,7 @@ from ..services import accounts, datasets, job_page, job_ports, job_queries, job
 from ..services import images as own_images
 from ..services.errors import DomainError, ValidationFailed
 from ..services.scheduling.admission import QuotaExceeded
-from ..vocabulary import JOB_TYPES, Reason
+from ..vocabulary import JOB_TYPES, JobType, Reason
 from .context import actor, cluster, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm, apply_errors
 from .job_rows import render_rows
@@ -91,11 +91,34 @@ def _form(job_type: str, data: dict | None = None) -> JobForm:
 
 def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
     images = job_templates.images_for(job_type)
+    if job_type == JobType.JUPYTER:  # notebook images first in a JupyterLab form
+        images.sort(key=lambda i: not any(w in f"{i.reference} {i.description}".lower() for w in ("jupyter", "notebook")))
     return render_template("jobs/form.html", form=form, job_type=job_type, type_label=vocabulary.type_titles()[job_type],
+                           new_title=vocabulary.new_titles()[job_type],
                            images=images, own_images=own_images.offered(actor(), job_type),
                            custom_images=current_app.config["CUSTOM_IMAGES"],
                            mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
                            limits=current_app.config["TIME_LIMITS"][job_type], source=source), status
+
+
+# A rule's error stands only when the fields it judges parsed: a memory that did not parse says
+# so once, not again as a /dev/shm larger than a memory it never had.
+RULE_DEPENDS = {"shm_gib": ("memory_gib",), "gpus": ("gpu_model",)}
+
+
+def _rule_errors_too(form: JobForm, job_type: str) -> None:
+    """A form that did not parse in full still hears every rule the parsed fields break, at once
+    (an environment line that does not parse no longer hides a /dev/shm beyond the memory)."""
+    if getattr(getattr(form, "csrf_token", None), "errors", None):
+        return
+    try:
+        jobs.check_rules(actor(), form.best_effort(job_type), jobs.SubmitSettings.from_config(current_app.config))
+    except ValidationFailed as exc:
+        for name, message in exc.errors.items():
+            field = getattr(form, FIELD_OF.get(name, ""), None)
+            if field is None or field.errors or any(getattr(form, d).errors for d in RULE_DEPENDS.get(field.name, ())):
+                continue
+            field.errors = [*field.errors, message]
 
 
 @bp.get("/jobs/new/<job_type>")
@@ -119,6 +142,7 @@ def submit(job_type):
     """Parse, then submit (the service checks every rule); field errors come back as 422."""
     form = _form(job_type)
     if not form.validate_on_submit():
+        _rule_errors_too(form, job_type)
         return _render_form(form, job_type, 422)
     try:
         job = jobs.submit_job(actor(), form.to_submission(job_type), cluster(),
