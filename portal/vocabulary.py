@@ -279,6 +279,17 @@ def type_titles() -> dict[str, str]:
     return {JobType.JUPYTER: _("JupyterLab"), JobType.BATCH: _("Batch job"), JobType.DISTRIBUTED: _("Distributed PyTorch")}
 
 
+def extension_decision_words(granted: bool, hours: int, who: str, note: str) -> str:
+    """A manager's decision on a request for more time, as its owner reads it."""
+    if granted:
+        words = ngettext("%(who)s granted your request for %(num)s more hour.",
+                         "%(who)s granted your request for %(num)s more hours.", hours, who=who)
+    else:
+        words = ngettext("%(who)s refused your request for %(num)s more hour.",
+                         "%(who)s refused your request for %(num)s more hours.", hours, who=who)
+    return words + (" " + _("Note: %(note)s", note=note) if note else "")
+
+
 def new_titles() -> dict[str, str]:
     """A submission form's heading, in its own words (not "New Batch job")."""
     return {JobType.JUPYTER: _("New JupyterLab"), JobType.BATCH: _("New batch job"),

@@ -175,7 +175,7 @@ def deadline_in_cluster(world, job_id):
     return client.BatchV1Api(world["core"].api_client).read_namespaced_job(f"crater-{job_id}", "crater-jobs").spec.active_deadline_seconds
 
 
-def test_extensions_within_policy_at_once_beyond_it_by_approval(app, world, new_client):
+def test_extensions_within_policy_at_once_beyond_it_by_approval(app, world, new_client, mailbox):
     job_id = submit(app, world, "80", time_limit_seconds=3600)
     wait_for(lambda: job_of(app, job_id).state == "Running", timeout=20)
     alice = new_client().login(world["alice"])
@@ -195,6 +195,13 @@ def test_extensions_within_policy_at_once_beyond_it_by_approval(app, world, new_
     assert new_client().login(world["alice"]).post(f"/approvals/{request_id}/approve", {"note": "mine"}).status_code == 404
     assert carol.post(f"/approvals/{request_id}/approve", {"note": "fine"}).status_code == 303
     assert job_of(app, job_id).time_limit_seconds == 9 * 3600 and deadline_in_cluster(world, job_id) == 9 * 3600
+    # its owner hears of the decision: a notice, and a mail (in Chinese, alice's language)
+    with app.app_context():
+        from portal.models import Notification
+        assert db.session.query(Notification).filter_by(user_id=world["alice"], kind="extension_decided").count() == 1
+    decided = wait_for(lambda: [m for m in mails(mailbox) if f"#{job_id}" in m["Subject"] and "carol" in m.get_content()],
+                       timeout=15, what="the decision mailed")
+    assert "fine" in decided[0].get_content()
     # a request still waiting when the job ends is cancelled
     assert alice.post(f"/jobs/{job_id}/extend", {"hours": "20", "reason": "big sweep"}).status_code == 303
     with app.app_context():

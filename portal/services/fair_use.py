@@ -124,7 +124,11 @@ def decide(actor: Actor, request_id: int, approve: bool, note: str, cluster: Clu
         request.state, request.decided_by, request.decided_at, request.note = ExtensionState.REJECTED, actor.name, now, note
         audit.record(actor, "job.extension_rejected", "job", request.job_id, {"hours": request.hours, "note": note})
         db.session.commit()
-    return db.session.get(ExtensionRequest, request_id, populate_existing=True)
+    decided = db.session.get(ExtensionRequest, request_id, populate_existing=True)
+    if decided.state != ExtensionState.PENDING:  # the owner hears of it (the page, and mail as they chose)
+        notify.notice(decided.job_id, decided.user_id, "extension_decided", f"extension:{decided.id}")
+        db.session.commit()
+    return decided
 
 
 def pending_requests(actor: Actor, page: int, per_page: int) -> Page:

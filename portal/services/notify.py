@@ -48,7 +48,8 @@ class MailSettings:
 
 # Notice kinds and whether they are mailed unless the user says otherwise (Settings).
 MAIL_DEFAULTS = {"job_started": False, "job_succeeded": False, "job_failed": True, "job_stopped_policy": True,
-                 "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True, "job_preempted": True}
+                 "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True, "job_preempted": True,
+                 "extension_decided": True}
 END_KINDS = ("job_succeeded", "job_failed", "job_stopped_policy", "job_stopped_admin", "job_stopped_user")
 POLICY_REASONS = ("IdleGPU", "PendingTooLong", "Evicted", "DeadlineExceeded")
 
@@ -60,7 +61,8 @@ def kind_words() -> dict[str, str]:
             "job_stopped_admin": _("a manager or administrator stops a job of mine"),
             "warning_idle_gpu": _("a job of mine is warned for idle GPUs"),
             "warning_time_limit": _("a job of mine nears its time limit"),
-            "job_preempted": _("a borrowed job of mine is preempted (it waits to run again)")}
+            "job_preempted": _("a borrowed job of mine is preempted (it waits to run again)"),
+            "extension_decided": _("a manager decides on my request for more time")}
 
 
 def end_kind(state: str, reason: str) -> str:
@@ -132,6 +134,28 @@ def job_preempted_message(job: Job, sender: str, base_url: str) -> EmailMessage:
         if base_url:
             lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
         msg.set_content("\n\n".join(line for line in lines if line) + "\n")
+    return msg
+
+
+def extension_message(job: Job, request_id: int, sender: str, base_url: str) -> EmailMessage | None:
+    """A manager's decision on the owner's request for more time."""
+    from ..models import ExtensionRequest
+    request = db.session.get(ExtensionRequest, request_id)
+    if request is None:
+        return None
+    granted = request.state == "granted"
+    with force_locale(job.user.language or "en"):
+        msg = EmailMessage()
+        msg["Subject"] = (_("[Crater] More time for job %(name)s (#%(id)s): granted", name=job.display_name, id=job.id)
+                          if granted else
+                          _("[Crater] More time for job %(name)s (#%(id)s): refused", name=job.display_name, id=job.id))
+        msg["From"], msg["To"] = sender, job.user.email
+        lines = [vocabulary.extension_decision_words(granted, request.hours, request.decided_by, request.note)]
+        if granted:
+            lines.append(_("Its time limit is now %(hours)s hours.", hours=round((job.time_limit_seconds or 0) / 3600, 1)))
+        if base_url:
+            lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
+        msg.set_content("\n\n".join(lines) + "\n")
     return msg
 
 
@@ -217,6 +241,10 @@ def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | N
         msg = job_started_message(row.job, settings.sender, settings.public_url)
     elif row.kind == "job_preempted":
         msg = job_preempted_message(row.job, settings.sender, settings.public_url)
+    elif row.kind == "extension_decided":
+        msg = extension_message(row.job, int(row.dedupe_key.rsplit(":", 1)[1]), settings.sender, settings.public_url)
+        if msg is None:
+            return None
     elif row.kind in ("warning_idle_gpu", "warning_time_limit"):
         from ..models import JobWarning
         kind = row.kind.removeprefix("warning_")

@@ -19,7 +19,8 @@ def notice_words() -> dict[str, str]:
     return {"job_started": _("started running"), "job_succeeded": _("succeeded"), "job_failed": _("failed"),
             "job_stopped_policy": _("was stopped by a policy"), "job_stopped_admin": _("was stopped by a manager or administrator"),
             "warning_idle_gpu": _("is warned: its GPUs are idle"), "warning_time_limit": _("nears its time limit"),
-            "job_preempted": _("was preempted: its borrowed GPUs were taken back; it waits to run again")}
+            "job_preempted": _("was preempted: its borrowed GPUs were taken back; it waits to run again"),
+            "extension_decided": _("has a decision on your request for more time")}
 
 
 @bp.get("/notifications")
