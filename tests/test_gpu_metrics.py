@@ -75,6 +75,10 @@ def test_charts_devices_summaries_and_waste_follow_what_the_gpus_did(app, world,
     assert data["charts"][1]["unit"] == "MiB" and any(v for s in data["charts"][1]["series"] for v in s["values"] if v)
     # the syncer's GPU devices: which job holds which GPU, at what utilisation
     node = job_of(app, busy).pods[0]["node"]
+    # the node's charts name each GPU once, in index order, whichever pods held it
+    for chart in alice.get(f"/nodes/{node}/gpu.json").get_json()["charts"]:
+        labels = [s["label"] for s in chart["series"]]
+        assert len(labels) == len(set(labels)) and labels == sorted(labels, key=lambda x: int(x.split()[-1])), labels
 
     def held():
         with app.app_context():

@@ -289,7 +289,16 @@ def _gpu_charts(answer: dict, start: float, end: float, label) -> dict[str, dict
 
 
 def node_charts(prom: Prometheus, node: str, start: float, end: float, step: float) -> dict[str, dict]:
-    answer = _by_metric(prom, f"{NODE}={quote(node)}", start, end, step, raw=True)
+    """A node's GPUs, one series each (in index order): DCGM labels a GPU's samples by the pod
+    holding it, so the series are merged per GPU, else the legend names a GPU once per pod."""
+    selector, coarse = f"{NODE}={quote(node)}", step * MEMORY_STEPS
+    util = prom.range_raw_async(f"max by ({GPU}) ({UTIL}{{{selector}}})", start, end, step)
+    memory = prom.range_raw(f"max by ({GPU}) (max_over_time({FB_USED}{{{selector}}}[{coarse:g}s]))", start, end, coarse)
+
+    def by_index(answer):
+        return sorted(answer, key=lambda item: (not str(item[0].get(GPU, "")).isdigit(), int(item[0][GPU])
+                                                if str(item[0].get(GPU, "")).isdigit() else 0, str(item[0].get(GPU, ""))))
+    answer = {UTIL: (by_index(util.result()), step), FB_USED: (by_index(memory), coarse)}
     with no_gc():
         return _gpu_charts(answer, start, end, _gpu_label(prom.settings, with_pod=False))
 

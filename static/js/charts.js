@@ -35,7 +35,12 @@
       data.push(s.values);
     });
     var width = Math.max(280, Math.min(el.clientWidth || 800, 1100));
-    var opts = {width: width, height: 220, series: series, scales: {x: {time: true}},
+    // The time axis spans the data shown: one sample alone must not stretch it over years.
+    var xs = chart.x || [], x0 = xs.length ? xs[0] : 0, x1 = xs.length ? xs[xs.length - 1] : 0;
+    var xscale = {time: true};
+    if (xs.length && x1 - x0 < 60) { xscale.range = function () { return [x0 - 300, x1 + 300]; }; }
+    else if (xs.length) { xscale.range = function () { return [x0, x1]; }; }
+    var opts = {width: width, height: 220, series: series, scales: {x: xscale},
                 axes: [{}, {label: unit, size: 60}], legend: {live: true}};
     if (unit === "%") { opts.scales.y = {range: [0, 100]}; }
     box.dataset.rendered = "1";
