@@ -196,6 +196,13 @@ def test_a_drain_stops_exactly_the_previewed_jobs_and_mails_their_owners(app, wo
                       (email.message_from_string(raw, policy=policy.default) for raw in mailbox.messages))
     assert "alice@example.edu" in texts and "carol@example.edu" in texts and "PSU replacement" in texts
     assert len(mailbox.messages) == 2
+    # their notices say an administrator stopped them, not a policy
+    with app.app_context():
+        from portal.models import Notification
+        kinds = {n.kind for n in db.session.query(Notification).filter(Notification.job_id.in_([first, second]))}
+    assert "job_stopped_admin" in kinds and "job_stopped_policy" not in kinds
+    page = new_client().login(world["alice"]).get("/notifications").get_data(as_text=True)
+    assert "stopped by a manager or administrator" in page and "stopped by a policy" not in page
 
 
 @pytest.fixture

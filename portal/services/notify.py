@@ -51,14 +51,15 @@ MAIL_DEFAULTS = {"job_started": False, "job_succeeded": False, "job_failed": Tru
                  "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True, "job_preempted": True,
                  "extension_decided": True}
 END_KINDS = ("job_succeeded", "job_failed", "job_stopped_policy", "job_stopped_admin", "job_stopped_user")
-POLICY_REASONS = ("IdleGPU", "PendingTooLong", "Evicted", "DeadlineExceeded")
+# Stopped for these reasons: a policy did it. A drain (Evicted) is an administrator's act.
+POLICY_REASONS = ("IdleGPU", "PendingTooLong", "DeadlineExceeded")
 
 
 def kind_words() -> dict[str, str]:
     return {"job_started": _("a job of mine starts running"), "job_succeeded": _("a job of mine succeeds"),
             "job_failed": _("a job of mine fails or is lost"),
-            "job_stopped_policy": _("a policy stops a job of mine (idle GPUs, time limit, drain)"),
-            "job_stopped_admin": _("a manager or administrator stops a job of mine"),
+            "job_stopped_policy": _("a policy stops a job of mine (idle GPUs, time limit)"),
+            "job_stopped_admin": _("a manager or administrator stops a job of mine, or drains its node"),
             "warning_idle_gpu": _("a job of mine is warned for idle GPUs"),
             "warning_time_limit": _("a job of mine nears its time limit"),
             "job_preempted": _("a borrowed job of mine is preempted (it waits to run again)"),
