@@ -585,3 +585,24 @@ def test_a_listed_job_that_changes_is_shown_changed(app, new_client, people, mak
     make.query(fail)
     page = alice.get("/jobs").get_data(as_text=True)
     assert "state-failed" in page and "out of memory" in page and "state-running" not in page
+
+
+def test_a_poll_that_finds_a_new_state_brings_the_rest_of_the_page_along(app, make, new_client, people):
+    """The summary, GPU card, time-limit form and history follow the state without a reload: a
+    poll that finds a new version sends them out of band."""
+    from datetime import datetime, timedelta
+    job_id = make.job(people["alice"], people["lab"], state="Running", gpus=1, gpu_model=A100, time_limit_seconds=7200,
+                      started_at=datetime.utcnow() - timedelta(minutes=5))
+    alice = as_(new_client, people["alice"])
+    page = alice.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="extend-form"' in page and 'id="job-live"' in page
+    version = _q(app, lambda: db.session.get(Job, job_id).version)
+    assert alice.get(f"/jobs/{job_id}/status?v={version}").status_code == 204  # nothing new
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        job.state, job.reason, job.finished_at, job.version = "Stopped", "StoppedByUser", datetime.utcnow(), job.version + 1
+        db.session.commit()
+    poll = alice.get(f"/jobs/{job_id}/status?v={version}").get_data(as_text=True)
+    live = poll[poll.index('id="job-live"') - 5:]
+    assert 'hx-swap-oob="true"' in live and 'id="extend-form"' not in live and "ended:" in live
+    assert "hx-trigger" not in poll[:poll.index('id="job-live"')]  # and the polling stops

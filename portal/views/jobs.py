@@ -179,14 +179,18 @@ def clone(job_id):
 @login_required
 def show(job_id):
     """Summary, state and reason in words, pods, events, logs and the submitted spec."""
-    page = job_page.job_page(actor(), job_id, utcnow())
-    context = page.context()
+    return render_template("jobs/show.html", stale=stale_notice(), **_page_context(job_id))
+
+
+def _page_context(job_id: int) -> dict:
+    """What the whole page shows (and a poll's out-of-band parts): the job page's context, the
+    owner's opened ports while it runs."""
+    context = job_page.job_page(actor(), job_id, utcnow()).context()
     job = context["job"]
     mine = current_user.id == job.user_id
     ports = [(p, port_url(job.id, p.port)) for p in job_ports.ports_of(job.id)] \
         if mine and job.state == JobState.RUNNING.value else []
-    return render_template("jobs/show.html", stale=stale_notice(), form=CsrfOnlyForm(), ports=ports,
-                           may_open_ports=mine and job.state == JobState.RUNNING.value, **context)
+    return {**context, "form": CsrfOnlyForm(), "ports": ports, "may_open_ports": mine and job.state == JobState.RUNNING.value}
 
 
 def port_url(job_id: int, port: int) -> str:
@@ -234,8 +238,13 @@ def status(job_id):
         version, state = jobs.poll_state(actor(), job_id)
         if seen == version and state != JobState.PENDING.value:
             return "", 204
-    status = job_page.job_status(actor(), job_id, utcnow())
-    return render_template("jobs/_status.html", form=CsrfOnlyForm(), **status.context())
+    if seen is None or seen == version:  # the fragment alone (a first load, a script, a pending job's place)
+        status = job_page.job_status(actor(), job_id, utcnow())
+        return render_template("jobs/_status.html", form=CsrfOnlyForm(), **status.context())
+    # A poll that finds a new version: the status block, and the rest of the page that follows
+    # the state out of band (summary, GPUs, time limit, requests, history, ports)
+    context = _page_context(job_id)
+    return render_template("jobs/_status.html", **context) + render_template("jobs/_live.html", oob=True, **context)
 
 
 @bp.get("/jobs/<int:job_id>/logs")

@@ -84,5 +84,6 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { init(document); });
-  document.addEventListener("htmx:afterSettle", function (event) { init(event.target); });
+  // after any swap, out-of-band parts too (a job page's GPU card comes again when its state moves)
+  document.addEventListener("htmx:afterSettle", function () { init(document); });
 })();
