@@ -165,12 +165,13 @@ def check_reachable(reference: str, timeout: float, scheme: str = "") -> tuple[s
     url = f"{base}/v2/{repo}/manifests/{ref}"
     headers = {"Accept": MANIFEST_TYPES}
     try:
-        answer = requests.head(url, headers=headers, timeout=timeout, allow_redirects=True)
+        # no redirects: a user names the registry, and it must not send the portal elsewhere
+        answer = requests.head(url, headers=headers, timeout=timeout, allow_redirects=False)
         if answer.status_code == 401 and "bearer" in answer.headers.get("WWW-Authenticate", "").lower():
             token = _anonymous_token(answer.headers["WWW-Authenticate"], timeout)
             if token:
                 headers["Authorization"] = f"Bearer {token}"
-                answer = requests.head(url, headers=headers, timeout=timeout, allow_redirects=True)
+                answer = requests.head(url, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
         return UNKNOWN, _("The registry %(host)s did not answer (%(why)s): an air-gapped cluster may still have it.",
                           host=registry, why=type(exc).__name__)
@@ -189,7 +190,7 @@ def _anonymous_token(challenge: str, timeout: float) -> str:
     realm = params.pop("realm", "")
     if not realm.startswith("https://"):
         return ""
-    answer = requests.get(realm, params=params, timeout=timeout)
+    answer = requests.get(realm, params=params, timeout=timeout, allow_redirects=False)
     if answer.status_code != 200:
         return ""
     body = answer.json()
