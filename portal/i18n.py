@@ -35,8 +35,14 @@ def template_gettext(string: str, **variables) -> str:
 
 
 def template_ngettext(singular: str, plural: str, num: int, **variables) -> str:
+    """Jinja's newstyle ngettext calls this with the three first arguments and then formats the
+    answer with every variable (num and the others) itself: formatting here too would fail on
+    the others (a dataset's "%(size)s in %(num)s files")."""
+    text = _translations().ungettext(singular, plural, num)
+    if not variables:
+        return text
     variables.setdefault("num", num)
-    return _translations().ungettext(singular, plural, num) % variables
+    return text % variables
 
 
 def init_app(app: Flask) -> None:

@@ -43,6 +43,4 @@ def downgrade():
     # a plain DROP COLUMN (SQLite >= 3.35 has one): rebuilding `users` in batch mode would drop
     # a table every other table points at
     op.execute('ALTER TABLE users DROP COLUMN restricted')
-    with op.batch_alter_table('user_restrictions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_user_restrictions_user_id'))
-    op.drop_table('user_restrictions')
+    op.drop_table('user_restrictions')  # its index goes with it (MySQL will not drop an index a foreign key needs)

@@ -90,18 +90,24 @@ def _grant(actor: Actor, request: ExtensionRequest, cluster: Cluster, now: datet
                     db.session.commit()
                 raise Conflict(_("The cluster could not move the deadline now: %(error)s Try again in a minute.",
                                  error=exc.message)) from None
-    changed = db.session.execute(update(ExtensionRequest).where(
-        ExtensionRequest.id == request_id, ExtensionRequest.state == ExtensionState.PENDING).values(
-        state=ExtensionState.GRANTED, decided_by=actor.name if not request.automatic else "policy",
-        decided_at=now, note=note[:MAX_REASON]))
-    if changed.rowcount:
-        db.session.execute(update(Job).where(Job.id == job.id).values(time_limit_seconds=new_limit))
-        job_states.touch([job.id])
-        db.session.execute(delete(JobWarning).where(JobWarning.job_id == job.id, JobWarning.kind == "time_limit"))
-        audit.record(actor if not request.automatic else SYSTEM, "job.extend", "job", job.id,
-                     {"hours": request.hours, "automatic": request.automatic, "by": actor.name, "reason": request.reason,
-                      "note": note[:MAX_REASON], "time_limit_hours": round(new_limit / 3600, 2)})
-    db.session.commit()
+    job_id, hours, automatic, asked = job.id, request.hours, request.automatic, request.reason
+
+    def record() -> None:
+        """The grant in one guarded transaction, retried as a deadlock victim (a policy pass may
+        be warning the same job): the warning's row first, then the job's, the order it takes."""
+        changed = db.session.execute(update(ExtensionRequest).where(
+            ExtensionRequest.id == request_id, ExtensionRequest.state == ExtensionState.PENDING).values(
+            state=ExtensionState.GRANTED, decided_by=actor.name if not automatic else "policy",
+            decided_at=now, note=note[:MAX_REASON]))
+        if changed.rowcount:
+            db.session.execute(delete(JobWarning).where(JobWarning.job_id == job_id, JobWarning.kind == "time_limit"))
+            db.session.execute(update(Job).where(Job.id == job_id).values(time_limit_seconds=new_limit))
+            job_states.touch([job_id])
+            audit.record(actor if not automatic else SYSTEM, "job.extend", "job", job_id,
+                         {"hours": hours, "automatic": automatic, "by": actor.name, "reason": asked,
+                          "note": note[:MAX_REASON], "time_limit_hours": round(new_limit / 3600, 2)})
+        db.session.commit()
+    retrying(record)
 
 
 def _may_decide(actor: Actor, job: Job) -> bool:
