@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from conftest import lab_people, skip_or_fail
+from process_stack import free_port
 from portal.extensions import db
 from portal.models import Image, User
 from portal.services import images, job_rules, jobs
@@ -20,12 +21,6 @@ from portal.services.context import Actor
 from portal.services.errors import ValidationFailed
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

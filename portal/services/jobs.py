@@ -72,7 +72,7 @@ def submit_job(actor: Actor, form: Submission, cluster: Cluster, settings: Submi
     if not form.time_limit_seconds and form.job_type in policy.time_limits:
         form = replace(form, time_limit_seconds=policy.default_seconds(form.job_type))
     try:
-        job_rules.check(form, policy, {i.reference for i in images.offered(actor, form.job_type)})
+        check_rules(actor, form, settings)
     except ValidationFailed as exc:
         count_submission(form.job_type, "invalid", min(exc.errors) if exc.errors else "")
         raise

@@ -299,7 +299,7 @@ def _directory(root: str, parts: tuple[str, ...], make: int = 0) -> Iterator[int
             try:
                 fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
             except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fds[-1], part):
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is(fds[-1], part, stat.S_ISLNK):
                     raise OSError(errno.ELOOP, "a link") from None
                 raise
         yield fds[-1]
@@ -310,11 +310,19 @@ def _directory(root: str, parts: tuple[str, ...], make: int = 0) -> Iterator[int
             os.close(fd)
 
 
-def _is_link(fd: int, name: str) -> bool:
+def _lstat(fd: int, name: str) -> os.stat_result | None:
+    """The entry itself (a link is not followed); None when it cannot be read: missing, or the
+    call failed, and the operation that follows then says why."""
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
     except OSError:
-        return False
+        return None
+
+
+def _is(fd: int, name: str, kind) -> bool:
+    """Whether the entry is of `kind` (stat.S_ISDIR, stat.S_ISLNK, ...)."""
+    st = _lstat(fd, name)
+    return st is not None and kind(st.st_mode)
 
 
 def open_folder(root: str, where: Place):
@@ -478,7 +486,7 @@ def save_upload(root: str, actor: Actor, folder: str, filename: str, stream: Bin
                 _copy_into(stream, hidden, fd)
             try:
                 if replace:
-                    if _is_dir(fd, name):
+                    if _is(fd, name, stat.S_ISDIR):
                         raise Conflict(_("A folder named %(name)s exists already.", name=name))
                     os.rename(hidden, name, src_dir_fd=fd, dst_dir_fd=fd)
                 else:
@@ -492,13 +500,6 @@ def save_upload(root: str, actor: Actor, folder: str, filename: str, stream: Bin
                 os.unlink(hidden, dir_fd=fd)
     _audit_write(actor, "file.upload", target)
     return target
-
-
-def _is_dir(fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _copy_into(stream: BinaryIO, name: str, fd: int) -> None:
@@ -542,7 +543,7 @@ def move(root: str, actor: Actor, raw: str, new_name: str, new_folder: str | Non
     with _directory(root, where.parts[:-1]) as src, _directory(root, folder.parts, make=_make(folder)) as dst:
         try:
             os.stat(where.name, dir_fd=src, follow_symlinks=False)
-            if _exists(dst, name):
+            if _lstat(dst, name) is not None:
                 raise Conflict(_("Something named %(name)s exists already in that folder.", name=name))
             os.rename(where.name, name, src_dir_fd=src, dst_dir_fd=dst)
         except OSError as exc:
@@ -551,20 +552,12 @@ def move(root: str, actor: Actor, raw: str, new_name: str, new_folder: str | Non
     return target
 
 
-def _exists(fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
-        return True
-    except FileNotFoundError:
-        return False
-
-
 def delete(root: str, actor: Actor, raw: str) -> Place:
     """Delete a file, a link or a whole folder (its links are removed, never followed)."""
     where = _changeable(actor, raw)
     with _directory(root, where.parts[:-1]) as fd:
         try:
-            if _is_dir(fd, where.name):
+            if _is(fd, where.name, stat.S_ISDIR):
                 shutil.rmtree(where.name, dir_fd=fd)
             else:
                 os.unlink(where.name, dir_fd=fd)
