@@ -34,6 +34,8 @@ CREATE DATABASE IF NOT EXISTS \`${DB}_bench\` CHARACTER SET utf8mb4 COLLATE utf8
 CREATE USER IF NOT EXISTS '$USER_'@'127.0.0.1' IDENTIFIED BY '$PASS';
 GRANT ALL PRIVILEGES ON \`$DB\`.* TO '$USER_'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON \`${DB}_bench\`.* TO '$USER_'@'127.0.0.1';
+-- one database per pytest-xdist worker (<db>_gw0, <db>_gw1, ...): the suite creates them
+GRANT ALL PRIVILEGES ON \`${DB//_/\\_}\\_gw%\`.* TO '$USER_'@'127.0.0.1';
 FLUSH PRIVILEGES;
 SQL
 

@@ -41,7 +41,25 @@ def database_url(request, tmp_path_factory):
     url = os.environ.get("CRATER_TEST_DATABASE_URL", "")
     if not url:
         skip_or_fail("CRATER_REQUIRE_MYSQL", "CRATER_TEST_DATABASE_URL is not set: MySQL suite skipped")
-    return url
+    return worker_database(url, os.environ.get("PYTEST_XDIST_WORKER", ""))
+
+
+def worker_database(url: str, worker: str) -> str:
+    """Under pytest-xdist each worker has its own database, <db>_<worker> (created here; the
+    account scripts/mariadb.sh makes may create them), so workers never wipe each other's rows."""
+    if not worker:
+        return url
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    own = make_url(url).set(database=f"{make_url(url).database}_{worker}")
+    engine = create_engine(make_url(url).set(database=None))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{own.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    finally:
+        engine.dispose()
+    return own.render_as_string(hide_password=False)
 
 
 STORAGE = tempfile.mkdtemp(prefix="crater-storage-")  # the shared storage of tests that only read it
