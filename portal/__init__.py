@@ -70,7 +70,7 @@ def create_app(config: dict | None = None) -> Flask:
     telemetry.init_app(app)
 
     from .auth.views import bp as auth_bp
-    from .views import (admin_accounts, admin_audit, admin_users, charts, datasets, errors, fair_use, files, health, images, home, ingress_auth, jobs,
+    from .views import (admin_accounts, admin_audit, admin_users, charts, datasets, errors, fair_use, files, health, images, home, maintenance, ingress_auth, jobs,
                         nodes, notifications, queue, templating, terminal, tokens, usage)
 
     app.register_blueprint(auth_bp)
@@ -92,6 +92,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(files.bp)
     app.register_blueprint(datasets.bp)
     app.register_blueprint(images.bp)
+    app.register_blueprint(maintenance.bp)
     from . import api
     api.init_app(app)
     errors.init_app(app)

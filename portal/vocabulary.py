@@ -405,3 +405,24 @@ def history_words(entry) -> str:
     if a == "job.delete":
         return _("deleted from the lists by %(who)s", who=who)
     return f"{a} ({who})"
+
+
+def drain_words(d) -> str:
+    """A drain with a grace period, as the owner of a job on the node reads it (job page, mail)."""
+    return _("Node %(node)s is being drained by an administrator: this job will be stopped at %(when)s UTC. "
+             "Reason: %(reason)s", node=d.node, when=d.stop_at.strftime("%Y-%m-%d %H:%M"), reason=d.reason)
+
+
+def maintenance_words(m, under_way: bool | None = None, show_nodes: bool = True) -> str:
+    """An announced maintenance's times and reach, in words (the banner, the job page, mail).
+    Node names only for signed-in users (`show_nodes`)."""
+    start, end = m.starts_at.strftime("%Y-%m-%d %H:%M"), m.ends_at.strftime("%Y-%m-%d %H:%M")
+    nodes = ", ".join(m.nodes or ()) if show_nodes else ""
+    if m.nodes and not show_nodes:
+        return (_("Maintenance of some nodes under way until %(end)s UTC.", end=end) if under_way
+                else _("Maintenance of some nodes from %(start)s to %(end)s UTC.", start=start, end=end))
+    if under_way:
+        return (_("Maintenance under way until %(end)s UTC on %(nodes)s.", end=end, nodes=nodes) if nodes
+                else _("Maintenance of the whole cluster under way until %(end)s UTC.", end=end))
+    return (_("Maintenance from %(start)s to %(end)s UTC on %(nodes)s.", start=start, end=end, nodes=nodes) if nodes
+            else _("Maintenance of the whole cluster from %(start)s to %(end)s UTC.", start=start, end=end))

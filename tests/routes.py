@@ -6,7 +6,8 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 # a job port's number and a path on the shared storage (the plain user bob's home), when the
 # caller's ids do not say
-DEFAULTS = {"port": 6006, "path": "users/bob", "restriction_id": 999999, "dataset_id": 999999, "share_id": 999999}
+DEFAULTS = {"port": 6006, "path": "users/bob", "restriction_id": 999999, "dataset_id": 999999, "share_id": 999999,
+            "maintenance_id": 999999, "drain_id": 999999}
 
 
 def fill(rule: Rule, ids: dict) -> str:

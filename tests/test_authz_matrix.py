@@ -1,10 +1,13 @@
 """Authorization over every route: anonymous, plain user, account manager (own and other account),
 admin and deactivated user each get the expected status. A new route fails
 `test_every_route_is_in_the_matrix` until it is classified here."""
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from routes import fill, rules
 
+SOON = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)  # a maintenance's start
 ROLES = ("anon", "user", "mgr_own", "mgr_other", "admin", "inactive")
 
 
@@ -99,6 +102,12 @@ MATRIX = {
     ("POST", "nodes.remove_label"): ({"key": "lab.example.edu/rack"}, NODE_ACTION),
     ("GET", "nodes.drain_preview"): (None, ADMIN_PAGE),
     ("POST", "nodes.drain"): ({"reason": "maintenance"}, NODE_ACTION),
+    ("POST", "nodes.cancel_drain"): (None, statuses(302, 403, 403, 403, 404)),  # nobody's drain
+    ("GET", "maintenance.index"): (None, ADMIN_PAGE),
+    ("POST", "maintenance.announce"): ({"message": "power work", "starts": f"{SOON:%Y-%m-%dT%H:%M}",
+                                                                 "ends": f"{SOON + timedelta(hours=2):%Y-%m-%dT%H:%M}"},
+                                       ADMIN_ACTION),
+    ("POST", "maintenance.cancel"): (None, statuses(302, 403, 403, 403, 404)),  # nobody's announcement
     ("GET", "charts.job_gpus"): (None, JOB_VIEW),
     ("GET", "charts.node_gpus"): (None, SIGNED_IN),
     ("GET", "charts.cluster_gpus"): (None, SIGNED_IN),

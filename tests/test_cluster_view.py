@@ -1,8 +1,14 @@
 """The cluster view against kubesim's demo cluster through the syncer: the nodes page and node
 detail follow jobs starting and ending; cordon and NotReady are shown; a reservation only the
 reserved account's jobs tolerate (checked by where kubesim schedules them); a drain that stops
-exactly the previewed jobs and mails their owners; labels an admin sets, seen by kubectl."""
+exactly the previewed jobs and mails their owners; labels an admin sets, seen by kubectl. Drains
+with a grace period: the node is cordoned and the owners warned at once, the jobs stop when the
+grace ends (time passing is the drain's stop time moved into the past), a cancelled drain stops
+nothing, and a maintenance that drains its nodes at its start."""
+import email
 import re
+from datetime import timedelta
+from email import policy
 
 import pytest
 
@@ -11,7 +17,7 @@ from flask import current_app
 from portal.cluster.client import Cluster
 from portal.cluster.manifests import ClusterSettings
 from portal.extensions import db
-from portal.models import Job, Node, Placement, User
+from portal.models import AuditEntry, Job, Node, NodeDrain, Placement, User, utcnow
 from portal.services import jobs
 from portal.services.context import Actor
 from portal.sync.syncer import SyncSettings, Syncer
@@ -234,3 +240,125 @@ def test_labels_set_in_the_portal_are_what_kubectl_shows(tls_app):
     assert admin.post("/nodes/a100-0/labels/remove", {"key": "lab.example.edu/rack"}).status_code == 303
     shown = kubectl(env, "get", "node", "a100-0", "-o", "jsonpath={.metadata.labels}").stdout
     assert "lab.example.edu/rack" not in shown
+
+
+# ---- drains with a grace period, through kubesim and the syncer ----------------------------------
+
+def _drains(app):
+    return rows_of(app, NodeDrain)
+
+
+def rows_of(app, model):
+    with app.app_context():
+        rows = db.session.query(model).order_by(model.id).all()
+        for r in rows:
+            db.session.expunge(r)
+        db.session.remove()
+        return rows
+
+
+def _when(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M")
+
+
+def _mails(mailbox):
+    return [email.message_from_string(raw, policy=policy.default) for raw in mailbox.messages]
+
+
+def _two_jobs_on_a100_0(app, world, new_client):
+    wait_for(lambda: node_row(app, "a100-1"), timeout=10, what="the node inventory")
+    admin = new_client().login(world["admin"])
+    assert admin.post("/nodes/a100-1/cordon", {"reason": "everything on a100-0"}).status_code == 303
+    first, second = submit(app, world, "alice", "vision"), submit(app, world, "carol", "nlp")
+    for job_id in (first, second):
+        assert wait_for(lambda job_id=job_id: running_on(app, job_id), timeout=15) == "a100-0"
+    wait_for(lambda: placements(app, "a100-0") == sorted([first, second]), timeout=10, what="placements")
+    return admin, first, second
+
+
+def _pass_the_time(app, drain_id):
+    """The grace ends: the drain's stop time is moved into the past (what the clock would do)."""
+    with app.app_context():
+        db.session.query(NodeDrain).filter_by(id=drain_id).update({"stop_at": utcnow() - timedelta(seconds=1)})
+        db.session.commit()
+
+
+def test_a_drain_with_a_grace_period_warns_at_once_and_stops_the_jobs_when_it_ends(app, world, new_client, mailbox):
+    admin, first, second = _two_jobs_on_a100_0(app, world, new_client)
+    preview = admin.get("/nodes/a100-0/drain").get_data(as_text=True)
+    assert 'name="grace"' in preview
+    response = admin.post("/nodes/a100-0/drain", {"reason": "PSU swap", "grace": "30", "job": [str(first), str(second)]})
+    assert response.status_code == 303
+    assert world["cluster"].read_node("a100-0")["spec"]["unschedulable"] is True
+    [drain] = _drains(app)
+    assert drain.state == "scheduled" and sorted(drain.job_ids) == sorted([first, second])
+    assert timedelta(minutes=29) < drain.stop_at - drain.warned_at <= timedelta(minutes=30)
+    assert job_row(app, first)[0] == job_row(app, second)[0] == "Running"
+    # the owners are told now, with the time, on the job page, the notifications and by mail
+    alice = new_client().login(world["alice"])
+    page = alice.get(f"/jobs/{first}").get_data(as_text=True)
+    assert 'id="drain-warning"' in page and drain.stop_at.strftime("%Y-%m-%d %H:%M") in page and "PSU swap" in page
+    assert "node is drained" in alice.get("/notifications").get_data(as_text=True)
+    wait_for(lambda: len(mailbox.messages) >= 2, timeout=15, what="two warnings")
+    warned = {m["To"]: m for m in _mails(mailbox)}
+    assert set(warned) == {"alice@example.edu", "carol@example.edu"}
+    assert "will be stopped at" in warned["alice@example.edu"]["Subject"]
+    assert "checkpoint" in warned["alice@example.edu"].get_content()
+    node_page = admin.get("/nodes/a100-0").get_data(as_text=True)
+    assert 'id="scheduled-drain"' in node_page and "2 jobs stop at" in node_page
+    # a second scheduled drain of the same node is refused; the syncer leaves the jobs alone meanwhile
+    again = admin.post("/nodes/a100-0/drain", {"reason": "again", "grace": "5", "job": [str(first)]})
+    assert again.status_code == 409 and "already scheduled" in again.get_data(as_text=True)
+    _pass_the_time(app, drain.id)
+    for job_id in (first, second):
+        wait_for(lambda job_id=job_id: job_row(app, job_id)[0] == "Stopped", timeout=15, what="stopped at the end")
+        state, reason, message, _n = job_row(app, job_id)
+        assert reason == "Evicted" and "PSU swap" in message
+    [drain] = _drains(app)
+    assert drain.state == "done" and sorted(drain.stopped) == sorted([first, second])
+    actions = [e.action for e in rows_of(app, AuditEntry) if e.action.startswith("node.drain")]
+    assert actions == ["node.drain_scheduled", "node.drain"]
+
+
+def test_a_cancelled_drain_stops_nothing_and_the_node_stays_cordoned(app, world, new_client):
+    admin, first, second = _two_jobs_on_a100_0(app, world, new_client)
+    assert admin.post("/nodes/a100-0/drain", {"reason": "maybe", "grace": "10", "job": [str(first)]}).status_code == 303
+    [drain] = _drains(app)
+    assert drain.job_ids == [first]  # only the previewed one is warned
+    assert admin.post(f"/nodes/a100-1/drains/{drain.id}/cancel", {}).status_code == 404  # not that node's
+    assert admin.post(f"/nodes/a100-0/drains/{drain.id}/cancel", {}).status_code == 303
+    _pass_the_time(app, drain.id)
+    with app.app_context():
+        from portal.services import maintenance
+        assert maintenance.run_due(world["cluster"], utcnow()) == {"warned": [], "done": []}
+    assert job_row(app, first)[0] == "Running" and _drains(app)[0].state == "cancelled"
+    assert world["cluster"].read_node("a100-0")["spec"]["unschedulable"] is True
+    assert admin.post(f"/nodes/a100-0/drains/{drain.id}/cancel", {}).status_code == 409
+
+
+def test_a_maintenance_that_drains_its_node_warns_ahead_then_stops_at_its_start(app, world, new_client, mailbox):
+    wait_for(lambda: node_row(app, "a100-1"), timeout=10, what="the node inventory")
+    admin = new_client().login(world["admin"])
+    job_id = submit(app, world, "alice", "vision")
+    node = wait_for(lambda: running_on(app, job_id), timeout=15, what="running")
+    start = utcnow() + timedelta(minutes=20)
+    response = admin.post("/admin/maintenance", {"message": "Firmware update", "starts": _when(start),
+                                                 "ends": _when(start + timedelta(hours=1)), "nodes": [node],
+                                                 "drain": "1", "drain_grace": "60"})
+    assert response.status_code == 303
+    # the warning is due (an hour before a start 20 minutes away): the syncer cordons and warns
+    wait_for(lambda: _drains(app)[0].warned_at is not None, timeout=15, what="warned")
+    assert world["cluster"].read_node(node)["spec"]["unschedulable"] is True
+    assert _drains(app)[0].job_ids == [job_id]
+    page = new_client().login(world["alice"]).get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="drain-warning"' in page and "Firmware update" in page
+    wait_for(lambda: len(mailbox.messages) >= 2, timeout=15, what="the announcement and the warning")
+    assert {m["To"] for m in _mails(mailbox)} == {"alice@example.edu"}
+    subjects = [m["Subject"] for m in _mails(mailbox)]
+    assert any("Maintenance from" in s for s in subjects) and any("will be stopped" in s for s in subjects)
+    assert job_row(app, job_id)[0] == "Running"
+    _pass_the_time(app, _drains(app)[0].id)
+    wait_for(lambda: job_row(app, job_id)[0] == "Stopped", timeout=15, what="stopped at the start")
+    assert re.search("Firmware update", job_row(app, job_id)[2])
+    with app.app_context():
+        assert db.session.get(Job, job_id).reason == "Evicted"

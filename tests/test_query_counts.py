@@ -58,8 +58,9 @@ def crowd(app, make):
     ("/admin/users", 3), ("/admin/users?q=user0&page=2", 3), ("/admin/accounts", 3),
     ("/admin/accounts?q=lab", 3), ("/admin/audit", 3),
     # home: user, memberships, their model quotas, heartbeat, my active jobs, usage of all my accounts, free GPUs
-    # per model and what pending jobs wait for (both short-cached in production)
-    ("/", 8),
+    # per model and what pending jobs wait for (both short-cached in production); every full page
+    # also reads the maintenance banner (short-cached in production)
+    ("/", 9),
     # job lists: user, managed accounts (scope tabs), my accounts (filter), heartbeat, count, page
     ("/jobs", 6), ("/jobs?scope=all&state=active&sort=gpus", 6), ("/jobs?scope=account&q=任务", 6),
     # templates: user, count, page (with owners and accounts joined)
@@ -140,8 +141,9 @@ def racks(app, make):
     # nodes: user, heartbeat, version (2), summary (2), page of nodes with its count; the accounts'
     # guaranteed, borrowed and lent GPUs (GPUs per account and class, accounts, names)
     ("/nodes", 11), ("/nodes?model=A100&free=2&sort=free", 11), ("/admin/nodes?state=Ready", 11),
-    # a node: user, heartbeat, node, managed accounts, placements with jobs, owners, accounts, GPU devices, accounts list
-    ("/nodes/gpu-07", 8),
+    # a node: user, heartbeat, node, managed accounts, placements with jobs, owners, accounts, GPU devices, accounts list,
+    # (admins) a scheduled drain, the maintenance banner
+    ("/nodes/gpu-07", 10),
     # usage: user, managed accounts (x2: scope, choices), rollups by user and account, names (2), models, days
     ("/usage?scope=all", 10),
 ])
@@ -174,8 +176,9 @@ def test_queue_pages_and_a_queued_jobs_poll_use_a_fixed_number_of_queries(app, c
     queued = make.query(queue_up)
     client.login(admin)
     # queue page: user, account, the queue's nine reads (restricted users, queued, account, model
-    # quotas, members, admitted jobs, usage, models under maintenance), the page's jobs, the owners
-    for url, limit in ((f"/queues/{lab}", 12), ("/queues", 5), (f"/jobs/{queued}/status", 7)):
+    # quotas, members, admitted jobs, usage, models under maintenance), the page's jobs, the owners,
+    # the maintenance banner (short-cached in production)
+    for url, limit in ((f"/queues/{lab}", 13), ("/queues", 6), (f"/jobs/{queued}/status", 7)):
         client.get(url)
         with count_queries(app) as statements:
             response = client.get(url)

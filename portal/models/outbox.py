@@ -49,5 +49,8 @@ class Notification(db.Model):
     dedupe_key: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # A maintenance notice names the announcement (its message and times are shown with it).
+    maintenance_id: Mapped[int | None] = mapped_column(ForeignKey("maintenances.id", ondelete="CASCADE"))
 
     job = relationship("Job")
+    maintenance = relationship("Maintenance")

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import yaml
 
 from ..models import Job
-from . import fair_use, job_queries, jobs
+from . import fair_use, job_queries, jobs, maintenance
 from .context import Actor
 from .scheduling import pages as queue_pages
 
@@ -27,6 +27,7 @@ class JobStatus:
     idle_warning: object | None
     limit_warning: object | None
     preemption: object | None = None  # the last time it was preempted (a Preemption row)
+    maintenance: object | None = None  # announcements touching its nodes, a drain that will stop it
 
     def context(self) -> dict:
         """The fields as template variables."""
@@ -59,4 +60,5 @@ def _status(job: Job, actor: Actor, now: datetime) -> JobStatus:
                      events=job_queries.job_events(job.id, 20),
                      time_left=fair_use.time_left(job, now) if job.is_open else None,
                      idle_warning=warned.get((job.id, "idle_gpu")), limit_warning=warned.get((job.id, "time_limit")),
-                     preemption=queue_pages.last_preemption(job.id) if job.preemptions else None)
+                     preemption=queue_pages.last_preemption(job.id) if job.preemptions else None,
+                     maintenance=maintenance.for_job(job))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import defer
 from ..cluster.client import Cluster, ClusterError
 from ..cache import short_cached
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeState, Placement, User, utcnow
+from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeDrain, NodeState, Placement, User, utcnow
 from ..cluster import labels
 from ..vocabulary import Reason
 from . import accounts, audit, jobs
@@ -193,7 +193,7 @@ def other_pods_on_node(name: str) -> int:
 
 # ---- administration -------------------------------------------------------------------------
 
-def _reason(reason: str) -> str:
+def check_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
         raise ValidationFailed({"reason": _("Say why (users see it).")})
@@ -227,7 +227,7 @@ def _read(cluster: Cluster, name: str) -> dict:
 
 def cordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
-    node, reason = get_node(name), _reason(reason)
+    node, reason = get_node(name), check_reason(reason)
     _patch(cluster, node.name, labels.cordon_patch(reason, actor.name))
     node = get_node(name)
     node.unschedulable, node.cordon_reason, node.updated_at, node.version = True, reason, utcnow(), node.version + 1
@@ -238,7 +238,7 @@ def cordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
 
 def uncordon(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
-    node, reason = get_node(name), _reason(reason)
+    node, reason = get_node(name), check_reason(reason)
     _patch(cluster, node.name, labels.uncordon_patch())
     node = get_node(name)
     node.unschedulable, node.cordon_reason, node.updated_at, node.version = False, "", utcnow(), node.version + 1
@@ -260,7 +260,7 @@ def drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason:
     the owner told by mail whatever their mail setting). Jobs that came onto the node after the
     preview are not touched: they are reported, for another look."""
     actor.require_admin()
-    node, reason = get_node(name), _reason(reason)
+    node, reason = get_node(name), check_reason(reason)
     previewed = sorted(set(job_ids))
     cordon(actor, cluster, node.name, _("Drained: %(reason)s", reason=reason)[:MAX_REASON])
     now_on = {j["id"] for j in jobs_on_node(node.name)}
@@ -275,6 +275,9 @@ def drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason:
             result.stopped.append(job_id)
         except (Conflict, NotFound) as exc:
             result.failed[job_id] = exc.message
+    # A drain scheduled with a grace period is done by this one.
+    db.session.execute(update(NodeDrain).where(NodeDrain.node == node.name, NodeDrain.state == "scheduled")
+                       .values(state="done", done_at=utcnow(), stopped=result.stopped))
     audit.record(actor, "node.drain", "node", node.name, {"reason": reason, "stopped": result.stopped,
                                                          "failed": sorted(result.failed),
                                                          "not_previewed": result.new_since_preview})
@@ -287,7 +290,7 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
     tolerate (the portal adds the toleration to every job of the account). Jobs already on the
     node keep running."""
     actor.require_admin()
-    node, reason = get_node(name), _reason(reason)
+    node, reason = get_node(name), check_reason(reason)
     account = db.session.get(Account, account_id) if account_id else None
     if account is None:
         raise ValidationFailed({"account": _("Choose an account.")})
@@ -303,7 +306,7 @@ def reserve(actor: Actor, cluster: Cluster, name: str, account_id: int | None, r
 
 def release(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
     actor.require_admin()
-    node, reason = get_node(name), _reason(reason)
+    node, reason = get_node(name), check_reason(reason)
     patch, taints = labels.unreserve_patch(_read(cluster, node.name))
     _patch(cluster, node.name, patch)
     node = get_node(name)

@@ -3,6 +3,7 @@ preferences per kind of notice. Only ever the actor's own."""
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from ..config import LANGUAGES
 from ..extensions import db
@@ -14,7 +15,8 @@ from .pagination import Page, paginate
 
 
 def mine(actor: Actor, page: int, per_page: int) -> Page:
-    stmt = select(Notification).where(Notification.user_id == actor.user.id).order_by(Notification.id.desc())
+    stmt = (select(Notification).options(selectinload(Notification.job), selectinload(Notification.maintenance))
+            .where(Notification.user_id == actor.user.id).order_by(Notification.id.desc()))
     return paginate(stmt, page, per_page)
 
 

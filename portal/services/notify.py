@@ -49,7 +49,7 @@ class MailSettings:
 # Notice kinds and whether they are mailed unless the user says otherwise (Settings).
 MAIL_DEFAULTS = {"job_started": False, "job_succeeded": False, "job_failed": True, "job_stopped_policy": True,
                  "job_stopped_admin": True, "warning_idle_gpu": True, "warning_time_limit": True, "job_preempted": True,
-                 "extension_decided": True}
+                 "extension_decided": True, "drain_warning": True, "maintenance": True}
 END_KINDS = ("job_succeeded", "job_failed", "job_stopped_policy", "job_stopped_admin", "job_stopped_user")
 # Stopped for these reasons: a policy did it. A drain (Evicted) is an administrator's act.
 POLICY_REASONS = ("IdleGPU", "PendingTooLong", "DeadlineExceeded")
@@ -63,7 +63,9 @@ def kind_words() -> dict[str, str]:
             "warning_idle_gpu": _("a job of mine is warned for idle GPUs"),
             "warning_time_limit": _("a job of mine nears its time limit"),
             "job_preempted": _("a borrowed job of mine is preempted (it waits to run again)"),
-            "extension_decided": _("a manager decides on my request for more time")}
+            "extension_decided": _("a manager decides on my request for more time"),
+            "drain_warning": _("a job of mine will be stopped because its node is drained"),
+            "maintenance": _("maintenance is announced that touches my jobs")}
 
 
 def end_kind(state: str, reason: str) -> str:
@@ -233,10 +235,67 @@ def warning_message(job: Job, kind: str, act_at: datetime | None, sender: str, b
     return msg
 
 
-def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
-    if row.job is None or not row.user.email:
+def drain_message(job: Job, drain_id: int, sender: str, base_url: str) -> EmailMessage | None:
+    """The warning of a drain with a grace period: when the job stops, and why."""
+    from ..models import NodeDrain
+    drain = db.session.get(NodeDrain, drain_id)
+    if drain is None or drain.state == "cancelled":
         return None
-    if row.kind == JOB_ENDED:
+    with force_locale(job.user.language or "en"):
+        msg = EmailMessage()
+        msg["Subject"] = _("[Crater] Job %(name)s (#%(id)s) will be stopped at %(when)s UTC: its node is drained",
+                           name=job.display_name, id=job.id, when=drain.stop_at.strftime("%Y-%m-%d %H:%M"))
+        msg["From"], msg["To"] = sender, job.user.email
+        lines = [vocabulary.drain_words(drain),
+                 _("Save a checkpoint before then; a job that writes checkpoints can be started again from them on "
+                   "another node.")]
+        if base_url:
+            lines.append(_("Details: %(url)s", url=f"{base_url}/jobs/{job.id}"))
+        msg.set_content("\n\n".join(lines) + "\n")
+    return msg
+
+
+def maintenance_message(row: OutboxMessage, maintenance_id: int, sender: str, base_url: str) -> EmailMessage | None:
+    """An announced maintenance, to an owner of jobs it touches: what, when, which of their jobs."""
+    from ..models import ACTIVE_STATES, Maintenance, Placement
+    m = db.session.get(Maintenance, maintenance_id)
+    if m is None or m.cancelled_at is not None:
+        return None
+    stmt = select(Job.id, Job.display_name).where(Job.user_id == row.user_id, Job.state.in_(ACTIVE_STATES))
+    if m.nodes:
+        stmt = stmt.join(Placement, Placement.job_id == Job.id).where(Placement.node.in_(m.nodes))
+    mine = db.session.execute(stmt.distinct().order_by(Job.id).limit(50)).all()
+    with force_locale(row.user.language or "en"):
+        msg = EmailMessage()
+        msg["Subject"] = _("[Crater] Maintenance from %(start)s to %(end)s UTC", start=m.starts_at.strftime("%Y-%m-%d %H:%M"),
+                           end=m.ends_at.strftime("%Y-%m-%d %H:%M"))
+        msg["From"], msg["To"] = sender, row.user.email
+        lines = [vocabulary.maintenance_words(m), m.message]
+        if mine:
+            lines.append(_("Your jobs it touches:") + "\n" + "\n".join(
+                f"  #{j.id} {j.display_name}" + (f"  {base_url}/jobs/{j.id}" if base_url else "") for j in mine))
+        if m.drain_minutes is not None:
+            lines.append(_("Jobs on these nodes are stopped when it starts; their owners are warned %(n)s minutes "
+                           "before.", n=m.drain_minutes))
+        msg.set_content("\n\n".join(lines) + "\n")
+    return msg
+
+
+def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
+    if not row.user.email:
+        return None
+    if row.kind == "maintenance":
+        msg = maintenance_message(row, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
+        if msg is not None:
+            msg["Message-ID"] = f"<crater-outbox-{row.id}.{row.created_at:%Y%m%d%H%M%S}@{_domain(settings)}>"
+        return msg
+    if row.job is None:
+        return None
+    if row.kind == "drain_warning":
+        msg = drain_message(row.job, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
+        if msg is None:
+            return None
+    elif row.kind == JOB_ENDED:
         msg = job_ended_message(row.job, settings.sender, settings.public_url)
     elif row.kind == "job_started":
         msg = job_started_message(row.job, settings.sender, settings.public_url)

@@ -9,6 +9,7 @@ rows, what the cluster holds) carried out through the services as the system. La
   `orphan_grace` seconds, and each deletion is audited. The grace runs from when this replica
   first saw the orphan, so a job that just ended keeps its objects long enough for its logs to
   be kept.
+- drains: drains with a grace period (`services.maintenance.run_due`).
 
 A pass that fails (the cluster or the database away) is logged and tried again next tick."""
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..cluster.client import ClusterError
 from ..extensions import db
-from ..services import jobs
+from ..services import jobs, maintenance
 from ..vocabulary import FINAL_STATES, JobState
 from .clock import Clock
 from ..cluster.labels import job_id_of
@@ -51,7 +52,7 @@ class Reconciler:
         self._orphans_seen: dict[int, float] = {}
         self.passes: list[tuple[str, Callable[[], object]]] = [
             ("abandoned-submissions", self.end_abandoned_submissions), ("orphans", self.remove_orphans),
-            ("preempted", self.suspend_preempted)]
+            ("preempted", self.suspend_preempted), ("drains", self.scheduled_drains)]
         self.last_results: dict[str, object] = {}
         self.durations: dict[str, float] = {}
 
@@ -85,6 +86,10 @@ class Reconciler:
         states = jobs.states_of(in_cluster)
         done = [i for i in sorted(in_cluster) if states.get(i) == jobs.PREEMPTED_QUEUED and jobs.suspend_preempted(i, self.cluster)]
         return done
+
+    def scheduled_drains(self) -> dict[str, list[int]]:
+        """Drains with a grace period: cordon and warn when due, stop the warned jobs when it ends."""
+        return maintenance.run_due(self.cluster, self.clock.utcnow())
 
     def remove_orphans(self) -> list[int]:
         managed = self.job_writer.job_ids_in_cluster()

@@ -17,10 +17,11 @@ from flask_login import login_required
 
 from .. import vocabulary
 from ..models import NodeState
-from ..services import nodes
+from ..services import maintenance, nodes
 from ..services.errors import Conflict, NotFound, ValidationFailed
 from .context import actor, cluster, htmx_target, page_arg, stale_notice
 from .forms import CsrfOnlyForm
+from .templating import format_datetime
 
 bp = Blueprint("nodes", __name__)
 NODES_PER_PAGE = 50
@@ -119,7 +120,8 @@ def admin_index():
 def _show(name: str, status: int = 200, **extra):
     detail = nodes.node_detail(actor(), name, current_app.config["SHOW_JOB_NAMES"])
     context = dict(d=detail, node=detail.node, form=CsrfOnlyForm(), stale=stale_notice(),
-                   metrics=bool(current_app.config["PROMETHEUS_URL"]), accounts=[], drain=None, errors={})
+                   metrics=bool(current_app.config["PROMETHEUS_URL"]), accounts=[], drain=None, errors={},
+                   scheduled=maintenance.scheduled_on(detail.node.name) if actor().is_admin else None)
     if actor().is_admin:
         context["accounts"] = nodes.account_choices()
     context.update(extra)
@@ -223,12 +225,21 @@ def drain(name):
     job_ids = [int(v) for v in request.form.getlist("job") if v.isdigit() and len(v) < 12]
     if form.validate_on_submit():
         try:
-            result = nodes.drain(actor(), cluster(), node.name, job_ids, _reason())
+            grace = maintenance.grace_minutes(request.form.get("grace", "")[:20])
+            if grace:
+                scheduled = maintenance.schedule_drain(actor(), cluster(), node.name, job_ids, _reason(), grace)
+            else:
+                result = nodes.drain(actor(), cluster(), node.name, job_ids, _reason())
         except ValidationFailed as exc:
             return _drain_page(nodes.drain_preview(actor(), name), form, exc.errors), 422
         except Conflict as exc:
             flash(exc.message, "error")
             return _drain_page(nodes.drain_preview(actor(), name), form), 409
+        if grace:
+            flash(ngettext("Node %(name)s is cordoned; %(num)s job stops at %(when)s UTC and its owner was warned.",
+                           "Node %(name)s is cordoned; %(num)s jobs stop at %(when)s UTC and their owners were warned.",
+                           len(scheduled.job_ids), name=node.name, when=format_datetime(scheduled.stop_at)), "success")
+            return redirect(url_for(".show", name=node.name), 303)
         flash(ngettext("Node %(name)s drained: %(num)s job stopped.", "Node %(name)s drained: %(num)s jobs stopped.",
                        len(result.stopped), name=node.name), "success")
         if result.failed:
@@ -242,10 +253,20 @@ def drain(name):
     return _drain_page(preview, form, {"form": _("This form has expired or did not come from this site.")}), 400
 
 
+@bp.post("/nodes/<name>/drains/<int:drain_id>/cancel")
+@login_required
+def cancel_drain(name, drain_id):
+    """Cancel a drain with a grace period before it stops the jobs; the node stays cordoned."""
+    return _act(name, lambda: maintenance.cancel_drain(actor(), drain_id, name),
+                _("The drain of %(name)s is cancelled: its jobs go on. The node stays cordoned until you uncordon it.",
+                  name=name))
+
+
 def _drain_page(preview, form, errors: dict | None = None):
     """The drain preview: the jobs a drain would stop now, with owners and accounts."""
     return render_template("nodes/drain.html", node=preview.node, jobs=preview.jobs, others=preview.others, form=form,
-                           errors=errors or {})
+                           errors=errors or {}, scheduled=maintenance.scheduled_on(preview.node.name),
+                           grace=request.form.get("grace", "0")[:20], max_grace=maintenance.MAX_GRACE_MINUTES)
 
 
 __all__ = ["bp", "NotFound"]

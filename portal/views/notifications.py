@@ -20,7 +20,9 @@ def notice_words() -> dict[str, str]:
             "job_stopped_policy": _("was stopped by a policy"), "job_stopped_admin": _("was stopped by a manager or administrator"),
             "warning_idle_gpu": _("is warned: its GPUs are idle"), "warning_time_limit": _("nears its time limit"),
             "job_preempted": _("was preempted: its borrowed GPUs were taken back; it waits to run again"),
-            "extension_decided": _("has a decision on your request for more time")}
+            "extension_decided": _("has a decision on your request for more time"),
+            "drain_warning": _("will be stopped: its node is drained (see the job's page for when)"),
+            "maintenance": _("Maintenance announced")}
 
 
 @bp.get("/notifications")

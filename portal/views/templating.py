@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from flask import Flask
 
 from .. import vocabulary
@@ -33,6 +34,16 @@ def format_size(value: int | None) -> str:
     return f"{size:.0f} {unit}" if unit == "B" or size >= 100 else f"{size:.1f} {unit}"
 
 
+def maintenance_banner() -> list:
+    """Maintenance planned or under way, for the banner on every page (none when the database is
+    away: the error page itself must render)."""
+    from ..services import maintenance
+    try:
+        return maintenance.current()
+    except SQLAlchemyError:
+        return []
+
+
 def init_app(app: Flask) -> None:
     app.add_template_filter(format_datetime, "dt")
     app.add_template_filter(format_size, "size")
@@ -42,6 +53,7 @@ def init_app(app: Flask) -> None:
         "queue_words": vocabulary.waiting_words, "preemption_words": vocabulary.preemption_words,
         "reason_label": vocabulary.reason_label, "node_state_words": vocabulary.node_state_words,
         "history_words": vocabulary.history_words, "state_word": vocabulary.state_word,
-        "hours_text": vocabulary.hours_text,
+        "hours_text": vocabulary.hours_text, "maintenance_words": vocabulary.maintenance_words,
+        "drain_words": vocabulary.drain_words, "maintenance_banner": maintenance_banner,
     }.items():
         app.add_template_global(value, name)
