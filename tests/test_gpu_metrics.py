@@ -56,6 +56,7 @@ def submit(app, world, gpus, util, run):
         return jobs.submit_job(actor, form, world["cluster"], jobs.SubmitSettings.from_config(current_app.config)).id
 
 
+@pytest.mark.serial  # measured GPU-seconds against the wall clock: Prometheus must scrape on time
 def test_charts_devices_summaries_and_waste_follow_what_the_gpus_did(app, world, new_client):
     busy = submit(app, world, 2, "64", "10")
     idle = submit(app, world, 1, "idle", "10")
