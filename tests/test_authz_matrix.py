@@ -61,6 +61,7 @@ MATRIX = {
     ("GET", "jobs.index"): (None, statuses(302, 200, 200, 200, 200)),
     ("GET", "jobs.admin_index"): (None, statuses(302, 403, 403, 403, 302)),
     ("GET", "jobs.new"): (None, statuses(302, 200, 200, 200, 200)),
+    ("GET", "jobs.form_outlook"): (None, SIGNED_IN),
     ("GET", "jobs.new_form"): (None, statuses(302, 200, 200, 200, 200)),
     ("POST", "jobs.submit"): ({"display_name": ""}, statuses(302, 422, 422, 422, 422)),
     ("GET", "jobs.show"): (None, JOB_VIEW),

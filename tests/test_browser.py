@@ -278,6 +278,17 @@ def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_
         return int(page.url.rsplit("/", 1)[1])
 
     submit("first")
+    # The form says, as the count changes and before submitting, that a second one would queue.
+    page.goto(base + "/jobs/new/batch")
+    page.evaluate("window.__notReloaded = true")
+    page.select_option("#gpu_model", "NVIDIA-A100-SXM4-80GB")
+    page.fill("#gpus", "2")
+    page.press("#gpus", "Tab")
+    page.wait_for_selector("#outlook-verdict[data-verdict=queue]", timeout=10000)
+    assert "place 1" in page.inner_text("#outlook-verdict") and page.evaluate("window.__notReloaded") is True
+    page.fill("#gpus", "0")
+    page.press("#gpus", "Tab")
+    page.wait_for_selector("#outlook-verdict[data-verdict=start]", timeout=10000)
     second = submit("second")
     assert "is queued" in page.inner_text("#flash")
     assert page.inner_text("#job-status .state") == "Queued"

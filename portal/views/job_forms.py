@@ -20,6 +20,7 @@ from wtforms import BooleanField, DecimalField, HiddenField, SelectField, Select
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Optional, ValidationError
 
+from ..models.account import DEFAULT_ACCOUNT
 from ..vocabulary import JobType
 from ..services.job_spec import DEFAULTS, DISTRIBUTED_WORKERS, Submission, from_stored
 from .forms import WholeNumberField
@@ -92,7 +93,11 @@ class JobForm(FlaskForm):
         self.job_type, self.limits = job_type, limits
         self.datasets.choices = [SelectChoice(d.name, f"{d.mount_path}" + (f" · {d.tags}" if d.tags else ""))
                                  for d in datasets]
+        # A lab's account first (and chosen), the Default account every user is in last.
+        accounts = sorted(accounts, key=lambda a: a.name == DEFAULT_ACCOUNT)
         self.account_id.choices = [SelectChoice(a.id, a.label) for a in accounts]
+        if self.account_id.data is None and not self.is_submitted() and accounts:
+            self.account_id.data = accounts[0].id
         self.gpu_model.choices = [SelectChoice("", _l("Any model"))] + [SelectChoice(m, m) for m in models]
         if job_type == JobType.JUPYTER and not any(getattr(a, "borrow_jupyter", False) for a in accounts):
             self.when_full.choices = [c for c in self.when_full.choices if c.value != "borrow"]

@@ -5,6 +5,7 @@ just asked for (submit, stop, logs, the JupyterLab token)."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    stream_with_context, url_for)
@@ -13,16 +14,18 @@ from flask_login import current_user, login_required
 
 from .. import limits, vocabulary
 from ..cluster.labels import object_name
-from ..models import JobState, utcnow
-from ..services import accounts, datasets, job_page, job_ports, job_queries, job_templates, jobs
+from ..models import MAX_ID, JobState, utcnow
+from ..services import accounts, datasets, job_page, job_ports, job_queries, job_templates, jobs, nodes
 from ..services import images as own_images
 from ..services.errors import DomainError, ValidationFailed
+from ..services.scheduling import outlook
 from ..services.scheduling.admission import QuotaExceeded
+from ..services.scheduling.state import QueueSettings
 from ..vocabulary import JOB_TYPES, JobType, Reason
 from .context import actor, cluster, htmx_target, is_htmx, page_arg, per_page, stale_notice
 from .forms import CsrfOnlyForm, apply_errors
 from .job_rows import render_rows
-from .job_forms import FIELD_OF, JobForm, form_data_from_spec
+from .job_forms import DEFAULTS, DISTRIBUTED_WORKERS, FIELD_OF, JobForm, form_data_from_spec
 
 bp = Blueprint("jobs", __name__)
 STATES = [s.value for s in JobState]
@@ -98,7 +101,49 @@ def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
                            images=images, own_images=own_images.offered(actor(), job_type),
                            custom_images=current_app.config["CUSTOM_IMAGES"],
                            mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
-                           limits=current_app.config["TIME_LIMITS"][job_type], source=source), status
+                           limits=current_app.config["TIME_LIMITS"][job_type], source=source,
+                           outlook=_outlook(job_type, {f.name: f.data for f in form}), free=nodes.model_summary()), status
+
+
+def _number(value, kind=int, default=0):
+    """A form value as a number: the default when empty, None when it does not parse."""
+    if value in (None, ""):
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return number if number == number and abs(number) < 10**12 else None  # no NaN, no absurd sizes
+
+
+def _outlook(job_type: str, values: dict):
+    """What the job would meet now, from the form's values as far as they parse (None when the
+    account is not chosen, or not one of the user's)."""
+    account_id = _number(values.get("account_id"))
+    if not account_id or not 0 < account_id <= MAX_ID:
+        return None
+    limits = current_app.config["TIME_LIMITS"][job_type]
+    cpu = _number(values.get("cpu"), Decimal, Decimal(DEFAULTS["cpu_milli"]) / 1000)
+    memory = _number(values.get("memory_gib"), int, DEFAULTS["memory_mib"] // 1024)
+    hours = _number(values.get("time_limit_hours"), Decimal, Decimal(str(limits[0])))
+    gpus, workers = _number(values.get("gpus")), _number(values.get("workers"), int, DISTRIBUTED_WORKERS)
+    if None in (cpu, memory, hours, gpus, workers) or not (0 <= gpus <= outlook.MAX_GPUS and 0 < workers <= 1000 and 0 <= cpu <= 10_000 and 0 <= memory <= 10_000_000
+            and 0 < hours <= 100_000):
+        return None
+    return outlook.submission_outlook(
+        actor(), account_id, job_type, gpus, str(values.get("gpu_model") or "")[:100], workers, int(cpu * 1000),
+        memory * 1024, str(values.get("when_full") or "queue")[:16], int(hours * 3600), utcnow(),
+        QueueSettings.from_config(current_app.config))
+
+
+@bp.get("/jobs/new/<job_type>/outlook")
+@login_required
+def form_outlook(job_type):
+    """The form's "what you can get" part, as the account, model or count change (htmx)."""
+    if job_type not in JOB_TYPES:
+        abort(404)
+    return render_template("jobs/_outlook.html", outlook=_outlook(job_type, request.args.to_dict()),
+                           free=nodes.model_summary(), job_type=job_type)
 
 
 # A rule's error stands only when the fields it judges parsed: a memory that did not parse says

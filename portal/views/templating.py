@@ -55,5 +55,6 @@ def init_app(app: Flask) -> None:
         "history_words": vocabulary.history_words, "state_word": vocabulary.state_word,
         "hours_text": vocabulary.hours_text, "maintenance_words": vocabulary.maintenance_words,
         "drain_words": vocabulary.drain_words, "maintenance_banner": maintenance_banner,
+        "never_words": vocabulary.never_words,
     }.items():
         app.add_template_global(value, name)

@@ -80,6 +80,42 @@ class Ask:
     memory_mib: int = 0
 
 
+@dataclass
+class Judgement:
+    """What the queue's rules say of a new job now: it could never start (`never`), it starts
+    (`admitted`, perhaps borrowed), or it waits at `position` for `blocker`. With the account's
+    queue (`queue`: limits and what its jobs hold) and the cluster's free GPUs (`capacity`)."""
+    queue: AccountQueue
+    never: Blocker | None = None
+    admitted: Demand | None = None
+    blocker: Blocker | None = None
+    position: int | None = None
+    capacity: Capacity | None = None
+
+
+def judge(account, user_id: int, ask: Ask, job_type: str, time_limit: int, workers: int, borrow: bool,
+          now: datetime, settings: QueueSettings) -> Judgement:
+    """Reads only: the submission's decision (under the caller's locks when it is to be acted on)."""
+    q = load([account.id], now, settings)[account.id]
+    jupyter = job_type == JobType.JUPYTER
+    if jupyter and user_id not in q.used.jupyter:
+        q.used.jupyter[user_id] = jupyter_count(user_id)
+    d = Demand(id=NEW, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
+               memory_mib=ask.memory_mib, jupyter=jupyter, time_limit=time_limit, submitted=now, workers=workers,
+               borrow=borrow)
+    never = never_fits(replace(q.limits, gpus=None, per_model={}) if q.limits.always_borrow else q.limits, d)
+    if never is not None:
+        return Judgement(q, never=never)
+    cap = capacity(settings) if ask.gpus else None
+    decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds,
+                      capacity=cap.copy() if cap else None, borrowing=True)
+    new = next((x for x in decision.admit if x.id == NEW), None)
+    if new is not None:
+        return Judgement(q, admitted=new, capacity=cap)
+    return Judgement(q, blocker=decision.blockers[NEW], position=next(i for i, x in enumerate(decision.order, 1) if x.id == NEW),
+                     capacity=cap)
+
+
 def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_limit: int | None = None,
           before_commit: Callable[[Job], None] | None = None, queue_if_full: bool = False,
           settings=None, now=None) -> Job:
@@ -108,27 +144,18 @@ def admit_submission(user_id: int, account_id: int, ask: Ask, job: Job, jupyter_
             lock_capacity()
         if job.job_type == JobType.JUPYTER:
             lock_users([user_id])
-        q = load([account_id], now, settings)[account_id]
-        if job.job_type == JobType.JUPYTER and user_id not in q.used.jupyter:
-            q.used.jupyter[user_id] = jupyter_count(user_id)
-        d = Demand(id=NEW, user_id=user_id, gpus=ask.gpus, gpu_model=ask.gpu_model, cpu_milli=ask.cpu_milli,
-                   memory_mib=ask.memory_mib, jupyter=job.job_type == JobType.JUPYTER, time_limit=job.time_limit_seconds or 0,
-                   submitted=now, workers=job.workers or 1, borrow=bool(job.borrow))
-        never = never_fits(replace(q.limits, gpus=None, per_model={}) if q.limits.always_borrow else q.limits, d)
-        if never is not None:
-            raise QuotaExceeded(never_words(account.name, never.as_dict()), kind="never")
-        cap = capacity(settings) if ask.gpus else None
-        decision = decide(q.limits, q.used, q.queued + [d], q.scores, q.holding, now, settings.penalty_seconds,
-                          capacity=cap, borrowing=True)
-        new = next((x for x in decision.admit if x.id == NEW), None)
-        if new is None:
-            blocker = decision.blockers[NEW]
+        judged = judge(account, user_id, ask, job.job_type, job.time_limit_seconds or 0, job.workers or 1,
+                       bool(job.borrow), now, settings)
+        if judged.never is not None:
+            raise QuotaExceeded(never_words(account.name, judged.never.as_dict()), kind="never")
+        if judged.admitted is None:
+            blocker = judged.blocker
             if not queue_if_full and blocker.kind not in CLUSTER_KINDS:  # a job in its quota waits for the cluster
                 raise QuotaExceeded(refusal_words(blocker.as_dict()), kind=blocker.kind)
-            job_states.queued(job, next(i for i, x in enumerate(decision.order, 1) if x.id == NEW), blocker.as_dict())
+            job_states.queued(job, judged.position, blocker.as_dict())
         else:
             job_states.submitted(job)
-            job.borrowed = new.borrowed
+            job.borrowed = judged.admitted.borrowed
         job.user_id, job.account_id, job.created_at = user_id, account_id, now
         job.gpus, job.gpu_model, job.cpu_milli, job.memory_mib = ask.gpus, ask.gpu_model, ask.cpu_milli, ask.memory_mib
         db.session.add(job)
