@@ -73,6 +73,11 @@ def state_words() -> dict[str, str]:
             "Succeeded": _("Succeeded"), "Failed": _("Failed"), "Stopped": _("Stopped"), "Lost": _("Lost")}
 
 
+def phase_word(phase: str) -> str:
+    """A pod's phase in words (four share their names with job states)."""
+    return state_words().get(phase) or {"Unknown": _("Unknown")}.get(phase, phase)
+
+
 def type_words() -> dict[str, str]:
     return {"jupyter": _("JupyterLab"), "batch": _("Batch"), "distributed": _("Distributed")}
 
@@ -426,3 +431,33 @@ def maintenance_words(m, under_way: bool | None = None, show_nodes: bool = True)
                 else _("Maintenance of the whole cluster under way until %(end)s UTC.", end=end))
     return (_("Maintenance from %(start)s to %(end)s UTC on %(nodes)s.", start=start, end=end, nodes=nodes) if nodes
             else _("Maintenance of the whole cluster from %(start)s to %(end)s UTC.", start=start, end=end))
+
+
+def target_type_words() -> dict[str, str]:
+    """The kinds of object the audit log names."""
+    return {"user": _("user"), "account": _("account"), "job": _("job"), "node": _("node"), "policy": _("policy"),
+            "template": _("template"), "image": _("image"), "token": _("token"), "file": _("file"),
+            "dataset": _("dataset"), "maintenance": _("maintenance")}
+
+
+def account_description(account) -> str:
+    """An account's description; the Default account's own words in the reader's language."""
+    if account.name == "default" and account.description == "Every user belongs to this account.":
+        return _("Every user belongs to this account.")
+    return account.description or ""
+
+
+def policy_param_words(key: str) -> str:
+    """A policy parameter in words (per job type: the type first); the key itself stays beside it."""
+    kind, _dot, name = key.rpartition(".")
+    words = {"window_minutes": _("Idle for (minutes)"), "threshold_percent": _("Idle at or below (percent utilisation)"),
+             "grace_minutes": _("Stop after the warning (minutes)"), "hours_before": _("Warn before the time limit (hours)"),
+             "minutes": _("Stop a JupyterLab job still pending after (minutes)"),
+             "auto_max_hours": _("Grant automatically up to (hours)"),
+             "auto_every_hours": _("At most one automatic grant per job every (hours)"),
+             "max_request_hours": _("Largest request (hours)"),
+             "grace_seconds": _("Grace after SIGTERM (seconds)"), "min_run_minutes": _("Minimum run before preemption (minutes)"),
+             "owner_wait_minutes": _("Unless the owner has waited longer than (minutes)"),
+             "max_preemptions": _("Preemptions of one job at most"),
+             "backoff_minutes": _("Backoff before borrowing again (minutes)")}.get(name, name)
+    return f"{type_words().get(kind, kind)}: {words}" if kind else words

@@ -74,7 +74,7 @@ ACTIONS = {
     "file.upload", "file.mkdir", "file.move", "file.delete",
     "dataset.create", "dataset.update", "dataset.delete", "dataset.share", "dataset.unshare",
 }
-TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file", "dataset")
+TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file", "dataset", "maintenance")
 
 
 def known_target_types() -> list[str]:

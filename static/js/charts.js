@@ -21,7 +21,7 @@
     box.appendChild(caption);
     el.appendChild(box);
     var unit = chart.unit || "";
-    var series = [{}];
+    var series = [{label: el.dataset.timeLabel || "Time"}];  // the page says "Time" in its language
     var data = [chart.x];
     chart.series.forEach(function (s, i) {
       var color = COLORS[i % COLORS.length];
