@@ -137,7 +137,7 @@ def test_every_page_type_in_chinese_has_no_english_left(app, new_client, world):
               "request_id": world["request_id"], "token_id": world["token_id"], "dataset_id": world["dataset_id"],
               "restriction_id": world["restriction_id"], "maintenance_id": world["maintenance_id"], "path": "users/bob"}
     found, seen = {}, 0
-    for method, rule in rules(app, {"GET"}):
+    for _method, rule in rules(app, {"GET"}):
         if any(a not in values for a in rule.arguments) or rule.rule.startswith(("/api/", "/dav", "/auth/ingress")) \
                 or rule.rule.endswith(("/follow", "/ws")):  # streams
             continue
@@ -146,7 +146,7 @@ def test_every_page_type_in_chinese_has_no_english_left(app, new_client, world):
             if who == "member" and rule.endpoint not in PAGES_OF_USER:
                 continue
             response = client.get(url, headers={"Accept-Language": "en"})
-            if response.status_code != 200 or not response.mimetype == "text/html":
+            if response.status_code != 200 or response.mimetype != "text/html":
                 response.close()
                 continue
             seen += 1
