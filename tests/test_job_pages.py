@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from conftest import lab_people
 from kubesim_fixtures import wait_for
 from portal.extensions import db
-from portal.models import AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
+from portal.models import AccountGpuQuota, AuditEntry, Job, JobTemplate, Node, SyncHeartbeat, utcnow
 from portal.sync.syncer import SyncSettings, Syncer
 from portal.services import job_states
 
@@ -434,6 +434,9 @@ def test_home_shows_active_jobs_quota_usage_free_gpus_and_stale_data(app, new_cl
     page = as_(new_client, alice).get("/").get_data(as_text=True)
     assert "running one" in page and "old one" not in page
     assert '<meter min="0" max="8" high="7.2" value="3">' in page
+    # a per-model quota shows used of allowed
+    _q(app, lambda: (db.session.add(AccountGpuQuota(account_id=lab, gpu_model=A100, gpus=6)), db.session.commit()))
+    assert re.search(rf'<span class="chip nowrap">{A100}: 3 of 6</span>', as_(new_client, alice).get("/").get_data(as_text=True))
     assert re.search(rf"<td><a href=\"/nodes\?model={A100}\">{A100}</a></td><td><strong>5</strong></td><td>3</td><td>16</td><td>5</td>", page)
     assert "syncer has not run yet" in page
     _q(app, lambda: (db.session.add(SyncHeartbeat(id=1, holder="x", beat_at=utcnow())), db.session.commit()))

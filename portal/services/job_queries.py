@@ -297,16 +297,22 @@ def active_jobs(actor: Actor, limit: int = 20) -> list:
 
 
 def usage_by_account(account_ids: list[int]) -> dict[int, dict]:
-    """What the active jobs of each account hold: one grouped query for all of them."""
+    """What the active jobs of each account hold, and its GPUs per model: one grouped query for all."""
     if not account_ids:
         return {}
     rows = db.session.execute(
-        select(Job.account_id, func.coalesce(func.sum(Job.gpus), 0), func.coalesce(func.sum(Job.cpu_milli), 0),
+        select(Job.account_id, Job.gpu_model, func.coalesce(func.sum(Job.gpus), 0), func.coalesce(func.sum(Job.cpu_milli), 0),
                func.coalesce(func.sum(Job.memory_mib), 0), func.count(Job.id))
-        .where(Job.account_id.in_(account_ids), Job.state.in_(ACTIVE_STATES)).group_by(Job.account_id))
-    result = {a: {"gpus": 0, "cpu": 0.0, "memory_gib": 0.0, "jobs": 0} for a in account_ids}
-    for account_id, gpus, cpu, memory, count in rows:
-        result[account_id] = {"gpus": int(gpus), "cpu": int(cpu) / 1000, "memory_gib": int(memory) / 1024, "jobs": int(count)}
+        .where(Job.account_id.in_(account_ids), Job.state.in_(ACTIVE_STATES)).group_by(Job.account_id, Job.gpu_model))
+    result = {a: {"gpus": 0, "cpu": 0.0, "memory_gib": 0.0, "jobs": 0, "gpus_per_model": {}} for a in account_ids}
+    for account_id, model, gpus, cpu, memory, count in rows:
+        r = result[account_id]
+        r["gpus"] += int(gpus)
+        r["cpu"] += int(cpu) / 1000
+        r["memory_gib"] += int(memory) / 1024
+        r["jobs"] += int(count)
+        if gpus and model:
+            r["gpus_per_model"][model] = r["gpus_per_model"].get(model, 0) + int(gpus)
     return result
 
 
