@@ -8,6 +8,7 @@ import enum
 
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from markupsafe import Markup, escape
 
 
 class JobState(str, enum.Enum):
@@ -461,3 +462,18 @@ def policy_param_words(key: str) -> str:
              "max_preemptions": _("Preemptions of one job at most"),
              "backoff_minutes": _("Backoff before borrowing again (minutes)")}.get(name, name)
     return f"{type_words().get(kind, kind)}: {words}" if kind else words
+
+
+def event_type_word(kind: str) -> str:
+    return {"Normal": _("normal"), "Warning": _("warning")}.get(kind, kind)
+
+
+def event_reason_words(reason: str) -> Markup:
+    """A Kubernetes event's reason in words; one the portal does not know, as the code it is."""
+    words = {"Scheduled": _("placed on a node"), "FailedScheduling": _("cannot be placed yet"),
+             "Pulling": _("pulling the image"), "Pulled": _("image pulled"), "Created": _("container created"),
+             "Started": _("container started"), "Completed": _("finished"), "Killing": _("stopping the container"),
+             "BackOff": _("restarting after a failure"), "Failed": _("failed"), "Evicted": _("evicted"),
+             "SuccessfulCreate": _("pod created"), "SuccessfulDelete": _("pod removed"), "Preempted": _("preempted"),
+             "Suspended": _("suspended"), "Resumed": _("resumed"), "OOMKilling": _("out of memory")}.get(reason)
+    return Markup(escape(words)) if words else Markup("<code>%s</code>") % reason

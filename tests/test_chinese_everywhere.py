@@ -4,69 +4,9 @@ in every way), nodes cordoned and reserved, notices of every kind, a maintenance
 is left in the text a reader sees (text, titles, placeholders, labels) outside a short allow list
 of product names, units and codes, and the data the pages show (names, images, models). Code
 (`code`, `pre`, `kbd`, `samp`) is not prose and is skipped."""
-import os
-import re
-from html.parser import HTMLParser
-
 import pytest
 
-from worlds import every_kind_of_page, page_urls
-
-# Product names, units and codes a Chinese page keeps as they are.
-ALLOWED = {
-    "Crater", "GPU", "GPUs", "CPU", "JupyterLab", "Jupyter", "TensorBoard", "Kubernetes", "WebDAV", "UTC", "API", "SSO",
-    "OIDC", "MiB", "GiB", "TiB", "KiB", "MB", "GB", "ID", "URL", "YAML", "JSON", "CSV", "HTTP", "HTTPS", "rclone", "davfs",
-    "Finder", "Windows", "macOS", "Linux", "PyTorch", "NVIDIA", "English", "Excel", "OpenAPI", "craterctl", "kubectl",
-    "shm", "dev", "Prometheus", "DCGM", "Docker", "Bearer", "token", "exec", "bash", "sh",
-    "SIGTERM", "JavaScript", "WebSocket", "Shell", "shell", "torchrun", "exporter", "CRATER", "CHECKPOINT", "DIR", "BOM", "UTF", "Slurm", "Pod", "pod", "ssh", "nvidia", "smi",
-    "xterm", "js", "htmx", "Ctrl", "Cmd", "Enter", "Tab", "Esc", "PVC", "NFS", "IP", "TCP", "ECC", "Python", "pip",
-}
-# The data of this world (names, images, models, nodes, labels, paths) is shown as it is.
-DATA = {
-    "root", "bob", "alice", "carol", "own", "lab", "other", "default", "Default", "pytorch", "busybox", "quay", "io",
-    "jupyter", "notebook", "tpl", "laptop", "a100", "A100", "SXM4", "80GB", "GeForce", "RTX", "kubernetes", "hostname",
-    "example", "edu", "rack", "r1", "r2", "users", "accounts", "public", "data", "bob-data", "crater", "jobs", "com",
-    "train", "py", "python", "sweep", "Bob", "Alice", "Carol", "Root", "nvidia.com", "product", "gpu", "lab.example.edu",
-}
-SKIP = {"script", "style", "code", "pre", "kbd", "samp", "textarea"}
-ATTRS = ("title", "placeholder", "aria-label", "alt")
-WORD = re.compile(r"[A-Za-z][A-Za-z]+")
-
-
-class Prose(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.depth, self.out = 0, []
-
-    def handle_starttag(self, tag, attrs):
-        if tag in SKIP:
-            self.depth += 1
-        for name, value in attrs:
-            if name in ATTRS and value and not self.depth:
-                self.out.append(value)
-
-    def handle_endtag(self, tag):
-        if tag in SKIP and self.depth:
-            self.depth -= 1
-
-    def handle_data(self, data):
-        if not self.depth and data.strip():
-            self.out.append(data.strip())
-
-
-def english_words(html: str) -> set[str]:
-    parser = Prose()
-    parser.feed(html)
-    words = set()
-    for text in parser.out:
-        # identifiers, paths, references, addresses and times are data, not words
-        text = re.sub(r"\S*[/@:#=_.]\S*|\S*\d\S*", " ", text)
-        new = {w for w in WORD.findall(text) if w not in ALLOWED and w not in DATA and w.lower() not in DATA}
-        if new and os.environ.get("DEBUG_WORDS"):
-            print("WORDS", sorted(new), "IN", repr(text[:200]))
-        words |= new
-    return words
-
+from worlds import english_words, every_kind_of_page, page_urls
 
 @pytest.fixture
 def world(app, make):

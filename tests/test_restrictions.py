@@ -110,7 +110,9 @@ def test_queued_jobs_wait_while_restricted_and_running_ones_stop_when_asked(app,
                                                  "command": "python x.py", "command_mode": "shell", "gpus": "0", "cpu": "1",
                                                  "memory_gib": "1", "time_limit_hours": "1", "idempotency_key": "k-1"})
         assert refused.status_code == 403 and "over the fair share" in refused.get_data(as_text=True)
-        assert "restricted from submitting jobs" in alice.get(f"/jobs/{second}").get_data(as_text=True)
+        # the admitter's next pass says why it waits
+        wait_for(lambda: "restricted from submitting jobs" in alice.get(f"/jobs/{second}").get_data(as_text=True),
+                 timeout=15, what="the queued job's page naming the restriction")
         with app.app_context():
             jobs.stop_job(Actor(db.session.get(User, ids["root"])), first, cluster)
         wait_for(lambda: job_of(app, first).state == "Stopped", timeout=30, what="the first job stopped")

@@ -1,5 +1,9 @@
-"""Worlds of rows shared by the tests that walk every page."""
+"""Worlds of rows shared by the tests that walk every page, and what an English word left on a
+Chinese page is."""
+import os
+import re
 from datetime import timedelta
+from html.parser import HTMLParser
 
 
 def every_kind_of_page(app, make, password=None):
@@ -83,3 +87,71 @@ def page_urls(app, ids: dict) -> list[tuple[str, str]]:
     out += [("jobs.show", f"/jobs/{ids['queued']}"), ("jobs.show", f"/jobs/{ids['jupyter']}"),
             ("jobs.index", "/jobs?scope=all&state=ended"), ("nodes.index", "/nodes?state=Cordoned")]
     return out
+
+
+# Product names, units and codes a Chinese page keeps as they are.
+ALLOWED = {
+    "Crater", "GPU", "GPUs", "CPU", "JupyterLab", "Jupyter", "TensorBoard", "Kubernetes", "WebDAV", "UTC", "API", "SSO",
+    "OIDC", "MiB", "GiB", "TiB", "KiB", "MB", "GB", "ID", "URL", "YAML", "JSON", "CSV", "HTTP", "HTTPS", "rclone", "davfs",
+    "Finder", "Windows", "macOS", "Linux", "PyTorch", "NVIDIA", "English", "Excel", "OpenAPI", "craterctl", "kubectl",
+    "shm", "dev", "Prometheus", "DCGM", "Docker", "Bearer", "token", "exec", "bash", "sh",
+    "SIGTERM", "JavaScript", "WebSocket", "Shell", "shell", "torchrun", "exporter", "CRATER", "CHECKPOINT", "DIR", "BOM", "UTF", "Slurm", "Pod", "pod", "ssh", "nvidia", "smi",
+    "xterm", "js", "htmx", "Ctrl", "Cmd", "Enter", "Tab", "Esc", "PVC", "NFS", "IP", "TCP", "ECC", "Python", "pip",
+}
+# The data of this world (names, images, models, nodes, labels, paths) is shown as it is.
+DATA = {
+    "root", "bob", "alice", "carol", "own", "lab", "other", "default", "Default", "pytorch", "busybox", "quay", "io",
+    "jupyter", "notebook", "tpl", "laptop", "a100", "A100", "SXM4", "80GB", "GeForce", "RTX", "kubernetes", "hostname",
+    "example", "edu", "rack", "r1", "r2", "users", "accounts", "public", "data", "bob-data", "crater", "jobs", "com",
+    "train", "py", "python", "sweep", "Bob", "Alice", "Carol", "Root", "nvidia.com", "product", "gpu", "lab.example.edu",
+}
+SKIP = {"script", "style", "code", "pre", "kbd", "samp", "textarea"}
+ATTRS = ("title", "placeholder", "aria-label", "alt")
+WORD = re.compile(r"[A-Za-z][A-Za-z]+")
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Prose(HTMLParser):
+    """The text a reader sees: not code, and not what is marked as English (lang="en": the
+    cluster's own messages, the language switch's "English")."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.out = [], []  # open tags: (tag, skipped)
+
+    @property
+    def skipping(self) -> bool:
+        return bool(self.stack) and self.stack[-1][1]
+
+    def handle_starttag(self, tag, attrs):
+        skip = self.skipping or tag in SKIP or dict(attrs).get("lang") == "en"
+        if not skip:
+            self.out.extend(value for name, value in attrs if name in ATTRS and value)
+        if tag not in VOID:
+            self.stack.append((tag, skip))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                break
+
+    def handle_data(self, data):
+        if not self.skipping and data.strip():
+            self.out.append(data.strip())
+
+
+def english_words(html: str) -> set[str]:
+    parser = Prose()
+    parser.feed(html)
+    words = set()
+    for text in parser.out:
+        # identifiers, paths, references, addresses and times are data, not words
+        text = re.sub(r"\S*[/@:#=_.]\S*|\S*\d\S*", " ", text)
+        new = {w for w in WORD.findall(text) if w not in ALLOWED and w not in DATA and w.lower() not in DATA}
+        if new and os.environ.get("DEBUG_WORDS"):
+            print("WORDS", sorted(new), "IN", repr(text[:200]))
+        words |= new
+    return words

@@ -68,11 +68,12 @@ ACTIONS = {
     "job.extension_rejected", "job.extension_cancelled", "job.lock", "job.unlock", "job.preempt", "job.reclaim",
     "job.reclassify", "job.terminal_open", "job.terminal_close", "job.port_open", "job.port_close",
     *(f"job.warned.{kind}" for kind in WARNING_KINDS), *(f"job.warning_cleared.{kind}" for kind in WARNING_KINDS),
-    "node.cordon", "node.uncordon", "node.drain", "node.reserve", "node.release", "node.label", "node.unlabel",
+    "node.cordon", "node.uncordon", "node.drain", "node.drain_scheduled", "node.drain_cancel", "node.reserve", "node.release", "node.label", "node.unlabel",
     "policy.update", "policy.suspend", "policy.resume", "policy.run_now",
     "template.create", "template.delete", "image.add", "image.delete", "image.register", "image.approve", "image.decline", "token.create", "token.revoke",
     "file.upload", "file.mkdir", "file.move", "file.delete",
     "dataset.create", "dataset.update", "dataset.delete", "dataset.share", "dataset.unshare",
+    "maintenance.announce", "maintenance.cancel",
 }
 TARGET_TYPES = ("user", "account", "job", "node", "policy", "template", "image", "token", "file", "dataset", "maintenance")
 

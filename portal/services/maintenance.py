@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..cache import short_cached
@@ -140,6 +140,17 @@ def _tell_owners(row: Maintenance) -> int:
         if mail[user_id]:
             db.session.add(OutboxMessage(kind="maintenance", dedupe_key=key, user_id=user_id))
     return len(owners)
+
+
+def told(maintenance_id: int) -> int:
+    """How many owners were told of an announcement."""
+    return int(db.session.execute(select(func.count(Notification.id)).where(
+        Notification.maintenance_id == maintenance_id)).scalar() or 0)
+
+
+def node_names() -> list[str]:
+    """The nodes an announcement may name (the form's list)."""
+    return list(db.session.execute(select(Node.name).order_by(Node.name).limit(MAX_NODES * 5)).scalars())
 
 
 def cancel(actor: Actor, maintenance_id: int, now: datetime | None = None) -> Maintenance:

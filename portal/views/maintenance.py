@@ -7,10 +7,7 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_login import login_required
 
-from sqlalchemy import func, select
-
-from ..extensions import db
-from ..models import Node, Notification, utcnow
+from ..models import utcnow
 from ..services import maintenance
 from ..services.errors import Conflict, ValidationFailed
 from .context import actor, page_arg, per_page
@@ -21,7 +18,7 @@ bp = Blueprint("maintenance", __name__, url_prefix="/admin/maintenance")
 
 def _page(status: int = 200, errors: dict | None = None, values: dict | None = None):
     page = maintenance.page(actor(), page_arg(), per_page())
-    node_names = db.session.execute(select(Node.name).order_by(Node.name).limit(maintenance.MAX_NODES * 5)).scalars().all()
+    node_names = maintenance.node_names()
     return render_template("admin/maintenance.html", page=page, form=CsrfOnlyForm(), errors=errors or {},
                            values=values or {"drain_grace": "60"}, node_names=node_names,
                            endpoint="maintenance.index", args={}, now=utcnow()), status
@@ -49,14 +46,10 @@ def announce():
                                    values["drain"], values["drain_grace"])
     except ValidationFailed as exc:
         return _page(422, exc.errors, values)
-    told = db.session.execute(_told(row.id)).scalar() or 0
+    told = maintenance.told(row.id)
     flash(ngettext("Maintenance announced; %(num)s owner of jobs it touches was told.",
                    "Maintenance announced; %(num)s owners of jobs it touches were told.", told), "success")
     return redirect(url_for(".index"), 303)
-
-
-def _told(maintenance_id: int):
-    return select(func.count(Notification.id)).where(Notification.maintenance_id == maintenance_id)
 
 
 @bp.post("/<int:maintenance_id>/cancel")

@@ -56,7 +56,8 @@ def init_app(app: Flask) -> None:
         "hours_text": vocabulary.hours_text, "maintenance_words": vocabulary.maintenance_words,
         "drain_words": vocabulary.drain_words, "maintenance_banner": maintenance_banner,
         "never_words": vocabulary.never_words, "target_type_words": vocabulary.target_type_words,
-        "phase_word": vocabulary.phase_word,
+        "phase_word": vocabulary.phase_word, "event_type_word": vocabulary.event_type_word,
+        "event_reason_words": vocabulary.event_reason_words,
         "account_description": vocabulary.account_description, "policy_param_words": vocabulary.policy_param_words,
     }.items():
         app.add_template_global(value, name)
