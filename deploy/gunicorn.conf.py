@@ -1,14 +1,21 @@
-"""gunicorn settings for the portal's web process (gunicorn -c deploy/gunicorn.conf.py app:app).
+"""gunicorn settings for the portal's web processes (gunicorn -c deploy/gunicorn.conf.py app:app).
 
-Threaded workers (gthread) with SO_REUSEPORT so the kernel spreads connections evenly (without
-it, keep-alive clients pile onto one worker). A request holds a thread while it runs; the long
-ones (a web terminal's websocket, a followed log) hold theirs for as long as they last, so each
-worker has CRATER_WEB_THREADS threads (default 8) and page requests keep the others: with 4
-workers, up to 32 requests at once, of which terminals are capped per user
-(CRATER_TERMINAL_MAX_PER_USER) and end when idle (CRATER_TERMINAL_IDLE_SECONDS). Idle keep-alive
-connections wait in the worker's event loop, not in a thread. Scale with CRATER_WEB_WORKERS and
-CRATER_WEB_THREADS per pod and with replicas across pods. `timeout` watches the worker's main
-loop, not a request's length, so a terminal open for hours is not killed.
+Two kinds of process serve the same app (CRATER_WEB_WORKER_CLASS):
+
+- pages, the API and polled fragments: short requests, best served by `sync` workers (the load
+  benchmark's figures: gthread workers answer about 12 % fewer requests per second on the same
+  cores). The kustomize base runs them as crater-web.
+- the long requests, a web terminal's websocket and a followed log (`/jobs/<id>/terminal/ws`,
+  `/jobs/<id>/logs/follow`): each holds a thread for as long as it lasts, so they go to `gthread`
+  workers with CRATER_WEB_THREADS threads each (default 8): with 2 workers, 16 at once, terminals
+  capped per user (CRATER_TERMINAL_MAX_PER_USER) and ended when idle
+  (CRATER_TERMINAL_IDLE_SECONDS). The base runs them as crater-live; its ingress sends those two
+  paths there and everything else to crater-web.
+
+One process of either kind serves everything too (the default is gthread, so that a single
+process, e.g. in the tests, keeps pages answering while terminals are open). SO_REUSEPORT lets the
+kernel spread connections evenly. `timeout` watches a worker's main loop: for sync workers that is
+a request's length (30 s, longer than any page); gthread workers keep a terminal open for hours.
 """
 import multiprocessing
 import os
@@ -20,7 +27,9 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="crate
 
 bind = os.environ.get("CRATER_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "gthread"
+worker_class = os.environ.get("CRATER_WEB_WORKER_CLASS", "gthread")
+if worker_class not in ("sync", "gthread"):
+    raise SystemExit(f"CRATER_WEB_WORKER_CLASS={worker_class!r}: sync (pages, API) or gthread (terminals, followed logs)")
 threads = int(os.environ.get("CRATER_WEB_THREADS", 8))
 reuse_port = True
 # No keep-alive between a client and a worker: a kept connection whose worker died (or that the

@@ -169,11 +169,13 @@ class Stack:
         self.syncers.append(proc)
         return proc
 
-    def start_web(self, workers: int = 2) -> Process:
-        # As production runs it (deploy/gunicorn.conf.py: gthread workers), on loopback.
+    def start_web(self, workers: int = 2, worker_class: str = "gthread") -> Process:
+        # As production runs it (deploy/gunicorn.conf.py), on loopback: one process for everything
+        # (gthread), or crater-web's sync workers for pages.
         self.web = Process("web", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
                                    "-w", str(workers), "-b", f"127.0.0.1:{self.web_port}", "--log-level", "warning",
-                                   "app:app"], self.env, self.folder / "web.log").start()
+                                   "app:app"], {**self.env, "CRATER_WEB_WORKER_CLASS": worker_class},
+                           self.folder / "web.log").start()
         wait_for(lambda: self._web_up() or not self.web.alive(), timeout=30, what="gunicorn")
         assert self.web.alive(), self.web.output()[-2000:]
         return self.web

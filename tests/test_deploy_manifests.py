@@ -74,16 +74,17 @@ def test_pods_run_unprivileged_with_limits_and_probes(objects):
             assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True, name
             assert sc["capabilities"]["drop"] == ["ALL"] and not sc.get("privileged"), name
             assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"], name
-    web = kinds["Deployment"]["crater-web"]["spec"]
-    container = web["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert web["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # upgrades: a new pod ready before an old one goes
+    for deployment in ("crater-web", "crater-live"):
+        web = kinds["Deployment"][deployment]["spec"]
+        container = web["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert web["strategy"]["rollingUpdate"]["maxUnavailable"] == 0  # upgrades: a new pod ready before an old one goes
     syncer = kinds["Deployment"]["crater-syncer"]["spec"]
     assert syncer["replicas"] == 2 and "livenessProbe" in syncer["template"]["spec"]["containers"][0]
     # A service account token only where the pod talks to the cluster API.
     assert {n: t["spec"].get("serviceAccountName") for n, t in pod_specs(kinds)} == {
-        "crater-web": "crater-web", "crater-syncer": "crater-syncer", "crater-migrate": None}
+        "crater-web": "crater-web", "crater-live": "crater-web", "crater-syncer": "crater-syncer", "crater-migrate": None}
     assert kinds["Job"]["crater-migrate"]["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
@@ -142,8 +143,18 @@ def test_selectors_and_references_find_their_objects(objects):
             target = port["targetPort"]
             assert any(target in {p["name"] for p in c.get("ports", [])} for n, t in pod_specs(kinds)
                        if selects(service["spec"]["selector"], t["metadata"]["labels"]) for c in t["spec"]["containers"])
-    backend = kinds["Ingress"]["crater-web"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["port"]["name"] in {p["name"] for p in kinds["Service"][backend["name"]]["spec"]["ports"]}
+    paths = {p["path"]: p["backend"]["service"] for p in kinds["Ingress"]["crater-web"]["spec"]["rules"][0]["http"]["paths"]}
+    for backend in paths.values():
+        assert backend["port"]["name"] in {p["name"] for p in kinds["Service"][backend["name"]]["spec"]["ports"]}
+    # pages to the sync workers, the long requests to the gthread workers, as the app's own routes spell them
+    classes = {name: {e["name"]: e.get("value") for c in t["spec"]["containers"] for e in c.get("env", [])}
+               .get("CRATER_WEB_WORKER_CLASS") for name, t in pod_specs(kinds)}
+    assert classes["crater-web"] == "sync" and classes["crater-live"] == "gthread"
+    assert paths["/"]["name"] == "crater-web"
+    live = [p for p, backend in paths.items() if backend["name"] == "crater-live"]
+    for url in ("/jobs/12/terminal/ws", "/jobs/12/logs/follow"):
+        assert any(re.fullmatch(p, url) for p in live), url
+    assert not any(re.fullmatch(p, url) for p in live for url in ("/jobs/12", "/jobs/12/logs", "/jobs/12/status"))
 
 
 def test_network_policy_admits_only_the_ingress_controller_and_monitoring(objects):
@@ -166,6 +177,7 @@ def test_network_policy_admits_only_the_ingress_controller_and_monitoring(object
     pods = {name: t["metadata"]["labels"] for name, t in pod_specs(kinds)}
     assert admitted(pods["crater-syncer"], "metrics") == {"monitoring"}
     assert admitted(pods["crater-web"], "http") == {"ingress-nginx", "monitoring"}
+    assert admitted(pods["crater-live"], "http") == {"ingress-nginx", "monitoring"}
     assert admitted(pods["crater-migrate"], "http") == set()
 
 
