@@ -1,5 +1,5 @@
 """Load and crash benchmark: locust (bench/locustfile.py) against the portal as it runs in
-production, every piece a process of its own on loopback: gunicorn (crater-web's sync workers), `crater sync`,
+production, every piece a process of its own on loopback: gunicorn (crater-web's gthread workers), `crater sync`,
 kubesim and MariaDB, plus a real SMTP server for the end-of-job mails.
 
 Simulated researchers sign in, browse the lists and job pages with their htmx polls, submit batch
@@ -15,7 +15,7 @@ stopped, and the run checks what matters:
 - one end-of-job mail per ended job that asked for one, none twice;
 - after each crash, how long until every page answers again (goal: within 10 s).
 
-    .venv/bin/python bench/load.py [--users 300] [--minutes 10] [--crash] [--web-workers 4] [--worker-class sync]
+    .venv/bin/python bench/load.py [--users 300] [--minutes 10] [--crash] [--web-workers 4] [--worker-class gthread|sync]
                                    [--database-url mysql+pymysql://...]
 
 Prints the locust table (requests per second, p50/p95/p99 per page), the crash outcome and the
@@ -215,7 +215,7 @@ def wait_until_none(app, column, condition, timeout: float, what: str) -> None:
 
 def run(users: int = 300, minutes: float = 10, crash: bool = False, database_url: str = BENCH_DB,
         web_workers: int = 4, spawn_rate: float = 10, crash_database: bool = True, quiet: bool = False,
-        worker_class: str = "sync") -> Result:
+        worker_class: str = "gthread") -> Result:
     from process_stack import Stack
 
     folder = Path(tempfile.mkdtemp(prefix="crater-load-"))
@@ -323,7 +323,7 @@ def verify(app, stack, folder: Path, result: Result) -> None:
     result.mails_missing = sorted(ended_with_mail - set(counts))
 
 
-def report(result: Result, users: int, minutes: float, workers: int, url: str, worker_class: str = "sync") -> None:
+def report(result: Result, users: int, minutes: float, workers: int, url: str, worker_class: str = "gthread") -> None:
     print(f"\n{users} users for {minutes:g} min; gunicorn {workers} {worker_class} workers (deploy/gunicorn.conf.py); "
           f"database {url.split(':')[0]}")
     print(f"{'page':38} {'requests':>9} {'fail':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
@@ -351,8 +351,8 @@ def main():
     parser.add_argument("--web-workers", type=int, default=4)
     parser.add_argument("--spawn-rate", type=float, default=10)
     parser.add_argument("--database-url", default=BENCH_DB)
-    parser.add_argument("--worker-class", choices=("sync", "gthread"), default="sync",
-                        help="crater-web's sync workers (pages, the API), or gthread as one process for everything")
+    parser.add_argument("--worker-class", choices=("gthread", "sync"), default="gthread",
+                        help="crater-web's gthread workers (deploy/gunicorn.conf.py), or sync workers to compare")
     args = parser.parse_args()
     run(args.users, args.minutes, args.crash, args.database_url, args.web_workers, args.spawn_rate,
         worker_class=args.worker_class)

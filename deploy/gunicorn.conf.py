@@ -1,21 +1,21 @@
 """gunicorn settings for the portal's web processes (gunicorn -c deploy/gunicorn.conf.py app:app).
 
-Two kinds of process serve the same app (CRATER_WEB_WORKER_CLASS):
+Threaded workers (gthread, CRATER_WEB_THREADS threads each, default 8) with SO_REUSEPORT so the
+kernel spreads connections evenly. A request holds a thread while it runs: a page for
+milliseconds, a cluster call that hangs for its timeout, a web terminal's websocket or a followed
+log for as long as it lasts. The kustomize base therefore runs the same app as two Deployments:
 
-- pages, the API and polled fragments: short requests, best served by `sync` workers (the load
-  benchmark's figures: gthread workers answer about 12 % fewer requests per second on the same
-  cores). The kustomize base runs them as crater-web.
-- the long requests, a web terminal's websocket and a followed log (`/jobs/<id>/terminal/ws`,
-  `/jobs/<id>/logs/follow`): each holds a thread for as long as it lasts, so they go to `gthread`
-  workers with CRATER_WEB_THREADS threads each (default 8): with 2 workers, 16 at once, terminals
-  capped per user (CRATER_TERMINAL_MAX_PER_USER) and ended when idle
-  (CRATER_TERMINAL_IDLE_SECONDS). The base runs them as crater-live; its ingress sends those two
-  paths there and everything else to crater-web.
+- crater-web: pages, the API and polled fragments. Threads keep pages answering while a sick
+  cluster API holds some requests for their timeout (sync workers would each be held whole).
+- crater-live: the long requests, `/jobs/<id>/terminal/ws` and `/jobs/<id>/logs/follow`, which
+  its ingress sends there; terminals are capped per user (CRATER_TERMINAL_MAX_PER_USER) and end
+  when idle (CRATER_TERMINAL_IDLE_SECONDS). However many are open, they hold none of crater-web's
+  threads, and each Deployment scales on its own.
 
-One process of either kind serves everything too (the default is gthread, so that a single
-process, e.g. in the tests, keeps pages answering while terminals are open). SO_REUSEPORT lets the
-kernel spread connections evenly. `timeout` watches a worker's main loop: for sync workers that is
-a request's length (30 s, longer than any page); gthread workers keep a terminal open for hours.
+One process serves everything too (the tests, the demo). CRATER_WEB_WORKER_CLASS=sync is accepted
+for a pages-only process; the load benchmark measured the two within its noise of each other on
+these machines (bench/load.py --worker-class). `timeout` watches a worker's main loop, not a
+request's length, so a terminal open for hours is not killed.
 """
 import multiprocessing
 import os

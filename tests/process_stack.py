@@ -170,8 +170,7 @@ class Stack:
         return proc
 
     def start_web(self, workers: int = 2, worker_class: str = "gthread") -> Process:
-        # As production runs it (deploy/gunicorn.conf.py), on loopback: one process for everything
-        # (gthread), or crater-web's sync workers for pages.
+        # As production runs it (deploy/gunicorn.conf.py), on loopback; sync workers to compare.
         self.web = Process("web", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
                                    "-w", str(workers), "-b", f"127.0.0.1:{self.web_port}", "--log-level", "warning",
                                    "app:app"], {**self.env, "CRATER_WEB_WORKER_CLASS": worker_class},

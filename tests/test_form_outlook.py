@@ -40,13 +40,24 @@ def test_the_form_chooses_the_labs_account_and_says_it_would_start_now(client, p
     page = client.get("/jobs/new/batch").get_data(as_text=True)
     selected = re.search(r'<option selected value="(\d+)">|<option value="(\d+)" selected>', page)
     assert selected and people["lab"] in {int(g) for g in selected.groups() if g}
-    assert 'id="job-outlook"' in page and 'hx-get="/jobs/new/batch/outlook"' in page
+    # a fresh form loads the outlook by itself (htmx), with the form's own values
+    assert 'id="job-outlook"' in page and 'hx-get="/jobs/new/batch/outlook"' in page and 'hx-trigger="load, ' in page
+    page = outlook(client, account_id=str(people["lab"]))
     free = re.search(r'id="outlook-free">.*?</p>', page, re.S).group(0)
     assert re.search(rf'{A100}: 6 GPUs \(at most 6 on one node\)', free) and f"{RTX}: 4 GPUs" in free
     assert "0 of 8 guaranteed GPUs in use" in page and verdict(page) == "start"
     # the CSRF token never travels in the fragment's URL: only the fields it needs are included
     hx_include = re.search(r'hx-include="([^"]+)"', page).group(1)
     assert "csrf" not in hx_include and "account_id" in hx_include
+
+
+def test_a_form_sent_back_has_its_outlook_at_once_without_javascript(client, people):
+    client.login(people["alice"])
+    response = client.post("/jobs/new/batch", {"account_id": str(people["lab"]), "display_name": "", "image": "",
+                                               "command_mode": "shell", "gpu_model": A100, "gpus": "1", "cpu": "2",
+                                               "memory_gib": "8", "time_limit_hours": "2", "when_full": "queue"})
+    assert response.status_code == 422
+    assert verdict(response.get_data(as_text=True)) == "start"
 
 
 def test_the_fragment_follows_account_model_and_count(client, make, people):

@@ -102,7 +102,10 @@ def _render_form(form: JobForm, job_type: str, status: int = 200, source=None):
                            custom_images=current_app.config["CUSTOM_IMAGES"],
                            mounts=bool(current_app.config["SHARED_PVC"]), smtp=bool(current_app.config["SMTP_URL"]),
                            limits=current_app.config["TIME_LIMITS"][job_type], source=source,
-                           outlook=_outlook(job_type, {f.name: f.data for f in form}), free=nodes.model_summary()), status
+                           # The outlook loads by itself (htmx) on a fresh form; a form sent back (and so
+                           # one sent without JavaScript) has it at once.
+                           outlook=_outlook(job_type, {f.name: f.data for f in form}) if form.is_submitted() else None,
+                           outlook_later=not form.is_submitted(), free=nodes.model_summary()), status
 
 
 def _number(value, kind=int, default=0):
