@@ -7,8 +7,8 @@ log for as long as it lasts. The kustomize base therefore runs the same app as t
 
 - crater-web: pages, the API and polled fragments. Threads keep pages answering while a sick
   cluster API holds some requests for their timeout (sync workers would each be held whole).
-- crater-live: the long requests, `/jobs/<id>/terminal/ws` and `/jobs/<id>/logs/follow`, which
-  its ingress sends there; terminals are capped per user (CRATER_TERMINAL_MAX_PER_USER) and end
+- crater-live: the long requests, `/jobs/<id>/terminal/ws`, `/jobs/<id>/logs/follow`, and the
+  files' transfers and WebDAV (`/files`, `/dav`), which its ingress sends there; terminals are capped per user (CRATER_TERMINAL_MAX_PER_USER) and end
   when idle (CRATER_TERMINAL_IDLE_SECONDS). However many are open, they hold none of crater-web's
   threads, and each Deployment scales on its own.
 

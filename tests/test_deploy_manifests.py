@@ -152,9 +152,10 @@ def test_selectors_and_references_find_their_objects(objects):
     assert classes["crater-live"] == "gthread" and classes["crater-web"] in ("gthread", "sync")
     assert paths["/"]["name"] == "crater-web"
     live = [p for p, backend in paths.items() if backend["name"] == "crater-live"]
-    for url in ("/jobs/12/terminal/ws", "/jobs/12/logs/follow"):
-        assert any(re.fullmatch(p, url) for p in live), url
-    assert not any(re.fullmatch(p, url) for p in live for url in ("/jobs/12", "/jobs/12/logs", "/jobs/12/status"))
+    for url in ("/jobs/12/terminal/ws", "/jobs/12/logs/follow", "/files/users/bob/data.bin", "/dav/users/bob/x"):
+        assert any(re.fullmatch(p, url) or url.startswith(p + "/") for p in live), url
+    assert not any(re.fullmatch(p, url) or url.startswith(p + "/") for p in live
+                   for url in ("/jobs/12", "/jobs/12/logs", "/jobs/12/status", "/", "/nodes"))
 
 
 def test_network_policy_admits_only_the_ingress_controller_and_monitoring(objects):
