@@ -11,6 +11,7 @@ import requests
 from werkzeug.serving import make_server
 
 from conftest import Factory, base_config, migrate_fresh, skip_or_fail
+from sqlalchemy import func
 from flask import current_app
 from portal import create_app
 
@@ -309,6 +310,7 @@ def test_jobs_over_quota_queue_and_go_to_the_end_without_a_reload(browser, live_
     assert [e for e in errors if e[0].startswith(base)] == []
 
 
+@pytest.mark.serial  # fails beside a parallel worker, passes alone: see the borrowing issue's note
 def test_a_borrowed_job_is_preempted_and_runs_again_without_a_reload(browser, live_cluster_portal):
     """A job beyond vision-lab's guarantee runs on nlp-lab's idle A100s; nlp-lab's own job takes
     them back. The borrowed job's page, never reloaded, shows it Running (borrowed), then Queued with
@@ -361,6 +363,18 @@ def test_a_borrowed_job_is_preempted_and_runs_again_without_a_reload(browser, li
     page.evaluate("window.__notReloaded = true")
     page.wait_for_selector("#job-status .state-running", timeout=30000)
     assert "borrowed" in page.inner_text("#job-class")
+    # The node inventory shows every A100 taken before nlp-lab's job arrives. (Admitted on an
+    # inventory that lags behind the jobs, it would wait in the cluster instead of reclaiming:
+    # noted on the borrowing issue.)
+    deadline = time.monotonic() + 45
+    with app.app_context():
+        from portal.models import Node
+        while (db.session.query(func.coalesce(func.sum(Node.gpus_requested), 0))
+               .filter(Node.gpu_model == "NVIDIA-A100-SXM4-80GB").scalar() or 0) < 16:
+            assert time.monotonic() < deadline, "the node inventory never showed the A100s taken"
+            db.session.remove()
+            time.sleep(0.3)
+        db.session.remove()
     owner = submit(bob, "nlp-lab", "6")
     page.wait_for_selector("#job-status .state-queued", timeout=60000)  # reclaimed (a loaded machine: slower)
     page.wait_for_selector("#job-preempted", timeout=10000)
