@@ -2,7 +2,7 @@
 `decide`, `Capacity` and `reclaim` the admitter runs), with and without borrowing. Prints figures,
 asserts nothing.
 
-    .venv/bin/python bench/borrowing.py [--hours 24 --seed 7 --step 10 --grace 60]
+    .venv/bin/python bench/borrowing.py [--hours 24 --seeds 7,11,13,17,19 --step 10 --grace 60]
 
 A cluster of 32 A100 (four nodes of 8) and four labs whose quotas (8 GPUs each) add up to the
 cluster: three busy labs that ask for about 1.5 times their quota all day, and one that is idle for
@@ -176,7 +176,8 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
                     # minimum run time says); before, it waits for in-quota jobs or fragmentation.
                     possible = reclaim(head, lab, cap, candidates, over, T0, now, rules) is not None
                     s.head_since = (s.head_since if s.head_since is not None else t) if possible else None
-                    victims = reclaim(head, lab, cap, candidates, over, T0 + timedelta(seconds=s.head_since), now, rules) \
+                    # The owner's wait bound counts from the submission (as the admitter counts it).
+                    victims = reclaim(head, lab, cap, candidates, over, T0 + timedelta(seconds=s.submitted), now, rules) \
                         if possible else None
                     if victims:
                         for v in victims:
@@ -233,12 +234,26 @@ def run(jobs: list[Sim], borrowing: bool, hours: float, step: float, grace: floa
         t += step
     waits = {lab: sorted((s.start - s.submitted - (s.lost / s.job.gpus if s.job.gpus else 0)) / 60 for s in jobs
                          if s.account == lab and s.start is not None) for lab in LABS}
-    return {"allocated_busy": allocated_busy / busy_steps if busy_steps else float("nan"),
-            "idle_shape": idle_shape / max(1, busy_steps), "idle_policy": idle_policy / max(1, busy_steps),
-            "waits": {lab: (statistics.median(w) if w else float("nan"), percentile(w, 95)) for lab, w in waits.items()},
-            "reclaim_p95": percentile(reclaims, 95), "reclaims": len(reclaims), "preemptions": preemptions,
-            "lost_share": lost / delivered if delivered else 0.0, "inquota_preempted": inquota_preempted, "cycles": cycles,
+    return {"busy_steps": busy_steps, "allocated_busy": allocated_busy, "idle_shape": idle_shape, "idle_policy": idle_policy,
+            "waits": waits, "reclaims": reclaims, "preemptions": preemptions, "lost": lost, "delivered": delivered,
+            "inquota_preempted": inquota_preempted, "cycles": cycles,
             "completed": sum(1 for s in jobs if s.end is not None and s.end <= t), "jobs": len(jobs)}
+
+
+def pooled(runs: list[dict]) -> dict:
+    """The figures of several seeds' days together: shares over all their busy steps, waits and
+    reclaim latencies pooled before their percentiles are taken, counts summed."""
+    total = {k: sum(r[k] for r in runs) for k in ("busy_steps", "allocated_busy", "idle_shape", "idle_policy", "preemptions",
+                                                  "lost", "delivered", "inquota_preempted", "cycles", "completed", "jobs")}
+    steps = max(1, total["busy_steps"])
+    waits = {lab: sorted(w for r in runs for w in r["waits"][lab]) for lab in LABS}
+    reclaims = sorted(x for r in runs for x in r["reclaims"])
+    return {**total, "allocated_busy": total["allocated_busy"] / steps, "idle_shape": total["idle_shape"] / steps,
+            "idle_policy": total["idle_policy"] / steps,
+            "waits": {lab: (statistics.median(w) if w else float("nan"), percentile(w, 95)) for lab, w in waits.items()},
+            "reclaim_p95": percentile(reclaims, 95) if reclaims else float("nan"), "reclaims": len(reclaims),
+            "slow_reclaims": [round(x) for x in reclaims if x > 90],
+            "lost_share": total["lost"] / total["delivered"] if total["delivered"] else 0.0}
 
 
 def _place_after(free: dict, releasing: list, d: Demand) -> dict:
@@ -258,7 +273,7 @@ def _place_after(free: dict, releasing: list, d: Demand) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=24.0)
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seeds", default="7,11,13,17,19", help="days to replay (one trace per seed), pooled")
     parser.add_argument("--step", type=float, default=10.0, help="seconds between admission passes")
     parser.add_argument("--grace", type=float, default=60.0)
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
@@ -271,9 +286,11 @@ def main():
     results = {}
     for label, borrowing, checkpoint in (("quotas as walls", False, 0.0), ("with borrowing", True, args.checkpoint_minutes * 60),
                                          ("no checkpoints", True, 0.0)):
-        results[label] = run(trace(args.hours, args.seed, args.mix), borrowing, args.hours, args.step, args.grace, rules, checkpoint)
+        results[label] = pooled([run(trace(args.hours, int(seed), args.mix), borrowing, args.hours, args.step, args.grace, rules,
+                                     checkpoint) for seed in args.seeds.split(",")])
     walls, borrow = results["quotas as walls"], results["with borrowing"]
-    print(f"simulated day: {walls['jobs']} jobs ({args.mix} sizes), {args.hours:g} h, 32 A100 in 4 nodes, 4 labs x 8 guaranteed, "
+    print(f"simulated days: {len(args.seeds.split(','))} (seeds {args.seeds}), {walls['jobs']} jobs ({args.mix} sizes), "
+          f"{args.hours:g} h each, 32 A100 in 4 nodes, 4 labs x 8 guaranteed, "
           f"passes every {args.step:g} s, grace {args.grace:g} s, minimum run {args.min_run_minutes:g} min, "
           f"owner's bound {args.owner_wait_minutes:g} min")
     print(f"{'':48}{'quotas as walls':>18}{'with borrowing':>18}")
@@ -292,6 +309,7 @@ def main():
     print(f"{'preemptions of in-quota jobs; cycles (goal 0; 0)':48}{'-':>18}{borrow['inquota_preempted']:>8}; "
           f"{borrow['cycles']:6d}")
     print(f"{'jobs completed':48}{walls['completed']:>18}{borrow['completed']:>18}")
+    print(f"reclaims slower than grace + 30 s (s): {borrow['slow_reclaims'] or 'none'}")
     worst = results["no checkpoints"]
     print(f"with borrowing but no checkpoints (a preempted job starts over): {worst['lost_share'] * 100:.2f}% of delivered "
           f"GPU-hours lost in {worst['preemptions']} preemptions; {worst['allocated_busy'] * 100:.1f}% allocated while busy")

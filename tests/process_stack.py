@@ -201,6 +201,14 @@ class Stack:
             if proc is not None:
                 proc.stop()
         self.mailbox.stop()
+        if "PYTEST_CURRENT_TEST" in os.environ:  # a benchmark prints its figures alone
+            self.print_tails()
+
+    def print_tails(self, chars: int = 4000) -> None:
+        """The end of each process's log on stdout: pytest shows it only beside a failed test."""
+        for proc in [self.kubesim, *self.syncers, self.web]:
+            if proc is not None:
+                print(f"----- {proc.name} (last {chars} characters) -----\n{proc.output()[-chars:]}")
 
     # ---- making the cluster API sick -----------------------------------------------------------
 

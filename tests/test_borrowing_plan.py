@@ -186,6 +186,18 @@ def test_reclaim_prefers_the_account_furthest_above_its_guarantee_and_the_most_r
     assert reclaim(head, "lab", cap, [replace(new, preemptions=3)], {"nlp": 8}, NOW, NOW, RULES) is None
 
 
+def test_a_start_the_cluster_stamped_ahead_of_the_portals_clock_counts_as_just_started():
+    """The pods' start comes from the cluster's clock, which may run ahead of the portal's: with no
+    minimum run time such a job is preempted at once, not after the owner's bound."""
+    cap = Capacity({"n0": Room("A100", 0)})
+    ahead = Demand(id=10, user_id=9, gpus=8, gpu_model="A100", borrowed=True, account="nlp",
+                   started=NOW + timedelta(seconds=40), nodes=(("n0", 8),))
+    head = Demand(id=1, user_id=1, gpus=8, gpu_model="A100", submitted=NOW)
+    no_minimum = replace(RULES, min_run_seconds=0)
+    assert [v.id for v in reclaim(head, "lab", cap, [ahead], {"nlp": 8}, NOW, NOW, no_minimum)] == [10]
+    assert reclaim(head, "lab", cap, [ahead], {"nlp": 8}, NOW, NOW, RULES) is None  # the minimum still holds
+
+
 def test_a_distributed_victim_is_preempted_whole_and_frees_every_node():
     cap = Capacity({"n0": Room("A100", 0), "n1": Room("A100", 0)})
     gang = Demand(id=20, user_id=9, gpus=16, gpu_model="A100", workers=2, borrowed=True, account="nlp",

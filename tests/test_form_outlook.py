@@ -61,8 +61,8 @@ def test_a_form_sent_back_has_its_outlook_at_once_without_javascript(client, peo
 
 
 def test_the_fragment_follows_account_model_and_count(client, make, people):
-    for _n in range(3):  # bob holds 6 of the lab's 8 GPUs
-        make.job(people["bob"], people["lab"], state="Running", gpus=2, gpu_model=A100)
+    for _n in range(3):  # bob holds 6 of the lab's 8 GPUs (on a100-1, as the syncer records them)
+        make.placement("a100-1", make.job(people["bob"], people["lab"], state="Running", gpus=2, gpu_model=A100), gpus=2)
     client.login(people["alice"])
     lab = str(people["lab"])
     assert verdict(outlook(client, account_id=lab, gpus="2")) == "start"

@@ -511,7 +511,7 @@ def test_a_gpu_that_frees_goes_to_the_account_borrowing_least_and_the_admitter_f
     The admitter's pass that sees nothing new decides nowhere; when one GPU frees, the account
     borrowing least takes it (its queue alone is decided whole: the others only as far as a GPU is
     left for them); when another frees, the next account in that order."""
-    from portal.models import Account as A, Node
+    from portal.models import Account as A, Node, Placement
     from portal.services.scheduling.schedule import PortalAdmission
     accounts = [lab["account"]] + [make.account(f"lab-{n}", gpu_quota=1, members={lab["alice"]: "member", lab["bob"]: "member"}) for n in (1, 2)]
     make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 1),
@@ -521,9 +521,10 @@ def test_a_gpu_that_frees_goes_to_the_account_borrowing_least_and_the_admitter_f
     borrowed = submit(app, lab["alice"], accounts[0], 1, "borrowed before", borrow=True)  # account 0 borrows 1 already
     assert all(s == "Submitting" for j, s in states(make).items() if j in holders + [borrowed])
 
-    def running(s):  # their pods hold the node's 8 GPUs (with other work)
+    def running(s):  # their pods hold the node's 8 GPUs (with other work), as the syncer records them
         for job in s.query(Job).filter(Job.id.in_(holders + [borrowed])):
             job.state, job.started_at = "Running", T0
+            s.add(Placement(namespace="crater-jobs", pod=f"crater-{job.id}", node="a100-0", job_id=job.id, gpus=1))
         s.get(Node, "a100-0").gpus_requested = 8
         s.commit()
     make.query(running)
@@ -544,6 +545,7 @@ def test_a_gpu_that_frees_goes_to_the_account_borrowing_least_and_the_admitter_f
     first = admit(2)
     assert first in ([waiting[accounts[1]]], [waiting[accounts[2]]])  # not the account that borrows already
     make.query(lambda s: (setattr(s.get(Job, first[0]), "state", "Running"),  # its pod holds the GPU that freed
+                          s.add(Placement(namespace="crater-jobs", pod=f"crater-{first[0]}", node="a100-0", job_id=first[0], gpus=1)),
                           setattr(s.get(Node, "a100-0"), "gpus_requested", 8), s.commit()))
     assert admit(3) == []
     make.query(lambda s: (setattr(s.get(Node, "a100-0"), "gpus_requested", 7), s.commit()))
@@ -551,3 +553,51 @@ def test_a_gpu_that_frees_goes_to_the_account_borrowing_least_and_the_admitter_f
     assert second == [waiting[(set(accounts[1:]) - {a for a, j in waiting.items() if j in first}).pop()]]
     assert states(make)[waiting[accounts[0]]] == "Queued"
     assert make.query(lambda s: s.get(Job, second[0]).borrowed) is True
+
+
+def test_a_job_recorded_running_before_the_inventory_shows_its_pods_still_holds_its_gpus(app, make, lab):
+    """The syncer commits a job's state before the node inventory that shows its pods (two
+    writers): in between, admission must not see the job's GPUs as free on the node."""
+    from portal.models import Node, Placement
+    from portal.services.scheduling.state import capacity
+    make.query(lambda s: (s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=0, ready=True,
+                                     unschedulable=False)), s.commit()))
+    job = make.job(lab["alice"], lab["account"], state="Running", gpus=6, gpu_model="A100")
+
+    def free():
+        with app.app_context():
+            try:
+                return capacity(SETTINGS).free("A100", "vision-lab")
+            finally:
+                db.session.remove()
+    assert free() == 2  # Running, its pods not in the inventory yet: held
+    make.query(lambda s: (s.add(Placement(namespace="crater-jobs", pod=f"crater-{job}", node="a100-0", job_id=job, gpus=6)),
+                          setattr(s.get(Node, "a100-0"), "gpus_requested", 6), s.commit()))
+    assert free() == 2  # the inventory shows them: on the node, not held twice
+    make.query(lambda s: (setattr(s.get(Job, job), "state", "Succeeded"), s.commit()))
+    assert free() == 2  # ended while its pod still terminates: the node's count holds it
+    make.query(lambda s: (s.query(Placement).delete(), setattr(s.get(Node, "a100-0"), "gpus_requested", 0), s.commit()))
+    assert free() == 8
+
+
+def test_the_owners_wait_counts_from_submission_so_a_long_wait_may_take_young_lent_gpus(app, make, lab):
+    """A borrowed job younger than the minimum run time is preempted only once the reclaiming job's
+    owner has waited past the bound; time the job waited behind its own account's jobs counts."""
+    from portal.models import Account as A, Node
+    other = make.account("lab-b", gpu_quota=0, members={lab["bob"]: "member"})
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 8),
+                          s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=8, ready=True, unschedulable=False)),
+                          s.commit()))
+    lent = make.job(lab["bob"], other, state="Running", gpus=8, gpu_model="A100", borrowed=True,
+                    started_at=T0 + timedelta(minutes=25))
+    make.placement("a100-0", lent, gpus=8)
+    head = submit(app, lab["alice"], lab["account"], 8, "waited long", now=T0)
+    assert states(make)[head] == "Queued"
+    # it waited behind the account's own jobs, and became the head a minute ago
+    make.query(lambda s: (setattr(s.get(Job, head), "queue_reserved_at", T0 + timedelta(minutes=29)), s.commit()))
+    with app.app_context():
+        try:
+            result = admit_queued(T0 + timedelta(minutes=30), SETTINGS)  # lent 5 min ago (minimum 10), owner waited 30
+        finally:
+            db.session.remove()
+    assert result.preempted == [lent] and result.admitted == [head]

@@ -50,8 +50,11 @@ def job_row(app, job_id):
 
 
 def wait_state(app, job_id, *states, timeout=30):
-    return wait_for(lambda: (lambda r: r if r and r["state"] in states else None)(job_row(app, job_id)), timeout=timeout,
-                    what=f"job {job_id} in {states}")
+    try:
+        return wait_for(lambda: (lambda r: r if r and r["state"] in states else None)(job_row(app, job_id)), timeout=timeout,
+                        what=f"job {job_id} in {states}")
+    except AssertionError as exc:  # say where it stands (the processes' logs are printed beside)
+        raise AssertionError(f"{exc}; it is {job_row(app, job_id)}") from None
 
 
 def job_id_of(response) -> int:

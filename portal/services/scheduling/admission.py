@@ -311,7 +311,7 @@ def _reclaim_for(q: AccountQueue, decision: Decision, after: Capacity, now: date
     if account_blocker(q.limits, used, head) is not None:  # what was admitted beside it took its quota
         return []
     candidates, over = reclaim_candidates()
-    since = head.reserved_at or head.submitted or now
+    since = head.submitted or head.reserved_at or now  # the owner has waited since submitting, in any queue
     victims = reclaim(head, q.name, after, candidates, over, since, now, reclaims.rules)
     if victims:
         return victims

@@ -567,10 +567,10 @@ def reclaim(d: Demand, account: str, capacity: Capacity, candidates: list[Demand
         return []
     waited = (now - waited_since).total_seconds() >= rules.wait_bound_seconds
 
-    def allowed(v: Demand) -> bool:
+    def allowed(v: Demand) -> bool:  # (a start stamped by a cluster clock ahead of ours: just started)
         return (v.borrowed and v.account != account and v.id != d.id and d.id not in v.preempted
                 and v.preemptions < rules.max_preemptions and bool(v.nodes)
-                and (waited or v.started is None or (now - v.started).total_seconds() >= rules.min_run_seconds))
+                and (waited or v.started is None or max(0.0, (now - v.started).total_seconds()) >= rules.min_run_seconds))
 
     pool = sorted((v for v in candidates if allowed(v)),
                   key=lambda v: (-over.get(v.account, 0), -(v.started or now).timestamp(), -v.id))

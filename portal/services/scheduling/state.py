@@ -166,16 +166,14 @@ def capacity(settings: QueueSettings) -> Capacity | None:
         return None
     nodes = {r.name: Room(r.gpu_model or "", max(0, r.gpus - (r.gpus_requested or 0)) if r.ready and not r.unschedulable else 0,
                           r.reserved_for or "") for r in rows}
+    # Held: what admitted jobs have not been seen holding on a node yet. A Running job counts too:
+    # its state is written before the node inventory that shows its pods (two commits).
     held: dict[int, tuple[str, int]] = {}
-    unbound = db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.workers).where(
-        Job.state.in_((JobState.SUBMITTING.value, JobState.PENDING.value)), Job.gpus > 0)).all()
-    if unbound:
-        placed = dict(db.session.execute(select(Placement.job_id, func.count(Placement.id)).where(
-            in_ids(Placement.job_id, [r.id for r in unbound])).group_by(Placement.job_id)).all())
-        for r in unbound:
-            left = r.gpus - placed.get(r.id, 0) * (r.gpus // max(1, r.workers or 1))
-            if left > 0:
-                held[r.id] = (r.gpu_model or "", left)
+    for r in db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, func.coalesce(func.sum(Placement.gpus), 0).label("placed"))
+                                .outerjoin(Placement, Placement.job_id == Job.id)
+                                .where(Job.state.in_(ACTIVE_STATES), Job.gpus > 0).group_by(Job.id, Job.gpus, Job.gpu_model)):
+        if r.gpus > int(r.placed):
+            held[r.id] = (r.gpu_model or "", r.gpus - int(r.placed))
     cap = Capacity(nodes, held, protected=_protected())
     for r in db.session.execute(select(Job.id, Job.gpus, Job.gpu_model, Job.workers, Job.queue_blocker, Account.name)
                                 .join(Account, Account.id == Job.account_id)
