@@ -443,7 +443,8 @@ def target_type_words() -> dict[str, str]:
 
 def account_description(account) -> str:
     """An account's description; the Default account's own words in the reader's language."""
-    if account.name == "default" and account.description == "Every user belongs to this account.":
+    from .models.account import DEFAULT_ACCOUNT, DEFAULT_DESCRIPTION
+    if account.name == DEFAULT_ACCOUNT and account.description == DEFAULT_DESCRIPTION:
         return _("Every user belongs to this account.")
     return account.description or ""
 

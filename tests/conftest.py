@@ -262,6 +262,16 @@ def make(app):
     return Factory(app)
 
 
+def rows_of(app, model):
+    """Every row of a model as it is now, oldest first, detached."""
+    with app.app_context():
+        rows = db.session.query(model).order_by(model.id).all()
+        for r in rows:
+            db.session.expunge(r)
+        db.session.remove()
+        return rows
+
+
 def job_of(app, job_id):
     """A job row as it is now, detached (safe to read after the app context ends)."""
     from portal.models import Job

@@ -12,6 +12,7 @@ from email import policy
 
 import pytest
 
+from conftest import rows_of
 from kubesim_fixtures import kubectl, wait_for
 from flask import current_app
 from portal.cluster.client import Cluster
@@ -246,15 +247,6 @@ def test_labels_set_in_the_portal_are_what_kubectl_shows(tls_app):
 
 def _drains(app):
     return rows_of(app, NodeDrain)
-
-
-def rows_of(app, model):
-    with app.app_context():
-        rows = db.session.query(model).order_by(model.id).all()
-        for r in rows:
-            db.session.expunge(r)
-        db.session.remove()
-        return rows
 
 
 def _when(dt):

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from conftest import rows_of
 from portal.extensions import db
 from portal.models import AuditEntry, Notification, OutboxMessage, utcnow
 
@@ -105,11 +106,3 @@ def test_only_admins_announce_and_cancel(app, site, new_client):
     csrfless = new_client().login(site["root"])
     assert csrfless.post("/admin/maintenance", {"message": "x"}, csrf=False).status_code == 400
 
-
-def rows_of(app, model):
-    with app.app_context():
-        rows = db.session.query(model).order_by(model.id).all()
-        for r in rows:
-            db.session.expunge(r)
-        db.session.remove()
-        return rows

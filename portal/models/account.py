@@ -15,6 +15,7 @@ from ..extensions import db
 from .types import utcnow
 
 DEFAULT_ACCOUNT = "default"
+DEFAULT_DESCRIPTION = "Every user belongs to this account."  # stored; pages say it in their language
 
 
 class MemberRole(str, enum.Enum):

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, Select, String, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
+from .job import ACTIVE_STATES, Job
+from .node import Placement
 from .types import JSONText, utcnow
+
+DRAIN_SCHEDULED, DRAIN_DONE, DRAIN_CANCELLED = "scheduled", "done", "cancelled"
 
 
 class Maintenance(db.Model):
@@ -29,6 +33,14 @@ class Maintenance(db.Model):
 
     created_by = relationship("User")
 
+    def touched_jobs(self, *columns) -> Select:
+        """A select of `columns` over the active jobs this maintenance touches: those with a pod on
+        its nodes, or every active job when it is the whole cluster's."""
+        stmt = select(*columns).where(Job.state.in_(ACTIVE_STATES))
+        if self.nodes:
+            stmt = stmt.join(Placement, Placement.job_id == Job.id).where(Placement.node.in_(self.nodes))
+        return stmt
+
 
 class NodeDrain(db.Model):
     """A drain with a grace period. `warn_at`: when the node is cordoned and the owners of its jobs
@@ -40,7 +52,7 @@ class NodeDrain(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     node: Mapped[str] = mapped_column(String(253))
     reason: Mapped[str] = mapped_column(String(500))
-    state: Mapped[str] = mapped_column(String(16), default="scheduled")
+    state: Mapped[str] = mapped_column(String(16), default=DRAIN_SCHEDULED)
     warn_at: Mapped[datetime] = mapped_column(DateTime)
     stop_at: Mapped[datetime] = mapped_column(DateTime)
     warned_at: Mapped[datetime | None] = mapped_column(DateTime)

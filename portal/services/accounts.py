@@ -13,7 +13,7 @@ from sqlalchemy.orm import contains_eager, joinedload
 
 from ..extensions import db
 from ..models import Account, AccountGpuQuota, Job, Membership, MemberRole, User
-from ..models.account import DEFAULT_ACCOUNT
+from ..models.account import DEFAULT_ACCOUNT, DEFAULT_DESCRIPTION
 from ..models.types import MAX_ID
 from . import audit
 from .context import Actor
@@ -50,7 +50,7 @@ def default_account() -> Account:
     try:
         with db.session.begin_nested():
             account = Account(name=DEFAULT_ACCOUNT, display_name="Default",
-                              description="Every user belongs to this account.")
+                              description=DEFAULT_DESCRIPTION)
             db.session.add(account)
     except IntegrityError:
         account = _by_name(DEFAULT_ACCOUNT)

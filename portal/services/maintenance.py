@@ -21,9 +21,11 @@ from sqlalchemy.orm import selectinload
 from ..cache import short_cached
 from ..cluster.client import Cluster
 from ..extensions import db
-from ..models import ACTIVE_STATES, Job, Maintenance, Node, NodeDrain, Notification, OutboxMessage, Placement, utcnow
-from ..vocabulary import Reason
-from . import audit, jobs, nodes, notify
+from ..models import ACTIVE_STATES, Job, Maintenance, Node, NodeDrain, Notification, OutboxMessage, utcnow
+from ..models import DRAIN_CANCELLED as CANCELLED
+from ..models import DRAIN_DONE as DONE
+from ..models import DRAIN_SCHEDULED as SCHEDULED
+from . import audit, nodes, notify
 from .context import SYSTEM, Actor
 from .errors import Conflict, NotFound, ValidationFailed
 from .pagination import Page, paginate
@@ -35,7 +37,6 @@ MAX_GRACE_MINUTES = 7 * 24 * 60
 MAX_LENGTH = timedelta(days=31)
 MAX_AHEAD = timedelta(days=366)
 BANNER_LIMIT = 3
-SCHEDULED, DONE, CANCELLED = "scheduled", "done", "cancelled"
 _WHEN = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::\d{2})?\s*$")
 
 
@@ -48,6 +49,15 @@ def parse_when(text: str, field: str) -> datetime:
         return datetime(*(int(g) for g in m.groups()))
     except ValueError:
         raise ValidationFailed({field: _("Give a date and time, e.g. 2026-12-24 08:00 (UTC).")}) from None
+
+
+def _when_or_error(text: str, field: str, errors: dict) -> datetime | None:
+    """parse_when, its refusal added to `errors` (every field's at once)."""
+    try:
+        return parse_when(text, field)
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+        return None
 
 
 def grace_minutes(text: str | int | None, field: str = "grace") -> int:
@@ -72,15 +82,7 @@ def announce(actor: Actor, message: str, starts: str, ends: str, node_names: lis
         errors["message"] = _("Say what happens (every user reads it).")
     elif len(message) > MAX_MESSAGE:
         errors["message"] = _("At most %(n)s characters.", n=MAX_MESSAGE)
-    start = end = None
-    for field, text in (("starts", starts), ("ends", ends)):
-        try:
-            if field == "starts":
-                start = parse_when(text, field)
-            else:
-                end = parse_when(text, field)
-        except ValidationFailed as exc:
-            errors.update(exc.errors)
+    start, end = _when_or_error(starts, "starts", errors), _when_or_error(ends, "ends", errors)
     if start and end:
         if end <= start:
             errors["ends"] = _("The end must come after the start.")
@@ -115,7 +117,7 @@ def announce(actor: Actor, message: str, starts: str, ends: str, node_names: lis
     if grace is not None:
         reason = _("Maintenance: %(message)s", message=message)[:MAX_MESSAGE]
         for name in names:
-            if _scheduled_on(name) is None:
+            if scheduled_on(name) is None:
                 db.session.add(NodeDrain(node=name, reason=reason, warn_at=max(now, start - timedelta(minutes=grace)),
                                          stop_at=max(now, start), maintenance_id=row.id, created_by_id=row.created_by_id,
                                          created_at=now))
@@ -129,10 +131,7 @@ def announce(actor: Actor, message: str, starts: str, ends: str, node_names: lis
 def _tell_owners(row: Maintenance) -> int:
     """A notice (and a mail, as each owner's settings say) to every owner of an active job the
     maintenance touches: on its nodes, or anywhere for the whole cluster. One per owner."""
-    stmt = select(Job.user_id).where(Job.state.in_(ACTIVE_STATES))
-    if row.nodes:
-        stmt = stmt.join(Placement, Placement.job_id == Job.id).where(Placement.node.in_(row.nodes))
-    owners = set(db.session.execute(stmt.distinct()).scalars())
+    owners = set(db.session.execute(row.touched_jobs(Job.user_id).distinct()).scalars())
     mail = notify.wants_mail_of(owners, "maintenance")
     for user_id in sorted(owners):
         key = f"maintenance:{row.id}:{user_id}"
@@ -230,13 +229,10 @@ def for_job(job: Job, now: datetime | None = None) -> JobNotice:
 
 # ---- drains with a grace period -------------------------------------------------------------
 
-def _scheduled_on(node: str) -> NodeDrain | None:
+def scheduled_on(node: str) -> NodeDrain | None:
+    """The node's drain that is scheduled and not yet carried out (at most one)."""
     return db.session.execute(select(NodeDrain).where(NodeDrain.state == SCHEDULED, NodeDrain.node == node)
                               .order_by(NodeDrain.id).limit(1)).scalar()
-
-
-def scheduled_on(node: str) -> NodeDrain | None:
-    return _scheduled_on(node)
 
 
 def schedule_drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason: str, grace: int,
@@ -248,11 +244,11 @@ def schedule_drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int]
     node, reason = nodes.get_node(name), nodes.check_reason(reason)
     if not 0 < grace <= MAX_GRACE_MINUTES:
         raise ValidationFailed({"grace": _("Between 0 and %(n)s minutes.", n=MAX_GRACE_MINUTES)})
-    existing = _scheduled_on(node.name)
+    existing = scheduled_on(node.name)
     if existing is not None:
         raise Conflict(_("A drain of %(node)s is already scheduled (its jobs stop at %(when)s UTC); cancel it first, "
                          "or drain now.", node=node.name, when=existing.stop_at.strftime("%Y-%m-%d %H:%M")))
-    nodes.cordon(actor, cluster, node.name, _("Drained: %(reason)s", reason=reason)[:nodes.MAX_REASON])
+    nodes.cordon_for_drain(actor, cluster, node.name, reason)
     drain = NodeDrain(node=node.name, reason=reason, warn_at=now, stop_at=now + timedelta(minutes=grace),
                       created_by_id=actor.user.id if actor.user else None, created_at=now)
     db.session.add(drain)
@@ -266,12 +262,10 @@ def schedule_drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int]
 
 def _warn(drain: NodeDrain, now: datetime, only: set[int] | None = None) -> None:
     """Record the jobs now on the node (those previewed, when `only`) and tell their owners."""
-    on = nodes.jobs_on_node(drain.node)
-    warned = [j for j in on if only is None or j["id"] in only]
+    warned = [j for j in nodes.jobs_on_node(drain.node) if only is None or j["id"] in only]
     drain.job_ids, drain.warned_at = [j["id"] for j in warned], now
-    owners = dict(db.session.execute(select(Job.id, Job.user_id).where(Job.id.in_(drain.job_ids))).all()) if warned else {}
-    for job_id in drain.job_ids:
-        notify.notice(job_id, owners[job_id], "drain_warning", f"drain:{drain.id}:{job_id}")
+    for j in warned:
+        notify.notice(j["id"], j["user_id"], "drain_warning", f"drain:{drain.id}:{j['id']}")
 
 
 def cancel_drain(actor: Actor, drain_id: int, node: str) -> NodeDrain:
@@ -302,7 +296,7 @@ def run_due(cluster: Cluster, now: datetime) -> dict[str, list[int]]:
         drain_id = drain.id
         if drain.warned_at is None:
             try:
-                nodes.cordon(SYSTEM, cluster, drain.node, _("Drained: %(reason)s", reason=drain.reason)[:nodes.MAX_REASON])
+                nodes.cordon_for_drain(SYSTEM, cluster, drain.node, drain.reason)
             except NotFound:
                 _finish(drain_id, [], [], now)
                 out["done"].append(drain_id)
@@ -321,22 +315,14 @@ def run_due(cluster: Cluster, now: datetime) -> dict[str, list[int]]:
         drain = db.session.get(NodeDrain, drain_id)
         if drain.stop_at > now or drain.state != SCHEDULED:
             continue
-        warned = set(drain.job_ids or [])
-        on_node = {j["id"] for j in nodes.jobs_on_node(drain.node)}
-        message = _("Node %(node)s was drained by an administrator: %(reason)s", node=drain.node, reason=drain.reason)
-        stopped, failed = [], []
-        for job_id in sorted(warned & on_node):
-            try:
-                jobs.stop_job(SYSTEM, job_id, cluster, reason=Reason.EVICTED, message=message, tell_owner=True)
-                stopped.append(job_id)
-            except (Conflict, NotFound):
-                db.session.rollback()
-                if db.session.execute(select(Job.state).where(Job.id == job_id)).scalar() in ACTIVE_STATES:
-                    failed.append(job_id)  # the cluster did not answer: tried again next pass
-        if failed:
+        result = nodes.stop_drained(SYSTEM, cluster, drain.node, drain.job_ids or [], drain.reason)
+        db.session.rollback()
+        failed = list(db.session.execute(select(Job.id).where(
+            Job.id.in_(sorted(result.failed)), Job.state.in_(ACTIVE_STATES))).scalars()) if result.failed else []
+        if failed:  # the cluster did not answer for them: tried again next pass
             out.setdefault("failed", []).extend(failed)
             continue
-        _finish(drain_id, stopped, sorted(on_node - warned), now)
+        _finish(drain_id, result.stopped, result.new_since_preview, now)
         out["done"].append(drain_id)
     return out
 

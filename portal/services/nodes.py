@@ -15,7 +15,8 @@ from sqlalchemy.orm import defer
 from ..cluster.client import Cluster, ClusterError
 from ..cache import short_cached
 from ..extensions import db
-from ..models import ACTIVE_STATES, Account, GpuDevice, Job, JobState, Node, NodeDrain, NodeState, Placement, User, utcnow
+from ..models import (ACTIVE_STATES, DRAIN_DONE, DRAIN_SCHEDULED, Account, GpuDevice, Job, JobState, Node, NodeDrain,
+                      NodeState, Placement, User, utcnow)
 from ..cluster import labels
 from ..vocabulary import Reason
 from . import accounts, audit, jobs
@@ -177,12 +178,13 @@ def _managed_accounts(actor: Actor) -> list[int]:
 def jobs_on_node(name: str) -> list[dict]:
     """The active portal jobs with a pod on the node, with owner and account: a drain's impact."""
     return [dict(r) for r in db.session.execute(
-        select(Job.id, Job.display_name, Job.state, Job.job_type, Job.gpus, User.username, User.email,
+        select(Job.id, Job.display_name, Job.state, Job.job_type, Job.gpus, Job.user_id, User.username, User.email,
                Account.name.label("account"), func.count(Placement.id).label("pods"))
         .join(Placement, Placement.job_id == Job.id).join(User, User.id == Job.user_id)
         .join(Account, Account.id == Job.account_id)
         .where(Placement.node == name, Job.state.in_(ACTIVE_STATES))
-        .group_by(Job.id, Job.display_name, Job.state, Job.job_type, Job.gpus, User.username, User.email, Account.name)
+        .group_by(Job.id, Job.display_name, Job.state, Job.job_type, Job.gpus, Job.user_id, User.username, User.email,
+                  Account.name)
         .order_by(Job.id)).mappings()]
 
 
@@ -261,12 +263,32 @@ def drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason:
     preview are not touched: they are reported, for another look."""
     actor.require_admin()
     node, reason = get_node(name), check_reason(reason)
-    previewed = sorted(set(job_ids))
-    cordon(actor, cluster, node.name, _("Drained: %(reason)s", reason=reason)[:MAX_REASON])
-    now_on = {j["id"] for j in jobs_on_node(node.name)}
-    result = DrainResult(new_since_preview=sorted(now_on - set(previewed)))
-    message = _("Node %(node)s was drained by an administrator: %(reason)s", node=node.name, reason=reason)
-    for job_id in previewed:
+    cordon_for_drain(actor, cluster, node.name, reason)
+    result = stop_drained(actor, cluster, node.name, job_ids, reason)
+    # A drain scheduled with a grace period is done by this one.
+    db.session.execute(update(NodeDrain).where(NodeDrain.node == node.name, NodeDrain.state == DRAIN_SCHEDULED)
+                       .values(state=DRAIN_DONE, done_at=utcnow(), stopped=result.stopped))
+    audit.record(actor, "node.drain", "node", node.name, {"reason": reason, "stopped": result.stopped,
+                                                         "failed": sorted(result.failed),
+                                                         "not_previewed": result.new_since_preview})
+    db.session.commit()
+    return result
+
+
+def cordon_for_drain(actor: Actor, cluster: Cluster, name: str, reason: str) -> Node:
+    """The cordon a drain starts with, now or when a scheduled drain's warning is due."""
+    return cordon(actor, cluster, name, _("Drained: %(reason)s", reason=reason)[:MAX_REASON])
+
+
+def stop_drained(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason: str) -> DrainResult:
+    """Stop exactly those of `job_ids` that are still on the node (reason Evicted, the owner told by
+    mail whatever their mail setting); jobs on it that are not among them are reported, untouched.
+    A job that could not be stopped is in `failed` with why."""
+    wanted = sorted(set(job_ids))
+    now_on = {j["id"] for j in jobs_on_node(name)}
+    result = DrainResult(new_since_preview=sorted(now_on - set(wanted)))
+    message = _("Node %(node)s was drained by an administrator: %(reason)s", node=name, reason=reason)
+    for job_id in wanted:
         if job_id not in now_on:
             result.ended_meanwhile.append(job_id)
             continue
@@ -275,13 +297,6 @@ def drain(actor: Actor, cluster: Cluster, name: str, job_ids: list[int], reason:
             result.stopped.append(job_id)
         except (Conflict, NotFound) as exc:
             result.failed[job_id] = exc.message
-    # A drain scheduled with a grace period is done by this one.
-    db.session.execute(update(NodeDrain).where(NodeDrain.node == node.name, NodeDrain.state == "scheduled")
-                       .values(state="done", done_at=utcnow(), stopped=result.stopped))
-    audit.record(actor, "node.drain", "node", node.name, {"reason": reason, "stopped": result.stopped,
-                                                         "failed": sorted(result.failed),
-                                                         "not_previewed": result.new_since_preview})
-    db.session.commit()
     return result
 
 

@@ -257,14 +257,12 @@ def drain_message(job: Job, drain_id: int, sender: str, base_url: str) -> EmailM
 
 def maintenance_message(row: OutboxMessage, maintenance_id: int, sender: str, base_url: str) -> EmailMessage | None:
     """An announced maintenance, to an owner of jobs it touches: what, when, which of their jobs."""
-    from ..models import ACTIVE_STATES, Maintenance, Placement
+    from ..models import Maintenance
     m = db.session.get(Maintenance, maintenance_id)
     if m is None or m.cancelled_at is not None:
         return None
-    stmt = select(Job.id, Job.display_name).where(Job.user_id == row.user_id, Job.state.in_(ACTIVE_STATES))
-    if m.nodes:
-        stmt = stmt.join(Placement, Placement.job_id == Job.id).where(Placement.node.in_(m.nodes))
-    mine = db.session.execute(stmt.distinct().order_by(Job.id).limit(50)).all()
+    mine = db.session.execute(m.touched_jobs(Job.id, Job.display_name).where(Job.user_id == row.user_id)
+                              .distinct().order_by(Job.id).limit(50)).all()
     with force_locale(row.user.language or "en"):
         msg = EmailMessage()
         msg["Subject"] = _("[Crater] Maintenance from %(start)s to %(end)s UTC", start=m.starts_at.strftime("%Y-%m-%d %H:%M"),
@@ -281,42 +279,38 @@ def maintenance_message(row: OutboxMessage, maintenance_id: int, sender: str, ba
     return msg
 
 
-def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
-    if not row.user.email:
-        return None
-    if row.kind == "maintenance":
-        msg = maintenance_message(row, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
-        if msg is not None:
-            msg["Message-ID"] = f"<crater-outbox-{row.id}.{row.created_at:%Y%m%d%H%M%S}@{_domain(settings)}>"
-        return msg
+def _compose(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
+    """The notice's mail, or None when there is nothing to say (any more)."""
+    if row.kind == "maintenance":  # the only notice of no one job
+        return maintenance_message(row, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
     if row.job is None:
         return None
     if row.kind == "drain_warning":
-        msg = drain_message(row.job, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
-        if msg is None:
-            return None
-    elif row.kind == JOB_ENDED:
-        msg = job_ended_message(row.job, settings.sender, settings.public_url)
-    elif row.kind == "job_started":
-        msg = job_started_message(row.job, settings.sender, settings.public_url)
-    elif row.kind == "job_preempted":
-        msg = job_preempted_message(row.job, settings.sender, settings.public_url)
-    elif row.kind == "extension_decided":
-        msg = extension_message(row.job, int(row.dedupe_key.rsplit(":", 1)[1]), settings.sender, settings.public_url)
-        if msg is None:
-            return None
-    elif row.kind in ("warning_idle_gpu", "warning_time_limit"):
+        return drain_message(row.job, int(row.dedupe_key.split(":")[1]), settings.sender, settings.public_url)
+    if row.kind == JOB_ENDED:
+        return job_ended_message(row.job, settings.sender, settings.public_url)
+    if row.kind == "job_started":
+        return job_started_message(row.job, settings.sender, settings.public_url)
+    if row.kind == "job_preempted":
+        return job_preempted_message(row.job, settings.sender, settings.public_url)
+    if row.kind == "extension_decided":
+        return extension_message(row.job, int(row.dedupe_key.rsplit(":", 1)[1]), settings.sender, settings.public_url)
+    if row.kind in ("warning_idle_gpu", "warning_time_limit"):
         from ..models import JobWarning
         kind = row.kind.removeprefix("warning_")
         warning = db.session.execute(select(JobWarning).where(JobWarning.job_id == row.job_id, JobWarning.kind == kind)).scalar()
         if warning is None:
             return None  # cleared before it went out (busy again, extended, locked, ended): nothing to say
-        msg = warning_message(row.job, kind, warning.act_at, settings.sender, settings.public_url)
-    else:
-        return None
-    # One Message-ID per notice, the same on every attempt: a notice sent twice (see deliver_due)
-    # is one mail to the clients that go by it.
-    msg["Message-ID"] = f"<crater-outbox-{row.id}.{row.created_at:%Y%m%d%H%M%S}@{_domain(settings)}>"
+        return warning_message(row.job, kind, warning.act_at, settings.sender, settings.public_url)
+    return None
+
+
+def _message_for(row: OutboxMessage, settings: MailSettings) -> EmailMessage | None:
+    msg = _compose(row, settings) if row.user.email else None
+    if msg is not None:
+        # One Message-ID per notice, the same on every attempt: a notice sent twice (see
+        # deliver_due) is one mail to the clients that go by it.
+        msg["Message-ID"] = f"<crater-outbox-{row.id}.{row.created_at:%Y%m%d%H%M%S}@{_domain(settings)}>"
     return msg
 
 
