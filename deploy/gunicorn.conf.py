@@ -25,6 +25,10 @@ import tempfile
 # workers, named before they start. One of its own unless the deployment names one.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="crater-metrics-"))
 
+# What the portal writes to the shared storage (/files, /dav) is group-writable: its pods run in
+# group 100 (users), as the notebook images' jobs do (deploy/k8s/README.md, step 1).
+os.umask(0o002)
+
 bind = os.environ.get("CRATER_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("CRATER_WEB_WORKERS", multiprocessing.cpu_count() * 2 + 1))
 worker_class = os.environ.get("CRATER_WEB_WORKER_CLASS", "gthread")

@@ -192,6 +192,22 @@ def test_the_configmap_names_only_settings_the_portal_reads(objects):
     assert check_config(cfg) == []  # a production configuration as it stands
 
 
+def test_the_web_pods_see_the_shared_storage_where_the_portal_looks_for_it(objects):
+    """The files page, transfers and WebDAV run in crater-web and crater-live: both mount a claim
+    at CRATER_STORAGE_ROOT; the syncer and the migration, which never touch it, do not."""
+    kinds = by_kind(objects)
+    root = kinds["ConfigMap"]["crater-portal"]["data"]["CRATER_STORAGE_ROOT"]
+    for name, template in pod_specs(kinds):
+        pod = template["spec"]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+        mounts = {m["mountPath"]: m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        if name in ("crater-web", "crater-live"):
+            assert claims.get(mounts.get(root)) == "crater-storage", name
+            assert pod["securityContext"]["runAsGroup"] == 100, name  # the group the notebook images' jobs run in
+        else:
+            assert root not in mounts and not claims, name
+
+
 def test_the_overlay_sets_the_image_and_the_secret_template_cannot_start_unedited():
     kinds = by_kind(render("overlays/example"))
     images = {c["image"] for _, t in pod_specs(kinds) for c in t["spec"]["containers"]}
