@@ -601,3 +601,58 @@ def test_the_owners_wait_counts_from_submission_so_a_long_wait_may_take_young_le
         finally:
             db.session.remove()
     assert result.preempted == [lent] and result.admitted == [head]
+
+
+def test_an_admitted_job_the_cluster_leaves_pending_reclaims_lent_gpus_by_the_same_rules(app, make, lab):
+    """Admission counted GPUs that something else took meanwhile (here a borrowed job's pods hold
+    the whole node): after STRANDED_SECONDS Pending, the in-quota job reclaims them as a queued
+    head would: the minimum run time and the owner's bound hold, and a reclaim under way is not
+    repeated while the victim's pods are in their grace."""
+    from portal.models import Account as A, Node, Preemption
+    from portal.services.scheduling.schedule import PortalAdmission
+    other = make.account("lab-b", gpu_quota=0, members={lab["bob"]: "member"})
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 8),
+                          s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=8, ready=True, unschedulable=False)),
+                          s.commit()))
+    t1 = T0 + timedelta(minutes=20)
+    lent = make.job(lab["bob"], other, state="Running", gpus=8, gpu_model="A100", borrowed=True,
+                    started_at=t1 + timedelta(seconds=5))
+    make.placement("a100-0", lent, gpus=8)
+    head = make.job(lab["alice"], lab["account"], state="Pending", gpus=8, gpu_model="A100", created_at=t1, admitted_at=t1)
+
+    backend = PortalAdmission(SETTINGS)  # as the syncer's admitter runs it, every pass
+
+    def stranded_pass(seconds):
+        with app.app_context():
+            try:
+                backend.admission_pass(t1 + timedelta(seconds=seconds))
+                return backend.last_preempted  # the syncer suspends these
+            finally:
+                db.session.remove()
+    assert stranded_pass(10) == []  # not Pending long enough yet
+    assert stranded_pass(60) == []  # the lent job is young (minimum run time) and the owner has waited 1 min
+    assert states(make)[lent] == "Running"
+    assert stranded_pass(125) == [lent]  # the owner has waited past the bound (2 min)
+    assert states(make)[lent] == "Queued"
+    row = make.query(lambda s: s.query(Preemption).one())
+    assert (row.job_id, row.by_job_id, row.by_account) == (lent, head, "vision-lab")
+    make.query(lambda s: (setattr(s.get(Job, lent), "state", "Running"), s.commit()))  # as if admitted again elsewhere
+    assert stranded_pass(126) == []  # its reclaim is under way: nothing more is preempted for it
+
+
+def test_an_admitted_job_pending_beside_free_gpus_preempts_nothing(app, make, lab):
+    from portal.models import Account as A, Node
+    from portal.services.scheduling.admission import reclaim_stranded
+    other = make.account("lab-b", gpu_quota=0, members={lab["bob"]: "member"})
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 8),
+                          s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=4, ready=True, unschedulable=False)),
+                          s.commit()))
+    lent = make.job(lab["bob"], other, state="Running", gpus=4, gpu_model="A100", borrowed=True, started_at=T0)
+    make.placement("a100-0", lent, gpus=4)
+    make.job(lab["alice"], lab["account"], state="Pending", gpus=4, gpu_model="A100", created_at=T0, admitted_at=T0)
+    with app.app_context():
+        try:
+            assert reclaim_stranded(T0 + timedelta(hours=1), SETTINGS) == []  # its GPUs are free: the scheduler binds it
+        finally:
+            db.session.remove()
+    assert states(make)[lent] == "Running"

@@ -24,11 +24,12 @@ from ..errors import DomainError, Forbidden, NotFound
 from .plan import (CLUSTER_KINDS, Blocker, Capacity, Decision, Demand, ReclaimRules, account_blocker, decide, never_fits,
                    reclaim, reclassify)
 from .state import (AccountQueue, QueueSettings, borrowing_state, capacity, guarantees_held, jupyter_count, load, lock_account,
-                    lock_capacity, lock_users, reclaim_candidates, write_queued)
+                    lock_capacity, lock_users, reclaim_candidates, reclaiming, stranded, write_queued)
 from .usage import charge, refund_entry
 
 
 NEW = 1 << 62  # the id of the job being submitted, while the queue decides (after every real id)
+STRANDED_SECONDS = 30.0  # an admitted in-quota job the cluster leaves Pending this long reclaims lent GPUs
 
 
 class QuotaExceeded(DomainError):
@@ -345,6 +346,41 @@ def _preempt(v: Demand, by: Demand, by_account: str, now: datetime, reclaims: Re
         "at": now.isoformat(timespec="seconds"), "gpu_seconds_lost": row.gpu_seconds_lost, "preemptions": v.preemptions + 1})
     notify.enqueue_job_preempted(v.id, v.user_id, row.id)
     return True
+
+
+def reclaim_stranded(now: datetime, settings: QueueSettings) -> list[int]:
+    """Rule 8 for admitted jobs too. An in-quota job that the cluster has left Pending for
+    STRANDED_SECONDS reclaims lent GPUs as a queued head does, by the same rules (minimum run
+    time, the owner's bound, no cycles): admission counted GPUs that something else took meanwhile
+    (a workload the portal does not manage, a scheduler that placed pods elsewhere than the plan,
+    a node that came back with less). One such job per pass, the oldest first, and none whose
+    reclaim is under way. The preempted jobs, committed; the caller suspends their cluster Jobs."""
+    waiting = stranded(now - timedelta(seconds=STRANDED_SECONDS))
+    if not waiting:
+        db.session.commit()
+        return []
+    reclaims = ReclaimSettings.current()
+    busy = reclaiming([d.id for d, _a in waiting], now - timedelta(seconds=reclaims.grace_seconds + STRANDED_SECONDS))
+    waiting = [(d, a) for d, a in waiting if d.id not in busy]
+    candidates, over = reclaim_candidates() if waiting and reclaims.enabled else ([], {})
+    if not candidates:
+        db.session.commit()
+        return []
+    cap = capacity(settings)
+    for d, account in waiting:
+        victims = reclaim(d, account, cap, candidates, over, d.submitted or now, now, reclaims.rules) if cap else None
+        if not victims:
+            continue
+        if not all(_preempt(v, d, account, now, reclaims, settings) for v in victims):
+            db.session.rollback()  # a victim ended meanwhile: decided again next pass
+            return []
+        audit.record(SYSTEM, "job.reclaim", "job", d.id, {
+            "account": account, "gpus": sum(v.gpus for v in victims), "victims": [v.id for v in victims],
+            "waited_s": int((now - (d.submitted or now)).total_seconds()), "admitted": True})
+        db.session.commit()
+        return [v.id for v in victims]
+    db.session.commit()
+    return []
 
 
 def reclassify_pass(now: datetime, settings: QueueSettings) -> list[int]:

@@ -14,7 +14,7 @@ from sqlalchemy import case, func, select
 from ...extensions import db
 from ...models import ACTIVE_STATES, Account, AccountGpuQuota, Job, Membership, Node, utcnow
 from ..restrictions import held_users
-from .admission import admit_queued, reclassify_pass
+from .admission import admit_queued, reclaim_stranded, reclassify_pass
 from .estimates import RunTimes, estimate_pass
 from .state import QUEUED, QueueSettings, in_ids, under_maintenance
 from .usage import sample_usage
@@ -120,7 +120,7 @@ class PortalAdmission:
         look = sorted(changed | set(stale[:max(1, -(-len(current) // self.SLICES))]))
         self.last_reclassified = reclassify_pass(now, self.settings)
         result = admit_queued(now, self.settings, look, borrow_only)
-        admitted, self.last_preempted = result.admitted, result.preempted
+        admitted, self.last_preempted = result.admitted, result.preempted + reclaim_stranded(now, self.settings)
         self._cluster_bound = (self._cluster_bound - set(look) - borrow_only) | result.cluster_bound
         self._heads_waiting = (self._heads_waiting - set(look)) | result.heads_waiting
         self._looked = {a: (now if a in look else self._looked.get(a, now)) for a in current}  # borrow-only: not decided whole

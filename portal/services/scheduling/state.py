@@ -234,6 +234,32 @@ def reclaim_candidates() -> tuple[list[Demand], dict[str, int]]:
     return out, over
 
 
+def stranded(before: datetime, limit: int = 20) -> list[tuple[Demand, str]]:
+    """Admitted in-quota GPU jobs that the cluster has left Pending since before `before`, with
+    pods not bound yet: the unbound part as a Demand (its pods, their GPUs), and the account's
+    name; the oldest first."""
+    rows = db.session.execute(
+        select(*DEMAND_COLUMNS, Account.name.label("account_name"), func.coalesce(func.sum(Placement.gpus), 0).label("placed"))
+        .join(Account, Account.id == Job.account_id).outerjoin(Placement, Placement.job_id == Job.id)
+        .where(Job.state == JobState.PENDING.value, Job.borrowed.is_(False), Job.gpus > 0,
+               func.coalesce(Job.admitted_at, Job.created_at) <= before)
+        .group_by(*DEMAND_COLUMNS, Account.name).order_by(Job.created_at, Job.id).limit(limit)).all()
+    out = []
+    for r in rows:
+        d = demand_of(r)
+        left = d.gpus - int(r.placed)
+        if left > 0 and d.per_worker:
+            out.append((replace(d, gpus=left - left % d.per_worker, workers=max(1, left // d.per_worker)), r.account_name))
+    return out
+
+
+def reclaiming(job_ids: list[int], since: datetime) -> set[int]:
+    """Of these jobs, those that preempted others since `since` and are not bound yet: their
+    reclaim is under way (the victims' grace)."""
+    return set(db.session.execute(select(Preemption.by_job_id).where(
+        in_ids(Preemption.by_job_id, job_ids), Preemption.bound_at.is_(None), Preemption.at >= since)).scalars())
+
+
 def guarantees_held(settings: QueueSettings) -> list[tuple[str, Limits, list[Demand]]]:
     """For each account with a borrowed job running: its GPU guarantee and its admitted GPU jobs
     (what reclassification looks at). One small query when nothing is borrowed, three otherwise."""
