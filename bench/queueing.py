@@ -174,11 +174,15 @@ def one_pass(args) -> None:
                                  created_at=now - timedelta(minutes=per_account - k), spec={}))
         db.session.execute(insert(Job), rows)
         if args.borrow:  # the node inventory: every account's 8 GPUs in use on a node of its own, 10 idle nodes
-            from portal.models import Node
+            from portal.models import Node, Placement
             db.session.execute(insert(Node), [dict(name=f"a100-{n:03d}", gpu_model=A100, gpus=8,
                                                    gpus_requested=8 if n < args.accounts else 0, ready=True,
                                                    unschedulable=False, cpu_milli=128000, memory_mib=1048576)
                                               for n in range(args.accounts + 10)])
+            nodes = {a.id: f"a100-{n:03d}" for n, a in enumerate(accounts)}  # the running jobs' pods, as the syncer records them
+            db.session.execute(insert(Placement), [
+                dict(namespace="crater-jobs", pod=f"crater-{job_id}", node=nodes[account_id], job_id=job_id, gpus=2, phase="Running")
+                for job_id, account_id in db.session.execute(db.select(Job.id, Job.account_id).where(Job.state == "Running"))])
         db.session.commit()
         admin_id = admin.id
         running = db.session.execute(db.select(Job.id, Job.version).where(Job.state == "Running").limit(1)).one()
