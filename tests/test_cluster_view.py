@@ -306,8 +306,9 @@ def test_a_drain_with_a_grace_period_warns_at_once_and_stops_the_jobs_when_it_en
         wait_for(lambda job_id=job_id: job_row(app, job_id)[0] == "Stopped", timeout=15, what="stopped at the end")
         state, reason, message, _n = job_row(app, job_id)
         assert reason == "Evicted" and "PSU swap" in message
-    [drain] = _drains(app)
-    assert drain.state == "done" and sorted(drain.stopped) == sorted([first, second])
+    # the drain is recorded done after its jobs are stopped (their stops commit one by one)
+    drain = wait_for(lambda: (lambda d: d if d.state == "done" else None)(_drains(app)[0]), timeout=15, what="the drain done")
+    assert sorted(drain.stopped) == sorted([first, second])
     actions = [e.action for e in rows_of(app, AuditEntry) if e.action.startswith("node.drain")]
     assert actions == ["node.drain_scheduled", "node.drain"]
 

@@ -656,3 +656,35 @@ def test_an_admitted_job_pending_beside_free_gpus_preempts_nothing(app, make, la
         finally:
             db.session.remove()
     assert states(make)[lent] == "Running"
+
+
+def test_a_borrower_starts_on_the_pass_after_a_job_ends_even_when_the_inventory_saw_its_pods_go_first(app, make, lab):
+    """The pod's end reaches the node inventory before the Job's end reaches the job's row: for a
+    pass in between, the GPUs are free on the node but still held by the Running job. The pass
+    after the job's end must decide the borrower's account again, although the idle GPUs it waits
+    for did not change since (its fingerprint follows the GPUs admitted jobs hold too)."""
+    from portal.models import Account as A, Node, Placement
+    from portal.services.scheduling.schedule import PortalAdmission
+    other = make.account("lab-b", gpu_quota=8, members={lab["bob"]: "member"})
+    make.query(lambda s: (setattr(s.get(A, lab["account"]), "gpu_quota", 1),
+                          s.add(Node(name="a100-0", gpu_model="A100", gpus=8, gpus_requested=8, ready=True, unschedulable=False)),
+                          s.commit()))
+    own = make.job(lab["alice"], lab["account"], state="Running", gpus=1, gpu_model="A100", started_at=T0)  # its guarantee
+    running = make.job(lab["bob"], other, state="Running", gpus=7, gpu_model="A100", started_at=T0)
+    make.placement("a100-0", own, gpus=1)
+    make.placement("a100-0", running, gpus=7)
+    borrower = submit(app, lab["alice"], lab["account"], 1, "borrower", now=T0, borrow=True)
+    backend = PortalAdmission(SETTINGS)
+
+    def admit(seconds):
+        with app.app_context():
+            try:
+                return backend.admission_pass(T0 + timedelta(seconds=seconds))
+            finally:
+                db.session.remove()
+    assert admit(1) == []  # the node is full
+    make.query(lambda s: (s.query(Placement).filter_by(job_id=running).delete(), setattr(s.get(Node, "a100-0"), "gpus_requested", 1),
+                          s.commit()))
+    assert admit(2) == []  # the pod is gone, the job not yet ended: its GPUs are held
+    make.query(lambda s: (setattr(s.get(Job, running), "state", "Succeeded"), s.commit()))
+    assert admit(3) == [borrower]

@@ -46,9 +46,11 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
     closed = tuple(sorted(under_maintenance().items()))  # a model back from maintenance: decide again
     held = tuple(sorted(held_users(utcnow())))  # a restriction set, lifted or ended: decide again
     # What an account waiting on the cluster (a borrower, a head waiting for free GPUs) also
-    # depends on: how many GPUs of the models it waits for are idle. Read for every account with
-    # queued GPU jobs, so a fingerprint does not change when an account starts waiting; the pass
-    # compares it only for the accounts whose last decision waited on the cluster.
+    # depends on: how many GPUs of the models it waits for are idle on the nodes, and how many
+    # admitted jobs hold (a job that ends before the inventory shows its pods gone changes the
+    # second, not the first). Read for every account with queued GPU jobs, so a fingerprint does
+    # not change when an account starts waiting; the pass compares it only for the accounts
+    # whose last decision waited on the cluster.
     waits_on: dict[int, tuple] = {}
     idle: dict = {}
     reserved: tuple = ()
@@ -57,6 +59,8 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
         idle = {m: int(g or 0) for m, g in db.session.execute(select(
             Node.gpu_model, func.sum(case((schedulable, Node.gpus - Node.gpus_requested), else_=0)))
             .where(Node.gpus > 0).group_by(Node.gpu_model)).all()}
+        holding = {m or "": int(g or 0) for m, g in db.session.execute(select(Job.gpu_model, func.sum(Job.gpus)).where(
+            Job.state.in_(ACTIVE_STATES), Job.gpus > 0).group_by(Job.gpu_model)).all()}
         # A node reserved for an account (or released) changes whose GPUs its idle ones are.
         reserved = tuple(db.session.execute(select(Node.name, Node.reserved_for).where(
             Node.gpus > 0, Node.reserved_for != "").order_by(Node.name)).all())
@@ -64,7 +68,9 @@ def signatures(idle_gpus: bool = True) -> dict[int, tuple]:
         models_of: dict[int, set] = {}
         for a, m in db.session.execute(select(Job.account_id, Job.gpu_model).where(is_queued, Job.gpus > 0).distinct()):
             models_of.setdefault(a, set()).add(m or "")
-        waits_on = {a: (tuple((m, idle.get(m, 0) if m else sum(idle.values())) for m in sorted(ms)), reserved)
+        waits_on = {a: (tuple((m, idle.get(m, 0) if m else sum(idle.values()),
+                               holding.get(m, 0) + holding.get("", 0) if m else sum(holding.values())) for m in sorted(ms)),
+                        reserved)
                     for a, ms in models_of.items()}
     db.session.commit()
     return {a: (int(n), int(v or 0), int(q), int(ids), accounts.get(a), caps.get(a), models.get(a), closed, held,
