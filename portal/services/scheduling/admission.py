@@ -284,9 +284,7 @@ def _admit_account(account_id: int, now: datetime, settings: QueueSettings, borr
             if len(preempted) == len(victims) and job_states.admitted(head.id, now):
                 done.append(head.id)
                 charge(account_id, head.user_id, head.gpus * settings.penalty_seconds, now, settings)
-                audit.record(SYSTEM, "job.reclaim", "job", head.id, {
-                    "account": q.name, "gpus": sum(v.gpus for v in victims), "victims": [v.id for v in victims],
-                    "waited_s": int((now - (head.reserved_at or head.submitted or now)).total_seconds())})
+                _record_reclaim(head, q.name, victims, now)
                 decision.order = [d for d in decision.order if d.id != head.id]
                 result.preempted += [v.id for v in preempted]
             else:  # a victim ended meanwhile: nothing is preempted this pass; decided again next pass
@@ -367,20 +365,29 @@ def reclaim_stranded(now: datetime, settings: QueueSettings) -> list[int]:
         db.session.commit()
         return []
     cap = capacity(settings)
-    for d, account in waiting:
-        victims = reclaim(d, account, cap, candidates, over, d.submitted or now, now, reclaims.rules) if cap else None
+    for job, account in waiting:
+        _model, left = cap.held.get(job.id, ("", 0)) if cap else ("", 0)  # its GPUs not bound yet
+        if not job.per_worker or left < job.per_worker:
+            continue
+        d = replace(job, gpus=left - left % job.per_worker, workers=left // job.per_worker)  # its unbound pods
+        victims = reclaim(d, account, cap, candidates, over, d.submitted or now, now, reclaims.rules)
         if not victims:
             continue
         if not all(_preempt(v, d, account, now, reclaims, settings) for v in victims):
             db.session.rollback()  # a victim ended meanwhile: decided again next pass
             return []
-        audit.record(SYSTEM, "job.reclaim", "job", d.id, {
-            "account": account, "gpus": sum(v.gpus for v in victims), "victims": [v.id for v in victims],
-            "waited_s": int((now - (d.submitted or now)).total_seconds()), "admitted": True})
+        _record_reclaim(d, account, victims, now, admitted=True)
         db.session.commit()
         return [v.id for v in victims]
     db.session.commit()
     return []
+
+
+def _record_reclaim(head: Demand, account: str, victims: list[Demand], now: datetime, **more) -> None:
+    """The audit line of a job that took lent GPUs back (queued head or admitted job)."""
+    audit.record(SYSTEM, "job.reclaim", "job", head.id, {
+        "account": account, "gpus": sum(v.gpus for v in victims), "victims": [v.id for v in victims],
+        "waited_s": int((now - (head.reserved_at or head.submitted or now)).total_seconds()), **more})
 
 
 def reclassify_pass(now: datetime, settings: QueueSettings) -> list[int]:

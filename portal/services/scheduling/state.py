@@ -236,21 +236,14 @@ def reclaim_candidates() -> tuple[list[Demand], dict[str, int]]:
 
 def stranded(before: datetime, limit: int = 20) -> list[tuple[Demand, str]]:
     """Admitted in-quota GPU jobs that the cluster has left Pending since before `before`, with
-    pods not bound yet: the unbound part as a Demand (its pods, their GPUs), and the account's
-    name; the oldest first."""
-    rows = db.session.execute(
-        select(*DEMAND_COLUMNS, Account.name.label("account_name"), func.coalesce(func.sum(Placement.gpus), 0).label("placed"))
-        .join(Account, Account.id == Job.account_id).outerjoin(Placement, Placement.job_id == Job.id)
-        .where(Job.state == JobState.PENDING.value, Job.borrowed.is_(False), Job.gpus > 0,
-               func.coalesce(Job.admitted_at, Job.created_at) <= before)
-        .group_by(*DEMAND_COLUMNS, Account.name).order_by(Job.created_at, Job.id).limit(limit)).all()
-    out = []
-    for r in rows:
-        d = demand_of(r)
-        left = d.gpus - int(r.placed)
-        if left > 0 and d.per_worker:
-            out.append((replace(d, gpus=left - left % d.per_worker, workers=max(1, left // d.per_worker)), r.account_name))
-    return out
+    their account's name, the oldest first. (Which of their GPUs are not bound yet, `capacity`
+    holds.)"""
+    rows = db.session.execute(select(*DEMAND_COLUMNS, Account.name.label("account_name"))
+                              .join(Account, Account.id == Job.account_id)
+                              .where(Job.state == JobState.PENDING.value, Job.borrowed.is_(False), Job.gpus > 0,
+                                     func.coalesce(Job.admitted_at, Job.created_at) <= before)
+                              .order_by(Job.created_at, Job.id).limit(limit)).all()
+    return [(demand_of(r), r.account_name) for r in rows]
 
 
 def reclaiming(job_ids: list[int], since: datetime) -> set[int]:
