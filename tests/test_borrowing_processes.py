@@ -30,7 +30,10 @@ def stack(app, make, tmp_path, schema):
         policies.update(SYSTEM, "preemption", {"grace_seconds": "3", "min_run_minutes": "0", "backoff_minutes": "0"})
         db.session.remove()
     # Real time: the minimum run time compares the cluster's start times with the portal's clock.
-    s = Stack(tmp_path, schema, time_scale=1, run_seconds=5)
+    # A lease long enough for the admitter to act in the database while the API hangs: the syncer
+    # leads until its lease lapses (two thirds of it), and a 3 s lease lapsed before a busy
+    # machine's submission reached the admitter.
+    s = Stack(tmp_path, schema, time_scale=1, run_seconds=5, settings={"CRATER_LEASE_SECONDS": "15"})
     try:
         s.start()
         s.nlp, s.vision = nlp, vision
